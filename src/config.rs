@@ -1,0 +1,412 @@
+//! Pipeline file + environment → validated [`Settings`].
+//!
+//! The raw TOML structs deny unknown fields and carry the defaults; [`Settings::resolve`] turns them
+//! into settings once, so nothing downstream re-validates. Credentials come only from the
+//! environment and live in [`Secret`], whose Debug and Display print `***`.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::Deserialize;
+use url::Url;
+
+use crate::objects::{self, ObjectSpec};
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("cannot read pipeline file {path}: {source}")]
+    Read {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("pipeline file {path} is invalid: {source}")]
+    Parse {
+        path: String,
+        #[source]
+        source: toml::de::Error,
+    },
+    #[error("configuration: {0}")]
+    Invalid(String),
+}
+
+/// A credential. Debug and Display never show it; [`Secret::expose`] is called where the auth
+/// header is built and nowhere else.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+/// How requests authenticate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Auth {
+    /// Basic `{email}/token:{api_token}`.
+    ApiToken { email: String, token: Secret },
+    /// Bearer OAuth access token.
+    OAuth { token: Secret },
+}
+
+/// The pipeline file as written (`pipelines/*.toml`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PipelineFile {
+    /// Lake URI: a local path, `file://`, or an object-store URI.
+    pub lake: Option<String>,
+    /// Objects to sync; all known objects when absent.
+    pub objects: Option<Vec<String>>,
+    /// Unix seconds from which the first sync of an object exports.
+    #[serde(default)]
+    pub start_time: i64,
+    #[serde(default)]
+    pub zendesk: ZendeskFile,
+    #[serde(default)]
+    pub sync: SyncFile,
+    /// object_store options (`aws_region`, `azure_storage_account_name`, ...).
+    #[serde(default)]
+    pub storage: HashMap<String, String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ZendeskFile {
+    pub subdomain: Option<String>,
+    pub base_url: Option<String>,
+    pub timeout_secs: u64,
+    pub max_attempts: u32,
+    pub retry_base_ms: u64,
+    pub retry_max_secs: u64,
+    pub account_requests_per_minute: u32,
+    pub incremental_requests_per_minute: u32,
+}
+
+impl Default for ZendeskFile {
+    fn default() -> Self {
+        ZendeskFile {
+            subdomain: None,
+            base_url: None,
+            timeout_secs: 30,
+            max_attempts: 6,
+            retry_base_ms: 500,
+            retry_max_secs: 120,
+            account_requests_per_minute: 700,
+            incremental_requests_per_minute: 10,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SyncFile {
+    /// Records asked for per export page (Zendesk's maximum is 1000).
+    pub page_size: u32,
+    /// Rows gathered from many pages before one Delta commit.
+    pub commit_rows: usize,
+    /// Pages buffered between the fetch, decode and write stages.
+    pub channel_pages: usize,
+}
+
+impl Default for SyncFile {
+    fn default() -> Self {
+        SyncFile {
+            page_size: 1000,
+            commit_rows: 50_000,
+            channel_pages: 4,
+        }
+    }
+}
+
+impl PipelineFile {
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|source| Error::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Self::parse(&text, &path.display().to_string())
+    }
+
+    pub fn parse(text: &str, origin: &str) -> Result<Self> {
+        toml::from_str(text).map_err(|source| Error::Parse {
+            path: origin.to_owned(),
+            source,
+        })
+    }
+}
+
+/// Validated settings of a run.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub lake: String,
+    pub objects: Vec<&'static ObjectSpec>,
+    pub start_time: i64,
+    pub storage: HashMap<String, String>,
+    pub zendesk: ZendeskSettings,
+    pub page_size: u32,
+    pub commit_rows: usize,
+    pub channel_pages: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct ZendeskSettings {
+    /// Scheme, host and port every request goes to; pagination URLs elsewhere are refused.
+    pub base_url: Url,
+    pub auth: Auth,
+    pub timeout: Duration,
+    pub max_attempts: u32,
+    pub retry_base: Duration,
+    pub retry_max: Duration,
+    pub account_requests_per_minute: u32,
+    pub incremental_requests_per_minute: u32,
+}
+
+/// Values given on the command line, which win over the file.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    pub lake: Option<String>,
+    pub objects: Option<Vec<String>>,
+}
+
+impl Settings {
+    /// Resolve a pipeline file, command-line overrides and the environment (`env` looks a
+    /// variable up; tests pass a map instead of the process environment).
+    pub fn resolve(
+        file: PipelineFile,
+        overrides: Overrides,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Settings> {
+        let invalid = |msg: String| Error::Invalid(msg);
+        let lake = overrides
+            .lake
+            .or(file.lake)
+            .unwrap_or_else(|| "./lake".to_owned());
+        let names = overrides
+            .objects
+            .or(file.objects)
+            .unwrap_or_else(|| objects::names().iter().map(|s| s.to_string()).collect());
+        let mut selected = Vec::new();
+        for name in &names {
+            let spec = objects::find(name.trim()).ok_or_else(|| {
+                invalid(format!(
+                    "unknown object {name:?}; known objects: {}",
+                    objects::names().join(", ")
+                ))
+            })?;
+            if !selected.iter().any(|s: &&ObjectSpec| s.name == spec.name) {
+                selected.push(spec);
+            }
+        }
+        if selected.is_empty() {
+            return Err(invalid("no objects to sync".into()));
+        }
+        if file.start_time < 0 {
+            return Err(invalid("start_time must be unix seconds >= 0".into()));
+        }
+        let z = file.zendesk;
+        let base_url = resolve_base_url(
+            env("ZENDESK_BASE_URL").or(z.base_url),
+            env("ZENDESK_SUBDOMAIN").or(z.subdomain),
+        )?;
+        let auth = resolve_auth(env)?;
+        if z.max_attempts == 0 {
+            return Err(invalid("zendesk.max_attempts must be at least 1".into()));
+        }
+        if z.account_requests_per_minute == 0 || z.incremental_requests_per_minute == 0 {
+            return Err(invalid("request budgets per minute must be at least 1".into()));
+        }
+        if z.timeout_secs == 0 {
+            return Err(invalid("zendesk.timeout_secs must be at least 1".into()));
+        }
+        let sync = file.sync;
+        if !(1..=1000).contains(&sync.page_size) {
+            return Err(invalid("sync.page_size must be within 1..=1000".into()));
+        }
+        if sync.commit_rows == 0 || sync.channel_pages == 0 {
+            return Err(invalid("sync.commit_rows and sync.channel_pages must be at least 1".into()));
+        }
+        Ok(Settings {
+            lake,
+            objects: selected,
+            start_time: file.start_time,
+            storage: file.storage,
+            zendesk: ZendeskSettings {
+                base_url,
+                auth,
+                timeout: Duration::from_secs(z.timeout_secs),
+                max_attempts: z.max_attempts,
+                retry_base: Duration::from_millis(z.retry_base_ms),
+                retry_max: Duration::from_secs(z.retry_max_secs),
+                account_requests_per_minute: z.account_requests_per_minute,
+                incremental_requests_per_minute: z.incremental_requests_per_minute,
+            },
+            page_size: sync.page_size,
+            commit_rows: sync.commit_rows,
+            channel_pages: sync.channel_pages,
+        })
+    }
+}
+
+fn resolve_base_url(base_url: Option<String>, subdomain: Option<String>) -> Result<Url> {
+    let text = match (base_url, subdomain) {
+        (Some(base), _) => base,
+        (None, Some(sub)) => {
+            let valid = !sub.is_empty()
+                && sub
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+            if !valid {
+                return Err(Error::Invalid(format!(
+                    "ZENDESK_SUBDOMAIN {sub:?} is invalid: use lowercase letters, digits and '-' only \
+                     (the `acme` of acme.zendesk.com)"
+                )));
+            }
+            format!("https://{sub}.zendesk.com")
+        }
+        (None, None) => {
+            return Err(Error::Invalid(
+                "set ZENDESK_SUBDOMAIN (or ZENDESK_BASE_URL, or zendesk.subdomain in the pipeline file)".into(),
+            ))
+        }
+    };
+    let url = Url::parse(&text)
+        .map_err(|e| Error::Invalid(format!("ZENDESK_BASE_URL {text:?} is not a URL: {e}")))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+        return Err(Error::Invalid(format!(
+            "ZENDESK_BASE_URL {text:?} must be an http(s) URL with a host"
+        )));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(Error::Invalid(
+            "ZENDESK_BASE_URL must not carry credentials; use ZENDESK_EMAIL and ZENDESK_API_TOKEN".into(),
+        ));
+    }
+    // Only the origin matters: endpoint paths are absolute.
+    let mut origin = url.clone();
+    origin.set_path("/");
+    origin.set_query(None);
+    origin.set_fragment(None);
+    Ok(origin)
+}
+
+fn resolve_auth(env: &dyn Fn(&str) -> Option<String>) -> Result<Auth> {
+    let non_empty = |name: &str| env(name).filter(|v| !v.trim().is_empty());
+    if let Some(token) = non_empty("ZENDESK_OAUTH_TOKEN") {
+        return Ok(Auth::OAuth {
+            token: Secret::new(token.trim()),
+        });
+    }
+    match (non_empty("ZENDESK_EMAIL"), non_empty("ZENDESK_API_TOKEN")) {
+        (Some(email), Some(token)) => Ok(Auth::ApiToken {
+            email: email.trim().to_owned(),
+            token: Secret::new(token.trim()),
+        }),
+        _ => Err(Error::Invalid(
+            "set ZENDESK_EMAIL and ZENDESK_API_TOKEN, or ZENDESK_OAUTH_TOKEN".into(),
+        )),
+    }
+}
+
+/// The process environment, for [`Settings::resolve`].
+pub fn process_env(name: &str) -> Option<String> {
+    std::env::var(name).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(vars: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let map: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        move |name| map.get(name).cloned()
+    }
+
+    fn creds() -> Vec<(&'static str, &'static str)> {
+        vec![("ZENDESK_EMAIL", "a@b.c"), ("ZENDESK_API_TOKEN", "tok-SECRET")]
+    }
+
+    #[test]
+    fn subdomain_builds_base_url() {
+        let mut vars = creds();
+        vars.push(("ZENDESK_SUBDOMAIN", "acme-2"));
+        let s = Settings::resolve(PipelineFile::default(), Overrides::default(), &env(&vars)).unwrap();
+        assert_eq!(s.zendesk.base_url.as_str(), "https://acme-2.zendesk.com/");
+        assert_eq!(s.objects.len(), objects::names().len());
+    }
+
+    #[test]
+    fn invalid_subdomain_is_rejected() {
+        for bad in ["Acme", "acme.evil.com", "a/b", ""] {
+            let mut vars = creds();
+            vars.push(("ZENDESK_SUBDOMAIN", bad));
+            let err = Settings::resolve(PipelineFile::default(), Overrides::default(), &env(&vars));
+            assert!(err.is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn secrets_are_redacted_in_debug() {
+        let mut vars = creds();
+        vars.push(("ZENDESK_SUBDOMAIN", "acme"));
+        let s = Settings::resolve(PipelineFile::default(), Overrides::default(), &env(&vars)).unwrap();
+        let shown = format!("{s:?}");
+        assert!(!shown.contains("tok-SECRET"), "{shown}");
+        assert!(shown.contains("***"));
+    }
+
+    #[test]
+    fn missing_credentials_are_reported() {
+        let err = Settings::resolve(
+            PipelineFile::default(),
+            Overrides::default(),
+            &env(&[("ZENDESK_SUBDOMAIN", "acme")]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("ZENDESK_API_TOKEN"), "{err}");
+    }
+
+    #[test]
+    fn unknown_keys_and_objects_are_rejected() {
+        assert!(PipelineFile::parse("lake = 'x'\nlakes = 'y'", "t").is_err());
+        let mut vars = creds();
+        vars.push(("ZENDESK_SUBDOMAIN", "acme"));
+        let overrides = Overrides {
+            objects: Some(vec!["tickets".into(), "nope".into()]),
+            ..Default::default()
+        };
+        let err = Settings::resolve(PipelineFile::default(), overrides, &env(&vars)).unwrap_err();
+        assert!(err.to_string().contains("nope"));
+    }
+
+    #[test]
+    fn shipped_pipeline_files_parse() {
+        for file in ["pipelines/demo.toml", "pipelines/production.example.toml"] {
+            let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(file);
+            PipelineFile::load(&path).unwrap();
+        }
+    }
+}

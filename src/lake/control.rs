@@ -1,0 +1,206 @@
+//! The control table `<lake>/_sync_state`: one row per data commit of an object, holding the
+//! position to resume from and the watermark reached.
+//!
+//! A row is appended only after the data commit it describes has succeeded, so the newest row of
+//! an object never points past data the lake holds. Rows are never updated: the table is also the
+//! object's sync history, which `zendesk-lake status` and SQL (`SELECT * FROM _sync_state`) show.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use deltalake::arrow::array::{Array, AsArray, RecordBatch};
+use deltalake::arrow::datatypes::{DataType, Field, Int64Type, Schema, SchemaRef, TimestampMicrosecondType};
+use deltalake::arrow::json::ReaderBuilder;
+use deltalake::protocol::SaveMode;
+use serde::Serialize;
+
+use super::{register, Error, Lake, Result};
+use crate::objects::timestamp_type;
+use crate::zendesk::Position;
+
+/// Name of the control table, also its name in SQL.
+pub const CONTROL_TABLE: &str = "_sync_state";
+
+/// One committed batch of one object.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ControlRow {
+    pub object: String,
+    /// 1, 2, ... per object; also the Delta app-transaction version of the data commit.
+    pub seq: i64,
+    /// Cursor exports: `after_cursor` to resume from.
+    pub cursor: Option<String>,
+    /// Time exports (and cursor exports before their first cursor): the next `start_time`.
+    pub start_time: i64,
+    /// Time exports: fingerprints of records of second `start_time` already applied.
+    pub boundary: Vec<String>,
+    /// Largest cursor-field value applied so far (µs since the epoch).
+    pub watermark: Option<i64>,
+    pub rows_upserted: i64,
+    pub rows_deleted: i64,
+    pub run_id: String,
+    /// Delta version of the data commit.
+    pub data_version: i64,
+    /// µs since the epoch.
+    pub committed_at: i64,
+}
+
+impl ControlRow {
+    pub fn position(&self) -> Position {
+        Position {
+            cursor: self.cursor.clone(),
+            start_time: self.start_time,
+            boundary: self.boundary.clone(),
+        }
+    }
+}
+
+fn schema() -> SchemaRef {
+    let list = DataType::List(Arc::new(Field::new("element", DataType::Utf8, true)));
+    Arc::new(Schema::new(vec![
+        Field::new("object", DataType::Utf8, false),
+        Field::new("seq", DataType::Int64, false),
+        Field::new("cursor", DataType::Utf8, true),
+        Field::new("start_time", DataType::Int64, false),
+        Field::new("boundary", list, true),
+        Field::new("watermark", timestamp_type(), true),
+        Field::new("rows_upserted", DataType::Int64, false),
+        Field::new("rows_deleted", DataType::Int64, false),
+        Field::new("run_id", DataType::Utf8, false),
+        Field::new("data_version", DataType::Int64, false),
+        Field::new("committed_at", timestamp_type(), false),
+    ]))
+}
+
+impl Lake {
+    /// Append a control row (after its data commit).
+    pub async fn record(&self, row: &ControlRow) -> Result<()> {
+        let invalid = |detail: String| Error::Invalid {
+            table: CONTROL_TABLE.to_owned(),
+            detail,
+        };
+        let mut decoder = ReaderBuilder::new(schema())
+            .build_decoder()
+            .map_err(|e| invalid(e.to_string()))?;
+        decoder
+            .serialize(std::slice::from_ref(row))
+            .map_err(|e| invalid(e.to_string()))?;
+        let batch = decoder
+            .flush()
+            .map_err(|e| invalid(e.to_string()))?
+            .ok_or_else(|| invalid("empty control batch".into()))?;
+        // Objects commit concurrently; one writer at a time keeps the first create race-free.
+        let _guard = self.control_lock.lock().await;
+        let table = match self.open(CONTROL_TABLE).await? {
+            Some(table) => table,
+            None => self.handle(CONTROL_TABLE)?,
+        };
+        table
+            .write(vec![batch])
+            .with_save_mode(SaveMode::Append)
+            .with_table_name(CONTROL_TABLE)
+            .with_description("zendesk-lake sync state: one row per data commit of an object")
+            .await
+            .map_err(|source| Error::Delta {
+                table: CONTROL_TABLE.to_owned(),
+                source,
+            })?;
+        Ok(())
+    }
+
+    /// The newest control row of every object.
+    pub async fn latest_state(&self) -> Result<HashMap<String, ControlRow>> {
+        let mut latest: HashMap<String, ControlRow> = HashMap::new();
+        for row in self.history().await? {
+            match latest.get(&row.object) {
+                Some(current) if current.seq >= row.seq => {}
+                _ => {
+                    latest.insert(row.object.clone(), row);
+                }
+            }
+        }
+        Ok(latest)
+    }
+
+    /// Every control row, oldest first per object.
+    pub async fn history(&self) -> Result<Vec<ControlRow>> {
+        let Some(table) = self.open(CONTROL_TABLE).await? else {
+            return Ok(Vec::new());
+        };
+        let ctx = deltalake::datafusion::prelude::SessionContext::new();
+        register(&ctx, CONTROL_TABLE, &table).await?;
+        let batches = ctx
+            .sql(&format!("SELECT * FROM {CONTROL_TABLE} ORDER BY object, seq"))
+            .await
+            .map_err(Error::Query)?
+            .collect()
+            .await
+            .map_err(Error::Query)?;
+        let mut rows = Vec::new();
+        for batch in &batches {
+            rows.extend(rows_of(batch)?);
+        }
+        Ok(rows)
+    }
+}
+
+fn rows_of(batch: &RecordBatch) -> Result<Vec<ControlRow>> {
+    let missing = |name: &str| Error::Invalid {
+        table: CONTROL_TABLE.to_owned(),
+        detail: format!("column {name} is missing or has an unexpected type"),
+    };
+    let string = |name: &'static str| {
+        batch
+            .column_by_name(name)
+            .and_then(|c| c.as_string_opt::<i32>())
+            .ok_or_else(|| missing(name))
+    };
+    let int = |name: &'static str| {
+        batch
+            .column_by_name(name)
+            .and_then(|c| c.as_primitive_opt::<Int64Type>())
+            .ok_or_else(|| missing(name))
+    };
+    let time = |name: &'static str| {
+        batch
+            .column_by_name(name)
+            .and_then(|c| c.as_primitive_opt::<TimestampMicrosecondType>())
+            .ok_or_else(|| missing(name))
+    };
+    let (object, cursor, run_id) = (string("object")?, string("cursor")?, string("run_id")?);
+    let (seq, start_time, upserted, deleted, version) = (
+        int("seq")?,
+        int("start_time")?,
+        int("rows_upserted")?,
+        int("rows_deleted")?,
+        int("data_version")?,
+    );
+    let (watermark, committed_at) = (time("watermark")?, time("committed_at")?);
+    let boundary = batch
+        .column_by_name("boundary")
+        .and_then(|c| c.as_list_opt::<i32>())
+        .ok_or_else(|| missing("boundary"))?;
+    let mut rows = Vec::with_capacity(batch.num_rows());
+    for i in 0..batch.num_rows() {
+        let prints = if boundary.is_null(i) {
+            Vec::new()
+        } else {
+            let values = boundary.value(i);
+            let values = values.as_string_opt::<i32>().ok_or_else(|| missing("boundary"))?;
+            (0..values.len()).map(|j| values.value(j).to_owned()).collect()
+        };
+        rows.push(ControlRow {
+            object: object.value(i).to_owned(),
+            seq: seq.value(i),
+            cursor: (!cursor.is_null(i)).then(|| cursor.value(i).to_owned()),
+            start_time: start_time.value(i),
+            boundary: prints,
+            watermark: (!watermark.is_null(i)).then(|| watermark.value(i)),
+            rows_upserted: upserted.value(i),
+            rows_deleted: deleted.value(i),
+            run_id: run_id.value(i).to_owned(),
+            data_version: version.value(i),
+            committed_at: committed_at.value(i),
+        });
+    }
+    Ok(rows)
+}

@@ -1,0 +1,408 @@
+//! The `zendesk-lake` command: parse, set up logging, run the library, map errors to exit codes
+//! (0 ok, 1 some objects failed, 2 fatal or configuration error).
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context as _, Result};
+use chrono::{DateTime, Utc};
+use clap::{Parser, Subcommand, ValueEnum};
+use zendesk_lake::arrow::util::pretty::pretty_format_batches;
+use zendesk_lake::config::{self, Overrides, PipelineFile, Settings};
+use zendesk_lake::lake::Lake;
+use zendesk_lake::objects::LimitClass;
+use zendesk_lake::sim::{Round, SimConfig, Simulator};
+use zendesk_lake::sync::{self, Outcome, SyncReport};
+use zendesk_lake::zendesk::{Client, RequestStats};
+
+const DEMO_PIPELINE: &str = include_str!("../pipelines/demo.toml");
+
+#[derive(Parser)]
+#[command(name = "zendesk-lake", version, about = "Copy a Zendesk Support account into Delta Lake tables, incrementally and exactly")]
+struct Cli {
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(clap::Args, Clone, Default)]
+struct Target {
+    /// Pipeline file (TOML); see pipelines/.
+    #[arg(long)]
+    pipeline: Option<PathBuf>,
+    /// Lake URI (local path, file://, s3://...); overrides the pipeline file.
+    #[arg(long)]
+    lake: Option<String>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Sync every configured object into the lake (the main job).
+    Sync {
+        #[command(flatten)]
+        target: Target,
+        /// Only these objects, comma-separated.
+        #[arg(long, value_delimiter = ',')]
+        objects: Option<Vec<String>>,
+        /// Sync the built-in simulated account (started on loopback) into ./lake or --lake.
+        #[arg(long)]
+        demo: bool,
+    },
+    /// Check credentials and which objects are readable.
+    Check {
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Per object: watermark, lag, rows, last run.
+    Status {
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Run SQL over the lake's tables (registered by object name, plus _sync_state).
+    Query {
+        #[command(flatten)]
+        target: Target,
+        /// The SQL statement.
+        sql: String,
+    },
+    /// Serve the simulated Zendesk account until interrupted.
+    Simulate {
+        #[arg(long, default_value_t = 8765)]
+        port: u16,
+        #[arg(long, default_value_t = 2000)]
+        tickets: usize,
+        #[arg(long, default_value_t = 500)]
+        users: usize,
+        #[arg(long, default_value_t = 100)]
+        organizations: usize,
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        /// Apply a round of creates/updates/deletes every this many seconds.
+        #[arg(long)]
+        round_every_secs: Option<u64>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match runtime.block_on(run(cli.command)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,deltalake=warn,datafusion=warn"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+async fn run(command: Command) -> Result<ExitCode> {
+    match command {
+        Command::Sync {
+            target,
+            objects,
+            demo: false,
+        } => {
+            let settings = settings(&target, objects, &config::process_env)?;
+            sync_and_report(&settings).await
+        }
+        Command::Sync {
+            target,
+            objects,
+            demo: true,
+        } => {
+            let sim = Simulator::new(demo_config());
+            let server = sim.serve(0).await.context("starting the simulated account")?;
+            let mut file = PipelineFile::parse(DEMO_PIPELINE, "pipelines/demo.toml")?;
+            if let Some(path) = &target.pipeline {
+                file = PipelineFile::load(path)?;
+            }
+            let env = sim_env(&sim, server.base_url());
+            let overrides = Overrides {
+                lake: target.lake.clone(),
+                objects,
+            };
+            let settings = Settings::resolve(file, overrides, &|name| env.get(name).cloned())?;
+            eprintln!("demo: simulated Zendesk account at {}", server.base_url());
+            let code = sync_and_report(&settings).await?;
+            println!(
+                "\nTry: zendesk-lake query --lake {} \"SELECT status, count(*) FROM tickets GROUP BY status\"",
+                settings.lake
+            );
+            Ok(code)
+        }
+        Command::Check { target } => check(&settings(&target, None, &config::process_env)?).await,
+        Command::Status { target } => status(&lake_of(&target)?).await,
+        Command::Query { target, sql } => {
+            let batches = lake_of(&target)?.query(&sql).await?;
+            println!("{}", pretty_format_batches(&batches)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Simulate {
+            port,
+            tickets,
+            users,
+            organizations,
+            seed,
+            round_every_secs,
+        } => {
+            let sim = Simulator::new(SimConfig {
+                tickets,
+                users,
+                organizations,
+                seed,
+                ..SimConfig::default()
+            });
+            let server = sim.serve(port).await.context("starting the simulated account")?;
+            let config = SimConfig::default();
+            println!("Simulated Zendesk account at {}", server.base_url());
+            println!("export ZENDESK_BASE_URL={}", server.base_url());
+            println!("export ZENDESK_EMAIL={}", config.email);
+            println!("export ZENDESK_API_TOKEN={}", config.api_token);
+            match round_every_secs {
+                Some(secs) => loop {
+                    tokio::select! {
+                        _ = tokio::signal::ctrl_c() => break,
+                        _ = tokio::time::sleep(Duration::from_secs(secs.max(1))) => {
+                            sim.apply_round(&demo_round());
+                            eprintln!("applied a round of changes; account time is now {}", format_time(sim.now() * 1_000_000));
+                        }
+                    }
+                },
+                None => {
+                    tokio::signal::ctrl_c().await?;
+                }
+            }
+            server.shutdown().await;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn demo_config() -> SimConfig {
+    SimConfig {
+        tickets: 2000,
+        users: 500,
+        organizations: 100,
+        ..SimConfig::default()
+    }
+}
+
+fn demo_round() -> Round {
+    Round {
+        creates: 20,
+        updates: 40,
+        silent_updates: 10,
+        deletes: 5,
+    }
+}
+
+/// The environment a pipeline sees when it syncs the simulator: its URL and credentials.
+fn sim_env(sim: &Simulator, base_url: &str) -> HashMap<String, String> {
+    let _ = sim;
+    let config = SimConfig::default();
+    HashMap::from([
+        ("ZENDESK_BASE_URL".to_owned(), base_url.to_owned()),
+        ("ZENDESK_EMAIL".to_owned(), config.email),
+        ("ZENDESK_API_TOKEN".to_owned(), config.api_token),
+    ])
+}
+
+fn settings(
+    target: &Target,
+    objects: Option<Vec<String>>,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Settings> {
+    let file = match &target.pipeline {
+        Some(path) => PipelineFile::load(path)?,
+        None => PipelineFile::default(),
+    };
+    let overrides = Overrides {
+        lake: target.lake.clone(),
+        objects,
+    };
+    Ok(Settings::resolve(file, overrides, env)?)
+}
+
+/// The lake named by --lake or the pipeline file, without needing Zendesk credentials.
+fn lake_of(target: &Target) -> Result<Lake> {
+    let file = match &target.pipeline {
+        Some(path) => PipelineFile::load(path)?,
+        None => PipelineFile::default(),
+    };
+    let uri = target
+        .lake
+        .clone()
+        .or(file.lake)
+        .unwrap_or_else(|| "./lake".to_owned());
+    Ok(Lake::try_new(&uri, file.storage)?)
+}
+
+async fn sync_and_report(settings: &Settings) -> Result<ExitCode> {
+    let report = sync::run(settings).await?;
+    print_report(&report);
+    if report.failed() {
+        for object in &report.objects {
+            if let Outcome::Failed(error) = &object.outcome {
+                eprintln!("error: {error}");
+            }
+        }
+        return Ok(ExitCode::from(1));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_report(report: &SyncReport) {
+    println!("sync {}", report.run_id);
+    println!(
+        "{:<15} {:<8} {:>9} {:>9} {:>8} {:>8} {:>9} {:>8} {:>8}  watermark",
+        "object", "result", "fetched", "upserted", "deleted", "commits", "requests", "retries", "seconds"
+    );
+    for o in &report.objects {
+        let result = match &o.outcome {
+            Outcome::Ok => "ok",
+            Outcome::Skipped(_) => "skipped",
+            Outcome::Failed(_) => "FAILED",
+        };
+        println!(
+            "{:<15} {:<8} {:>9} {:>9} {:>8} {:>8} {:>9} {:>8} {:>8.2}  {}",
+            o.object,
+            result,
+            o.fetched,
+            o.upserted,
+            o.deleted,
+            o.commits,
+            o.requests,
+            o.retries,
+            o.seconds,
+            o.watermark.map(format_time).unwrap_or_else(|| "-".into())
+        );
+    }
+}
+
+fn format_time(micros: i64) -> String {
+    DateTime::<Utc>::from_timestamp_micros(micros)
+        .map(|t| t.format("%Y-%m-%dT%H:%M:%SZ").to_string())
+        .unwrap_or_else(|| micros.to_string())
+}
+
+async fn check(settings: &Settings) -> Result<ExitCode> {
+    let client = Client::try_new(&settings.zendesk).map_err(anyhow::Error::msg)?;
+    let stats = RequestStats::default();
+    let me = client
+        .get_json("account", &client.endpoint("/api/v2/users/me.json"), LimitClass::Account, &stats)
+        .await?;
+    let user = &me["user"];
+    println!(
+        "credentials ok at {}: {} ({})",
+        client.base_url(),
+        user["email"].as_str().unwrap_or("?"),
+        user["role"].as_str().unwrap_or("?")
+    );
+    let lake = Lake::try_new(&settings.lake, settings.storage.clone())?;
+    let state = lake.latest_state().await.unwrap_or_default();
+    let mut all_ok = true;
+    for spec in &settings.objects {
+        let mut url = client.endpoint(&spec.endpoint.path);
+        let start = state
+            .get(&spec.name)
+            .map_or(settings.start_time, |row| row.start_time);
+        url.query_pairs_mut()
+            .append_pair("start_time", &start.to_string())
+            .append_pair("per_page", "1");
+        let readable = match client.get_json(&spec.name, &url, spec.endpoint.limit_class, &stats).await {
+            Ok(_) => "readable".to_owned(),
+            Err(e) if e.status() == Some(400) => "readable".to_owned(),
+            Err(e) => {
+                all_ok = false;
+                format!("NOT readable: {e}")
+            }
+        };
+        let resume = match state.get(&spec.name) {
+            Some(row) => format!("resumes at seq {} (watermark {})", row.seq, row.watermark.map(format_time).unwrap_or_default()),
+            None => format!("first sync from start_time {}", settings.start_time),
+        };
+        println!("{:<15} {:<40} {readable}; {resume}", spec.name, spec.endpoint.path);
+    }
+    Ok(if all_ok { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+async fn status(lake: &Lake) -> Result<ExitCode> {
+    let state = lake.latest_state().await?;
+    let history = lake.history().await?;
+    if state.is_empty() {
+        println!("no sync has committed to {} yet", lake.root());
+        return Ok(ExitCode::SUCCESS);
+    }
+    let now = Utc::now().timestamp_micros();
+    println!(
+        "{:<15} {:>6} {:>10} {:>9}  {:<20}  {:>10}  last commit",
+        "object", "seq", "rows", "deleted", "watermark", "lag"
+    );
+    let mut names: Vec<_> = state.keys().cloned().collect();
+    names.sort();
+    for name in names {
+        let row = &state[&name];
+        let counts = lake
+            .query(&format!(
+                "SELECT count(*) AS n, count(*) FILTER (WHERE _deleted) AS d FROM {name}"
+            ))
+            .await?;
+        let (rows, deleted) = counts
+            .first()
+            .map(|b| {
+                use zendesk_lake::arrow::array::AsArray;
+                use zendesk_lake::arrow::datatypes::Int64Type;
+                (
+                    b.column(0).as_primitive::<Int64Type>().value(0),
+                    b.column(1).as_primitive::<Int64Type>().value(0),
+                )
+            })
+            .unwrap_or_default();
+        let lag = row
+            .watermark
+            .map(|w| format!("{}s", (now - w) / 1_000_000))
+            .unwrap_or_else(|| "-".into());
+        let commits = history.iter().filter(|h| h.object == name).count();
+        println!(
+            "{:<15} {:>6} {:>10} {:>9}  {:<20}  {:>10}  {} (run {}, {commits} commits in all)",
+            name,
+            row.seq,
+            rows,
+            deleted,
+            row.watermark.map(format_time).unwrap_or_else(|| "-".into()),
+            lag,
+            format_time(row.committed_at),
+            row.run_id
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}

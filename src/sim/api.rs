@@ -1,0 +1,317 @@
+//! The Zendesk API surface of the simulator: faults, authentication, routing and the export
+//! endpoints' paging rules, independent of the socket code in `http.rs`.
+//!
+//! The paging rules are the ones that decide whether a client is correct against real Zendesk
+//! (DESIGN.md §5): cursor exports order by (generated_timestamp | updated_at, id) and resume
+//! strictly after an opaque cursor; the time export never splits a second, so the next page repeats
+//! the boundary second; a `start_time` less than 60 s old is refused.
+
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine as _;
+use serde_json::{json, Value};
+
+use super::data::{Object, State};
+use super::{Faults, Simulator};
+
+/// Zendesk's largest page for incremental exports.
+const MAX_PER_PAGE: usize = 1000;
+/// Zendesk refuses start times younger than this.
+const HOLD_BACK_SECS: i64 = 60;
+const RATE_LIMIT: u64 = 700;
+
+/// A parsed request, as far as the simulator cares.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Request {
+    pub(crate) method: String,
+    pub(crate) path: String,
+    /// Percent-decoded query pairs, in order.
+    pub(crate) query: Vec<(String, String)>,
+    /// Header names lower-cased.
+    pub(crate) headers: Vec<(String, String)>,
+    /// Path and raw query as received, for the request log.
+    pub(crate) target: String,
+}
+
+impl Request {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    fn param(&self, name: &str) -> Option<&str> {
+        self.query
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct Response {
+    pub(crate) status: u16,
+    pub(crate) headers: Vec<(&'static str, String)>,
+    pub(crate) body: Vec<u8>,
+}
+
+impl Response {
+    pub(crate) fn json(status: u16, body: &Value) -> Self {
+        Self {
+            status,
+            headers: Vec::new(),
+            // Serializing a Value cannot fail: its map keys are strings.
+            body: serde_json::to_vec(body).unwrap_or_default(),
+        }
+    }
+
+    pub(crate) fn error(status: u16, error: &str) -> Self {
+        Self::json(status, &json!({ "error": error }))
+    }
+
+    fn invalid(description: &str) -> Self {
+        Self::json(
+            400,
+            &json!({"error": "InvalidValue", "description": description}),
+        )
+    }
+}
+
+impl Simulator {
+    /// Answers one request: numbers and logs it, applies faults, checks credentials, routes.
+    pub(crate) fn handle(&self, request: &Request, base_url: &str) -> Response {
+        let number = self.record_request(&request.target);
+        let faults = self.faults();
+        let mut response = match fault(&faults, number) {
+            Some(response) => response,
+            None if !self.authorized(request.header("authorization")) => {
+                Response::error(401, "Couldn't authenticate you")
+            }
+            None => self.route(request, base_url),
+        };
+        let remaining = if response.status == 429 {
+            0
+        } else {
+            RATE_LIMIT - 1 - (number.saturating_sub(1) % RATE_LIMIT)
+        };
+        response.headers.extend([
+            ("x-rate-limit", RATE_LIMIT.to_string()),
+            ("x-rate-limit-remaining", remaining.to_string()),
+            ("ratelimit-limit", RATE_LIMIT.to_string()),
+            ("ratelimit-remaining", remaining.to_string()),
+            ("ratelimit-reset", String::from("60")),
+        ]);
+        tracing::debug!(target: "zendesk_lake::sim", number, status = response.status, path = %request.target, "simulated request");
+        response
+    }
+
+    fn authorized(&self, header: Option<&str>) -> bool {
+        let Some((scheme, credentials)) = header.and_then(|h| h.trim().split_once(' ')) else {
+            return false;
+        };
+        let config = &self.inner.config;
+        let credentials = credentials.trim();
+        if scheme.eq_ignore_ascii_case("basic") {
+            let expected = format!("{}/token:{}", config.email, config.api_token);
+            STANDARD
+                .decode(credentials)
+                .is_ok_and(|decoded| decoded == expected.as_bytes())
+        } else if scheme.eq_ignore_ascii_case("bearer") {
+            credentials == config.oauth_token
+        } else {
+            false
+        }
+    }
+
+    fn route(&self, request: &Request, base_url: &str) -> Response {
+        if request.method != "GET" {
+            return Response::error(404, "InvalidEndpoint");
+        }
+        // Zendesk answers with and without the ".json" suffix.
+        let path = request.path.strip_suffix(".json").unwrap_or(&request.path);
+        let state = self.state();
+        match path {
+            "/api/v2/users/me" => match state.admin() {
+                Some(user) => Response::json(200, &json!({ "user": user })),
+                None => Response::error(404, "RecordNotFound"),
+            },
+            "/api/v2/incremental/tickets/cursor" => {
+                cursor_export(&state, Object::Tickets, request, base_url)
+            }
+            "/api/v2/incremental/users/cursor" => {
+                cursor_export(&state, Object::Users, request, base_url)
+            }
+            "/api/v2/incremental/organizations" => {
+                time_export(&state, Object::Organizations, request, base_url)
+            }
+            _ => Response::error(404, "InvalidEndpoint"),
+        }
+    }
+}
+
+/// The injected failure for request `number` (1-based), if any.
+fn fault(faults: &Faults, number: u64) -> Option<Response> {
+    let every = |n: Option<u64>| n.is_some_and(|n| n > 0 && number % n == 0);
+    if every(faults.rate_limit_every) {
+        let mut response = Response::error(429, "TooManyRequests");
+        if let Some(retry_after) = &faults.retry_after {
+            response.headers.push(("retry-after", retry_after.clone()));
+        }
+        return Some(response);
+    }
+    if every(faults.server_error_every) || faults.fail_from_request.is_some_and(|f| number >= f) {
+        return Some(Response::error(500, "InternalServerError"));
+    }
+    None
+}
+
+fn per_page(request: &Request) -> Result<usize, Response> {
+    match request.param("per_page") {
+        None => Ok(MAX_PER_PAGE),
+        Some(raw) => match raw.trim().parse::<usize>() {
+            Ok(0) | Err(_) => Err(Response::invalid(
+                "per_page must be a positive integer",
+            )),
+            Ok(n) => Ok(n.min(MAX_PER_PAGE)),
+        },
+    }
+}
+
+/// A `start_time` Zendesk would accept: a non-negative integer at least 60 s in the past.
+fn start_time(raw: &str, now: i64) -> Result<i64, Response> {
+    let Ok(start) = raw.trim().parse::<i64>() else {
+        return Err(Response::invalid("start_time must be an integer"));
+    };
+    if start < 0 {
+        return Err(Response::invalid("start_time must not be negative"));
+    }
+    if start > now - HOLD_BACK_SECS {
+        let description = "Too recent start_time. Use a start_time older than 1 minute";
+        return Err(Response::json(
+            400,
+            &json!({
+                "error": "InvalidValue",
+                "description": description,
+                "details": {"start_time": [{"error": "StartTimeTooRecent", "description": description}]},
+            }),
+        ));
+    }
+    Ok(start)
+}
+
+/// Zendesk-looking opaque cursor: base64 of "{key}.0||{id}|".
+pub(crate) fn encode_cursor(key: i64, id: i64) -> String {
+    STANDARD.encode(format!("{key}.0||{id}|"))
+}
+
+pub(crate) fn decode_cursor(cursor: &str) -> Option<(i64, i64)> {
+    let bytes = STANDARD.decode(cursor.trim()).ok()?;
+    let text = String::from_utf8(bytes).ok()?;
+    let (key, id) = text.strip_suffix('|')?.split_once("||")?;
+    let key = key.strip_suffix(".0").unwrap_or(key).parse().ok()?;
+    Some((key, id.parse().ok()?))
+}
+
+fn encode_param(value: &str) -> String {
+    url::form_urlencoded::byte_serialize(value.as_bytes()).collect()
+}
+
+fn cursor_export(state: &State, object: Object, request: &Request, base_url: &str) -> Response {
+    let per_page = match per_page(request) {
+        Ok(n) => n,
+        Err(response) => return response,
+    };
+    let (start, passed) = if let Some(cursor) = request.param("cursor") {
+        match decode_cursor(cursor) {
+            Some(position) => (position, Some(cursor.to_string())),
+            None => return Response::invalid("Invalid cursor"),
+        }
+    } else if let Some(raw) = request.param("start_time") {
+        match start_time(raw, state.now) {
+            // Ids are positive, so "after (start, 0)" is "key >= start".
+            Ok(start) => ((start, 0), None),
+            Err(response) => return response,
+        }
+    } else {
+        return Response::invalid("start_time or cursor is required");
+    };
+
+    let mut rows = state.table(object).after(start.0, start.1);
+    let mut page = Vec::with_capacity(per_page.min(64));
+    let mut last = None;
+    for (key, id, value) in rows.by_ref().take(per_page) {
+        page.push(value.clone());
+        last = Some((key, id));
+    }
+    let end_of_stream = rows.next().is_none();
+    let after_cursor = match (last, passed) {
+        (Some((key, id)), _) => encode_cursor(key, id),
+        (None, Some(passed)) => passed,
+        (None, None) => encode_cursor(start.0, start.1),
+    };
+    let mut after_url = format!(
+        "{base_url}/api/v2/incremental/{}/cursor.json?cursor={}",
+        object.name(),
+        encode_param(&after_cursor)
+    );
+    if request.param("per_page").is_some() {
+        after_url.push_str(&format!("&per_page={per_page}"));
+    }
+    Response::json(
+        200,
+        &json!({
+            (object.name()): page,
+            "after_cursor": after_cursor,
+            "after_url": after_url,
+            "before_cursor": null,
+            "before_url": null,
+            "end_of_stream": end_of_stream,
+        }),
+    )
+}
+
+fn time_export(state: &State, object: Object, request: &Request, base_url: &str) -> Response {
+    let per_page = match per_page(request) {
+        Ok(n) => n,
+        Err(response) => return response,
+    };
+    let start = match request.param("start_time") {
+        Some(raw) => match start_time(raw, state.now) {
+            Ok(start) => start,
+            Err(response) => return response,
+        },
+        None => return Response::invalid("start_time is required"),
+    };
+
+    let mut rows = state.table(object).after(start, i64::MIN).peekable();
+    let mut page = Vec::with_capacity(per_page.min(64));
+    let mut end_time = start;
+    while let Some((key, _, value)) = rows.next_if(|_| page.len() < per_page) {
+        page.push(value.clone());
+        end_time = key;
+    }
+    // A page never splits a second: take the rest of the last record's second too.
+    if !page.is_empty() {
+        while let Some((_, _, value)) = rows.next_if(|(key, _, _)| *key == end_time) {
+            page.push(value.clone());
+        }
+    }
+    let end_of_stream = rows.peek().is_none();
+    let mut next_page = format!(
+        "{base_url}/api/v2/incremental/{}.json?start_time={end_time}",
+        object.name()
+    );
+    if request.param("per_page").is_some() {
+        next_page.push_str(&format!("&per_page={per_page}"));
+    }
+    Response::json(
+        200,
+        &json!({
+            (object.name()): page,
+            "count": page.len(),
+            "end_of_stream": end_of_stream,
+            "end_time": end_time,
+            "next_page": next_page,
+        }),
+    )
+}
