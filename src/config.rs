@@ -233,7 +233,9 @@ impl Settings {
             return Err(invalid("zendesk.max_attempts must be at least 1".into()));
         }
         if z.account_requests_per_minute == 0 || z.incremental_requests_per_minute == 0 {
-            return Err(invalid("request budgets per minute must be at least 1".into()));
+            return Err(invalid(
+                "request budgets per minute must be at least 1".into(),
+            ));
         }
         if z.timeout_secs == 0 {
             return Err(invalid("zendesk.timeout_secs must be at least 1".into()));
@@ -243,7 +245,9 @@ impl Settings {
             return Err(invalid("sync.page_size must be within 1..=1000".into()));
         }
         if sync.commit_rows == 0 || sync.channel_pages == 0 {
-            return Err(invalid("sync.commit_rows and sync.channel_pages must be at least 1".into()));
+            return Err(invalid(
+                "sync.commit_rows and sync.channel_pages must be at least 1".into(),
+            ));
         }
         Ok(Settings {
             lake,
@@ -298,7 +302,8 @@ fn resolve_base_url(base_url: Option<String>, subdomain: Option<String>) -> Resu
     }
     if !url.username().is_empty() || url.password().is_some() {
         return Err(Error::Invalid(
-            "ZENDESK_BASE_URL must not carry credentials; use ZENDESK_EMAIL and ZENDESK_API_TOKEN".into(),
+            "ZENDESK_BASE_URL must not carry credentials; use ZENDESK_EMAIL and ZENDESK_API_TOKEN"
+                .into(),
         ));
     }
     // Only the origin matters: endpoint paths are absolute.
@@ -345,14 +350,18 @@ mod tests {
     }
 
     fn creds() -> Vec<(&'static str, &'static str)> {
-        vec![("ZENDESK_EMAIL", "a@b.c"), ("ZENDESK_API_TOKEN", "tok-SECRET")]
+        vec![
+            ("ZENDESK_EMAIL", "a@b.c"),
+            ("ZENDESK_API_TOKEN", "tok-SECRET"),
+        ]
     }
 
     #[test]
     fn subdomain_builds_base_url() {
         let mut vars = creds();
         vars.push(("ZENDESK_SUBDOMAIN", "acme-2"));
-        let s = Settings::resolve(PipelineFile::default(), Overrides::default(), &env(&vars)).unwrap();
+        let s =
+            Settings::resolve(PipelineFile::default(), Overrides::default(), &env(&vars)).unwrap();
         assert_eq!(s.zendesk.base_url.as_str(), "https://acme-2.zendesk.com/");
         assert_eq!(s.objects.len(), objects::names().len());
     }
@@ -371,7 +380,8 @@ mod tests {
     fn secrets_are_redacted_in_debug() {
         let mut vars = creds();
         vars.push(("ZENDESK_SUBDOMAIN", "acme"));
-        let s = Settings::resolve(PipelineFile::default(), Overrides::default(), &env(&vars)).unwrap();
+        let s =
+            Settings::resolve(PipelineFile::default(), Overrides::default(), &env(&vars)).unwrap();
         let shown = format!("{s:?}");
         assert!(!shown.contains("tok-SECRET"), "{shown}");
         assert!(shown.contains("***"));

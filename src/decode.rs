@@ -62,7 +62,9 @@ pub fn decode(spec: &ObjectSpec, records: &[Value], synced_at: DateTime<Utc>) ->
             });
         };
         let row = normalize(spec, record)?;
-        let is_deleted = spec.deleted.is_deleted(row.get(&spec.deleted.column).unwrap_or(&Value::Null));
+        let is_deleted = spec
+            .deleted
+            .is_deleted(row.get(&spec.deleted.column).unwrap_or(&Value::Null));
         deleted += usize::from(is_deleted);
         if let Some(cursor) = row.get(&spec.cursor_field).and_then(Value::as_i64) {
             max_cursor = Some(max_cursor.map_or(cursor, |m| m.max(cursor)));
@@ -120,6 +122,12 @@ fn normalize(spec: &ObjectSpec, record: &Map<String, Value>) -> Result<Map<Strin
             detail: "the primary key is missing".into(),
         });
     }
+    if let Some(fallback) = &spec.cursor_fallback {
+        if row.get(&spec.cursor_field).is_none_or(Value::is_null) {
+            let value = row.get(fallback).cloned().unwrap_or(Value::Null);
+            row.insert(spec.cursor_field.clone(), value);
+        }
+    }
     if row.get(&spec.cursor_field).is_none_or(Value::is_null) {
         return Err(Error::Field {
             object: spec.name.clone(),
@@ -160,7 +168,9 @@ fn convert(kind: ColumnType, value: &Value) -> std::result::Result<Value, String
         ColumnType::Int64 => Value::from(int64(value).ok_or_else(|| wrong("an integer"))?),
         ColumnType::Float64 => match value {
             Value::Number(n) => Value::from(n.as_f64().ok_or_else(|| wrong("a number"))?),
-            Value::String(s) => Value::from(s.trim().parse::<f64>().map_err(|_| wrong("a number"))?),
+            Value::String(s) => {
+                Value::from(s.trim().parse::<f64>().map_err(|_| wrong("a number"))?)
+            }
             _ => return Err(wrong("a number")),
         },
         ColumnType::Boolean => match value {
@@ -187,7 +197,10 @@ fn convert(kind: ColumnType, value: &Value) -> std::result::Result<Value, String
                 .map(|item| match item {
                     Value::String(_) | Value::Null => Ok(item.clone()),
                     Value::Number(_) | Value::Bool(_) => Ok(Value::String(item.to_string())),
-                    _ => Err(format!("expected strings in the array, got {}", type_name(item))),
+                    _ => Err(format!(
+                        "expected strings in the array, got {}",
+                        type_name(item)
+                    )),
                 })
                 .collect::<std::result::Result<_, _>>()?,
         ),
@@ -196,9 +209,9 @@ fn convert(kind: ColumnType, value: &Value) -> std::result::Result<Value, String
                 .iter()
                 .map(|item| match item {
                     Value::Null => Ok(Value::Null),
-                    _ => int64(item)
-                        .map(Value::from)
-                        .ok_or_else(|| format!("expected integers in the array, got {}", type_name(item))),
+                    _ => int64(item).map(Value::from).ok_or_else(|| {
+                        format!("expected integers in the array, got {}", type_name(item))
+                    }),
                 })
                 .collect::<std::result::Result<_, _>>()?,
         ),
@@ -206,12 +219,13 @@ fn convert(kind: ColumnType, value: &Value) -> std::result::Result<Value, String
             array(value)?
                 .iter()
                 .map(|item| {
-                    let field = item
-                        .as_object()
-                        .ok_or_else(|| format!("expected {{id, value}} objects, got {}", type_name(item)))?;
-                    let id = field.get("id").and_then(int64).ok_or_else(|| {
-                        "a custom field has no integer `id`".to_string()
+                    let field = item.as_object().ok_or_else(|| {
+                        format!("expected {{id, value}} objects, got {}", type_name(item))
                     })?;
+                    let id = field
+                        .get("id")
+                        .and_then(int64)
+                        .ok_or_else(|| "a custom field has no integer `id`".to_string())?;
                     let value = match field.get("value") {
                         None | Some(Value::Null) => Value::Null,
                         Some(v) => Value::String(v.to_string()),
@@ -272,7 +286,11 @@ pub fn dedup(spec: &ObjectSpec, batches: &[RecordBatch]) -> Result<RecordBatch> 
     let cursors = batch
         .column_by_name(&spec.cursor_field)
         .and_then(|c| c.as_primitive_opt::<TimestampMicrosecondType>())
-        .ok_or_else(|| arrow(ArrowError::SchemaError("cursor column is not a timestamp".into())))?;
+        .ok_or_else(|| {
+            arrow(ArrowError::SchemaError(
+                "cursor column is not a timestamp".into(),
+            ))
+        })?;
     let keys = batch
         .column_by_name(&spec.primary_key)
         .ok_or_else(|| arrow(ArrowError::SchemaError("primary key column missing".into())))?;
@@ -347,13 +365,23 @@ mod tests {
         assert_eq!(batch.num_rows(), 1);
         assert_eq!(decoded.deleted, 1);
         assert_eq!(decoded.max_cursor, Some(1_695_052_663_000_000));
-        let channel = batch.column_by_name("via_channel").unwrap().as_string::<i32>();
+        let channel = batch
+            .column_by_name("via_channel")
+            .unwrap()
+            .as_string::<i32>();
         assert_eq!(channel.value(0), "email");
         let via = batch.column_by_name("via").unwrap().as_string::<i32>();
         assert_eq!(via.value(0), r#"{"channel":"email","source":{"rel":null}}"#);
-        let custom = batch.column_by_name("custom_fields").unwrap().as_list::<i32>();
+        let custom = batch
+            .column_by_name("custom_fields")
+            .unwrap()
+            .as_list::<i32>();
         let values = custom.value(0);
-        let values = values.as_struct().column_by_name("value").unwrap().as_string::<i32>();
+        let values = values
+            .as_struct()
+            .column_by_name("value")
+            .unwrap()
+            .as_string::<i32>();
         assert_eq!(values.value(0), r#"["a","b"]"#);
         assert!(values.is_null(1));
         assert_eq!(values.value(2), "4.5");
@@ -372,7 +400,9 @@ mod tests {
     #[test]
     fn missing_cursor_is_an_error() {
         let spec = find("tickets").unwrap();
-        let err = decode(spec, &[json!({"id": 1})], now()).unwrap_err().to_string();
+        let err = decode(spec, &[json!({"id": 1})], now())
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("generated_timestamp"), "{err}");
     }
 
@@ -382,23 +412,36 @@ mod tests {
         let rec = |id: i64, ts: &str, name: &str| json!({"id": id, "updated_at": ts, "name": name});
         let first = decode(
             spec,
-            &[rec(1, "2024-01-01T00:00:02Z", "new"), rec(2, "2024-01-01T00:00:01Z", "a")],
+            &[
+                rec(1, "2024-01-01T00:00:02Z", "new"),
+                rec(2, "2024-01-01T00:00:01Z", "a"),
+            ],
             now(),
         )
         .unwrap();
         let second = decode(
             spec,
-            &[rec(1, "2024-01-01T00:00:01Z", "old"), rec(2, "2024-01-01T00:00:01Z", "b"), rec(3, "2024-01-01T00:00:01Z", "c")],
+            &[
+                rec(1, "2024-01-01T00:00:01Z", "old"),
+                rec(2, "2024-01-01T00:00:01Z", "b"),
+                rec(3, "2024-01-01T00:00:01Z", "c"),
+            ],
             now(),
         )
         .unwrap();
         let batch = dedup(spec, &[first.batch, second.batch]).unwrap();
-        let ids = batch.column_by_name("id").unwrap().as_primitive::<Int64Type>();
+        let ids = batch
+            .column_by_name("id")
+            .unwrap()
+            .as_primitive::<Int64Type>();
         let names = batch.column_by_name("name").unwrap().as_string::<i32>();
         let mut got: Vec<(i64, String)> = (0..batch.num_rows())
             .map(|i| (ids.value(i), names.value(i).to_owned()))
             .collect();
         got.sort();
-        assert_eq!(got, vec![(1, "new".into()), (2, "b".into()), (3, "c".into())]);
+        assert_eq!(
+            got,
+            vec![(1, "new".into()), (2, "b".into()), (3, "c".into())]
+        );
     }
 }

@@ -20,7 +20,11 @@ use zendesk_lake::zendesk::{Client, RequestStats};
 const DEMO_PIPELINE: &str = include_str!("../pipelines/demo.toml");
 
 #[derive(Parser)]
-#[command(name = "zendesk-lake", version, about = "Copy a Zendesk Support account into Delta Lake tables, incrementally and exactly")]
+#[command(
+    name = "zendesk-lake",
+    version,
+    about = "Copy a Zendesk Support account into Delta Lake tables, incrementally and exactly"
+)]
 struct Cli {
     /// Log format on stderr.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
@@ -114,7 +118,7 @@ fn main() -> ExitCode {
 
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,deltalake=warn,datafusion=warn"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,zendesk_lake=info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
@@ -140,7 +144,10 @@ async fn run(command: Command) -> Result<ExitCode> {
             demo: true,
         } => {
             let sim = Simulator::new(demo_config());
-            let server = sim.serve(0).await.context("starting the simulated account")?;
+            let server = sim
+                .serve(0)
+                .await
+                .context("starting the simulated account")?;
             let mut file = PipelineFile::parse(DEMO_PIPELINE, "pipelines/demo.toml")?;
             if let Some(path) = &target.pipeline {
                 file = PipelineFile::load(path)?;
@@ -181,7 +188,10 @@ async fn run(command: Command) -> Result<ExitCode> {
                 seed,
                 ..SimConfig::default()
             });
-            let server = sim.serve(port).await.context("starting the simulated account")?;
+            let server = sim
+                .serve(port)
+                .await
+                .context("starting the simulated account")?;
             let config = SimConfig::default();
             println!("Simulated Zendesk account at {}", server.base_url());
             println!("export ZENDESK_BASE_URL={}", server.base_url());
@@ -284,7 +294,15 @@ fn print_report(report: &SyncReport) {
     println!("sync {}", report.run_id);
     println!(
         "{:<15} {:<8} {:>9} {:>9} {:>8} {:>8} {:>9} {:>8} {:>8}  watermark",
-        "object", "result", "fetched", "upserted", "deleted", "commits", "requests", "retries", "seconds"
+        "object",
+        "result",
+        "fetched",
+        "upserted",
+        "deleted",
+        "commits",
+        "requests",
+        "retries",
+        "seconds"
     );
     for o in &report.objects {
         let result = match &o.outcome {
@@ -318,7 +336,12 @@ async fn check(settings: &Settings) -> Result<ExitCode> {
     let client = Client::try_new(&settings.zendesk).map_err(anyhow::Error::msg)?;
     let stats = RequestStats::default();
     let me = client
-        .get_json("account", &client.endpoint("/api/v2/users/me.json"), LimitClass::Account, &stats)
+        .get_json(
+            "account",
+            &client.endpoint("/api/v2/users/me.json"),
+            LimitClass::Account,
+            &stats,
+        )
         .await?;
     let user = &me["user"];
     println!(
@@ -338,7 +361,10 @@ async fn check(settings: &Settings) -> Result<ExitCode> {
         url.query_pairs_mut()
             .append_pair("start_time", &start.to_string())
             .append_pair("per_page", "1");
-        let readable = match client.get_json(&spec.name, &url, spec.endpoint.limit_class, &stats).await {
+        let readable = match client
+            .get_json(&spec.name, &url, spec.endpoint.limit_class, &stats)
+            .await
+        {
             Ok(_) => "readable".to_owned(),
             Err(e) if e.status() == Some(400) => "readable".to_owned(),
             Err(e) => {
@@ -347,12 +373,23 @@ async fn check(settings: &Settings) -> Result<ExitCode> {
             }
         };
         let resume = match state.get(&spec.name) {
-            Some(row) => format!("resumes at seq {} (watermark {})", row.seq, row.watermark.map(format_time).unwrap_or_default()),
+            Some(row) => format!(
+                "resumes at seq {} (watermark {})",
+                row.seq,
+                row.watermark.map(format_time).unwrap_or_default()
+            ),
             None => format!("first sync from start_time {}", settings.start_time),
         };
-        println!("{:<15} {:<40} {readable}; {resume}", spec.name, spec.endpoint.path);
+        println!(
+            "{:<15} {:<40} {readable}; {resume}",
+            spec.name, spec.endpoint.path
+        );
     }
-    Ok(if all_ok { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    Ok(if all_ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }
 
 async fn status(lake: &Lake) -> Result<ExitCode> {

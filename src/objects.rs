@@ -19,7 +19,10 @@ pub const SYNCED_AT_COLUMN: &str = "_synced_at";
 const SCHEMA_FILES: &[(&str, &str)] = &[
     ("tickets", include_str!("../schemas/tickets.json")),
     ("users", include_str!("../schemas/users.json")),
-    ("organizations", include_str!("../schemas/organizations.json")),
+    (
+        "organizations",
+        include_str!("../schemas/organizations.json"),
+    ),
 ];
 
 /// How an object is read from Zendesk.
@@ -164,6 +167,10 @@ pub struct ObjectSpec {
     pub endpoint: Endpoint,
     pub primary_key: String,
     pub cursor_field: String,
+    /// Field whose value stands in for a missing cursor field (tickets from list and show
+    /// endpoints carry no `generated_timestamp`; `updated_at` is its lower bound).
+    #[serde(default)]
+    pub cursor_fallback: Option<String>,
     pub deleted: DeleteRule,
     pub columns: Vec<Column>,
     #[serde(skip)]
@@ -177,14 +184,34 @@ impl ObjectSpec {
         let find = |name: &str| spec.columns.iter().find(|c| c.name == name);
         match find(&spec.primary_key) {
             Some(c) if c.kind == ColumnType::Int64 || c.kind == ColumnType::String => {}
-            _ => return Err(format!("primary key {} must be an int64 or string column", spec.primary_key)),
+            _ => {
+                return Err(format!(
+                    "primary key {} must be an int64 or string column",
+                    spec.primary_key
+                ))
+            }
         }
         match find(&spec.cursor_field) {
             Some(c) if c.kind == ColumnType::Timestamp => {}
-            _ => return Err(format!("cursor field {} must be a timestamp column", spec.cursor_field)),
+            _ => {
+                return Err(format!(
+                    "cursor field {} must be a timestamp column",
+                    spec.cursor_field
+                ))
+            }
+        }
+        if let Some(fallback) = &spec.cursor_fallback {
+            if !matches!(find(fallback), Some(c) if c.kind == ColumnType::Timestamp) {
+                return Err(format!(
+                    "cursor fallback {fallback} must be a timestamp column"
+                ));
+            }
         }
         if find(&spec.deleted.column).is_none() {
-            return Err(format!("delete rule names unknown column {}", spec.deleted.column));
+            return Err(format!(
+                "delete rule names unknown column {}",
+                spec.deleted.column
+            ));
         }
         let mut fields: Vec<Field> = spec
             .columns
@@ -200,7 +227,9 @@ impl ObjectSpec {
     /// The Arrow schema of the table: the columns, then `_deleted` and `_synced_at`.
     pub fn schema(&self) -> SchemaRef {
         // Set by `from_json`, the only constructor.
-        self.schema.clone().unwrap_or_else(|| Arc::new(Schema::empty()))
+        self.schema
+            .clone()
+            .unwrap_or_else(|| Arc::new(Schema::empty()))
     }
 }
 
@@ -253,7 +282,9 @@ mod tests {
             "\"cursor_field\": \"generated_timestamp\"",
             "\"cursor_field\": \"subject\"",
         );
-        assert!(ObjectSpec::from_json(&text).unwrap_err().contains("cursor field"));
+        assert!(ObjectSpec::from_json(&text)
+            .unwrap_err()
+            .contains("cursor field"));
     }
 
     #[test]

@@ -182,7 +182,9 @@ impl ObjectJob {
         let result = self.pipeline(&stats, &mut written).await;
         report.outcome = match result {
             Ok(()) => Outcome::Ok,
-            Err(ObjectError::Zendesk(e)) if matches!(e.status(), Some(403 | 404)) && written.commits == 0 => {
+            Err(ObjectError::Zendesk(e))
+                if matches!(e.status(), Some(403 | 404)) && written.commits == 0 =>
+            {
                 warn!(error = %e, "skipped: not readable with these credentials or on this plan");
                 Outcome::Skipped(e.to_string())
             }
@@ -212,7 +214,11 @@ impl ObjectJob {
         report
     }
 
-    async fn pipeline(&self, stats: &Arc<RequestStats>, written: &mut Written) -> Result<(), ObjectError> {
+    async fn pipeline(
+        &self,
+        stats: &Arc<RequestStats>,
+        written: &mut Written,
+    ) -> Result<(), ObjectError> {
         let spec = self.spec;
         let settings = &self.settings;
         // A data commit newer than the last control row means a run died between the two:
@@ -221,7 +227,11 @@ impl ObjectJob {
         let control_seq = self.last.as_ref().map_or(0, |l| l.seq);
         let data_seq = self.lake.data_seq(&spec.name).await?.unwrap_or(0);
         if data_seq > control_seq {
-            warn!(data_seq, control_seq, "a data commit has no control row; re-applying from the recorded position");
+            warn!(
+                data_seq,
+                control_seq,
+                "a data commit has no control row; re-applying from the recorded position"
+            );
         }
         let mut seq = control_seq.max(data_seq);
         let from = self
@@ -242,12 +252,13 @@ impl ObjectJob {
         let decode = async move {
             while let Some(mut page) = page_rx.recv().await {
                 let records = std::mem::take(&mut page.records);
-                let decoded = tokio::task::spawn_blocking(move || decode::decode(spec, &records, Utc::now()))
-                    .await
-                    .map_err(|e| ObjectError::Task {
-                        object: spec.name.clone(),
-                        detail: e.to_string(),
-                    })??;
+                let decoded =
+                    tokio::task::spawn_blocking(move || decode::decode(spec, &records, Utc::now()))
+                        .await
+                        .map_err(|e| ObjectError::Task {
+                            object: spec.name.clone(),
+                            detail: e.to_string(),
+                        })??;
                 if decoded_tx.send((decoded, page)).await.is_err() {
                     break;
                 }
@@ -269,8 +280,14 @@ impl ObjectJob {
                 ended = page.end_of_stream;
                 if rows > 0 && (rows >= settings.commit_rows || ended) {
                     seq += 1;
-                    self.commit(seq, std::mem::take(&mut group), &page.position, max_cursor, written)
-                        .await?;
+                    self.commit(
+                        seq,
+                        std::mem::take(&mut group),
+                        &page.position,
+                        max_cursor,
+                        written,
+                    )
+                    .await?;
                     rows = 0;
                 }
             }
@@ -304,7 +321,10 @@ impl ObjectJob {
             ("zendesk_lake.run_id".to_owned(), json!(self.run_id)),
             ("zendesk_lake.seq".to_owned(), json!(seq)),
             ("zendesk_lake.cursor".to_owned(), json!(position.cursor)),
-            ("zendesk_lake.start_time".to_owned(), json!(position.start_time)),
+            (
+                "zendesk_lake.start_time".to_owned(),
+                json!(position.start_time),
+            ),
         ];
         let commit = self.lake.upsert(spec, batch, seq, metadata).await?;
         written.upserted += commit.inserted + commit.updated;
@@ -326,7 +346,13 @@ impl ObjectJob {
                 committed_at: Utc::now().timestamp_micros(),
             })
             .await?;
-        info!(seq, version = commit.version, inserted = commit.inserted, updated = commit.updated, "committed");
+        info!(
+            seq,
+            version = commit.version,
+            inserted = commit.inserted,
+            updated = commit.updated,
+            "committed"
+        );
         Ok(())
     }
 }

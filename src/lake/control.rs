@@ -9,7 +9,10 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use deltalake::arrow::array::{Array, AsArray, RecordBatch};
-use deltalake::arrow::datatypes::{DataType, Field, Int64Type, Schema, SchemaRef, TimestampMicrosecondType};
+use deltalake::arrow::compute::cast;
+use deltalake::arrow::datatypes::{
+    DataType, Field, Int64Type, Schema, SchemaRef, TimestampMicrosecondType,
+};
 use deltalake::arrow::json::ReaderBuilder;
 use deltalake::protocol::SaveMode;
 use serde::Serialize;
@@ -54,8 +57,12 @@ impl ControlRow {
     }
 }
 
+fn boundary_type() -> DataType {
+    DataType::List(Arc::new(Field::new("element", DataType::Utf8, true)))
+}
+
 fn schema() -> SchemaRef {
-    let list = DataType::List(Arc::new(Field::new("element", DataType::Utf8, true)));
+    let list = boundary_type();
     Arc::new(Schema::new(vec![
         Field::new("object", DataType::Utf8, false),
         Field::new("seq", DataType::Int64, false),
@@ -129,7 +136,9 @@ impl Lake {
         let ctx = deltalake::datafusion::prelude::SessionContext::new();
         register(&ctx, CONTROL_TABLE, &table).await?;
         let batches = ctx
-            .sql(&format!("SELECT * FROM {CONTROL_TABLE} ORDER BY object, seq"))
+            .sql(&format!(
+                "SELECT * FROM {CONTROL_TABLE} ORDER BY object, seq"
+            ))
             .await
             .map_err(Error::Query)?
             .collect()
@@ -148,12 +157,14 @@ fn rows_of(batch: &RecordBatch) -> Result<Vec<ControlRow>> {
         table: CONTROL_TABLE.to_owned(),
         detail: format!("column {name} is missing or has an unexpected type"),
     };
-    let string = |name: &'static str| {
+    // DataFusion may hand strings back as Utf8View: cast to the type the table was written with.
+    let column = |name: &'static str, to: &DataType| {
         batch
             .column_by_name(name)
-            .and_then(|c| c.as_string_opt::<i32>())
+            .and_then(|c| cast(c, to).ok())
             .ok_or_else(|| missing(name))
     };
+    let strings = |name: &'static str| column(name, &DataType::Utf8);
     let int = |name: &'static str| {
         batch
             .column_by_name(name)
@@ -166,7 +177,12 @@ fn rows_of(batch: &RecordBatch) -> Result<Vec<ControlRow>> {
             .and_then(|c| c.as_primitive_opt::<TimestampMicrosecondType>())
             .ok_or_else(|| missing(name))
     };
-    let (object, cursor, run_id) = (string("object")?, string("cursor")?, string("run_id")?);
+    let (object, cursor, run_id) = (strings("object")?, strings("cursor")?, strings("run_id")?);
+    let (object, cursor, run_id) = (
+        object.as_string::<i32>(),
+        cursor.as_string::<i32>(),
+        run_id.as_string::<i32>(),
+    );
     let (seq, start_time, upserted, deleted, version) = (
         int("seq")?,
         int("start_time")?,
@@ -175,18 +191,20 @@ fn rows_of(batch: &RecordBatch) -> Result<Vec<ControlRow>> {
         int("data_version")?,
     );
     let (watermark, committed_at) = (time("watermark")?, time("committed_at")?);
-    let boundary = batch
-        .column_by_name("boundary")
-        .and_then(|c| c.as_list_opt::<i32>())
-        .ok_or_else(|| missing("boundary"))?;
+    let boundary = column("boundary", &boundary_type())?;
+    let boundary = boundary.as_list::<i32>();
     let mut rows = Vec::with_capacity(batch.num_rows());
     for i in 0..batch.num_rows() {
         let prints = if boundary.is_null(i) {
             Vec::new()
         } else {
             let values = boundary.value(i);
-            let values = values.as_string_opt::<i32>().ok_or_else(|| missing("boundary"))?;
-            (0..values.len()).map(|j| values.value(j).to_owned()).collect()
+            let values = values
+                .as_string_opt::<i32>()
+                .ok_or_else(|| missing("boundary"))?;
+            (0..values.len())
+                .map(|j| values.value(j).to_owned())
+                .collect()
         };
         rows.push(ControlRow {
             object: object.value(i).to_owned(),

@@ -66,12 +66,12 @@ impl Lake {
             }
             Some(table) => {
                 check_schema(spec, &table)?;
-                let source = SessionContext::new()
-                    .read_batch(batch)
-                    .map_err(|source| Error::DataFusion {
+                let source = SessionContext::new().read_batch(batch).map_err(|source| {
+                    Error::DataFusion {
                         table: name.to_owned(),
                         source,
-                    })?;
+                    }
+                })?;
                 let key = spec.primary_key.as_str();
                 let cursor = spec.cursor_field.as_str();
                 let columns: Vec<String> = spec
@@ -81,14 +81,18 @@ impl Lake {
                     .map(|f| f.name().clone())
                     .collect();
                 let (table, metrics) = table
-                    .merge(source, col(format!("target.{key}")).eq(col(format!("source.{key}"))))
+                    .merge(
+                        source,
+                        col(format!("target.{key}")).eq(col(format!("source.{key}"))),
+                    )
                     .with_source_alias("source")
                     .with_target_alias("target")
                     .with_commit_properties(commit)
                     .when_matched_update(|update| {
                         columns.iter().fold(
                             update.predicate(
-                                col(format!("source.{cursor}")).gt_eq(col(format!("target.{cursor}"))),
+                                col(format!("source.{cursor}"))
+                                    .gt_eq(col(format!("target.{cursor}"))),
                             ),
                             |update, c| update.update(c.as_str(), col(format!("source.{c}"))),
                         )
@@ -159,11 +163,7 @@ fn check_schema(spec: &ObjectSpec, table: &deltalake::DeltaTable) -> Result<()> 
         table: spec.name.clone(),
         source,
     })?;
-    let existing: Vec<String> = state
-        .schema()
-        .fields()
-        .map(|f| f.name().clone())
-        .collect();
+    let existing: Vec<String> = state.schema().fields().map(|f| f.name().clone()).collect();
     let expected: Vec<String> = spec
         .schema()
         .fields()

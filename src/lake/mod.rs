@@ -85,8 +85,7 @@ impl Lake {
             let path = format!("{}/", root.path());
             root.set_path(&path);
         }
-        deltalake::DeltaTableBuilder::from_url(root.clone())
-            .map_err(|e| invalid(e.to_string()))?;
+        deltalake::DeltaTableBuilder::from_url(root.clone()).map_err(|e| invalid(e.to_string()))?;
         Ok(Lake {
             root,
             storage,
@@ -117,12 +116,11 @@ impl Lake {
             .with_storage_options(self.storage.clone())
             .build()
             .map_err(delta)?;
-        match table.load().await {
-            Ok(()) => Ok(Some(table)),
-            Err(DeltaTableError::NotATable(_)) => Ok(None),
-            Err(DeltaTableError::InvalidTableLocation(_)) => Ok(None),
-            Err(e) => Err(delta(e)),
+        if !table.verify_deltatable_existence().await.map_err(delta)? {
+            return Ok(None);
         }
+        table.load().await.map_err(delta)?;
+        Ok(Some(table))
     }
 
     /// An uninitialised handle on a table location, for the first write.

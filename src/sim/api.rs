@@ -65,6 +65,41 @@ impl Response {
         }
     }
 
+    pub(crate) fn raw(status: u16, body: Vec<u8>) -> Self {
+        Self {
+            status,
+            headers: Vec::new(),
+            body,
+        }
+    }
+
+    /// `{"<name>": [records...], <fields of tail>}`, splicing in the records' stored JSON text
+    /// instead of cloning and re-serializing them.
+    fn page(name: &str, records: &[&str], tail: &Value) -> Self {
+        let tail = tail.to_string();
+        let size = records.iter().map(|r| r.len() + 1).sum::<usize>() + name.len() + tail.len();
+        let mut body = Vec::with_capacity(size + 8);
+        // `name` is one of the object names, which need no escaping.
+        body.extend_from_slice(b"{\"");
+        body.extend_from_slice(name.as_bytes());
+        body.extend_from_slice(b"\":[");
+        for (i, record) in records.iter().enumerate() {
+            if i > 0 {
+                body.push(b',');
+            }
+            body.extend_from_slice(record.as_bytes());
+        }
+        body.push(b']');
+        match tail.strip_prefix('{') {
+            Some(rest) if rest != "}" => {
+                body.push(b',');
+                body.extend_from_slice(rest.as_bytes());
+            }
+            _ => body.push(b'}'),
+        }
+        Self::raw(200, body)
+    }
+
     pub(crate) fn error(status: u16, error: &str) -> Self {
         Self::json(status, &json!({ "error": error }))
     }
@@ -101,7 +136,7 @@ impl Simulator {
             ("ratelimit-remaining", remaining.to_string()),
             ("ratelimit-reset", String::from("60")),
         ]);
-        tracing::debug!(target: "zendesk_lake::sim", number, status = response.status, path = %request.target, "simulated request");
+        tracing::debug!(number, status = response.status, path = %request.target, "simulated request");
         response
     }
 
@@ -132,7 +167,7 @@ impl Simulator {
         let state = self.state();
         match path {
             "/api/v2/users/me" => match state.admin() {
-                Some(user) => Response::json(200, &json!({ "user": user })),
+                Some(user) => Response::raw(200, format!("{{\"user\":{user}}}").into_bytes()),
                 None => Response::error(404, "RecordNotFound"),
             },
             "/api/v2/incremental/tickets/cursor" => {
@@ -151,7 +186,7 @@ impl Simulator {
 
 /// The injected failure for request `number` (1-based), if any.
 fn fault(faults: &Faults, number: u64) -> Option<Response> {
-    let every = |n: Option<u64>| n.is_some_and(|n| n > 0 && number % n == 0);
+    let every = |n: Option<u64>| n.is_some_and(|n| n > 0 && number.is_multiple_of(n));
     if every(faults.rate_limit_every) {
         let mut response = Response::error(429, "TooManyRequests");
         if let Some(retry_after) = &faults.retry_after {
@@ -169,9 +204,7 @@ fn per_page(request: &Request) -> Result<usize, Response> {
     match request.param("per_page") {
         None => Ok(MAX_PER_PAGE),
         Some(raw) => match raw.trim().parse::<usize>() {
-            Ok(0) | Err(_) => Err(Response::invalid(
-                "per_page must be a positive integer",
-            )),
+            Ok(0) | Err(_) => Err(Response::invalid("per_page must be a positive integer")),
             Ok(n) => Ok(n.min(MAX_PER_PAGE)),
         },
     }
@@ -240,7 +273,7 @@ fn cursor_export(state: &State, object: Object, request: &Request, base_url: &st
     let mut page = Vec::with_capacity(per_page.min(64));
     let mut last = None;
     for (key, id, value) in rows.by_ref().take(per_page) {
-        page.push(value.clone());
+        page.push(value);
         last = Some((key, id));
     }
     let end_of_stream = rows.next().is_none();
@@ -257,10 +290,10 @@ fn cursor_export(state: &State, object: Object, request: &Request, base_url: &st
     if request.param("per_page").is_some() {
         after_url.push_str(&format!("&per_page={per_page}"));
     }
-    Response::json(
-        200,
+    Response::page(
+        object.name(),
+        &page,
         &json!({
-            (object.name()): page,
             "after_cursor": after_cursor,
             "after_url": after_url,
             "before_cursor": null,
@@ -287,13 +320,13 @@ fn time_export(state: &State, object: Object, request: &Request, base_url: &str)
     let mut page = Vec::with_capacity(per_page.min(64));
     let mut end_time = start;
     while let Some((key, _, value)) = rows.next_if(|_| page.len() < per_page) {
-        page.push(value.clone());
+        page.push(value);
         end_time = key;
     }
     // A page never splits a second: take the rest of the last record's second too.
     if !page.is_empty() {
         while let Some((_, _, value)) = rows.next_if(|(key, _, _)| *key == end_time) {
-            page.push(value.clone());
+            page.push(value);
         }
     }
     let end_of_stream = rows.peek().is_none();
@@ -304,10 +337,10 @@ fn time_export(state: &State, object: Object, request: &Request, base_url: &str)
     if request.param("per_page").is_some() {
         next_page.push_str(&format!("&per_page={per_page}"));
     }
-    Response::json(
-        200,
+    Response::page(
+        object.name(),
+        &page,
         &json!({
-            (object.name()): page,
             "count": page.len(),
             "end_of_stream": end_of_stream,
             "end_time": end_time,

@@ -33,7 +33,12 @@ pub(crate) const FIRST_TICKET_ID: i64 = 1;
 pub(crate) const FIRST_USER_ID: i64 = 10_000_000_000;
 pub(crate) const FIRST_ORG_ID: i64 = 500_000_000_000;
 
-const GROUP_IDS: [i64; 4] = [360_000_100_001, 360_000_100_002, 360_000_100_003, 360_000_100_004];
+const GROUP_IDS: [i64; 4] = [
+    360_000_100_001,
+    360_000_100_002,
+    360_000_100_003,
+    360_000_100_004,
+];
 const TICKET_FORM_IDS: [i64; 2] = [360_000_200_001, 360_000_200_002];
 const BRAND_IDS: [i64; 2] = [360_000_300_001, 360_000_300_002];
 const CUSTOM_STATUS_BASE: i64 = 360_000_400_000;
@@ -104,7 +109,14 @@ const TIME_ZONES: [(&str, &str); 5] = [
 ];
 const LOCALES: [(i64, &str); 4] = [(1, "en-US"), (8, "de"), (16, "fr"), (2, "es")];
 const ORG_ADJECTIVES: [&str; 8] = [
-    "Rebel", "Imperial", "Café", "Münchner", "Nordic", "東京", "Blue", "O'Neil's",
+    "Rebel",
+    "Imperial",
+    "Café",
+    "Münchner",
+    "Nordic",
+    "東京",
+    "Blue",
+    "O'Neil's",
 ];
 const ORG_NOUNS: [&str; 6] = ["Alliance", "Senate", "Traders", "GmbH", "Labs", "Holdings"];
 const REGIONS: [&str; 4] = ["emea", "amer", "apac", "latam"];
@@ -150,7 +162,9 @@ struct Entry {
     /// The export order key: generated_timestamp for tickets, updated_at for the others.
     key: i64,
     deleted: bool,
-    value: Value,
+    /// The record as compact JSON: a tenth of the memory of a `Value` tree, and pages are
+    /// served by concatenation.
+    json: Box<str>,
 }
 
 /// One object's records, by id and by export position.
@@ -161,31 +175,38 @@ pub(crate) struct Table {
 }
 
 impl Table {
-    fn insert(&mut self, id: i64, key: i64, value: Value) {
-        if let Some(old) = self.records.insert(
-            id,
-            Entry {
-                key,
-                deleted: false,
-                value,
-            },
-        ) {
+    fn insert(&mut self, id: i64, key: i64, value: &Value) {
+        let entry = Entry {
+            key,
+            deleted: false,
+            json: value.to_string().into_boxed_str(),
+        };
+        if let Some(old) = self.records.insert(id, entry) {
             self.order.remove(&(old.key, id));
         }
         self.order.insert((key, id));
     }
 
     /// Changes a record in place and moves it to its new export position.
-    fn update(&mut self, id: i64, key: i64, delete: bool, change: impl FnOnce(&mut Map<String, Value>)) {
+    fn update(
+        &mut self,
+        id: i64,
+        key: i64,
+        delete: bool,
+        change: impl FnOnce(&mut Map<String, Value>),
+    ) {
         let Some(entry) = self.records.get_mut(&id) else {
             return;
         };
+        // The text was written by `insert` from an object, so it parses back into one.
+        let Ok(Value::Object(mut map)) = serde_json::from_str::<Value>(&entry.json) else {
+            return;
+        };
+        change(&mut map);
+        entry.json = Value::Object(map).to_string().into_boxed_str();
         self.order.remove(&(entry.key, id));
         entry.key = key;
         entry.deleted |= delete;
-        if let Value::Object(map) = &mut entry.value {
-            change(map);
-        }
         self.order.insert((key, id));
     }
 
@@ -193,20 +214,21 @@ impl Table {
         self.records.len()
     }
 
-    pub(crate) fn get(&self, id: i64) -> Option<&Value> {
-        self.records.get(&id).map(|e| &e.value)
+    /// One record as JSON text.
+    pub(crate) fn get(&self, id: i64) -> Option<&str> {
+        self.records.get(&id).map(|e| &*e.json)
     }
 
     /// Every record, sorted by id.
-    pub(crate) fn values(&self) -> impl Iterator<Item = &Value> {
-        self.records.values().map(|e| &e.value)
+    pub(crate) fn values(&self) -> impl Iterator<Item = &str> {
+        self.records.values().map(|e| &*e.json)
     }
 
-    /// Records strictly after the export position `(key, id)`, in export order.
-    pub(crate) fn after(&self, key: i64, id: i64) -> impl Iterator<Item = (i64, i64, &Value)> {
+    /// Records (as JSON text) strictly after the export position `(key, id)`, in export order.
+    pub(crate) fn after(&self, key: i64, id: i64) -> impl Iterator<Item = (i64, i64, &str)> {
         self.order
             .range((Bound::Excluded((key, id)), Bound::Unbounded))
-            .filter_map(move |&(k, i)| self.records.get(&i).map(|e| (k, i, &e.value)))
+            .filter_map(move |&(k, i)| self.records.get(&i).map(|e| (k, i, &*e.json)))
     }
 
     /// Ids of records that are not deleted, excluding `skip`, in id order.
@@ -219,6 +241,10 @@ impl Table {
     }
 }
 
+/// Mean number of records on one hot second: enough to exercise boundary duplicates, few enough
+/// that a second never outgrows a time-export page of 1000 (which would stall a real client).
+const HOT_SECOND_CROWD: f64 = 20.0;
+
 /// Picks timestamps in `[lo, hi]`; a share of them fall on a few "hot" seconds so that several
 /// records share a second, which is what produces boundary duplicates in time exports.
 struct Clock {
@@ -229,8 +255,17 @@ struct Clock {
 }
 
 impl Clock {
-    fn new(rng: &mut StdRng, lo: i64, hi: i64, hot_seconds: usize, hot_share: f64) -> Self {
+    /// A clock for about `records` picks, with at least `min_hot` hot seconds.
+    fn new(
+        rng: &mut StdRng,
+        (lo, hi): (i64, i64),
+        records: usize,
+        min_hot: usize,
+        hot_share: f64,
+    ) -> Self {
         let hi = hi.max(lo);
+        let hot_seconds =
+            ((records as f64 * hot_share / HOT_SECOND_CROWD).ceil() as usize).max(min_hot);
         let hot = (0..hot_seconds).map(|_| rng.gen_range(lo..=hi)).collect();
         Self {
             lo,
@@ -273,7 +308,7 @@ impl State {
         let hi = EPOCH - MIN_AGE_SECS - GENERATED_LAG_MAX;
 
         let mut rng = state.rng(Object::Organizations);
-        let clock = Clock::new(&mut rng, lo, hi, 3, 0.2);
+        let clock = Clock::new(&mut rng, (lo, hi), config.organizations, 3, 0.25);
         for _ in 0..config.organizations {
             let updated = clock.pick(&mut rng);
             let created = created_before(&mut rng, updated, lo);
@@ -281,7 +316,7 @@ impl State {
         }
 
         let mut rng = state.rng(Object::Users);
-        let clock = Clock::new(&mut rng, lo, hi, 3, 0.2);
+        let clock = Clock::new(&mut rng, (lo, hi), config.users, 3, 0.25);
         // The admin behind /users/me always exists, even with `users: 0`.
         for _ in 0..config.users.max(1) {
             let updated = clock.pick(&mut rng);
@@ -290,7 +325,7 @@ impl State {
         }
 
         let mut rng = state.rng(Object::Tickets);
-        let clock = Clock::new(&mut rng, lo, hi, 3, 0.2);
+        let clock = Clock::new(&mut rng, (lo, hi), config.tickets, 3, 0.25);
         for _ in 0..config.tickets {
             let updated = clock.pick(&mut rng);
             let created = created_before(&mut rng, updated, lo);
@@ -308,8 +343,8 @@ impl State {
         }
     }
 
-    /// The admin user answering /users/me.
-    pub(crate) fn admin(&self) -> Option<&Value> {
+    /// The admin user answering /users/me, as JSON text.
+    pub(crate) fn admin(&self) -> Option<&str> {
         self.users.get(FIRST_USER_ID)
     }
 
@@ -324,31 +359,48 @@ impl State {
         self.round += 1;
         self.now += ROUND_SECS;
         let hi = self.now - MIN_AGE_SECS - GENERATED_LAG_MAX;
-        let changes = round.updates + round.silent_updates;
-
         // Organizations first so new users and tickets may point at new organizations.
+        self.organizations_round(round, window_start, hi);
+        self.users_round(round, window_start, hi, admin_email);
+        self.tickets_round(round, window_start, hi);
+    }
+
+    /// Silent updates are ordinary updates for organizations.
+    fn organizations_round(&mut self, round: &Round, window_start: i64, hi: i64) {
+        let changes = round.updates + round.silent_updates;
         let mut rng = self.rng(Object::Organizations);
-        let clock = Clock::new(&mut rng, window_start, hi, 3, 0.3);
-        let (updates, deletes) = pick_targets(&mut rng, &self.organizations, None, changes, round.deletes);
+        let clock = Clock::new(&mut rng, (window_start, hi), touched(round), 2, 0.4);
+        let (updates, deletes) =
+            pick_targets(&mut rng, &self.organizations, None, changes, round.deletes);
         for id in updates {
             let ts = clock.pick(&mut rng);
             let change = rng.gen_range(0..7);
             let extra = self.random_group(&mut rng);
             let fields = organization_fields(&mut rng, ts);
-            let slug = pick(&mut rng, &ORG_NOUNS).to_lowercase();
+            let noun = *pick(&mut rng, &ORG_NOUNS);
+            let renamed = format!(
+                "{} {noun} {}",
+                pick(&mut rng, &ORG_ADJECTIVES),
+                id - FIRST_ORG_ID + 1
+            );
             let note = rng.gen_range(0..1000);
             self.organizations.update(id, ts, false, |map| {
                 set_updated(map, ts);
                 match change {
                     0 => {
-                        let name = map.get("name").and_then(Value::as_str).unwrap_or("Org");
-                        let renamed = format!("{name} (renamed {note})");
                         map.insert("name".into(), json!(renamed));
                     }
                     1 => toggle_tag(map, TAGS[note as usize % TAGS.len()]),
-                    2 => push_str(map, "domain_names", format!("{slug}-{note}.example.net")),
+                    2 => push_str(
+                        map,
+                        "domain_names",
+                        format!("{}-{note}.example.net", noun.to_lowercase()),
+                    ),
                     3 => {
-                        map.insert("notes".into(), json!(format!("Call back re: case {note}.\n— café ✓")));
+                        map.insert(
+                            "notes".into(),
+                            json!(format!("Call back re: case {note}.\n— café ✓")),
+                        );
                     }
                     4 => {
                         map.insert("organization_fields".into(), fields);
@@ -371,10 +423,20 @@ impl State {
             let ts = clock.pick(&mut rng);
             self.create_organization(&mut rng, ts, ts);
         }
+    }
 
+    /// Silent updates are ordinary updates for users; the admin is never changed.
+    fn users_round(&mut self, round: &Round, window_start: i64, hi: i64, admin_email: &str) {
+        let changes = round.updates + round.silent_updates;
         let mut rng = self.rng(Object::Users);
-        let clock = Clock::new(&mut rng, window_start, hi, 3, 0.3);
-        let (updates, deletes) = pick_targets(&mut rng, &self.users, Some(FIRST_USER_ID), changes, round.deletes);
+        let clock = Clock::new(&mut rng, (window_start, hi), touched(round), 2, 0.4);
+        let (updates, deletes) = pick_targets(
+            &mut rng,
+            &self.users,
+            Some(FIRST_USER_ID),
+            changes,
+            round.deletes,
+        );
         for id in updates {
             let ts = clock.pick(&mut rng);
             let change = rng.gen_range(0..8);
@@ -406,7 +468,10 @@ impl State {
                     }
                     6 => flip(map, "suspended"),
                     _ => {
-                        map.insert("notes".into(), json!(format!("Spoke on the phone, ref \"{note}\".")));
+                        map.insert(
+                            "notes".into(),
+                            json!(format!("Spoke on the phone, ref \"{note}\".")),
+                        );
                     }
                 }
             });
@@ -422,10 +487,14 @@ impl State {
             let ts = clock.pick(&mut rng);
             self.create_user(&mut rng, admin_email, ts, ts);
         }
+    }
 
+    fn tickets_round(&mut self, round: &Round, window_start: i64, hi: i64) {
+        let changes = round.updates + round.silent_updates;
         let mut rng = self.rng(Object::Tickets);
-        let clock = Clock::new(&mut rng, window_start, hi, 3, 0.3);
-        let (mut updates, deletes) = pick_targets(&mut rng, &self.tickets, None, changes, round.deletes);
+        let clock = Clock::new(&mut rng, (window_start, hi), touched(round), 2, 0.4);
+        let (mut updates, deletes) =
+            pick_targets(&mut rng, &self.tickets, None, changes, round.deletes);
         let silent = updates.split_off(round.updates.min(updates.len()));
         for id in updates {
             let ts = clock.pick(&mut rng);
@@ -584,7 +653,7 @@ impl State {
             "from_messaging_channel": rng.gen_bool(0.05),
             "generated_timestamp": generated,
         });
-        self.tickets.insert(id, generated, value);
+        self.tickets.insert(id, generated, &value);
     }
 
     fn create_user(&mut self, rng: &mut StdRng, admin_email: &str, created: i64, updated: i64) {
@@ -614,7 +683,9 @@ impl State {
             json!(format!("user{index}@{}", pick(rng, &EMAIL_DOMAINS)))
         };
         let (tz, iana) = *pick(rng, &TIME_ZONES);
-        let phone = optional(rng, 0.3, |rng| json!(format!("+1555{:07}", rng.gen_range(0..10_000_000))));
+        let phone = optional(rng, 0.3, |rng| {
+            json!(format!("+1555{:07}", rng.gen_range(0..10_000_000)))
+        });
         let shared_phone = if phone.is_null() {
             Value::Null
         } else {
@@ -627,7 +698,7 @@ impl State {
             _ => Value::Null,
         };
         let custom_role_id = if role_type == json!(0) {
-            json!(360_000_600_000 + rng.gen_range(1..4))
+            json!(360_000_600_000_i64 + rng.gen_range(1..4))
         } else {
             Value::Null
         };
@@ -636,7 +707,8 @@ impl State {
             "agent" => pick(rng, &[json!("assigned"), json!("groups"), Value::Null]).clone(),
             _ => Value::Null,
         };
-        let restricted_agent = role == "end-user" || (role == "agent" && !ticket_restriction.is_null());
+        let restricted_agent =
+            role == "end-user" || (role == "agent" && !ticket_restriction.is_null());
         let value = json!({
             "id": id,
             "url": format!("{RECORD_BASE_URL}/api/v2/users/{id}.json"),
@@ -677,7 +749,7 @@ impl State {
             "report_csv": role == "admin",
             "user_fields": user_fields(rng, updated),
         });
-        self.users.insert(id, updated, value);
+        self.users.insert(id, updated, &value);
     }
 
     fn create_organization(&mut self, rng: &mut StdRng, created: i64, updated: i64) {
@@ -709,7 +781,7 @@ impl State {
             "tags": tags(rng, 2),
             "organization_fields": organization_fields(rng, updated),
         });
-        self.organizations.insert(id, updated, value);
+        self.organizations.insert(id, updated, &value);
     }
 }
 
@@ -724,7 +796,8 @@ enum TicketChange {
 
 /// One to three visible changes, drawn up front so the closure that applies them borrows nothing.
 fn ticket_changes(rng: &mut StdRng, users: usize, ts: i64) -> Vec<(TicketChange, Value)> {
-    let random_user = |rng: &mut StdRng| json!(FIRST_USER_ID + rng.gen_range(0..users.max(1) as i64));
+    let random_user =
+        |rng: &mut StdRng| json!(FIRST_USER_ID + rng.gen_range(0..users.max(1) as i64));
     let amount = rng.gen_range(1..=3);
     let kinds = index::sample(rng, 8, amount).into_vec();
     let mut changes = Vec::with_capacity(kinds.len());
@@ -747,16 +820,27 @@ fn ticket_changes(rng: &mut StdRng, users: usize, ts: i64) -> Vec<(TicketChange,
             5 => (TicketChange::CustomFields, custom_fields(rng, ts)),
             6 => (
                 TicketChange::Set("due_at"),
-                optional(rng, 0.5, |rng| json!(rfc3339(ts + rng.gen_range(1..15) * DAY_SECS))),
+                optional(rng, 0.5, |rng| {
+                    json!(rfc3339(ts + rng.gen_range(1..15) * DAY_SECS))
+                }),
             ),
             _ => (
                 TicketChange::Set("collaborator_ids"),
-                Value::Array((0..rng.gen_range(0..=3)).map(|_| random_user(rng)).collect()),
+                Value::Array(
+                    (0..rng.gen_range(0..=3))
+                        .map(|_| random_user(rng))
+                        .collect(),
+                ),
             ),
         };
         changes.push(change);
     }
     changes
+}
+
+/// How many records of one object a round changes or creates.
+fn touched(round: &Round) -> usize {
+    round.creates + round.updates + round.silent_updates + round.deletes
 }
 
 /// Chooses distinct live records for `changes` updates and then `deletes` deletions.
@@ -823,12 +907,16 @@ fn date(secs: i64) -> String {
 }
 
 fn custom_status_id(status: &str) -> i64 {
-    let index = STATUSES.iter().position(|s| *s == status).unwrap_or(STATUSES.len());
+    let index = STATUSES
+        .iter()
+        .position(|s| *s == status)
+        .unwrap_or(STATUSES.len());
     CUSTOM_STATUS_BASE + index as i64 + 1
 }
 
 fn subject(rng: &mut StdRng) -> String {
-    let topic = pick(rng, &SUBJECT_TOPICS).replace("{n}", &rng.gen_range(1000..100_000).to_string());
+    let topic =
+        pick(rng, &SUBJECT_TOPICS).replace("{n}", &rng.gen_range(1000..100_000).to_string());
     format!("{}{topic}", pick(rng, &SUBJECT_PREFIXES))
 }
 
@@ -849,8 +937,12 @@ fn tags(rng: &mut StdRng, max: usize) -> Value {
 /// Ticket custom fields with the mixed value types real accounts send.
 fn custom_fields(rng: &mut StdRng, ts: i64) -> Value {
     let values = [
-        optional(rng, 0.6, |rng| json!(format!("Order {} — “quoted”", rng.gen_range(1..10_000)))),
-        optional(rng, 0.7, |rng| json!(f64::from(rng.gen_range(0..100_000_i32)) / 100.0)),
+        optional(rng, 0.6, |rng| {
+            json!(format!("Order {} — “quoted”", rng.gen_range(1..10_000)))
+        }),
+        optional(rng, 0.7, |rng| {
+            json!(f64::from(rng.gen_range(0..100_000_i32)) / 100.0)
+        }),
         json!(rng.gen_bool(0.5)),
         match rng.gen_range(0..3) {
             0 => Value::Null,
@@ -858,7 +950,9 @@ fn custom_fields(rng: &mut StdRng, ts: i64) -> Value {
             _ => tags(rng, 3),
         },
         json!(rng.gen_range(-5..1_000)),
-        optional(rng, 0.5, |rng| json!(date(ts + rng.gen_range(0..60) * DAY_SECS))),
+        optional(rng, 0.5, |rng| {
+            json!(date(ts + rng.gen_range(0..60) * DAY_SECS))
+        }),
     ];
     Value::Array(
         CUSTOM_FIELD_IDS
@@ -891,7 +985,10 @@ fn organization_fields(rng: &mut StdRng, ts: i64) -> Value {
 
 fn photo(rng: &mut StdRng, user_id: i64) -> Value {
     let attachment = 360_100_000_000 + i64::from(rng.gen_range(0..1_000_000_u32)) * 2;
-    let file = format!("profile_image_{user_id}_{}", rng.gen_range(1_000_000..10_000_000));
+    let file = format!(
+        "profile_image_{user_id}_{}",
+        rng.gen_range(1_000_000..10_000_000)
+    );
     let content = format!("{RECORD_BASE_URL}/system/photos/{attachment}/{file}.png");
     let thumb = format!("{RECORD_BASE_URL}/system/photos/{attachment}/{file}_thumb.png");
     json!({
@@ -936,7 +1033,11 @@ fn toggle_tag(map: &mut Map<String, Value>, tag: &str) {
     let mut tags: Vec<String> = map
         .get("tags")
         .and_then(Value::as_array)
-        .map(|tags| tags.iter().filter_map(|t| t.as_str().map(String::from)).collect())
+        .map(|tags| {
+            tags.iter()
+                .filter_map(|t| t.as_str().map(String::from))
+                .collect()
+        })
         .unwrap_or_default();
     match tags.iter().position(|t| t == tag) {
         Some(i) => {

@@ -1,2 +1,254 @@
-//! x
-pub fn f(){}
+//! A simulated Zendesk Support account served over HTTP on loopback.
+//!
+//! Why it exists: the correctness of an incremental copy depends on Zendesk's exact export
+//! semantics (DESIGN.md §5) — cursor exports ordered by `generated_timestamp`, system updates that
+//! move only that field, time exports that repeat the boundary second, the 60-second hold-back,
+//! 429s with fractional or missing `Retry-After`. A real account can't be reset, made to fail on
+//! demand or replayed, so tests, `sync --demo` and the benchmarks run against this simulator
+//! instead: deterministic data (same [`SimConfig`] ⇒ byte-identical records), a virtual clock
+//! advanced by [`Simulator::apply_round`], and fault injection through [`Faults`].
+//!
+//! Served endpoints (all GET, Basic `{email}/token:{api_token}` or Bearer auth):
+//! `/api/v2/users/me.json`, `/api/v2/incremental/tickets/cursor.json`,
+//! `/api/v2/incremental/users/cursor.json`, `/api/v2/incremental/organizations.json`.
+
+mod api;
+mod data;
+mod http;
+
+use std::io;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use serde_json::Value;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+use data::{Object, State};
+
+/// The size and identity of the simulated account.
+#[derive(Debug, Clone)]
+pub struct SimConfig {
+    /// Initial number of tickets.
+    pub tickets: usize,
+    /// Initial number of users (at least one, the admin behind `/users/me`, always exists).
+    pub users: usize,
+    /// Initial number of organizations.
+    pub organizations: usize,
+    /// Seed of every random choice; same config ⇒ same records.
+    pub seed: u64,
+    /// E-mail of the admin user; with `api_token` it forms Basic `{email}/token:{api_token}`.
+    pub email: String,
+    pub api_token: String,
+    /// Accepted as `Authorization: Bearer {oauth_token}`.
+    pub oauth_token: String,
+}
+
+impl Default for SimConfig {
+    fn default() -> Self {
+        Self {
+            tickets: 500,
+            users: 200,
+            organizations: 50,
+            seed: 42,
+            email: String::from("demo@example.com"),
+            api_token: String::from("demo-token"),
+            oauth_token: String::from("demo-oauth-token"),
+        }
+    }
+}
+
+/// One round of account activity, applied to each of tickets, users and organizations.
+#[derive(Debug, Clone, Default)]
+pub struct Round {
+    /// New records per object.
+    pub creates: usize,
+    /// Visible changes to existing live records (moves updated_at).
+    pub updates: usize,
+    /// Ticket system updates that move only generated_timestamp; normal updates for the others.
+    pub silent_updates: usize,
+    /// Soft deletes (tickets `status = "deleted"`, users `active = false`, organizations
+    /// `deleted_at`).
+    pub deletes: usize,
+}
+
+/// Failures to inject, by request number (1-based, counting every request received).
+#[derive(Debug, Clone, Default)]
+pub struct Faults {
+    /// every n-th request (counting all requests, 1-based: request numbers n, 2n, ...) answers 429
+    pub rate_limit_every: Option<u64>,
+    /// value of the Retry-After header on those 429s (e.g. "0.05"); None = header missing
+    pub retry_after: Option<String>,
+    /// every n-th request answers 500 (checked after rate_limit_every)
+    pub server_error_every: Option<u64>,
+    /// all requests with number >= this answer 500 (to exhaust a client's retries)
+    pub fail_from_request: Option<u64>,
+}
+
+struct Inner {
+    config: SimConfig,
+    state: Mutex<State>,
+    faults: Mutex<Faults>,
+    log: Mutex<Vec<String>>,
+    requests: AtomicU64,
+}
+
+/// The simulated account; cheap to clone (all clones share one account).
+#[derive(Clone)]
+pub struct Simulator {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Simulator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Simulator")
+            .field("seed", &self.inner.config.seed)
+            .field("requests", &self.request_count())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Simulator {
+    /// Generates the initial records; the virtual clock starts at 2024-01-01T00:00:00Z.
+    pub fn new(config: SimConfig) -> Self {
+        let state = State::new(&config);
+        Self {
+            inner: Arc::new(Inner {
+                config,
+                state: Mutex::new(state),
+                faults: Mutex::new(Faults::default()),
+                log: Mutex::new(Vec::new()),
+                requests: AtomicU64::new(0),
+            }),
+        }
+    }
+
+    /// Bind 127.0.0.1:port (0 = ephemeral) and serve in a spawned tokio task until the returned
+    /// handle is dropped or shut down.
+    pub async fn serve(&self, port: u16) -> io::Result<SimServer> {
+        let listener = TcpListener::bind(("127.0.0.1", port)).await?;
+        let base_url = format!("http://{}", listener.local_addr()?);
+        let task = tokio::spawn(http::accept_loop(
+            listener,
+            self.clone(),
+            Arc::from(base_url.as_str()),
+        ));
+        Ok(SimServer {
+            base_url,
+            task: Some(task),
+        })
+    }
+
+    /// Apply one round of changes to tickets, users and organizations, deterministically (seeded
+    /// by config.seed and the round number), and advance the virtual clock by an hour.
+    pub fn apply_round(&self, round: &Round) {
+        self.state().apply_round(round, &self.inner.config.email);
+    }
+
+    /// The current state of every record of an object ("tickets" | "users" | "organizations"),
+    /// exactly as the export would serialize it (including deleted records), sorted by id.
+    /// Unknown objects have no records.
+    pub fn records(&self, object: &str) -> Vec<Value> {
+        match Object::parse(object) {
+            Some(object) => self
+                .state()
+                .table(object)
+                .values()
+                // Stored text is always JSON written by serde_json, so nothing is dropped.
+                .filter_map(|text| serde_json::from_str(text).ok())
+                .collect(),
+            None => Vec::new(),
+        }
+    }
+
+    /// Replaces the injected faults; request numbering is not reset.
+    pub fn set_faults(&self, faults: Faults) {
+        // Poisoning needs a panic while holding the lock, which only a bug can cause.
+        *self
+            .inner
+            .faults
+            .lock()
+            .expect("simulator faults lock poisoned") = faults;
+    }
+
+    /// Number of HTTP requests received so far (including failed/faulted ones).
+    pub fn request_count(&self) -> u64 {
+        self.inner.requests.load(Ordering::SeqCst)
+    }
+
+    /// Path + query of every request received so far, in order.
+    pub fn request_log(&self) -> Vec<String> {
+        // Poisoning needs a panic while holding the lock, which only a bug can cause.
+        self.inner
+            .log
+            .lock()
+            .expect("simulator log lock poisoned")
+            .clone()
+    }
+
+    /// Virtual "now" of the account, unix seconds.
+    pub fn now(&self) -> i64 {
+        self.state().now
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        // Poisoning needs a panic while holding the lock, which only a bug can cause.
+        self.inner
+            .state
+            .lock()
+            .expect("simulator state lock poisoned")
+    }
+
+    fn faults(&self) -> Faults {
+        // Poisoning needs a panic while holding the lock, which only a bug can cause.
+        self.inner
+            .faults
+            .lock()
+            .expect("simulator faults lock poisoned")
+            .clone()
+    }
+
+    /// Logs a request and returns its 1-based number.
+    fn record_request(&self, target: &str) -> u64 {
+        // Poisoning needs a panic while holding the lock, which only a bug can cause.
+        let mut log = self.inner.log.lock().expect("simulator log lock poisoned");
+        log.push(target.to_string());
+        // Numbered under the log lock so number n is the n-th log entry.
+        self.inner.requests.fetch_add(1, Ordering::SeqCst) + 1
+    }
+}
+
+/// A running simulator server; dropping it stops accepting connections.
+#[derive(Debug)]
+pub struct SimServer {
+    /// "http://127.0.0.1:PORT"
+    pub base_url: String,
+    task: Option<JoinHandle<()>>,
+}
+
+impl SimServer {
+    /// "http://127.0.0.1:PORT", the base of the `after_url`/`next_page` links it serves.
+    pub fn base_url(&self) -> &str {
+        &self.base_url
+    }
+
+    /// Stops accepting connections and waits until the listener is closed.
+    pub async fn shutdown(mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+            // The task only ends by being aborted, so the JoinError (cancelled) is expected.
+            let _ = task.await;
+        }
+    }
+}
+
+impl Drop for SimServer {
+    fn drop(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

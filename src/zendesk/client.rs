@@ -72,7 +72,9 @@ impl Client {
             }
             Auth::OAuth { token } => HeaderValue::from_str(&format!("Bearer {}", token.expose())),
         }
-        .map_err(|_| "the credentials contain characters not allowed in an HTTP header".to_string())?;
+        .map_err(|_| {
+            "the credentials contain characters not allowed in an HTTP header".to_string()
+        })?;
         auth.set_sensitive(true);
         let http = reqwest::Client::builder()
             .timeout(settings.timeout)
@@ -326,7 +328,10 @@ mod tests {
     fn debug_hides_credentials() {
         let client = Client::try_new(&settings("https://acme.zendesk.com/")).unwrap();
         let shown = format!("{client:?}");
-        assert!(!shown.contains("s3cr3t") && !shown.contains("Basic"), "{shown}");
+        assert!(
+            !shown.contains("s3cr3t") && !shown.contains("Basic"),
+            "{shown}"
+        );
     }
 
     #[test]

@@ -42,7 +42,9 @@ pub enum Error {
         endpoint: String,
         detail: String,
     },
-    #[error("{object}: refusing to follow {url}: it is not on the configured Zendesk host {expected}")]
+    #[error(
+        "{object}: refusing to follow {url}: it is not on the configured Zendesk host {expected}"
+    )]
     ForeignHost {
         object: String,
         url: String,

@@ -8,6 +8,7 @@
 //!   page repeats the boundary second: records already delivered in it are recognised by a
 //!   fingerprint kept in the position and dropped. An export that cannot leave one second
 //!   (a full page that ends where it started) fails loudly instead of looping.
+//!
 //! A `start_time` younger than a minute (`StartTimeTooRecent`) means there is nothing to fetch yet.
 
 use serde_json::Value;
@@ -61,7 +62,9 @@ pub async fn fetch(
     pages: mpsc::Sender<Page>,
 ) -> Result<()> {
     match spec.endpoint.kind {
-        EndpointKind::CursorExport => cursor_export(client, spec, from, page_size, stats, pages).await,
+        EndpointKind::CursorExport => {
+            cursor_export(client, spec, from, page_size, stats, pages).await
+        }
         EndpointKind::TimeExport => time_export(client, spec, from, page_size, stats, pages).await,
     }
 }
@@ -84,7 +87,10 @@ async fn cursor_export(
     };
     loop {
         with_page_size(&mut url, page_size);
-        let mut body = match client.get_json(object, &url, spec.endpoint.limit_class, stats).await {
+        let mut body = match client
+            .get_json(object, &url, spec.endpoint.limit_class, stats)
+            .await
+        {
             Err(err) if is_start_time_too_recent(&err) => {
                 info!(%object, "start_time is less than a minute old: nothing to fetch yet");
                 return Ok(());
@@ -117,7 +123,11 @@ async fn cursor_export(
                 url
             }
             (None, None) => {
-                return Err(shape(spec, &url, "end_of_stream is false but there is no after_cursor"))
+                return Err(shape(
+                    spec,
+                    &url,
+                    "end_of_stream is false but there is no after_cursor",
+                ))
             }
         };
     }
@@ -143,7 +153,10 @@ async fn time_export(
         url.query_pairs_mut()
             .append_pair("start_time", &position.start_time.to_string());
         with_page_size(&mut url, page_size);
-        let mut body = match client.get_json(object, &url, spec.endpoint.limit_class, stats).await {
+        let mut body = match client
+            .get_json(object, &url, spec.endpoint.limit_class, stats)
+            .await
+        {
             Err(err) if is_start_time_too_recent(&err) => {
                 info!(%object, "start_time is less than a minute old: nothing to fetch yet");
                 return Ok(());
@@ -179,7 +192,9 @@ async fn time_export(
                 boundary.extend(print.clone());
             }
             let seen = second == Some(position.start_time)
-                && print.as_ref().is_some_and(|p| position.boundary.contains(p));
+                && print
+                    .as_ref()
+                    .is_some_and(|p| position.boundary.contains(p));
             if !seen {
                 records.push(record);
             }
@@ -271,6 +286,9 @@ mod tests {
     fn fingerprint_is_stable() {
         // Persisted in the control table: must never change between builds.
         assert_eq!(fingerprint(&json!({"id": 1})), "d51b1db3d1dff09b");
-        assert_ne!(fingerprint(&json!({"id": 1})), fingerprint(&json!({"id": 2})));
+        assert_ne!(
+            fingerprint(&json!({"id": 1})),
+            fingerprint(&json!({"id": 2}))
+        );
     }
 }

@@ -1,0 +1,205 @@
+//! A deliberately minimal HTTP/1.1 server for the simulator.
+//!
+//! One request per connection, answered with `Connection: close`: enough for reqwest (which then
+//! opens a new connection per request) and small enough to need no server crate. Only GET
+//! requests without bodies are expected; the request head is capped at 64 KiB.
+
+use std::io;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+use super::api::{Request, Response};
+use super::Simulator;
+
+const MAX_HEAD_BYTES: usize = 64 * 1024;
+/// A client that opens a connection but never finishes its request head is dropped after this.
+const READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Accepts connections until the task is aborted (which drops the listener).
+pub(crate) async fn accept_loop(listener: TcpListener, sim: Simulator, base_url: Arc<str>) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, _)) => {
+                let sim = sim.clone();
+                let base_url = Arc::clone(&base_url);
+                tokio::spawn(async move {
+                    if let Err(error) = serve_connection(stream, &sim, &base_url).await {
+                        tracing::debug!(%error, "simulator connection failed");
+                    }
+                });
+            }
+            Err(error) => {
+                // Typically out of file descriptors: back off instead of spinning.
+                tracing::warn!(%error, "simulator accept failed");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    }
+}
+
+enum Head {
+    Complete(Vec<u8>),
+    Closed,
+    TooLarge,
+}
+
+async fn serve_connection(
+    mut stream: TcpStream,
+    sim: &Simulator,
+    base_url: &str,
+) -> io::Result<()> {
+    // Each connection carries one response that is sent whole; no reason to delay its packets.
+    stream.set_nodelay(true)?;
+    let head = match tokio::time::timeout(READ_TIMEOUT, read_head(&mut stream)).await {
+        Ok(head) => head?,
+        Err(_) => return Ok(()),
+    };
+    let response = match head {
+        // A pooled connection closed by the client before sending anything is not a request.
+        Head::Closed => return Ok(()),
+        Head::TooLarge => {
+            sim.record_request("<request head too large>");
+            Response::error(431, "RequestHeaderFieldsTooLarge")
+        }
+        Head::Complete(bytes) => match parse_head(&bytes) {
+            Some(request) => sim.handle(&request, base_url),
+            None => {
+                sim.record_request("<malformed request>");
+                Response::error(400, "BadRequest")
+            }
+        },
+    };
+    write_response(&mut stream, &response).await?;
+    stream.shutdown().await
+}
+
+async fn read_head(stream: &mut TcpStream) -> io::Result<Head> {
+    let mut buf = Vec::with_capacity(1024);
+    let mut chunk = [0u8; 4096];
+    loop {
+        if let Some(end) = head_end(&buf) {
+            buf.truncate(end);
+            return Ok(Head::Complete(buf));
+        }
+        if buf.len() > MAX_HEAD_BYTES {
+            return Ok(Head::TooLarge);
+        }
+        let n = stream.read(&mut chunk).await?;
+        if n == 0 {
+            return Ok(Head::Closed);
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+/// Length of the head up to the blank line that ends it, if it has arrived.
+fn head_end(buf: &[u8]) -> Option<usize> {
+    buf.windows(4).position(|w| w == b"\r\n\r\n")
+}
+
+/// Parses the request line and headers; `None` when it is not HTTP/1.x.
+pub(crate) fn parse_head(head: &[u8]) -> Option<Request> {
+    let text = std::str::from_utf8(head).ok()?;
+    let mut lines = text.split("\r\n");
+    let mut request_line = lines.next()?.split(' ');
+    let method = request_line.next()?.to_string();
+    let target = request_line.next()?;
+    let version = request_line.next()?;
+    if !version.starts_with("HTTP/1.") || request_line.next().is_some() {
+        return None;
+    }
+    let url = if target.starts_with('/') {
+        url::Url::parse(&format!("http://simulator.invalid{target}")).ok()?
+    } else {
+        url::Url::parse(target).ok()?
+    };
+    let headers = lines
+        .filter(|line| !line.is_empty())
+        .map(|line| {
+            let (name, value) = line.split_once(':')?;
+            Some((name.trim().to_ascii_lowercase(), value.trim().to_string()))
+        })
+        .collect::<Option<Vec<_>>>()?;
+    let target = match url.query() {
+        Some(query) => format!("{}?{query}", url.path()),
+        None => url.path().to_string(),
+    };
+    Some(Request {
+        method,
+        path: url.path().to_string(),
+        query: url.query_pairs().into_owned().collect(),
+        headers,
+        target,
+    })
+}
+
+async fn write_response(stream: &mut TcpStream, response: &Response) -> io::Result<()> {
+    let mut head = format!(
+        "HTTP/1.1 {} {}\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n",
+        response.status,
+        reason(response.status),
+        response.body.len()
+    );
+    for (name, value) in &response.headers {
+        head.push_str(name);
+        head.push_str(": ");
+        head.push_str(value);
+        head.push_str("\r\n");
+    }
+    head.push_str("\r\n");
+    // One write, so Nagle's algorithm never holds back a short tail waiting for a delayed ACK.
+    let mut message = head.into_bytes();
+    message.extend_from_slice(&response.body);
+    stream.write_all(&message).await?;
+    stream.flush().await
+}
+
+fn reason(status: u16) -> &'static str {
+    match status {
+        200 => "OK",
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        404 => "Not Found",
+        429 => "Too Many Requests",
+        431 => "Request Header Fields Too Large",
+        500 => "Internal Server Error",
+        _ => "Unknown",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_origin_form_with_encoded_query() {
+        let head = b"GET /api/v2/x.json?cursor=MTIz%3D%3D&per_page=7 HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer t";
+        let request = parse_head(head).expect("valid head");
+        assert_eq!(request.method, "GET");
+        assert_eq!(request.path, "/api/v2/x.json");
+        assert_eq!(
+            request.target,
+            "/api/v2/x.json?cursor=MTIz%3D%3D&per_page=7"
+        );
+        assert_eq!(
+            request.query,
+            vec![
+                ("cursor".to_string(), "MTIz==".to_string()),
+                ("per_page".to_string(), "7".to_string())
+            ]
+        );
+        assert!(request
+            .headers
+            .contains(&("authorization".to_string(), "Bearer t".to_string())));
+    }
+
+    #[test]
+    fn rejects_garbage() {
+        assert!(parse_head(b"hello").is_none());
+        assert!(parse_head(b"GET / SPDY/3\r\n").is_none());
+        assert!(parse_head(b"GET / HTTP/1.1\r\nno-colon-here").is_none());
+    }
+}

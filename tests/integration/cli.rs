@@ -1,0 +1,148 @@
+//! The binary as a user runs it: exit codes, messages, the demo, status and query.
+
+use std::process::Output;
+
+use tokio::process::Command;
+
+use crate::common::*;
+
+const BIN: &str = env!("CARGO_BIN_EXE_zendesk-lake");
+
+async fn run(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new(BIN);
+    cmd.args(args)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().await.expect("binary runs")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_credentials_fail_clearly_and_write_nothing() {
+    let (_sim, server) = start(small()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let lake = dir.path().join("lake");
+    let token = "wrong-token-7f3a9c";
+    let out = run(
+        &["sync", "--lake", lake.to_str().unwrap()],
+        &[
+            ("ZENDESK_BASE_URL", server.base_url()),
+            ("ZENDESK_EMAIL", "demo@example.com"),
+            ("ZENDESK_API_TOKEN", token),
+        ],
+    )
+    .await;
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("401") && stderr.contains("authentication failed"),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains(token) && !text(&out.stdout).contains(token),
+        "token leaked: {stderr}"
+    );
+    assert!(!lake.exists(), "nothing may be written");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missing_configuration_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = run(&["sync", "--lake", dir.path().to_str().unwrap()], &[]).await;
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("ZENDESK_SUBDOMAIN"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = run(
+        &["sync", "--objects", "tickets,nope"],
+        &[("ZENDESK_SUBDOMAIN", "acme"), ("ZENDESK_OAUTH_TOKEN", "x")],
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("\"nope\""),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sync_status_and_query_through_the_binary() {
+    let (sim, server) = start(small()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let lake = dir.path().join("lake");
+    let lake = lake.to_str().unwrap();
+    let config = zendesk_lake::sim::SimConfig::default();
+    let env = [
+        ("ZENDESK_BASE_URL", server.base_url()),
+        ("ZENDESK_OAUTH_TOKEN", config.oauth_token.as_str()),
+    ];
+    let out = run(&["sync", "--lake", lake], &env).await;
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    for object in OBJECTS {
+        let line = stdout
+            .lines()
+            .find(|l| l.starts_with(object))
+            .unwrap_or_else(|| panic!("{stdout}"));
+        let fetched: usize = line.split_whitespace().nth(2).unwrap().parse().unwrap();
+        assert_eq!(fetched, expected_rows(&sim, object).len(), "{line}");
+    }
+    assert!(!stdout.contains(&config.oauth_token));
+
+    let out = run(&["status", "--lake", lake], &[]).await;
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let tickets = stdout.lines().find(|l| l.starts_with("tickets")).unwrap();
+    let rows: usize = tickets.split_whitespace().nth(2).unwrap().parse().unwrap();
+    assert_eq!(rows, expected_rows(&sim, "tickets").len(), "{stdout}");
+
+    let out = run(
+        &["query", "--lake", lake, "SELECT count(*) AS n FROM users"],
+        &[],
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains(&format!("| {} ", expected_rows(&sim, "users").len())),
+        "{}",
+        text(&out.stdout)
+    );
+
+    let out = run(
+        &["query", "--lake", lake, "SELECT * FROM no_such_table"],
+        &[],
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("no_such_table"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_syncs_the_simulated_account_and_a_rerun_is_idle() {
+    let dir = tempfile::tempdir().unwrap();
+    let lake = dir.path().join("lake");
+    let lake = lake.to_str().unwrap();
+    let out = run(&["sync", "--demo", "--lake", lake], &[]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let first = text(&out.stdout);
+    let out = run(&["sync", "--demo", "--lake", lake], &[]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let second = text(&out.stdout);
+    for object in OBJECTS {
+        let fetched = |s: &str| -> u64 {
+            let line = s.lines().find(|l| l.starts_with(object)).unwrap();
+            line.split_whitespace().nth(2).unwrap().parse().unwrap()
+        };
+        assert!(fetched(&first) > 0, "{first}");
+        assert_eq!(fetched(&second), 0, "{second}");
+    }
+}

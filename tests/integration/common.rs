@@ -1,0 +1,155 @@
+//! Helpers shared by the integration tests.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+
+use chrono::Utc;
+use serde_json::{Map, Value};
+use zendesk_lake::arrow::array::RecordBatch;
+use zendesk_lake::arrow::json::ArrayWriter;
+use zendesk_lake::config::{Overrides, PipelineFile, Settings};
+use zendesk_lake::decode;
+use zendesk_lake::lake::Lake;
+use zendesk_lake::objects;
+use zendesk_lake::sim::{SimConfig, SimServer, Simulator};
+use zendesk_lake::sync::{self, Outcome, SyncReport};
+
+pub const OBJECTS: [&str; 3] = ["tickets", "users", "organizations"];
+
+pub async fn start(config: SimConfig) -> (Simulator, SimServer) {
+    let sim = Simulator::new(config);
+    let server = sim.serve(0).await.expect("simulator starts");
+    (sim, server)
+}
+
+pub fn small() -> SimConfig {
+    SimConfig {
+        tickets: 240,
+        users: 90,
+        organizations: 45,
+        ..SimConfig::default()
+    }
+}
+
+/// Settings for a test run: the simulator's URL and credentials, small pages (many pages and
+/// several commits per object), fast retries and no rate budget to wait for.
+pub fn settings(server: &SimServer, lake: &Path, extra_toml: &str) -> Settings {
+    let toml = format!(
+        r#"
+lake = "{}"
+[zendesk]
+account_requests_per_minute = 1000000
+incremental_requests_per_minute = 1000000
+retry_base_ms = 5
+retry_max_secs = 1
+max_attempts = 6
+timeout_secs = 10
+[sync]
+page_size = 25
+commit_rows = 30
+{extra_toml}
+"#,
+        lake.display()
+    );
+    let file = PipelineFile::parse(&toml, "test").expect("test pipeline parses");
+    let config = SimConfig::default();
+    let env: HashMap<String, String> = HashMap::from([
+        ("ZENDESK_BASE_URL".into(), server.base_url().to_owned()),
+        ("ZENDESK_EMAIL".into(), config.email),
+        ("ZENDESK_API_TOKEN".into(), config.api_token),
+    ]);
+    Settings::resolve(file, Overrides::default(), &|name| env.get(name).cloned())
+        .expect("test settings resolve")
+}
+
+pub async fn sync_ok(settings: &Settings) -> SyncReport {
+    let report = sync::run(settings).await.expect("sync runs");
+    for object in &report.objects {
+        assert_eq!(
+            object.outcome,
+            Outcome::Ok,
+            "{}: {:?}",
+            object.object,
+            object.outcome
+        );
+    }
+    report
+}
+
+/// Rows of batches as JSON objects keyed by id, without `_synced_at` (the only column that
+/// legitimately differs between two copies of the same data).
+pub fn rows_by_id(batches: &[RecordBatch]) -> BTreeMap<i64, Map<String, Value>> {
+    let mut writer = ArrayWriter::new(Vec::new());
+    for batch in batches {
+        writer.write(batch).expect("batch serialises");
+    }
+    writer.finish().expect("json array finishes");
+    let bytes = writer.into_inner();
+    let rows: Vec<Map<String, Value>> = if bytes.is_empty() {
+        Vec::new()
+    } else {
+        serde_json::from_slice(&bytes).expect("arrow json parses")
+    };
+    let total = rows.len();
+    let by_id: BTreeMap<i64, Map<String, Value>> = rows
+        .into_iter()
+        .map(|mut row| {
+            row.remove(objects::SYNCED_AT_COLUMN);
+            (row["id"].as_i64().expect("int id"), row)
+        })
+        .collect();
+    assert_eq!(by_id.len(), total, "more than one row for some id");
+    by_id
+}
+
+pub async fn lake_rows(lake: &Path, object: &str) -> BTreeMap<i64, Map<String, Value>> {
+    let lake = Lake::try_new(lake.to_str().unwrap(), HashMap::new()).unwrap();
+    let batches = lake
+        .query(&format!("SELECT * FROM {object}"))
+        .await
+        .expect("table queries");
+    rows_by_id(&batches)
+}
+
+/// What the lake must hold for an object: the simulator's records through the decoder.
+pub fn expected_rows(sim: &Simulator, object: &str) -> BTreeMap<i64, Map<String, Value>> {
+    let spec = objects::find(object).unwrap();
+    let decoded =
+        decode::decode(spec, &sim.records(object), Utc::now()).expect("sim records decode");
+    rows_by_id(&[decoded.batch])
+}
+
+/// The lake equals the simulator, object by object: same ids, same values, one row per id.
+pub async fn assert_lake_matches(sim: &Simulator, lake: &Path) {
+    for object in OBJECTS {
+        let expected = expected_rows(sim, object);
+        let actual = lake_rows(lake, object).await;
+        assert_eq!(
+            actual.keys().collect::<Vec<_>>(),
+            expected.keys().collect::<Vec<_>>(),
+            "{object}: ids differ"
+        );
+        for (id, row) in &expected {
+            assert_eq!(&actual[id], row, "{object} {id} differs");
+        }
+    }
+}
+
+/// Count of the lake's rows marked deleted.
+pub async fn deleted_count(lake: &Path, object: &str) -> usize {
+    lake_rows(lake, object)
+        .await
+        .values()
+        .filter(|r| r[objects::DELETED_COLUMN] == Value::Bool(true))
+        .count()
+}
+
+/// Delta versions of every object table and of the control table.
+pub async fn versions(lake: &Path) -> Vec<Option<u64>> {
+    let lake = Lake::try_new(lake.to_str().unwrap(), HashMap::new()).unwrap();
+    let mut out = Vec::new();
+    for name in OBJECTS.iter().chain(std::iter::once(&"_sync_state")) {
+        out.push(lake.open(name).await.unwrap().and_then(|t| t.version()));
+    }
+    out
+}
