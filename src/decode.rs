@@ -444,4 +444,39 @@ mod tests {
             vec![(1, "new".into()), (2, "b".into()), (3, "c".into())]
         );
     }
+
+    proptest::proptest! {
+        #[test]
+        fn dedup_keeps_one_row_per_key_with_the_newest_cursor(
+            rows in proptest::collection::vec((0i64..20, 0i64..5), 1..80),
+            split in 0usize..80,
+        ) {
+            let spec = find("organizations").unwrap();
+            let records: Vec<Value> = rows
+                .iter()
+                .enumerate()
+                .map(|(pos, (id, ts))| json!({"id": id, "updated_at": ts, "name": pos.to_string()}))
+                .collect();
+            let split = split.min(records.len());
+            let batches: Vec<RecordBatch> = [&records[..split], &records[split..]]
+                .iter()
+                .map(|part| decode(spec, part, now()).unwrap().batch)
+                .collect();
+            let batch = dedup(spec, &batches).unwrap();
+            let ids = batch.column_by_name("id").unwrap().as_primitive::<Int64Type>();
+            let names = batch.column_by_name("name").unwrap().as_string::<i32>();
+            let mut expected: HashMap<i64, (i64, usize)> = HashMap::new();
+            for (pos, (id, ts)) in rows.iter().enumerate() {
+                let best = expected.entry(*id).or_insert((*ts, pos));
+                if *ts >= best.0 {
+                    *best = (*ts, pos);
+                }
+            }
+            proptest::prop_assert_eq!(batch.num_rows(), expected.len());
+            for i in 0..batch.num_rows() {
+                let (_, pos) = expected[&ids.value(i)];
+                proptest::prop_assert_eq!(names.value(i), pos.to_string());
+            }
+        }
+    }
 }

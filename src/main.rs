@@ -144,6 +144,8 @@ async fn run(command: Command) -> Result<ExitCode> {
             demo: true,
         } => {
             let sim = Simulator::new(demo_config());
+            // One round of changes first, so the demo lake has updates and soft deletes too.
+            sim.apply_round(&demo_round());
             let server = sim
                 .serve(0)
                 .await

@@ -146,3 +146,31 @@ async fn demo_syncs_the_simulated_account_and_a_rerun_is_idle() {
         assert_eq!(fetched(&second), 0, "{second}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_reports_credentials_and_readable_objects() {
+    let (_sim, server) = start(small()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = zendesk_lake::sim::SimConfig::default();
+    let lake = dir.path().join("lake");
+    let out = run(
+        &["check", "--lake", lake.to_str().unwrap()],
+        &[
+            ("ZENDESK_BASE_URL", server.base_url()),
+            ("ZENDESK_EMAIL", config.email.as_str()),
+            ("ZENDESK_API_TOKEN", config.api_token.as_str()),
+        ],
+    )
+    .await;
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(stdout.contains("credentials ok"), "{stdout}");
+    for object in OBJECTS {
+        let line = stdout
+            .lines()
+            .find(|l| l.starts_with(object))
+            .unwrap_or_else(|| panic!("{stdout}"));
+        assert!(line.contains(" readable"), "{line}");
+    }
+    assert!(!lake.exists(), "check writes nothing");
+}

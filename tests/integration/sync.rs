@@ -188,3 +188,26 @@ async fn time_export_boundary_duplicates_are_not_reapplied() {
     );
     assert_lake_matches(&sim, dir.path()).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_time_export_stuck_on_one_second_fails_loudly() {
+    // With one record per page every page ends in the second it started from: Zendesk's export
+    // cannot advance, and looping forever would be the silent alternative.
+    let (_sim, server) = start(small()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut settings = settings(&server, dir.path(), "");
+    settings.page_size = 1;
+    settings.objects.retain(|o| o.name == "organizations");
+    let report = sync::run(&settings).await.unwrap();
+    let Outcome::Failed(message) = &report.objects[0].outcome else {
+        panic!("{:?}", report.objects[0].outcome)
+    };
+    assert!(
+        message.contains("organizations") && message.contains("stalled"),
+        "{message}"
+    );
+    assert!(
+        message.contains("/api/v2/incremental/organizations.json"),
+        "{message}"
+    );
+}
