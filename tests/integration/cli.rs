@@ -85,7 +85,9 @@ async fn sync_status_and_query_through_the_binary() {
         ("ZENDESK_BASE_URL", server.base_url()),
         ("ZENDESK_OAUTH_TOKEN", config.oauth_token.as_str()),
     ];
-    let out = run(&["sync", "--lake", lake], &env).await;
+    // The same lake as a file:// URI and as a plain path.
+    let uri = format!("file://{lake}");
+    let out = run(&["sync", "--lake", &uri], &env).await;
     let stdout = text(&out.stdout);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     for object in OBJECTS {
@@ -173,4 +175,89 @@ async fn check_reports_credentials_and_readable_objects() {
         assert!(line.contains(" readable"), "{line}");
     }
     assert!(!lake.exists(), "check writes nothing");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_object_makes_sync_exit_1_naming_object_and_endpoint() {
+    let (sim, server) = start(small()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let lake = dir.path().join("lake");
+    let config = zendesk_lake::sim::SimConfig::default();
+    let pipeline = dir.path().join("fast.toml");
+    std::fs::write(
+        &pipeline,
+        "[zendesk]\nretry_base_ms = 1\nmax_attempts = 2\nincremental_requests_per_minute = 100000\n",
+    )
+    .unwrap();
+    // The credential check passes, every export request after it fails.
+    sim.set_faults(zendesk_lake::sim::Faults {
+        fail_from_request: Some(2),
+        ..Default::default()
+    });
+    let out = run(
+        &[
+            "sync",
+            "--pipeline",
+            pipeline.to_str().unwrap(),
+            "--lake",
+            lake.to_str().unwrap(),
+            "--objects",
+            "users",
+        ],
+        &[
+            ("ZENDESK_BASE_URL", server.base_url()),
+            ("ZENDESK_EMAIL", config.email.as_str()),
+            ("ZENDESK_API_TOKEN", config.api_token.as_str()),
+        ],
+    )
+    .await;
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(text(&out.stdout).contains("FAILED"));
+    assert!(
+        stderr.contains("error: users: GET /api/v2/incremental/users/cursor.json"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("gave up after 2 attempts"), "{stderr}");
+    assert!(!stderr.contains(&config.api_token), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn simulate_serves_an_account_that_sync_reads() {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+    let mut child = Command::new(BIN)
+        .args([
+            "simulate",
+            "--port",
+            "0",
+            "--tickets",
+            "40",
+            "--users",
+            "10",
+            "--organizations",
+            "5",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut env = Vec::new();
+    while let Some(line) = lines.next_line().await.unwrap() {
+        if let Some(assignment) = line.strip_prefix("export ") {
+            let (k, v) = assignment.split_once('=').unwrap();
+            env.push((k.to_owned(), v.to_owned()));
+            if env.len() == 3 {
+                break;
+            }
+        }
+    }
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let dir = tempfile::tempdir().unwrap();
+    let out = run(&["sync", "--lake", dir.path().to_str().unwrap()], &env).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    let tickets = stdout.lines().find(|l| l.starts_with("tickets")).unwrap();
+    assert_eq!(tickets.split_whitespace().nth(2), Some("40"), "{stdout}");
+    child.kill().await.unwrap();
 }
