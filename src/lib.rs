@@ -7,6 +7,7 @@
 
 pub mod config;
 pub mod decode;
+pub mod failpoint;
 pub mod lake;
 pub mod objects;
 pub mod sim;

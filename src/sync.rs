@@ -13,12 +13,12 @@ use std::time::Instant;
 
 use chrono::Utc;
 use deltalake::arrow::array::RecordBatch;
-use serde_json::json;
 use tokio::sync::mpsc;
 use tracing::{info, info_span, warn, Instrument};
 
 use crate::config::Settings;
 use crate::decode::{self, Decoded};
+use crate::failpoint;
 use crate::lake::{self, ControlRow, Lake};
 use crate::objects::{LimitClass, ObjectSpec};
 use crate::zendesk::{self, paginate, Client, Page, Position, RequestStats};
@@ -174,10 +174,7 @@ impl ObjectJob {
         let started = Instant::now();
         let stats = Arc::new(RequestStats::default());
         let mut report = ObjectReport::empty(&self.spec.name);
-        let mut written = Written {
-            watermark: self.last.as_ref().and_then(|l| l.watermark),
-            ..Written::default()
-        };
+        let mut written = Written::default();
         info!(from = ?self.last.as_ref().map(|l| l.position()), "object started");
         let result = self.pipeline(&stats, &mut written).await;
         report.outcome = match result {
@@ -221,21 +218,10 @@ impl ObjectJob {
     ) -> Result<(), ObjectError> {
         let spec = self.spec;
         let settings = &self.settings;
-        // A data commit newer than the last control row means a run died between the two:
-        // resume from the recorded position (the merge is idempotent) and keep sequence numbers
-        // increasing past the orphaned commit.
-        let control_seq = self.last.as_ref().map_or(0, |l| l.seq);
-        let data_seq = self.lake.data_seq(&spec.name).await?.unwrap_or(0);
-        if data_seq > control_seq {
-            warn!(
-                data_seq,
-                control_seq,
-                "a data commit has no control row; re-applying from the recorded position"
-            );
-        }
-        let mut seq = control_seq.max(data_seq);
-        let from = self
-            .last
+        let last = self.lake.reconcile(&spec.name, self.last.clone()).await?;
+        let mut seq = last.as_ref().map_or(0, |l| l.seq);
+        written.watermark = last.as_ref().and_then(|l| l.watermark);
+        let from = last
             .as_ref()
             .map(ControlRow::position)
             .unwrap_or_else(|| Position::start(settings.start_time));
@@ -259,6 +245,7 @@ impl ObjectJob {
                             object: spec.name.clone(),
                             detail: e.to_string(),
                         })??;
+                failpoint::hit("page_decoded");
                 if decoded_tx.send((decoded, page)).await.is_err() {
                     break;
                 }
@@ -317,35 +304,34 @@ impl ObjectJob {
         let spec = self.spec;
         let batch = decode::dedup(spec, &group)?;
         let deleted = decode::count_deleted(&batch);
-        let metadata = vec![
-            ("zendesk_lake.run_id".to_owned(), json!(self.run_id)),
-            ("zendesk_lake.seq".to_owned(), json!(seq)),
-            ("zendesk_lake.cursor".to_owned(), json!(position.cursor)),
-            (
-                "zendesk_lake.start_time".to_owned(),
-                json!(position.start_time),
-            ),
-        ];
-        let commit = self.lake.upsert(spec, batch, seq, metadata).await?;
+        let watermark = written.watermark.max(max_cursor);
+        // Also stored in the data commit's metadata, so that a crash before the control commit
+        // can be repaired from the Delta log (`Lake::reconcile`).
+        let mut row = ControlRow {
+            object: spec.name.clone(),
+            seq,
+            cursor: position.cursor.clone(),
+            start_time: position.start_time,
+            boundary: position.boundary.clone(),
+            watermark,
+            rows_upserted: batch.num_rows() as i64,
+            rows_deleted: deleted as i64,
+            run_id: self.run_id.clone(),
+            data_version: -1,
+            committed_at: Utc::now().timestamp_micros(),
+        };
+        failpoint::hit("before_data_commit");
+        let commit = self.lake.upsert(spec, batch, &row).await?;
+        failpoint::hit("after_data_commit");
+        row.data_version = commit.version;
+        row.rows_upserted = (commit.inserted + commit.updated) as i64;
+        row.committed_at = Utc::now().timestamp_micros();
+        self.lake.record(&row).await?;
+        failpoint::hit("after_control_commit");
         written.upserted += commit.inserted + commit.updated;
         written.deleted += deleted;
         written.commits += 1;
-        written.watermark = written.watermark.max(max_cursor);
-        self.lake
-            .record(&ControlRow {
-                object: spec.name.clone(),
-                seq,
-                cursor: position.cursor.clone(),
-                start_time: position.start_time,
-                boundary: position.boundary.clone(),
-                watermark: written.watermark,
-                rows_upserted: (commit.inserted + commit.updated) as i64,
-                rows_deleted: deleted as i64,
-                run_id: self.run_id.clone(),
-                data_version: commit.version,
-                committed_at: Utc::now().timestamp_micros(),
-            })
-            .await?;
+        written.watermark = watermark;
         info!(
             seq,
             version = commit.version,

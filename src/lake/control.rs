@@ -15,8 +15,11 @@ use deltalake::arrow::datatypes::{
 };
 use deltalake::arrow::json::ReaderBuilder;
 use deltalake::protocol::SaveMode;
-use serde::Serialize;
+use futures::TryStreamExt as _;
+use serde::{Deserialize, Serialize};
+use tracing::warn;
 
+use super::merge::CONTROL_METADATA;
 use super::{register, Error, Lake, Result};
 use crate::objects::timestamp_type;
 use crate::zendesk::Position;
@@ -25,7 +28,7 @@ use crate::zendesk::Position;
 pub const CONTROL_TABLE: &str = "_sync_state";
 
 /// One committed batch of one object.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ControlRow {
     pub object: String,
     /// 1, 2, ... per object; also the Delta app-transaction version of the data commit.
@@ -112,6 +115,82 @@ impl Lake {
                 source,
             })?;
         Ok(())
+    }
+
+    /// Bring an object's control row and its table into agreement before a run, returning the
+    /// row to resume from.
+    ///
+    /// The table's application-transaction version `d` and the control row's `seq` `c` agree
+    /// after every complete commit. `d == c + 1` means a run died between its data commit and its
+    /// control commit: the missing control row is recovered from the data commit's metadata and
+    /// appended, so the run resumes after that batch instead of fetching it again. `d < c`
+    /// means the table lost commits (dropped, restored or replaced): resuming would skip data,
+    /// so it is an error.
+    pub async fn reconcile(
+        &self,
+        object: &str,
+        last: Option<ControlRow>,
+    ) -> Result<Option<ControlRow>> {
+        let control_seq = last.as_ref().map_or(0, |row| row.seq);
+        let Some(table) = self.open(object).await? else {
+            if control_seq > 0 {
+                return Err(self.lost_commits(object, control_seq, 0));
+            }
+            return Ok(last);
+        };
+        let data_seq = super::merge::txn_version(object, &table)
+            .await?
+            .unwrap_or(0);
+        if data_seq == control_seq {
+            return Ok(last);
+        }
+        if data_seq < control_seq {
+            return Err(self.lost_commits(object, control_seq, data_seq));
+        }
+        let delta = |source| Error::Delta {
+            table: object.to_owned(),
+            source,
+        };
+        let latest = table.version().unwrap_or_default();
+        let infos: Vec<_> = table.history(Some(64)).try_collect().await.map_err(delta)?;
+        for (age, info) in infos.iter().enumerate() {
+            let Some(meta) = info.info.get(CONTROL_METADATA) else {
+                continue;
+            };
+            let Ok(mut row) = serde_json::from_value::<ControlRow>(meta.clone()) else {
+                continue;
+            };
+            if row.seq != data_seq {
+                continue;
+            }
+            row.data_version = (latest - age as u64) as i64;
+            warn!(
+                object,
+                seq = row.seq,
+                version = row.data_version,
+                "the last run ended between a data commit and its control row: recording it now"
+            );
+            self.record(&row).await?;
+            return Ok(Some(row));
+        }
+        Err(Error::Invalid {
+            table: object.to_owned(),
+            detail: format!(
+                "its last sync commit #{data_seq} carries no readable control metadata; \
+                 the control table is at #{control_seq}"
+            ),
+        })
+    }
+
+    fn lost_commits(&self, object: &str, control_seq: i64, data_seq: i64) -> Error {
+        Error::Invalid {
+            table: object.to_owned(),
+            detail: format!(
+                "the control table records sync commit #{control_seq} but the table's last is \
+                 #{data_seq}: the table was dropped, restored or replaced. Resuming would skip \
+                 data; delete its rows from {CONTROL_TABLE} (or the whole lake) to reload it"
+            ),
+        }
     }
 
     /// The newest control row of every object.

@@ -7,11 +7,12 @@
 use deltalake::arrow::array::RecordBatch;
 use deltalake::datafusion::prelude::{col, SessionContext};
 use deltalake::kernel::transaction::CommitProperties;
+use deltalake::kernel::transaction::TransactionError;
 use deltalake::kernel::Transaction;
 use deltalake::protocol::SaveMode;
-use serde_json::Value;
+use deltalake::DeltaTableError;
 
-use super::{Error, Lake, Result};
+use super::{ControlRow, Error, Lake, Result};
 use crate::objects::ObjectSpec;
 
 /// What one data commit did.
@@ -22,6 +23,10 @@ pub struct CommitReport {
     pub inserted: u64,
     pub updated: u64,
 }
+
+/// Key of the commit-info entry holding the control row of a data commit, so that a crash
+/// between the data commit and the control-table commit can be repaired from the log.
+pub const CONTROL_METADATA: &str = "zendesk_lake.control";
 
 /// The Delta application id under which an object's data commits are recorded.
 pub fn app_id(object: &str) -> String {
@@ -35,19 +40,38 @@ impl Lake {
         &self,
         spec: &ObjectSpec,
         batch: RecordBatch,
-        seq: i64,
-        metadata: Vec<(String, Value)>,
+        control: &ControlRow,
     ) -> Result<CommitReport> {
         let name = spec.name.as_str();
-        let delta = |source| Error::Delta {
-            table: name.to_owned(),
-            source,
-        };
+        let seq = control.seq;
+        let delta = |source| commit_error(name, seq, source);
         let rows = batch.num_rows() as u64;
+        let metadata = serde_json::to_value(control).map_err(|e| Error::Invalid {
+            table: name.to_owned(),
+            detail: format!("cannot serialise the control row: {e}"),
+        })?;
         let commit = CommitProperties::default()
             .with_application_transaction(Transaction::new(app_id(name), seq))
-            .with_metadata(metadata);
-        match self.open(name).await? {
+            .with_metadata([(CONTROL_METADATA.to_owned(), metadata)])
+            // A conflicting commit is another run's: retrying on top of it is never right.
+            .with_max_retries(0);
+        let table = self.open(name).await?;
+        // The table must be exactly one batch behind: anything else means another run
+        // committed to this object since this run read its position.
+        let current = match &table {
+            Some(table) => txn_version(name, table).await?.unwrap_or(0),
+            None => 0,
+        };
+        if current != seq - 1 {
+            return Err(Error::Concurrent {
+                table: name.to_owned(),
+                detail: format!(
+                    "expected its last sync commit to be #{}, found #{current}",
+                    seq - 1
+                ),
+            });
+        }
+        match table {
             None => {
                 let table = self
                     .handle(name)?
@@ -135,20 +159,50 @@ impl Lake {
 
     /// The application transaction version of the object's last data commit, if any.
     pub async fn data_seq(&self, object: &str) -> Result<Option<i64>> {
-        let Some(table) = self.open(object).await? else {
-            return Ok(None);
-        };
-        let state = table.snapshot().map_err(|source| Error::Delta {
-            table: object.to_owned(),
+        match self.open(object).await? {
+            Some(table) => txn_version(object, &table).await,
+            None => Ok(None),
+        }
+    }
+}
+
+pub(crate) async fn txn_version(
+    object: &str,
+    table: &deltalake::DeltaTable,
+) -> Result<Option<i64>> {
+    let delta = |source| Error::Delta {
+        table: object.to_owned(),
+        source,
+    };
+    let state = table.snapshot().map_err(delta)?;
+    state
+        .transaction_version(table.log_store().as_ref(), app_id(object))
+        .await
+        .map_err(delta)
+}
+
+/// A commit that lost to a concurrent writer is reported as such; other errors as they are.
+fn commit_error(table: &str, seq: i64, source: DeltaTableError) -> Error {
+    let concurrent = match &source {
+        DeltaTableError::VersionAlreadyExists(_) => true,
+        DeltaTableError::Transaction { source } => matches!(
             source,
-        })?;
-        state
-            .transaction_version(table.log_store().as_ref(), app_id(object))
-            .await
-            .map_err(|source| Error::Delta {
-                table: object.to_owned(),
-                source,
-            })
+            TransactionError::CommitConflict(_)
+                | TransactionError::VersionAlreadyExists(_)
+                | TransactionError::MaxCommitAttempts(_)
+        ),
+        _ => false,
+    };
+    if concurrent {
+        Error::Concurrent {
+            table: table.to_owned(),
+            detail: format!("commit #{seq} conflicted: {source}"),
+        }
+    } else {
+        Error::Delta {
+            table: table.to_owned(),
+            source,
+        }
     }
 }
 

@@ -44,6 +44,11 @@ pub enum Error {
     },
     #[error("table {table}: {detail}")]
     Invalid { table: String, detail: String },
+    #[error(
+        "table {table}: another sync of this lake committed to it concurrently ({detail}); \
+         this run's batch was not applied, and the next run continues from the lake's state"
+    )]
+    Concurrent { table: String, detail: String },
     #[error("query: {0}")]
     Query(#[source] deltalake::datafusion::error::DataFusionError),
 }

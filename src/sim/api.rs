@@ -18,6 +18,8 @@ const MAX_PER_PAGE: usize = 1000;
 /// Zendesk refuses start times younger than this.
 const HOLD_BACK_SECS: i64 = 60;
 const RATE_LIMIT: u64 = 700;
+/// Where `Faults::foreign_next_url` points export links.
+const FOREIGN_BASE_URL: &str = "https://evil.example.com";
 
 /// A parsed request, as far as the simulator cares.
 #[derive(Debug, Clone, Default)]
@@ -48,28 +50,56 @@ impl Request {
     }
 }
 
+/// What the connection does with a request once it is answered.
+#[derive(Debug, Clone)]
+pub(crate) enum Action {
+    /// Send the response whole.
+    Send(Response),
+    /// Send the head with the full Content-Length but only the first half of the body, then
+    /// close (`Faults::truncate_every`).
+    Truncate(Response),
+    /// Close the connection without sending a byte (`Faults::reset_every`).
+    Reset,
+}
+
 #[derive(Debug, Clone)]
 pub(crate) struct Response {
     pub(crate) status: u16,
+    pub(crate) content_type: &'static str,
     pub(crate) headers: Vec<(&'static str, String)>,
     pub(crate) body: Vec<u8>,
 }
 
 impl Response {
     pub(crate) fn json(status: u16, body: &Value) -> Self {
-        Self {
-            status,
-            headers: Vec::new(),
-            // Serializing a Value cannot fail: its map keys are strings.
-            body: serde_json::to_vec(body).unwrap_or_default(),
-        }
+        // Serializing a Value cannot fail: its map keys are strings.
+        Self::raw(status, serde_json::to_vec(body).unwrap_or_default())
     }
 
+    /// A body that is already JSON text (or, for hostile-payload tests, meant to look like it).
     pub(crate) fn raw(status: u16, body: Vec<u8>) -> Self {
         Self {
             status,
+            content_type: "application/json; charset=utf-8",
             headers: Vec::new(),
             body,
+        }
+    }
+
+    /// The kind of page a proxy or load balancer puts in front of an API (`Faults::html_every`).
+    fn html() -> Self {
+        Self {
+            status: 200,
+            content_type: "text/html; charset=utf-8",
+            headers: Vec::new(),
+            body: concat!(
+                "<!DOCTYPE html>\n",
+                "<html><head><title>Service Unavailable</title></head>\n",
+                "<body><h1>Service Unavailable</h1>",
+                "<p>The server is temporarily unable to service your request.</p></body></html>\n",
+            )
+            .as_bytes()
+            .to_vec(),
         }
     }
 
@@ -114,15 +144,40 @@ impl Response {
 
 impl Simulator {
     /// Answers one request: numbers and logs it, applies faults, checks credentials, routes.
-    pub(crate) fn handle(&self, request: &Request, base_url: &str) -> Response {
+    /// Waits (without holding any lock) when `Faults::delay_every` hits it.
+    pub(crate) async fn handle(&self, request: &Request, base_url: &str) -> Action {
         let number = self.record_request(&request.target);
         let faults = self.faults();
-        let mut response = match fault(&faults, number) {
-            Some(response) => response,
-            None if !self.authorized(request.header("authorization")) => {
-                Response::error(401, "Couldn't authenticate you")
-            }
-            None => self.route(request, base_url),
+        let hits = |every| hits(every, number);
+        if hits(faults.reset_every) {
+            tracing::debug!(number, path = %request.target, "simulated connection reset");
+            return Action::Reset;
+        }
+        if hits(faults.delay_every) {
+            tokio::time::sleep(std::time::Duration::from_millis(faults.delay_ms)).await;
+        }
+        let injected = error_fault(&faults, number);
+        // A 429 or 5xx outranks truncation and is sent whole; truncation outranks the HTML page.
+        let truncate = injected.is_none() && hits(faults.truncate_every);
+        let mut response = if let Some(response) = injected {
+            response
+        } else if !truncate && hits(faults.html_every) {
+            Response::html()
+        } else if !self.authorized(request.header("authorization")) {
+            Response::error(401, "Couldn't authenticate you")
+        } else {
+            let export = Export {
+                link_base: if faults.foreign_next_url {
+                    FOREIGN_BASE_URL
+                } else {
+                    base_url
+                },
+                max_page_size: faults.max_page_size,
+                stall_over: faults.stall_time_export_over,
+                empty_page: hits(faults.empty_page_every),
+                duplicate_first: hits(faults.duplicate_in_page_every),
+            };
+            self.route(request, &export)
         };
         let remaining = if response.status == 429 {
             0
@@ -136,8 +191,12 @@ impl Simulator {
             ("ratelimit-remaining", remaining.to_string()),
             ("ratelimit-reset", String::from("60")),
         ]);
-        tracing::debug!(number, status = response.status, path = %request.target, "simulated request");
-        response
+        tracing::debug!(number, status = response.status, truncate, path = %request.target, "simulated request");
+        if truncate {
+            Action::Truncate(response)
+        } else {
+            Action::Send(response)
+        }
     }
 
     fn authorized(&self, header: Option<&str>) -> bool {
@@ -158,7 +217,7 @@ impl Simulator {
         }
     }
 
-    fn route(&self, request: &Request, base_url: &str) -> Response {
+    fn route(&self, request: &Request, export: &Export<'_>) -> Response {
         if request.method != "GET" {
             return Response::error(404, "InvalidEndpoint");
         }
@@ -171,33 +230,75 @@ impl Simulator {
                 None => Response::error(404, "RecordNotFound"),
             },
             "/api/v2/incremental/tickets/cursor" => {
-                cursor_export(&state, Object::Tickets, request, base_url)
+                cursor_export(&state, Object::Tickets, request, export)
             }
             "/api/v2/incremental/users/cursor" => {
-                cursor_export(&state, Object::Users, request, base_url)
+                cursor_export(&state, Object::Users, request, export)
             }
             "/api/v2/incremental/organizations" => {
-                time_export(&state, Object::Organizations, request, base_url)
+                time_export(&state, Object::Organizations, request, export)
             }
             _ => Response::error(404, "InvalidEndpoint"),
         }
     }
 }
 
-/// The injected failure for request `number` (1-based), if any.
-fn fault(faults: &Faults, number: u64) -> Option<Response> {
-    let every = |n: Option<u64>| n.is_some_and(|n| n > 0 && number.is_multiple_of(n));
-    if every(faults.rate_limit_every) {
+/// Whether an "every n-th request" rule hits request `number` (1-based): n, 2n, ...; 0 never.
+fn hits(every: Option<u64>, number: u64) -> bool {
+    every.is_some_and(|n| n > 0 && number.is_multiple_of(n))
+}
+
+/// The injected 429 or 5xx for request `number` (1-based), if any.
+fn error_fault(faults: &Faults, number: u64) -> Option<Response> {
+    if hits(faults.rate_limit_every, number) {
         let mut response = Response::error(429, "TooManyRequests");
         if let Some(retry_after) = &faults.retry_after {
             response.headers.push(("retry-after", retry_after.clone()));
         }
         return Some(response);
     }
-    if every(faults.server_error_every) || faults.fail_from_request.is_some_and(|f| number >= f) {
-        return Some(Response::error(500, "InternalServerError"));
+    if hits(faults.server_error_every, number)
+        || faults.fail_from_request.is_some_and(|f| number >= f)
+    {
+        let status = faults.server_error_status.unwrap_or(500);
+        let error = match status {
+            502 => "BadGateway",
+            503 => "ServiceUnavailable",
+            504 => "GatewayTimeout",
+            _ => "InternalServerError",
+        };
+        return Some(Response::error(status, error));
     }
     None
+}
+
+/// What the export endpoints need besides the request: where their links point and the per-page
+/// faults that hit this request.
+struct Export<'a> {
+    /// Base of `after_url` / `next_page`.
+    link_base: &'a str,
+    max_page_size: Option<usize>,
+    stall_over: Option<usize>,
+    empty_page: bool,
+    duplicate_first: bool,
+}
+
+impl Export<'_> {
+    /// The 504 Zendesk gives when a page is too heavy to build in time.
+    fn too_large(&self, per_page: usize) -> Option<Response> {
+        self.max_page_size
+            .is_some_and(|max| per_page > max)
+            .then(|| Response::error(504, "GatewayTimeout"))
+    }
+
+    /// `Faults::duplicate_in_page_every`: the first record twice, side by side.
+    fn duplicate(&self, page: &mut Vec<&str>) {
+        if self.duplicate_first {
+            if let Some(&first) = page.first() {
+                page.insert(1, first);
+            }
+        }
+    }
 }
 
 fn per_page(request: &Request) -> Result<usize, Response> {
@@ -249,7 +350,12 @@ fn encode_param(value: &str) -> String {
     url::form_urlencoded::byte_serialize(value.as_bytes()).collect()
 }
 
-fn cursor_export(state: &State, object: Object, request: &Request, base_url: &str) -> Response {
+fn cursor_export(
+    state: &State,
+    object: Object,
+    request: &Request,
+    export: &Export<'_>,
+) -> Response {
     let per_page = match per_page(request) {
         Ok(n) => n,
         Err(response) => return response,
@@ -268,22 +374,31 @@ fn cursor_export(state: &State, object: Object, request: &Request, base_url: &st
     } else {
         return Response::invalid("start_time or cursor is required");
     };
+    if let Some(response) = export.too_large(per_page) {
+        return response;
+    }
 
-    let mut rows = state.table(object).after(start.0, start.1);
     let mut page = Vec::with_capacity(per_page.min(64));
     let mut last = None;
-    for (key, id, value) in rows.by_ref().take(per_page) {
-        page.push(value);
-        last = Some((key, id));
-    }
-    let end_of_stream = rows.next().is_none();
+    let end_of_stream = if export.empty_page {
+        false
+    } else {
+        let mut rows = state.table(object).after(start.0, start.1);
+        for (key, id, value) in rows.by_ref().take(per_page) {
+            page.push(value);
+            last = Some((key, id));
+        }
+        rows.next().is_none()
+    };
+    export.duplicate(&mut page);
     let after_cursor = match (last, passed) {
         (Some((key, id)), _) => encode_cursor(key, id),
         (None, Some(passed)) => passed,
         (None, None) => encode_cursor(start.0, start.1),
     };
     let mut after_url = format!(
-        "{base_url}/api/v2/incremental/{}/cursor.json?cursor={}",
+        "{}/api/v2/incremental/{}/cursor.json?cursor={}",
+        export.link_base,
         object.name(),
         encode_param(&after_cursor)
     );
@@ -303,7 +418,7 @@ fn cursor_export(state: &State, object: Object, request: &Request, base_url: &st
     )
 }
 
-fn time_export(state: &State, object: Object, request: &Request, base_url: &str) -> Response {
+fn time_export(state: &State, object: Object, request: &Request, export: &Export<'_>) -> Response {
     let per_page = match per_page(request) {
         Ok(n) => n,
         Err(response) => return response,
@@ -315,23 +430,48 @@ fn time_export(state: &State, object: Object, request: &Request, base_url: &str)
         },
         None => return Response::invalid("start_time is required"),
     };
+    if let Some(response) = export.too_large(per_page) {
+        return response;
+    }
 
-    let mut rows = state.table(object).after(start, i64::MIN).peekable();
+    let table = state.table(object);
     let mut page = Vec::with_capacity(per_page.min(64));
     let mut end_time = start;
-    while let Some((key, _, value)) = rows.next_if(|_| page.len() < per_page) {
-        page.push(value);
-        end_time = key;
-    }
-    // A page never splits a second: take the rest of the last record's second too.
-    if !page.is_empty() {
-        while let Some((_, _, value)) = rows.next_if(|(key, _, _)| *key == end_time) {
-            page.push(value);
+    let end_of_stream = match export.stall_over {
+        // Zendesk's answer when the start second alone overflows a page: that second, again.
+        Some(limit)
+            if table
+                .after(start, i64::MIN)
+                .nth(limit)
+                .is_some_and(|(key, _, _)| key == start) =>
+        {
+            page.extend(
+                table
+                    .after(start, i64::MIN)
+                    .take_while(|(key, _, _)| *key == start)
+                    .map(|(_, _, value)| value),
+            );
+            false
         }
-    }
-    let end_of_stream = rows.peek().is_none();
+        _ => {
+            let mut rows = table.after(start, i64::MIN).peekable();
+            while let Some((key, _, value)) = rows.next_if(|_| page.len() < per_page) {
+                page.push(value);
+                end_time = key;
+            }
+            // A page never splits a second: take the rest of the last record's second too.
+            if !page.is_empty() {
+                while let Some((_, _, value)) = rows.next_if(|(key, _, _)| *key == end_time) {
+                    page.push(value);
+                }
+            }
+            rows.peek().is_none()
+        }
+    };
+    export.duplicate(&mut page);
     let mut next_page = format!(
-        "{base_url}/api/v2/incremental/{}.json?start_time={end_time}",
+        "{}/api/v2/incremental/{}.json?start_time={end_time}",
+        export.link_base,
         object.name()
     );
     if request.param("per_page").is_some() {

@@ -198,7 +198,8 @@ impl Table {
         let Some(entry) = self.records.get_mut(&id) else {
             return;
         };
-        // The text was written by `insert` from an object, so it parses back into one.
+        // The text was written by `insert` from an object, so it parses back into one, unless a
+        // test replaced it (`replace_json`) with something else: then the record is left alone.
         let Ok(Value::Object(mut map)) = serde_json::from_str::<Value>(&entry.json) else {
             return;
         };
@@ -208,6 +209,17 @@ impl Table {
         entry.key = key;
         entry.deleted |= delete;
         self.order.insert((key, id));
+    }
+
+    /// Replaces a record's text, keeping its export position; false when there is no such id.
+    pub(crate) fn replace_json(&mut self, id: i64, json: String) -> bool {
+        match self.records.get_mut(&id) {
+            Some(entry) => {
+                entry.json = json.into_boxed_str();
+                true
+            }
+            None => false,
+        }
     }
 
     pub(crate) fn len(&self) -> usize {
@@ -340,6 +352,14 @@ impl State {
             Object::Tickets => &self.tickets,
             Object::Users => &self.users,
             Object::Organizations => &self.organizations,
+        }
+    }
+
+    pub(crate) fn table_mut(&mut self, object: Object) -> &mut Table {
+        match object {
+            Object::Tickets => &mut self.tickets,
+            Object::Users => &mut self.users,
+            Object::Organizations => &mut self.organizations,
         }
     }
 

@@ -2,7 +2,8 @@
 //!
 //! One request per connection, answered with `Connection: close`: enough for reqwest (which then
 //! opens a new connection per request) and small enough to need no server crate. Only GET
-//! requests without bodies are expected; the request head is capped at 64 KiB.
+//! requests without bodies are expected; the request head is capped at 64 KiB. Injected faults
+//! (`Faults`) may delay an answer, send only half of its body, or reset the connection instead.
 
 use std::io;
 use std::sync::Arc;
@@ -11,7 +12,7 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-use super::api::{Request, Response};
+use super::api::{Action, Request, Response};
 use super::Simulator;
 
 const MAX_HEAD_BYTES: usize = 64 * 1024;
@@ -57,22 +58,35 @@ async fn serve_connection(
         Ok(head) => head?,
         Err(_) => return Ok(()),
     };
-    let response = match head {
+    let action = match head {
         // A pooled connection closed by the client before sending anything is not a request.
         Head::Closed => return Ok(()),
         Head::TooLarge => {
             sim.record_request("<request head too large>");
-            Response::error(431, "RequestHeaderFieldsTooLarge")
+            Action::Send(Response::error(431, "RequestHeaderFieldsTooLarge"))
         }
         Head::Complete(bytes) => match parse_head(&bytes) {
-            Some(request) => sim.handle(&request, base_url),
+            // Runs in this connection's task, so a delayed answer holds up no other connection.
+            Some(request) => sim.handle(&request, base_url).await,
             None => {
                 sim.record_request("<malformed request>");
-                Response::error(400, "BadRequest")
+                Action::Send(Response::error(400, "BadRequest"))
             }
         },
     };
-    write_response(&mut stream, &response).await?;
+    match action {
+        Action::Send(response) => {
+            write_response(&mut stream, &response, response.body.len()).await?
+        }
+        Action::Truncate(response) => {
+            write_response(&mut stream, &response, response.body.len() / 2).await?;
+        }
+        Action::Reset => {
+            // A zero linger turns the close on drop into a RST instead of a FIN.
+            stream.set_zero_linger()?;
+            return Ok(());
+        }
+    }
     stream.shutdown().await
 }
 
@@ -136,11 +150,17 @@ pub(crate) fn parse_head(head: &[u8]) -> Option<Request> {
     })
 }
 
-async fn write_response(stream: &mut TcpStream, response: &Response) -> io::Result<()> {
+/// Writes the head (announcing the whole body) and the first `send` bytes of the body.
+async fn write_response(
+    stream: &mut TcpStream,
+    response: &Response,
+    send: usize,
+) -> io::Result<()> {
     let mut head = format!(
-        "HTTP/1.1 {} {}\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n",
+        "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nConnection: close\r\n",
         response.status,
         reason(response.status),
+        response.content_type,
         response.body.len()
     );
     for (name, value) in &response.headers {
@@ -152,7 +172,7 @@ async fn write_response(stream: &mut TcpStream, response: &Response) -> io::Resu
     head.push_str("\r\n");
     // One write, so Nagle's algorithm never holds back a short tail waiting for a delayed ACK.
     let mut message = head.into_bytes();
-    message.extend_from_slice(&response.body);
+    message.extend_from_slice(&response.body[..send.min(response.body.len())]);
     stream.write_all(&message).await?;
     stream.flush().await
 }
@@ -166,6 +186,9 @@ fn reason(status: u16) -> &'static str {
         429 => "Too Many Requests",
         431 => "Request Header Fields Too Large",
         500 => "Internal Server Error",
+        502 => "Bad Gateway",
+        503 => "Service Unavailable",
+        504 => "Gateway Timeout",
         _ => "Unknown",
     }
 }

@@ -73,6 +73,14 @@ pub struct Round {
 }
 
 /// Failures to inject, by request number (1-based, counting every request received).
+///
+/// Every "every n" rule hits requests numbered n, 2n, ... (0 never hits). Faults are decided
+/// before the credentials are checked. When several rules hit one request, the first of these
+/// wins: `reset_every`; `delay_every` (waits, then goes on to the other rules);
+/// `rate_limit_every`; `server_error_every` / `fail_from_request`; `truncate_every`;
+/// `html_every`. The per-page rules (`max_page_size`, `stall_time_export_over`,
+/// `empty_page_every`, `duplicate_in_page_every`, `foreign_next_url`) shape the export response
+/// that a request gets when none of those replaced it (a truncated response included).
 #[derive(Debug, Clone, Default)]
 pub struct Faults {
     /// every n-th request (counting all requests, 1-based: request numbers n, 2n, ...) answers 429
@@ -83,6 +91,42 @@ pub struct Faults {
     pub server_error_every: Option<u64>,
     /// all requests with number >= this answer 500 (to exhaust a client's retries)
     pub fail_from_request: Option<u64>,
+    /// Status used by `server_error_every` and `fail_from_request` (default 500 when None): e.g.
+    /// 502, 503, 504.
+    pub server_error_status: Option<u16>,
+    /// Answer 504 to any export request whose per_page (explicit, or the default 1000) is larger
+    /// than this (Zendesk does this on heavy pages); smaller pages succeed. An explicit per_page
+    /// above 1000 counts as the 1000 it is clamped to.
+    pub max_page_size: Option<usize>,
+    /// Every n-th request: close the connection right after reading the request, without sending
+    /// any response bytes (a connection reset).
+    pub reset_every: Option<u64>,
+    /// Every n-th request: send the status line and headers with the full Content-Length, then
+    /// only the first half of the body, then close.
+    pub truncate_every: Option<u64>,
+    /// Every n-th request: answer 200 with `Content-Type: text/html` and an HTML body (a proxy's
+    /// error page), not JSON.
+    pub html_every: Option<u64>,
+    /// Every n-th request: wait `delay_ms` before answering (to exceed a client's timeout), then
+    /// answer normally. The wait does not hold up other connections.
+    pub delay_every: Option<u64>,
+    /// How long `delay_every` waits, in milliseconds.
+    pub delay_ms: u64,
+    /// Export responses carry an `after_url` / `next_page` on another host
+    /// (`https://evil.example.com/...`, same path and query) instead of the simulator's own.
+    pub foreign_next_url: bool,
+    /// Time export only: behave like Zendesk when more records share one second than a page
+    /// holds: when this is Some(n) and a page starting at start_time S holds more than n records
+    /// in second S, answer that page with exactly those records of second S (end_time = S,
+    /// end_of_stream = false), so a client sees a stall.
+    pub stall_time_export_over: Option<usize>,
+    /// Every n-th export page (by request number): duplicate the first record of the page within
+    /// the page (same record twice, side by side).
+    pub duplicate_in_page_every: Option<u64>,
+    /// Every n-th cursor-export request returns an empty page with `end_of_stream: false` and the
+    /// same after_cursor it was given (the next request then answers normally). A request by
+    /// start_time gets the cursor of that start time.
+    pub empty_page_every: Option<u64>,
 }
 
 struct Inner {
@@ -154,10 +198,27 @@ impl Simulator {
                 .state()
                 .table(object)
                 .values()
-                // Stored text is always JSON written by serde_json, so nothing is dropped.
+                // Only text put there by `override_record` can fail to parse; it is skipped.
                 .filter_map(|text| serde_json::from_str(text).ok())
                 .collect(),
             None => Vec::new(),
+        }
+    }
+
+    /// Replace the JSON text of one record as the exports will serve it (the record keeps its
+    /// place in the export order, by its current cursor key and id). For tests of hostile
+    /// payloads; `records()` returns the replaced value too (parsed back when it is valid JSON;
+    /// when it is not valid JSON, `records()` skips it).
+    ///
+    /// Text that is not valid JSON is served as is inside the page array. A later round that
+    /// changes the record parses the text back, so a record whose text is not a JSON object is
+    /// left alone by rounds. Does nothing (but log a warning) when the object or the id does not
+    /// exist.
+    pub fn override_record(&self, object: &str, id: i64, raw_json: String) {
+        let replaced = Object::parse(object)
+            .is_some_and(|parsed| self.state().table_mut(parsed).replace_json(id, raw_json));
+        if !replaced {
+            tracing::warn!(object, id, "override_record: no such record");
         }
     }
 

@@ -539,6 +539,7 @@ async fn faults_follow_the_request_numbers() {
         retry_after: Some(String::from("0.05")),
         server_error_every: Some(4),
         fail_from_request: Some(10),
+        ..Faults::default()
     });
     let mut statuses = Vec::new();
     for _ in 0..13 {
@@ -623,4 +624,412 @@ async fn shutdown_stops_serving() {
         .send()
         .await;
     assert!(result.is_err(), "server still answering after drop");
+}
+
+/// The status, headers and body text of an authenticated GET; `url` is absolute.
+async fn get_text(url: &str) -> (u16, reqwest::header::HeaderMap, String) {
+    let response = client()
+        .get(url)
+        .basic_auth("demo@example.com/token", Some("demo-token"))
+        .send()
+        .await
+        .expect("request sent");
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    (status, headers, response.text().await.expect("text body"))
+}
+
+fn ids(page: &Value, object: &str) -> Vec<i64> {
+    page[object]
+        .as_array()
+        .expect("records")
+        .iter()
+        .map(id)
+        .collect()
+}
+
+fn header<'h>(headers: &'h reqwest::header::HeaderMap, name: &str) -> Option<&'h str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+#[tokio::test]
+async fn reset_closes_the_connection_without_an_answer() {
+    let sim = Simulator::new(small());
+    let server = sim.serve(0).await.expect("serve");
+    let me = format!("{}/api/v2/users/me.json", server.base_url());
+    // Reset outranks every other rule, the delay included.
+    sim.set_faults(Faults {
+        reset_every: Some(2),
+        delay_every: Some(2),
+        delay_ms: 5_000,
+        rate_limit_every: Some(2),
+        truncate_every: Some(2),
+        ..Faults::default()
+    });
+    assert_eq!(get(&me).await.status, 200);
+    let error = client()
+        .get(&me)
+        .basic_auth("demo@example.com/token", Some("demo-token"))
+        .timeout(std::time::Duration::from_secs(2))
+        .send()
+        .await
+        .expect_err("the connection is reset");
+    assert!(error.is_request() && !error.is_timeout(), "{error:?}");
+    let mut source = std::error::Error::source(&error);
+    let mut reset = false;
+    while let Some(cause) = source {
+        reset |= cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|e| e.kind() == std::io::ErrorKind::ConnectionReset);
+        source = cause.source();
+    }
+    assert!(reset, "not a connection reset: {error:?}");
+    assert_eq!(get(&me).await.status, 200);
+    assert_eq!(sim.request_count(), 3, "reqwest must not retry by itself");
+}
+
+#[tokio::test]
+async fn truncate_announces_the_whole_body_and_sends_half() {
+    let sim = Simulator::new(small());
+    let server = sim.serve(0).await.expect("serve");
+    let url = format!(
+        "{}/api/v2/incremental/tickets/cursor.json?start_time=0",
+        server.base_url()
+    );
+    let whole = get_text(&url).await.2;
+    sim.set_faults(Faults {
+        truncate_every: Some(1),
+        html_every: Some(1),
+        ..Faults::default()
+    });
+    let response = client()
+        .get(&url)
+        .basic_auth("demo@example.com/token", Some("demo-token"))
+        .send()
+        .await
+        .expect("head arrives");
+    assert_eq!(response.status(), 200);
+    assert_eq!(
+        header(response.headers(), "content-length"),
+        Some(whole.len().to_string().as_str())
+    );
+    assert_eq!(
+        header(response.headers(), "content-type"),
+        Some("application/json; charset=utf-8"),
+        "truncation outranks the HTML page"
+    );
+    let error = response.bytes().await.expect_err("short body");
+    assert!(error.is_body() || error.is_decode(), "{error:?}");
+
+    // Errors injected by the rules above truncation are sent whole.
+    sim.set_faults(Faults {
+        truncate_every: Some(1),
+        server_error_every: Some(1),
+        ..Faults::default()
+    });
+    let reply = get(&url).await;
+    assert_eq!(reply.status, 500);
+    assert_eq!(
+        reply.body,
+        serde_json::json!({"error": "InternalServerError"})
+    );
+}
+
+#[tokio::test]
+async fn html_every_answers_200_with_a_proxy_page() {
+    let sim = Simulator::new(small());
+    let server = sim.serve(0).await.expect("serve");
+    let url = format!(
+        "{}/api/v2/incremental/users/cursor.json?start_time=0",
+        server.base_url()
+    );
+    sim.set_faults(Faults {
+        html_every: Some(2),
+        ..Faults::default()
+    });
+    let (status, headers, _) = get_text(&url).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        header(&headers, "content-type"),
+        Some("application/json; charset=utf-8")
+    );
+    let (status, headers, body) = get_text(&url).await;
+    assert_eq!(status, 200);
+    assert!(
+        header(&headers, "content-type").is_some_and(|t| t.starts_with("text/html")),
+        "{headers:?}"
+    );
+    assert!(body.starts_with("<!DOCTYPE html>"), "{body}");
+    assert!(serde_json::from_str::<Value>(&body).is_err());
+}
+
+#[tokio::test]
+async fn delay_exceeds_a_client_timeout_without_blocking_others() {
+    let sim = Simulator::new(small());
+    let server = sim.serve(0).await.expect("serve");
+    let me = format!("{}/api/v2/users/me.json", server.base_url());
+    sim.set_faults(Faults {
+        delay_every: Some(2),
+        delay_ms: 500,
+        ..Faults::default()
+    });
+    assert_eq!(get(&me).await.status, 200);
+    let started = std::time::Instant::now();
+    let error = client()
+        .get(&me)
+        .basic_auth("demo@example.com/token", Some("demo-token"))
+        .timeout(std::time::Duration::from_millis(100))
+        .send()
+        .await
+        .expect_err("times out");
+    assert!(error.is_timeout(), "{error:?}");
+    // Request 2 is still waiting on the server; request 3 is answered at once.
+    assert_eq!(get(&me).await.status, 200);
+    assert!(started.elapsed() < std::time::Duration::from_millis(450));
+
+    // After the wait, the answer is the normal one.
+    sim.set_faults(Faults {
+        delay_every: Some(1),
+        delay_ms: 30,
+        ..Faults::default()
+    });
+    let started = std::time::Instant::now();
+    let reply = get(&me).await;
+    assert!(started.elapsed() >= std::time::Duration::from_millis(30));
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.body["user"]["role"], "admin");
+}
+
+#[tokio::test]
+async fn server_error_status_replaces_500() {
+    let sim = Simulator::new(small());
+    let server = sim.serve(0).await.expect("serve");
+    let me = format!("{}/api/v2/users/me.json", server.base_url());
+    sim.set_faults(Faults {
+        server_error_every: Some(2),
+        fail_from_request: Some(4),
+        server_error_status: Some(503),
+        ..Faults::default()
+    });
+    let mut statuses = Vec::new();
+    for _ in 0..5 {
+        let reply = get(&me).await;
+        if reply.status != 200 {
+            assert_eq!(
+                reply.body,
+                serde_json::json!({"error": "ServiceUnavailable"})
+            );
+        }
+        statuses.push(reply.status);
+    }
+    assert_eq!(statuses, [200, 503, 200, 503, 503]);
+}
+
+#[tokio::test]
+async fn max_page_size_answers_504_to_heavy_pages() {
+    let sim = Simulator::new(small());
+    let server = sim.serve(0).await.expect("serve");
+    let base = server.base_url();
+    sim.set_faults(Faults {
+        max_page_size: Some(100),
+        ..Faults::default()
+    });
+    for path in [
+        "incremental/tickets/cursor.json",
+        "incremental/users/cursor.json",
+        "incremental/organizations.json",
+    ] {
+        for (per_page, status) in [("", 504), ("&per_page=1000", 504), ("&per_page=101", 504)] {
+            let reply = get(&format!("{base}/api/v2/{path}?start_time=0{per_page}")).await;
+            assert_eq!(reply.status, status, "{path}{per_page}");
+            assert_eq!(reply.body, serde_json::json!({"error": "GatewayTimeout"}));
+        }
+        for per_page in ["&per_page=100", "&per_page=7"] {
+            let reply = get(&format!("{base}/api/v2/{path}?start_time=0{per_page}")).await;
+            assert_eq!(reply.status, 200, "{path}{per_page}: {}", reply.body);
+        }
+    }
+}
+
+#[tokio::test]
+async fn foreign_next_url_points_links_at_another_host() {
+    let sim = Simulator::new(small());
+    let server = sim.serve(0).await.expect("serve");
+    let base = server.base_url();
+    let cursor = format!("{base}/api/v2/incremental/tickets/cursor.json?start_time=0&per_page=5");
+    let time = format!("{base}/api/v2/incremental/organizations.json?start_time=0&per_page=5");
+    let own_after = get(&cursor).await.body["after_url"].clone();
+    let own_next = get(&time).await.body["next_page"].clone();
+    sim.set_faults(Faults {
+        foreign_next_url: true,
+        ..Faults::default()
+    });
+    for (url, field, own) in [
+        (cursor, "after_url", own_after),
+        (time, "next_page", own_next),
+    ] {
+        let reply = get(&url).await;
+        assert_eq!(reply.status, 200);
+        let link = reply.body[field].as_str().expect("link");
+        let parsed = url::Url::parse(link).expect("absolute URL");
+        assert_eq!(parsed.host_str(), Some("evil.example.com"));
+        let own = own.as_str().expect("own link");
+        assert_eq!(
+            link.strip_prefix("https://evil.example.com"),
+            own.strip_prefix(base)
+        );
+    }
+}
+
+#[tokio::test]
+async fn stall_time_export_over_repeats_a_crowded_second() {
+    let sim = Simulator::new(small());
+    sim.apply_round(&Round {
+        updates: 20,
+        ..Round::default()
+    });
+    let server = sim.serve(0).await.expect("serve");
+    let base = server.base_url();
+    let mut per_second: BTreeMap<i64, BTreeSet<i64>> = BTreeMap::new();
+    for org in sim.records("organizations") {
+        per_second
+            .entry(unix(&org["updated_at"]))
+            .or_default()
+            .insert(id(&org));
+    }
+    let (&crowded, crowd) = per_second
+        .iter()
+        .max_by_key(|(_, ids)| ids.len())
+        .expect("some organizations");
+    assert!(crowd.len() >= 3);
+    let url = format!("{base}/api/v2/incremental/organizations.json?start_time={crowded}");
+
+    sim.set_faults(Faults {
+        stall_time_export_over: Some(crowd.len() - 1),
+        ..Faults::default()
+    });
+    let reply = get(&url).await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let page: BTreeSet<i64> = ids(&reply.body, "organizations").into_iter().collect();
+    assert_eq!(&page, crowd);
+    assert_eq!(reply.body["end_time"], crowded);
+    assert_eq!(reply.body["end_of_stream"], false);
+    assert_eq!(reply.body["count"], crowd.len());
+    assert_eq!(
+        reply.body["next_page"],
+        format!("{base}/api/v2/incremental/organizations.json?start_time={crowded}")
+    );
+
+    // A second that fits under the limit is paged normally, to the end.
+    sim.set_faults(Faults {
+        stall_time_export_over: Some(crowd.len()),
+        ..Faults::default()
+    });
+    let reply = get(&url).await;
+    assert!(reply.body["organizations"].as_array().map(Vec::len) > Some(crowd.len()));
+    assert_ne!(reply.body["end_time"], crowded);
+    assert_eq!(reply.body["end_of_stream"], true);
+}
+
+#[tokio::test]
+async fn duplicate_in_page_repeats_the_first_record() {
+    let sim = Simulator::new(small());
+    let server = sim.serve(0).await.expect("serve");
+    let base = server.base_url();
+    let url = format!("{base}/api/v2/incremental/tickets/cursor.json?start_time=0&per_page=5");
+    let clean = get(&url).await.body;
+    sim.set_faults(Faults {
+        duplicate_in_page_every: Some(1),
+        ..Faults::default()
+    });
+    let reply = get(&url).await;
+    let page = ids(&reply.body, "tickets");
+    assert_eq!(page.len(), 6);
+    assert_eq!(page[0], page[1]);
+    assert_eq!(reply.body["tickets"][0], reply.body["tickets"][1]);
+    let mut expected = ids(&clean, "tickets");
+    expected.insert(1, expected[0]);
+    assert_eq!(page, expected);
+    assert_eq!(reply.body["after_cursor"], clean["after_cursor"]);
+
+    let reply = get(&format!(
+        "{base}/api/v2/incremental/organizations.json?start_time=0&per_page=5"
+    ))
+    .await;
+    let page = ids(&reply.body, "organizations");
+    assert_eq!(page[0], page[1]);
+    assert_eq!(reply.body["count"], page.len());
+}
+
+#[tokio::test]
+async fn empty_page_keeps_the_cursor_and_the_stream_open() {
+    let sim = Simulator::new(small());
+    let server = sim.serve(0).await.expect("serve");
+    let base = server.base_url();
+    sim.set_faults(Faults {
+        empty_page_every: Some(2),
+        ..Faults::default()
+    });
+    let first = get(&format!(
+        "{base}/api/v2/incremental/tickets/cursor.json?start_time=0&per_page=5"
+    ))
+    .await;
+    assert_eq!(ids(&first.body, "tickets").len(), 5);
+    let cursor = first.body["after_cursor"].as_str().expect("cursor");
+    let next = first.body["after_url"].as_str().expect("after_url");
+
+    let empty = get(next).await;
+    assert_eq!(empty.status, 200);
+    assert_eq!(empty.body["tickets"], serde_json::json!([]));
+    assert_eq!(empty.body["end_of_stream"], false);
+    assert_eq!(empty.body["after_cursor"], cursor);
+    assert_eq!(empty.body["after_url"], next);
+
+    let normal = get(next).await;
+    assert_eq!(ids(&normal.body, "tickets").len(), 5);
+    assert_ne!(normal.body["after_cursor"], cursor);
+    // Request 4: the time export is not a cursor export and is not emptied.
+    let time = get(&format!(
+        "{base}/api/v2/incremental/organizations.json?start_time=0"
+    ))
+    .await;
+    assert_eq!(ids(&time.body, "organizations").len(), 40);
+}
+
+#[tokio::test]
+async fn override_record_serves_hostile_payloads_in_place() {
+    let sim = Simulator::new(small());
+    let server = sim.serve(0).await.expect("serve");
+    let url = format!(
+        "{}/api/v2/incremental/tickets/cursor.json?start_time=0",
+        server.base_url()
+    );
+    let clean = ids(&get(&url).await.body, "tickets");
+    let position = clean.iter().position(|&i| i == 3).expect("ticket 3");
+
+    let raw = r#"{"id":3,"subject":"unterminated"#;
+    sim.override_record("tickets", 3, raw.to_string());
+    let (status, _, text) = get_text(&url).await;
+    assert_eq!(status, 200);
+    assert!(
+        text.contains(&format!("{raw},")) || text.contains(&format!("{raw}]")),
+        "{text}"
+    );
+    assert!(serde_json::from_str::<Value>(&text).is_err());
+    let records = sim.records("tickets");
+    assert_eq!(records.len(), 59);
+    assert!(records.iter().all(|r| id(r) != 3));
+
+    let hostile =
+        serde_json::json!({"id": 3, "subject": "\u{0}🚀", "custom_fields": {"not": "a list"}});
+    sim.override_record("tickets", 3, hostile.to_string());
+    let page = get(&url).await.body;
+    assert_eq!(page["tickets"][position], hostile);
+    assert_eq!(ids(&page, "tickets"), clean);
+    assert!(sim.records("tickets").contains(&hostile));
+
+    // Unknown objects and ids change nothing.
+    sim.override_record("tickets", 999_999, String::from("{}"));
+    sim.override_record("nope", 3, String::from("{}"));
+    assert_eq!(sim.records("tickets").len(), 60);
 }

@@ -138,6 +138,19 @@ impl Client {
         class: LimitClass,
         stats: &RequestStats,
     ) -> Result<Value> {
+        self.get_json_except(object, url, class, stats, &[]).await
+    }
+
+    /// [`Client::get_json`], but the statuses in `handled` come back at once, unretried, for the
+    /// caller to handle (a 504 on a big export page is answered by asking for a smaller one).
+    pub async fn get_json_except(
+        &self,
+        object: &str,
+        url: &Url,
+        class: LimitClass,
+        stats: &RequestStats,
+        handled: &[u16],
+    ) -> Result<Value> {
         // Never send the credentials anywhere else, whoever built the URL.
         if url.origin() != self.base.origin() {
             return Err(Error::ForeignHost {
@@ -158,7 +171,7 @@ impl Client {
                 Ok(value) => return Ok(value),
                 Err(err) => err,
             };
-            if !err.is_retryable() {
+            if !err.is_retryable() || err.status().is_some_and(|s| handled.contains(&s)) {
                 return Err(err);
             }
             if attempt >= self.max_attempts {

@@ -13,7 +13,7 @@
 
 use serde_json::Value;
 use tokio::sync::mpsc;
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 use url::Url;
 
 use super::client::endpoint_of;
@@ -73,11 +73,12 @@ async fn cursor_export(
     client: &Client,
     spec: &ObjectSpec,
     mut position: Position,
-    page_size: u32,
+    mut page_size: u32,
     stats: &RequestStats,
     pages: mpsc::Sender<Page>,
 ) -> Result<()> {
     let object = spec.name.as_str();
+    let mut idle = 0;
     let mut url = client.endpoint(&spec.endpoint.path);
     match &position.cursor {
         Some(cursor) => url.query_pairs_mut().append_pair("cursor", cursor),
@@ -86,21 +87,27 @@ async fn cursor_export(
             .append_pair("start_time", &position.start_time.to_string()),
     };
     loop {
-        with_page_size(&mut url, page_size);
-        let mut body = match client
-            .get_json(object, &url, spec.endpoint.limit_class, stats)
-            .await
-        {
-            Err(err) if is_start_time_too_recent(&err) => {
-                info!(%object, "start_time is less than a minute old: nothing to fetch yet");
-                return Ok(());
-            }
-            other => other?,
+        let Some(mut body) = get_page(client, spec, &mut url, &mut page_size, stats).await? else {
+            return Ok(());
         };
+        crate::failpoint::hit("page_fetched");
         let records = records(spec, &url, &mut body)?;
         let end_of_stream = flag(spec, &url, &body, "end_of_stream")?;
+        let before = position.cursor.clone();
         if let Some(cursor) = body.get("after_cursor").and_then(Value::as_str) {
             position.cursor = Some(cursor.to_owned());
+        }
+        if records.is_empty() && !end_of_stream && position.cursor == before {
+            idle += 1;
+            if idle >= MAX_IDLE_PAGES {
+                return Err(shape(
+                    spec,
+                    &url,
+                    &format!("{idle} empty pages in a row with end_of_stream false and the same cursor: the export does not advance"),
+                ));
+            }
+        } else {
+            idle = 0;
         }
         let next = match body.get("after_url").and_then(Value::as_str) {
             Some(after) if !end_of_stream => Some(client.pinned(object, after)?),
@@ -137,7 +144,7 @@ async fn time_export(
     client: &Client,
     spec: &ObjectSpec,
     mut position: Position,
-    page_size: u32,
+    mut page_size: u32,
     stats: &RequestStats,
     pages: mpsc::Sender<Page>,
 ) -> Result<()> {
@@ -152,17 +159,10 @@ async fn time_export(
         let mut url = client.endpoint(&spec.endpoint.path);
         url.query_pairs_mut()
             .append_pair("start_time", &position.start_time.to_string());
-        with_page_size(&mut url, page_size);
-        let mut body = match client
-            .get_json(object, &url, spec.endpoint.limit_class, stats)
-            .await
-        {
-            Err(err) if is_start_time_too_recent(&err) => {
-                info!(%object, "start_time is less than a minute old: nothing to fetch yet");
-                return Ok(());
-            }
-            other => other?,
+        let Some(mut body) = get_page(client, spec, &mut url, &mut page_size, stats).await? else {
+            return Ok(());
         };
+        crate::failpoint::hit("page_fetched");
         let all = records(spec, &url, &mut body)?;
         let end_of_stream = flag(spec, &url, &body, "end_of_stream")?;
         let end_time = body
@@ -239,11 +239,61 @@ pub fn fingerprint(record: &Value) -> String {
     format!("{hash:016x}")
 }
 
-fn with_page_size(url: &mut Url, page_size: u32) {
-    if !url.query_pairs().any(|(k, _)| k == "per_page") {
-        url.query_pairs_mut()
-            .append_pair("per_page", &page_size.to_string());
+/// The smallest page asked for when Zendesk answers 504 to bigger ones.
+const MIN_PAGE_SIZE: u32 = 10;
+
+/// Empty pages in a row that do not move the cursor before an export counts as stuck.
+const MAX_IDLE_PAGES: u32 = 3;
+
+/// GET one export page. A 504 (Zendesk's answer to a page too heavy to build in time) halves
+/// the page size for the rest of the run, down to [`MIN_PAGE_SIZE`], where 504 is retried like
+/// any server error. `None` when the start time is less than a minute old: nothing to fetch yet.
+async fn get_page(
+    client: &Client,
+    spec: &ObjectSpec,
+    url: &mut Url,
+    page_size: &mut u32,
+    stats: &RequestStats,
+) -> Result<Option<Value>> {
+    let object = spec.name.as_str();
+    let class = spec.endpoint.limit_class;
+    loop {
+        set_page_size(url, *page_size);
+        let handled: &[u16] = if *page_size > MIN_PAGE_SIZE {
+            &[504]
+        } else {
+            &[]
+        };
+        match client
+            .get_json_except(object, url, class, stats, handled)
+            .await
+        {
+            Err(err) if is_start_time_too_recent(&err) => {
+                info!(%object, "start_time is less than a minute old: nothing to fetch yet");
+                return Ok(None);
+            }
+            Err(err) if err.status() == Some(504) && *page_size > MIN_PAGE_SIZE => {
+                *page_size = (*page_size / 2).max(MIN_PAGE_SIZE);
+                warn!(%object, page_size = *page_size, "504 on a large page: asking for smaller pages");
+                stats
+                    .retries
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+            other => return other.map(Some),
+        }
     }
+}
+
+fn set_page_size(url: &mut Url, page_size: u32) {
+    let pairs: Vec<(String, String)> = url
+        .query_pairs()
+        .filter(|(k, _)| k != "per_page")
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect();
+    url.query_pairs_mut()
+        .clear()
+        .extend_pairs(pairs)
+        .append_pair("per_page", &page_size.to_string());
 }
 
 fn is_start_time_too_recent(err: &Error) -> bool {

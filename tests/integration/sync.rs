@@ -106,7 +106,7 @@ async fn rate_limits_and_server_errors_do_not_change_the_result() {
         rate_limit_every: Some(3),
         retry_after: Some("0.02".into()),
         server_error_every: Some(5),
-        fail_from_request: None,
+        ..Faults::default()
     });
     let dir = tempfile::tempdir().unwrap();
     let settings = settings(&server, dir.path(), "");

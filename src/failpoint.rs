@@ -1,0 +1,53 @@
+//! Failpoints for crash tests: `ZENDESK_LAKE_FAILPOINT=<name>:<n>` makes the process kill itself
+//! with SIGKILL the n-th time it reaches the point `<name>`: no destructor, flush or commit
+//! runs, exactly as when a scheduler or the OOM killer ends the job.
+//!
+//! Without the variable a failpoint costs one relaxed load of a cached `None`.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
+
+/// The points a run can be killed at, in the order a commit reaches them.
+pub const POINTS: &[&str] = &[
+    "page_fetched",
+    "page_decoded",
+    "before_data_commit",
+    "after_data_commit",
+    "after_control_commit",
+];
+
+struct Armed {
+    name: String,
+    at: u64,
+    hits: AtomicU64,
+}
+
+fn armed() -> Option<&'static Armed> {
+    static ARMED: OnceLock<Option<Armed>> = OnceLock::new();
+    ARMED
+        .get_or_init(|| {
+            let spec = std::env::var("ZENDESK_LAKE_FAILPOINT").ok()?;
+            let (name, at) = spec.split_once(':')?;
+            Some(Armed {
+                name: name.to_owned(),
+                at: at.parse().ok()?,
+                hits: AtomicU64::new(0),
+            })
+        })
+        .as_ref()
+}
+
+/// Reach the failpoint `name`.
+pub fn hit(name: &str) {
+    let Some(armed) = armed() else { return };
+    if armed.name != name {
+        return;
+    }
+    if armed.hits.fetch_add(1, Ordering::SeqCst) + 1 == armed.at {
+        eprintln!("failpoint {name}:{}: killing the process", armed.at);
+        // SAFETY: kill(2) on our own pid has no memory-safety preconditions.
+        unsafe {
+            libc::kill(libc::getpid(), libc::SIGKILL);
+        }
+    }
+}
