@@ -438,7 +438,8 @@ fn time_export(state: &State, object: Object, request: &Request, export: &Export
     let mut page = Vec::with_capacity(per_page.min(64));
     let mut end_time = start;
     let end_of_stream = match export.stall_over {
-        // Zendesk's answer when the start second alone overflows a page: that second, again.
+        // Zendesk's answer when the start second alone overflows a page: a page of that second
+        // cut at per_page, again and again.
         Some(limit)
             if table
                 .after(start, i64::MIN)
@@ -449,6 +450,7 @@ fn time_export(state: &State, object: Object, request: &Request, export: &Export
                 table
                     .after(start, i64::MIN)
                     .take_while(|(key, _, _)| *key == start)
+                    .take(per_page)
                     .map(|(_, _, value)| value),
             );
             false

@@ -117,8 +117,9 @@ pub struct Faults {
     pub foreign_next_url: bool,
     /// Time export only: behave like Zendesk when more records share one second than a page
     /// holds: when this is Some(n) and a page starting at start_time S holds more than n records
-    /// in second S, answer that page with exactly those records of second S (end_time = S,
-    /// end_of_stream = false), so a client sees a stall.
+    /// in second S, answer that page with the records of second S only, cut at per_page
+    /// (end_time = S, end_of_stream = false), so a client sees a stall. `Some(0)`: any start
+    /// second holding a record stalls.
     pub stall_time_export_over: Option<usize>,
     /// Every n-th export page (by request number): duplicate the first record of the page within
     /// the page (same record twice, side by side).

@@ -6,8 +6,10 @@
 //!   Zendesk sends no cursor because nothing changed, the old one is kept;
 //! - time exports resume from `start_time = end_time`. A page never splits a second, so the next
 //!   page repeats the boundary second: records already delivered in it are recognised by a
-//!   fingerprint kept in the position and dropped. An export that cannot leave one second
-//!   (a full page that ends where it started) fails loudly instead of looping.
+//!   fingerprint kept in the position and dropped. A page that ends in the second it started
+//!   from is asked again with a larger page until it holds the whole second (then the export
+//!   continues after that second); at Zendesk's 1000 records it cannot advance and fails loudly
+//!   instead of looping.
 //!
 //! A `start_time` younger than a minute (`StartTimeTooRecent`) means there is nothing to fetch yet.
 
@@ -165,6 +167,7 @@ async fn time_export(
         crate::failpoint::hit("page_fetched");
         let all = records(spec, &url, &mut body)?;
         let end_of_stream = flag(spec, &url, &body, "end_of_stream")?;
+        let mut whole_second = false;
         let end_time = body
             .get("end_time")
             .and_then(Value::as_i64)
@@ -173,11 +176,21 @@ async fn time_export(
             return Err(shape(spec, &url, "end_time is before start_time"));
         }
         if !end_of_stream && end_time == position.start_time && !all.is_empty() {
-            return Err(Error::Stalled {
-                object: object.to_owned(),
-                endpoint: endpoint_of(&url),
-                start_time: position.start_time,
-            });
+            if all.len() as u32 <= page_size {
+                // The page may have cut the second: ask again with room for all of it.
+                if page_size < MAX_PAGE_SIZE {
+                    page_size = (page_size * 2).min(MAX_PAGE_SIZE);
+                    debug!(%object, page_size, "a page held only its start second: asking for larger pages");
+                    continue;
+                }
+                return Err(Error::Stalled {
+                    object: object.to_owned(),
+                    endpoint: endpoint_of(&url),
+                    start_time: position.start_time,
+                });
+            }
+            // More than a page: Zendesk stretched the page to hold the whole second.
+            whole_second = true;
         }
         let mut records = Vec::with_capacity(all.len());
         let mut boundary = Vec::new();
@@ -208,10 +221,15 @@ async fn time_export(
             }
         }
         boundary.sort_unstable();
-        position = Position {
-            cursor: None,
-            start_time: end_time,
-            boundary,
+        position = if whole_second {
+            // Every record of that second is in hand: continue after it.
+            Position::start(end_time + 1)
+        } else {
+            Position {
+                cursor: None,
+                start_time: end_time,
+                boundary,
+            }
         };
         debug!(%object, records = records.len(), end_time, end_of_stream, "time page");
         let page = Page {
@@ -238,6 +256,9 @@ pub fn fingerprint(record: &Value) -> String {
     }
     format!("{hash:016x}")
 }
+
+/// Zendesk's largest export page.
+const MAX_PAGE_SIZE: u32 = 1000;
 
 /// The smallest page asked for when Zendesk answers 504 to bigger ones.
 const MIN_PAGE_SIZE: u32 = 10;

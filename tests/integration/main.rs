@@ -3,5 +3,6 @@
 
 mod cli;
 mod common;
+mod crash;
 mod samples;
 mod sync;

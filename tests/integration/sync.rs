@@ -191,12 +191,15 @@ async fn time_export_boundary_duplicates_are_not_reapplied() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_time_export_stuck_on_one_second_fails_loudly() {
-    // With one record per page every page ends in the second it started from: Zendesk's export
-    // cannot advance, and looping forever would be the silent alternative.
-    let (_sim, server) = start(small()).await;
+    // Zendesk cuts a second that holds more records than its largest page: the export cannot
+    // advance, and looping forever would be the silent alternative.
+    let (sim, server) = start(small()).await;
+    sim.set_faults(Faults {
+        stall_time_export_over: Some(0),
+        ..Faults::default()
+    });
     let dir = tempfile::tempdir().unwrap();
     let mut settings = settings(&server, dir.path(), "");
-    settings.page_size = 1;
     settings.objects.retain(|o| o.name == "organizations");
     let report = sync::run(&settings).await.unwrap();
     let Outcome::Failed(message) = &report.objects[0].outcome else {
@@ -210,4 +213,24 @@ async fn a_time_export_stuck_on_one_second_fails_loudly() {
         message.contains("/api/v2/incremental/organizations.json"),
         "{message}"
     );
+    // It first asked for pages large enough to hold the second: up to Zendesk's 1000.
+    assert!(sim
+        .request_log()
+        .iter()
+        .any(|r| r.contains("per_page=1000")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crowded_seconds_and_tiny_pages_still_converge() {
+    // Pages of 3 against seconds shared by many organizations: every page ends inside a crowded
+    // second and has to grow or step over it.
+    let (sim, server) = start(small()).await;
+    sim.apply_round(&round(1));
+    let dir = tempfile::tempdir().unwrap();
+    let mut settings = settings(&server, dir.path(), "");
+    settings.page_size = 3;
+    sync_ok(&settings).await;
+    sim.apply_round(&round(2));
+    sync_ok(&settings).await;
+    assert_lake_matches(&sim, dir.path()).await;
 }
