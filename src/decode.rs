@@ -96,8 +96,9 @@ pub fn decode(spec: &ObjectSpec, records: &[Value], synced_at: DateTime<Utc>) ->
 }
 
 /// The record's values in column order, each converted to what `arrow_json` expects for the
-/// column's type. Values of the wrong JSON type are errors, except numbers and booleans in string
-/// columns and integers sent as strings, which Zendesk does and which convert without loss.
+/// column's type. Values that convert without loss are accepted (integers sent as strings or as
+/// `12.0`, anything in a string column as its JSON text); others are errors naming the record
+/// and field.
 fn normalize(spec: &ObjectSpec, record: &Map<String, Value>) -> Result<Map<String, Value>> {
     let id = record
         .get(&spec.primary_key)
@@ -180,9 +181,8 @@ fn convert(kind: ColumnType, value: &Value) -> std::result::Result<Value, String
         },
         ColumnType::String => match value {
             Value::String(_) => value.clone(),
-            Value::Number(n) => Value::String(n.to_string()),
-            Value::Bool(b) => Value::String(b.to_string()),
-            _ => return Err(wrong("a string")),
+            // Kept whole rather than rejected: a field that changed shape still loses nothing.
+            _ => Value::String(value.to_string()),
         },
         ColumnType::Timestamp => Value::from(timestamp_micros(value).ok_or_else(|| {
             format!(
@@ -248,7 +248,12 @@ fn array(value: &Value) -> std::result::Result<&Vec<Value>, String> {
 
 fn int64(value: &Value) -> Option<i64> {
     match value {
-        Value::Number(n) => n.as_i64(),
+        Value::Number(n) => n.as_i64().or_else(|| {
+            // 12.0 is an integer sent as a float; 12.5 is not an integer.
+            n.as_f64()
+                .filter(|f| f.fract() == 0.0 && f.abs() < 9.0e15)
+                .map(|f| f as i64)
+        }),
         Value::String(s) => s.trim().parse().ok(),
         _ => None,
     }

@@ -32,21 +32,20 @@ pub fn small() -> SimConfig {
 }
 
 /// Settings for a test run: the simulator's URL and credentials, small pages (many pages and
-/// several commits per object), fast retries and no rate budget to wait for.
+/// several commits per object), fast retries and no rate budget to wait for. `extra_toml` adds
+/// keys of the `[zendesk]` section.
 pub fn settings(server: &SimServer, lake: &Path, extra_toml: &str) -> Settings {
     let toml = format!(
         r#"
 lake = "{}"
+[sync]
+page_size = 25
+commit_rows = 30
 [zendesk]
 account_requests_per_minute = 1000000
 incremental_requests_per_minute = 1000000
 retry_base_ms = 5
 retry_max_secs = 1
-max_attempts = 6
-timeout_secs = 10
-[sync]
-page_size = 25
-commit_rows = 30
 {extra_toml}
 "#,
         lake.display()
@@ -152,4 +151,15 @@ pub async fn versions(lake: &Path) -> Vec<Option<u64>> {
         out.push(lake.open(name).await.unwrap().and_then(|t| t.version()));
     }
     out
+}
+
+/// After a failed run every table is at the version its newest control row names.
+pub async fn nothing_half_written(lake: &std::path::Path) {
+    let lake = Lake::try_new(lake.to_str().unwrap(), HashMap::new()).unwrap();
+    let state = lake.latest_state().await.unwrap();
+    for object in OBJECTS {
+        let version = lake.open(object).await.unwrap().and_then(|t| t.version());
+        let recorded = state.get(object).map(|row| row.data_version as u64);
+        assert_eq!(version, recorded, "{object}");
+    }
 }

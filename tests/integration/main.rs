@@ -4,5 +4,7 @@
 mod cli;
 mod common;
 mod crash;
+mod faults;
+mod hostile;
 mod samples;
 mod sync;
