@@ -227,7 +227,7 @@ impl ObjectJob {
             .unwrap_or_else(|| Position::start(settings.start_time));
 
         let (page_tx, mut page_rx) = mpsc::channel::<Page>(settings.channel_pages);
-        let (decoded_tx, mut decoded_rx) = mpsc::channel::<(Decoded, Page)>(settings.channel_pages);
+        let (decoded_tx, decoded_rx) = mpsc::channel::<(Decoded, Page)>(settings.channel_pages);
 
         let fetch = {
             let client = self.client.clone();
@@ -253,6 +253,9 @@ impl ObjectJob {
             Ok::<(), ObjectError>(())
         };
         let write = async {
+            // Owned by this stage, so that when it stops (a failed commit) the channel closes
+            // and the stages feeding it stop too, instead of waiting on a full channel forever.
+            let mut decoded_rx = decoded_rx;
             let mut group: Vec<RecordBatch> = Vec::new();
             let mut rows = 0usize;
             let mut max_cursor: Option<i64> = None;

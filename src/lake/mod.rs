@@ -102,6 +102,11 @@ impl Lake {
         &self.root
     }
 
+    /// The object-store options the lake is opened with.
+    pub fn storage(&self) -> &HashMap<String, String> {
+        &self.storage
+    }
+
     /// The URL of a table of this lake.
     pub fn table_url(&self, name: &str) -> Url {
         // `name` is one of our table names: plain path segments, always a valid join.

@@ -182,7 +182,8 @@ impl Simulator {
         let remaining = if response.status == 429 {
             0
         } else {
-            RATE_LIMIT - 1 - (number.saturating_sub(1) % RATE_LIMIT)
+            // Never 0 on success: an exhausted budget makes clients wait for the reset.
+            RATE_LIMIT - 1 - (number.saturating_sub(1) % (RATE_LIMIT - 1))
         };
         response.headers.extend([
             ("x-rate-limit", RATE_LIMIT.to_string()),

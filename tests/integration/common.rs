@@ -57,8 +57,11 @@ retry_max_secs = 1
         ("ZENDESK_EMAIL".into(), config.email),
         ("ZENDESK_API_TOKEN".into(), config.api_token),
     ]);
-    Settings::resolve(file, Overrides::default(), &|name| env.get(name).cloned())
-        .expect("test settings resolve")
+    let mut settings =
+        Settings::resolve(file, Overrides::default(), &|name| env.get(name).cloned())
+            .expect("test settings resolve");
+    settings.storage = open_lake(lake).storage().clone();
+    settings
 }
 
 pub async fn sync_ok(settings: &Settings) -> SyncReport {
@@ -101,8 +104,26 @@ pub fn rows_by_id(batches: &[RecordBatch]) -> BTreeMap<i64, Map<String, Value>> 
     by_id
 }
 
+/// Storage options of object-store lakes used by the tests (s3:// lakes on a local S3 server),
+/// by URI prefix; local lakes need none.
+pub static STORAGE: std::sync::Mutex<Vec<(String, HashMap<String, String>)>> =
+    std::sync::Mutex::new(Vec::new());
+
+/// Open the lake at `lake`: a local path, or an object-store URI registered in [`STORAGE`].
+pub fn open_lake(lake: &Path) -> Lake {
+    let uri = lake.to_str().unwrap();
+    let storage = STORAGE
+        .lock()
+        .unwrap()
+        .iter()
+        .find(|(prefix, _)| uri.starts_with(prefix.as_str()))
+        .map(|(_, options)| options.clone())
+        .unwrap_or_default();
+    Lake::try_new(uri, storage).unwrap()
+}
+
 pub async fn lake_rows(lake: &Path, object: &str) -> BTreeMap<i64, Map<String, Value>> {
-    let lake = Lake::try_new(lake.to_str().unwrap(), HashMap::new()).unwrap();
+    let lake = open_lake(lake);
     let batches = lake
         .query(&format!("SELECT * FROM {object}"))
         .await
@@ -145,7 +166,7 @@ pub async fn deleted_count(lake: &Path, object: &str) -> usize {
 
 /// Delta versions of every object table and of the control table.
 pub async fn versions(lake: &Path) -> Vec<Option<u64>> {
-    let lake = Lake::try_new(lake.to_str().unwrap(), HashMap::new()).unwrap();
+    let lake = open_lake(lake);
     let mut out = Vec::new();
     for name in OBJECTS.iter().chain(std::iter::once(&"_sync_state")) {
         out.push(lake.open(name).await.unwrap().and_then(|t| t.version()));
@@ -155,7 +176,7 @@ pub async fn versions(lake: &Path) -> Vec<Option<u64>> {
 
 /// After a failed run every table is at the version its newest control row names.
 pub async fn nothing_half_written(lake: &std::path::Path) {
-    let lake = Lake::try_new(lake.to_str().unwrap(), HashMap::new()).unwrap();
+    let lake = open_lake(lake);
     let state = lake.latest_state().await.unwrap();
     for object in OBJECTS {
         let version = lake.open(object).await.unwrap().and_then(|t| t.version());

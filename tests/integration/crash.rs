@@ -20,7 +20,7 @@ const BIN: &str = env!("CARGO_BIN_EXE_zendesk-lake");
 /// Crash cases run at once: each has its own simulator and lake.
 const PARALLEL: usize = 3;
 
-fn account() -> SimConfig {
+pub fn account() -> SimConfig {
     SimConfig {
         tickets: 90,
         users: 40,
@@ -29,7 +29,7 @@ fn account() -> SimConfig {
     }
 }
 
-fn changes() -> Round {
+pub fn changes() -> Round {
     Round {
         creates: 10,
         updates: 20,
@@ -49,14 +49,18 @@ page_size = 10
 commit_rows = 20
 "#;
 
-async fn child_sync(
+/// `zendesk-lake sync` of the simulator's account into `lake` as a child process; `env` adds
+/// variables (object-store credentials).
+pub async fn child_sync(
     server: &SimServer,
     lake: &Path,
     failpoint: Option<String>,
     kill_after: Option<Duration>,
+    env: &[(String, String)],
 ) -> Output {
-    let pipeline = lake.with_extension("toml");
-    std::fs::write(&pipeline, PIPELINE).unwrap();
+    let pipeline = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(pipeline.path(), PIPELINE).unwrap();
+    let pipeline = pipeline.path();
     let config = SimConfig::default();
     let mut cmd = Command::new(BIN);
     cmd.args([
@@ -71,6 +75,7 @@ async fn child_sync(
     .env("ZENDESK_EMAIL", &config.email)
     .env("ZENDESK_API_TOKEN", &config.api_token)
     .env("RUST_LOG", "warn")
+    .envs(env.iter().map(|(k, v)| (k, v)))
     .stdout(std::process::Stdio::piped())
     .stderr(std::process::Stdio::piped())
     .kill_on_drop(true);
@@ -109,7 +114,7 @@ async fn case(kill: Kill, incremental: bool) -> bool {
         Kill::Failpoint(point, n) => (Some(format!("{point}:{n}")), None, format!("{point}:{n}")),
         Kill::After(d) => (None, Some(d), format!("after {d:?}")),
     };
-    let out = child_sync(&server, &lake, failpoint, delay).await;
+    let out = child_sync(&server, &lake, failpoint, delay, &[]).await;
     let killed = out.status.signal() == Some(9);
     if !killed {
         eprintln!("{label} (incremental {incremental}): the run ended before the kill");
@@ -121,7 +126,7 @@ async fn case(kill: Kill, incremental: bool) -> bool {
         );
     }
     // The next run converges, through the binary as a scheduler would run it.
-    let out = child_sync(&server, &lake, None, None).await;
+    let out = child_sync(&server, &lake, None, None, &[]).await;
     assert_eq!(
         out.status.code(),
         Some(0),

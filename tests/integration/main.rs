@@ -6,5 +6,6 @@ mod common;
 mod crash;
 mod faults;
 mod hostile;
+mod s3;
 mod samples;
 mod sync;
