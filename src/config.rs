@@ -314,20 +314,49 @@ fn resolve_base_url(base_url: Option<String>, subdomain: Option<String>) -> Resu
     Ok(origin)
 }
 
+/// A secret from the variable `name`, or from the file named by `name_FILE` (a mounted
+/// Kubernetes or Docker secret), never both.
+fn secret(env: &dyn Fn(&str) -> Option<String>, name: &str) -> Result<Option<String>> {
+    let direct = env(name).filter(|v| !v.trim().is_empty());
+    let file_var = format!("{name}_FILE");
+    let Some(path) = env(&file_var).filter(|v| !v.trim().is_empty()) else {
+        return Ok(direct);
+    };
+    if direct.is_some() {
+        return Err(Error::Invalid(format!(
+            "set {name} or {file_var}, not both"
+        )));
+    }
+    let text = std::fs::read_to_string(path.trim()).map_err(|e| {
+        // The path is not secret; the content is never shown.
+        Error::Invalid(format!("{file_var}: cannot read {}: {e}", path.trim()))
+    })?;
+    let text = text.trim();
+    if text.is_empty() {
+        return Err(Error::Invalid(format!(
+            "{file_var}: the file {} is empty",
+            path.trim()
+        )));
+    }
+    Ok(Some(text.to_owned()))
+}
+
 fn resolve_auth(env: &dyn Fn(&str) -> Option<String>) -> Result<Auth> {
     let non_empty = |name: &str| env(name).filter(|v| !v.trim().is_empty());
-    if let Some(token) = non_empty("ZENDESK_OAUTH_TOKEN") {
+    if let Some(token) = secret(env, "ZENDESK_OAUTH_TOKEN")? {
         return Ok(Auth::OAuth {
             token: Secret::new(token.trim()),
         });
     }
-    match (non_empty("ZENDESK_EMAIL"), non_empty("ZENDESK_API_TOKEN")) {
+    match (non_empty("ZENDESK_EMAIL"), secret(env, "ZENDESK_API_TOKEN")?) {
         (Some(email), Some(token)) => Ok(Auth::ApiToken {
             email: email.trim().to_owned(),
             token: Secret::new(token.trim()),
         }),
         _ => Err(Error::Invalid(
-            "set ZENDESK_EMAIL and ZENDESK_API_TOKEN, or ZENDESK_OAUTH_TOKEN".into(),
+            "set ZENDESK_EMAIL and ZENDESK_API_TOKEN (or ZENDESK_API_TOKEN_FILE), or ZENDESK_OAUTH_TOKEN \
+             (or ZENDESK_OAUTH_TOKEN_FILE)"
+                .into(),
         )),
     }
 }
@@ -397,6 +426,47 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(err.contains("ZENDESK_API_TOKEN"), "{err}");
+    }
+
+    #[test]
+    fn tokens_can_come_from_secret_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("token");
+        std::fs::write(&file, "from-file-SECRET\n").unwrap();
+        let path = file.to_str().unwrap();
+        let vars = [
+            ("ZENDESK_SUBDOMAIN", "acme"),
+            ("ZENDESK_EMAIL", "a@b.c"),
+            ("ZENDESK_API_TOKEN_FILE", path),
+        ];
+        let s =
+            Settings::resolve(PipelineFile::default(), Overrides::default(), &env(&vars)).unwrap();
+        match &s.zendesk.auth {
+            Auth::ApiToken { token, .. } => assert_eq!(token.expose(), "from-file-SECRET"),
+            other => panic!("{other:?}"),
+        }
+        let both = [
+            ("ZENDESK_SUBDOMAIN", "acme"),
+            ("ZENDESK_OAUTH_TOKEN", "x"),
+            ("ZENDESK_OAUTH_TOKEN_FILE", path),
+        ];
+        let err = Settings::resolve(PipelineFile::default(), Overrides::default(), &env(&both));
+        assert!(err.unwrap_err().to_string().contains("not both"));
+        let missing = [
+            ("ZENDESK_SUBDOMAIN", "acme"),
+            ("ZENDESK_OAUTH_TOKEN_FILE", "/nonexistent/token"),
+        ];
+        let err = Settings::resolve(
+            PipelineFile::default(),
+            Overrides::default(),
+            &env(&missing),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("/nonexistent/token") && err.contains("ZENDESK_OAUTH_TOKEN_FILE"),
+            "{err}"
+        );
     }
 
     #[test]

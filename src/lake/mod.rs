@@ -1,11 +1,29 @@
 //! The lake: one Delta table per object at `<lake>/<object>` and the control table
-//! `<lake>/_sync_state`, on any object_store URI (local paths and `file://` today).
+//! `<lake>/_sync_state`, on any object_store URI (local paths, `file://`, `s3://`, `gs://`,
+//! `az://`; credentials from object_store's usual environment variables or storage options).
 //!
 //! [`merge`] writes an object's batches (append when the table is new, merge-upsert by primary key
-//! after), [`control`] keeps the watermark of every object, written only after the data commit it
-//! describes. Every data commit carries a Delta application transaction (`zendesk-lake/<object>`,
-//! version = the control sequence number it will be recorded under), so the log itself says which
-//! batch a table has seen.
+//! after), [`control`] keeps the position of every object.
+//!
+//! # Exactly-once protocol
+//! Batch `n` of object `O` is applied in two commits:
+//! 1. the data commit to `<lake>/O`, carrying the Delta application transaction
+//!    `(zendesk-lake/O, n)` and, in its commit info, the control row it completes (position to
+//!    resume from, watermark, run id);
+//! 2. the control commit appending that row (with the data commit's version) to `_sync_state`.
+//!
+//! Before its data commit a run checks that the table's transaction version is `n - 1`, and
+//! the data commit is made with no conflict retries: Delta's conflict checker fails it if a
+//! concurrent commit carried the same application id. So a batch lands at most once per
+//! sequence number, and two runs of one lake cannot both apply batch `n`; the loser stops with
+//! [`Error::Concurrent`].
+//!
+//! A run starts by reconciling the two ([`Lake::reconcile`]): equal versions are the normal case;
+//! a data commit one ahead means a crash between the commits, and its control row is recovered
+//! from the commit info, so the run neither re-applies nor skips that batch; a control row ahead
+//! of the table means the table lost commits and the run refuses to skip data. Merges only
+//! replace a row by one whose cursor is at least as new, so even a re-applied batch could never
+//! roll data back.
 
 pub mod control;
 pub mod merge;

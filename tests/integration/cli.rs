@@ -261,3 +261,59 @@ async fn simulate_serves_an_account_that_sync_reads() {
     assert_eq!(tickets.split_whitespace().nth(2), Some("40"), "{stdout}");
     child.kill().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn credentials_never_appear_in_trace_logs_or_output() {
+    use base64::Engine as _;
+    let (sim, server) = start(small()).await;
+    // Some retries too, so that error and retry paths log as well.
+    sim.set_faults(zendesk_lake::sim::Faults {
+        rate_limit_every: Some(4),
+        retry_after: Some("0.01".into()),
+        server_error_every: Some(7),
+        ..Default::default()
+    });
+    let config = zendesk_lake::sim::SimConfig::default();
+    let dir = tempfile::tempdir().unwrap();
+    let lake = dir.path().join("lake");
+    let pipeline = dir.path().join("p.toml");
+    std::fs::write(
+        &pipeline,
+        "[zendesk]\nretry_base_ms = 1\nincremental_requests_per_minute = 100000\n",
+    )
+    .unwrap();
+    let basic = base64::engine::general_purpose::STANDARD
+        .encode(format!("{}/token:{}", config.email, config.api_token));
+    for log_format in ["text", "json"] {
+        let out = run(
+            &[
+                "--log-format",
+                log_format,
+                "sync",
+                "--pipeline",
+                pipeline.to_str().unwrap(),
+                "--lake",
+                lake.to_str().unwrap(),
+            ],
+            &[
+                ("ZENDESK_BASE_URL", server.base_url()),
+                ("ZENDESK_EMAIL", config.email.as_str()),
+                ("ZENDESK_API_TOKEN", config.api_token.as_str()),
+                ("RUST_LOG", "trace"),
+            ],
+        )
+        .await;
+        let all = format!("{}{}", text(&out.stdout), text(&out.stderr));
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+        assert!(all.len() > 10_000, "trace logging produced output");
+        assert!(all.contains("retrying"), "the retry path was logged");
+        assert!(
+            !all.contains(&config.api_token),
+            "token in the {log_format} logs"
+        );
+        assert!(
+            !all.contains(&basic),
+            "Basic credentials in the {log_format} logs"
+        );
+    }
+}
