@@ -108,7 +108,11 @@ impl Lake {
             let path = format!("{}/", root.path());
             root.set_path(&path);
         }
-        deltalake::DeltaTableBuilder::from_url(root.clone()).map_err(|e| invalid(e.to_string()))?;
+        // Resolve the object store for the scheme now, so that an unknown scheme or bad storage
+        // options fail here, not after data was fetched.
+        DeltaTableBuilder::from_url(root.clone())
+            .and_then(|b| b.with_storage_options(storage.clone()).build_storage())
+            .map_err(|e| invalid(e.to_string()))?;
         Ok(Lake {
             root,
             storage,
@@ -223,5 +227,35 @@ mod tests {
         );
         let lake = Lake::try_new("file:///data/lake", HashMap::new()).unwrap();
         assert_eq!(lake.table_url("users").as_str(), "file:///data/lake/users/");
+    }
+
+    #[test]
+    fn object_store_schemes_are_registered() {
+        let azure = HashMap::from([
+            (
+                "azure_storage_account_name".to_owned(),
+                "account".to_owned(),
+            ),
+            ("azure_storage_account_key".to_owned(), "a2V5".to_owned()),
+        ]);
+        for (uri, options) in [
+            ("s3://bucket/lake", HashMap::new()),
+            ("gs://bucket/lake", HashMap::new()),
+            ("az://container/lake", azure.clone()),
+            ("abfss://container@account.dfs.core.windows.net/lake", azure),
+        ] {
+            let lake = Lake::try_new(uri, options).unwrap_or_else(|e| panic!("{uri}: {e}"));
+            assert!(
+                lake.table_url("tickets")
+                    .as_str()
+                    .ends_with("/lake/tickets/"),
+                "{uri}"
+            );
+        }
+        // Missing settings fail before anything is fetched, naming the lake.
+        let err = Lake::try_new("az://container/lake", HashMap::new()).unwrap_err();
+        assert!(err.to_string().contains("az://container/lake"), "{err}");
+        let err = Lake::try_new("nosuchstore://bucket/lake", HashMap::new()).unwrap_err();
+        assert!(err.to_string().contains("nosuchstore"), "{err}");
     }
 }
