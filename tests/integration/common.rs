@@ -184,3 +184,12 @@ pub async fn nothing_half_written(lake: &std::path::Path) {
         assert_eq!(version, recorded, "{object}");
     }
 }
+
+/// The error message of `object`'s failure in `report`; panics when it did not fail.
+pub fn failure<'a>(report: &'a SyncReport, object: &str) -> &'a str {
+    let found = report.objects.iter().find(|o| o.object == object);
+    match found.map(|o| &o.outcome) {
+        Some(Outcome::Failed(message)) => message,
+        other => panic!("{object} did not fail: {other:?}"),
+    }
+}

@@ -2,7 +2,7 @@
 //! clearly (object, endpoint, cause) with every table at the commit its control row names.
 
 use zendesk_lake::sim::{Faults, Round, Simulator};
-use zendesk_lake::sync::{self, Outcome, SyncReport};
+use zendesk_lake::sync::{self, SyncReport};
 
 use crate::common::*;
 
@@ -171,9 +171,7 @@ async fn a_next_page_on_another_host_is_refused() {
     let settings = settings(&server, dir.path(), "");
     let report = sync::run(&settings).await.unwrap();
     for object in &report.objects {
-        let Outcome::Failed(message) = &object.outcome else {
-            panic!("{}: {:?}", object.object, object.outcome)
-        };
+        let message = failure(&report, &object.object);
         assert!(
             message.contains("refusing to follow https://evil.example.com"),
             "{message}"

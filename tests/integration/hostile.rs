@@ -124,14 +124,7 @@ async fn values_that_cannot_convert_are_rejected_naming_object_id_and_field() {
         sim.override_record("tickets", id, hostile.to_string());
         let before = versions(dir.path()).await;
         let report = sync::run(&settings).await.unwrap();
-        let tickets = report
-            .objects
-            .iter()
-            .find(|o| o.object == "tickets")
-            .unwrap();
-        let Outcome::Failed(message) = &tickets.outcome else {
-            panic!("{fields}: {:?}", tickets.outcome)
-        };
+        let message = failure(&report, "tickets");
         assert!(message.starts_with("tickets: record "), "{message}");
         assert!(message.contains(&format!("`{field}`")), "{message}");
         if field != "id" {
@@ -154,14 +147,7 @@ async fn a_page_that_is_not_json_at_all_fails_clearly() {
     let dir = tempfile::tempdir().unwrap();
     let settings = settings(&server, dir.path(), "max_attempts = 2");
     let report = sync::run(&settings).await.unwrap();
-    let tickets = report
-        .objects
-        .iter()
-        .find(|o| o.object == "tickets")
-        .unwrap();
-    let Outcome::Failed(message) = &tickets.outcome else {
-        panic!("{:?}", tickets.outcome)
-    };
+    let message = failure(&report, "tickets");
     assert!(
         message.contains("/api/v2/incremental/tickets/cursor.json"),
         "{message}"
