@@ -179,7 +179,8 @@ impl Simulator {
             };
             self.route(request, &export)
         };
-        let remaining = if response.status == 429 {
+        let exhausted = response.status == 429 || hits(faults.budget_exhausted_every);
+        let remaining = if exhausted {
             0
         } else {
             // Never 0 on success: an exhausted budget makes clients wait for the reset.
@@ -190,7 +191,13 @@ impl Simulator {
             ("x-rate-limit-remaining", remaining.to_string()),
             ("ratelimit-limit", RATE_LIMIT.to_string()),
             ("ratelimit-remaining", remaining.to_string()),
-            ("ratelimit-reset", String::from("60")),
+            (
+                "ratelimit-reset",
+                faults
+                    .budget_reset
+                    .clone()
+                    .unwrap_or_else(|| String::from("60")),
+            ),
         ]);
         tracing::debug!(number, status = response.status, truncate, path = %request.target, "simulated request");
         if truncate {

@@ -128,6 +128,12 @@ pub struct Faults {
     /// same after_cursor it was given (the next request then answers normally). A request by
     /// start_time gets the cursor of that start time.
     pub empty_page_every: Option<u64>,
+    /// Every n-th request succeeds but reports the account budget spent
+    /// (`x-rate-limit-remaining: 0`, `ratelimit-remaining: 0`) with `ratelimit-reset` set to
+    /// `budget_reset` (seconds, default "60"): a client should wait before its next request
+    /// instead of running into 429s.
+    pub budget_exhausted_every: Option<u64>,
+    pub budget_reset: Option<String>,
 }
 
 struct Inner {
@@ -135,6 +141,8 @@ struct Inner {
     state: Mutex<State>,
     faults: Mutex<Faults>,
     log: Mutex<Vec<String>>,
+    /// When each logged request arrived.
+    arrivals: Mutex<Vec<std::time::Instant>>,
     requests: AtomicU64,
 }
 
@@ -163,6 +171,7 @@ impl Simulator {
                 state: Mutex::new(state),
                 faults: Mutex::new(Faults::default()),
                 log: Mutex::new(Vec::new()),
+                arrivals: Mutex::new(Vec::new()),
                 requests: AtomicU64::new(0),
             }),
         }
@@ -248,6 +257,16 @@ impl Simulator {
             .clone()
     }
 
+    /// When each request of [`Simulator::request_log`] arrived (wall clock, for tests of pacing).
+    pub fn request_arrivals(&self) -> Vec<std::time::Instant> {
+        // Poisoning needs a panic while holding the lock, which only a bug can cause.
+        self.inner
+            .arrivals
+            .lock()
+            .expect("simulator log lock poisoned")
+            .clone()
+    }
+
     /// Virtual "now" of the account, unix seconds.
     pub fn now(&self) -> i64 {
         self.state().now
@@ -275,6 +294,11 @@ impl Simulator {
         // Poisoning needs a panic while holding the lock, which only a bug can cause.
         let mut log = self.inner.log.lock().expect("simulator log lock poisoned");
         log.push(target.to_string());
+        self.inner
+            .arrivals
+            .lock()
+            .expect("simulator log lock poisoned")
+            .push(std::time::Instant::now());
         // Numbered under the log lock so number n is the n-th log entry.
         self.inner.requests.fetch_add(1, Ordering::SeqCst) + 1
     }

@@ -185,3 +185,34 @@ async fn a_next_page_on_another_host_is_refused() {
     sync_ok(&settings).await;
     assert_lake_matches(&sim, dir.path()).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spent_account_budget_is_waited_out_instead_of_running_into_429s() {
+    let (sim, server) = start(small()).await;
+    sim.set_faults(Faults {
+        budget_exhausted_every: Some(4),
+        budget_reset: Some("0.3".into()),
+        ..Faults::default()
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let mut settings = settings(&server, dir.path(), "");
+    // One object, so that the waits cannot overlap.
+    settings.objects.retain(|o| o.name == "tickets");
+    sync_ok(&settings).await;
+    // After each response that reported the budget spent (requests 4, 8, ...), the next
+    // request waited out the announced reset.
+    let arrivals = sim.request_arrivals();
+    let mut checked = 0;
+    for spent in (4..arrivals.len()).step_by(4) {
+        // Request number `spent` is arrivals[spent - 1]; the next one is arrivals[spent].
+        let gap = arrivals[spent] - arrivals[spent - 1];
+        assert!(
+            gap >= std::time::Duration::from_millis(300),
+            "request {} came {gap:?} after a spent budget",
+            spent + 1
+        );
+        checked += 1;
+    }
+    assert!(checked >= 2, "{checked}");
+    assert_lake_matches_objects(&sim, dir.path(), &["tickets"]).await;
+}
