@@ -42,8 +42,6 @@ pub enum Error {
 #[derive(Debug, Clone)]
 pub struct Decoded {
     pub batch: RecordBatch,
-    /// Rows marked `_deleted`.
-    pub deleted: usize,
     /// Largest cursor-field value (µs since the epoch), the watermark these rows reach.
     pub max_cursor: Option<i64>,
 }
@@ -52,7 +50,6 @@ pub struct Decoded {
 pub fn decode(spec: &ObjectSpec, records: &[Value], synced_at: DateTime<Utc>) -> Result<Decoded> {
     let synced_at = synced_at.timestamp_micros();
     let mut rows = Vec::with_capacity(records.len());
-    let mut deleted = 0;
     let mut max_cursor: Option<i64> = None;
     for (index, record) in records.iter().enumerate() {
         let Some(record) = record.as_object() else {
@@ -65,7 +62,6 @@ pub fn decode(spec: &ObjectSpec, records: &[Value], synced_at: DateTime<Utc>) ->
         let is_deleted = spec
             .deleted
             .is_deleted(row.get(&spec.deleted.column).unwrap_or(&Value::Null));
-        deleted += usize::from(is_deleted);
         if let Some(cursor) = row.get(&spec.cursor_field).and_then(Value::as_i64) {
             max_cursor = Some(max_cursor.map_or(cursor, |m| m.max(cursor)));
         }
@@ -88,11 +84,7 @@ pub fn decode(spec: &ObjectSpec, records: &[Value], synced_at: DateTime<Utc>) ->
         .flush()
         .map_err(arrow)?
         .unwrap_or_else(|| RecordBatch::new_empty(schema));
-    Ok(Decoded {
-        batch,
-        deleted,
-        max_cursor,
-    })
+    Ok(Decoded { batch, max_cursor })
 }
 
 /// The record's values in column order, each converted to what `arrow_json` expects for the
@@ -368,7 +360,7 @@ mod tests {
         let decoded = decode(spec, &[record], now()).unwrap();
         let batch = decoded.batch;
         assert_eq!(batch.num_rows(), 1);
-        assert_eq!(decoded.deleted, 1);
+        assert_eq!(count_deleted(&batch), 1);
         assert_eq!(decoded.max_cursor, Some(1_695_052_663_000_000));
         let channel = batch
             .column_by_name("via_channel")

@@ -143,7 +143,8 @@ async fn run(command: Command) -> Result<ExitCode> {
             objects,
             demo: true,
         } => {
-            let sim = Simulator::new(demo_config());
+            let config = demo_config();
+            let sim = Simulator::new(config.clone());
             // One round of changes first, so the demo lake has updates and soft deletes too.
             sim.apply_round(&demo_round());
             let server = sim
@@ -154,7 +155,7 @@ async fn run(command: Command) -> Result<ExitCode> {
             if let Some(path) = &target.pipeline {
                 file = PipelineFile::load(path)?;
             }
-            let env = sim_env(&sim, server.base_url());
+            let env = sim_env(&config, server.base_url());
             let overrides = Overrides {
                 lake: target.lake.clone(),
                 objects,
@@ -183,18 +184,18 @@ async fn run(command: Command) -> Result<ExitCode> {
             seed,
             round_every_secs,
         } => {
-            let sim = Simulator::new(SimConfig {
+            let config = SimConfig {
                 tickets,
                 users,
                 organizations,
                 seed,
                 ..SimConfig::default()
-            });
+            };
+            let sim = Simulator::new(config.clone());
             let server = sim
                 .serve(port)
                 .await
                 .context("starting the simulated account")?;
-            let config = SimConfig::default();
             println!("Simulated Zendesk account at {}", server.base_url());
             println!("export ZENDESK_BASE_URL={}", server.base_url());
             println!("export ZENDESK_EMAIL={}", config.email);
@@ -238,13 +239,11 @@ fn demo_round() -> Round {
 }
 
 /// The environment a pipeline sees when it syncs the simulator: its URL and credentials.
-fn sim_env(sim: &Simulator, base_url: &str) -> HashMap<String, String> {
-    let _ = sim;
-    let config = SimConfig::default();
+fn sim_env(config: &SimConfig, base_url: &str) -> HashMap<String, String> {
     HashMap::from([
         ("ZENDESK_BASE_URL".to_owned(), base_url.to_owned()),
-        ("ZENDESK_EMAIL".to_owned(), config.email),
-        ("ZENDESK_API_TOKEN".to_owned(), config.api_token),
+        ("ZENDESK_EMAIL".to_owned(), config.email.clone()),
+        ("ZENDESK_API_TOKEN".to_owned(), config.api_token.clone()),
     ])
 }
 
