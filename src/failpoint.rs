@@ -12,6 +12,8 @@ pub const POINTS: &[&str] = &[
     "page_fetched",
     "page_decoded",
     "before_data_commit",
+    // Inside a Delta commit (data and control): files written, log entry not yet.
+    crate::lake::failstore::POINT,
     "after_data_commit",
     "after_control_commit",
 ];
@@ -35,6 +37,11 @@ fn armed() -> Option<&'static Armed> {
             })
         })
         .as_ref()
+}
+
+/// Whether the failpoint `name` is armed in this process.
+pub fn armed_at(name: &str) -> bool {
+    armed().is_some_and(|a| a.name == name)
 }
 
 /// Reach the failpoint `name`.

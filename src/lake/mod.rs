@@ -26,6 +26,7 @@
 //! roll data back.
 
 pub mod control;
+pub mod failstore;
 pub mod merge;
 
 use std::collections::HashMap;
@@ -143,11 +144,7 @@ impl Lake {
             table: name.to_owned(),
             source,
         };
-        let mut table = DeltaTableBuilder::from_url(self.table_url(name))
-            .map_err(delta)?
-            .with_storage_options(self.storage.clone())
-            .build()
-            .map_err(delta)?;
+        let mut table = self.builder(name)?.build().map_err(delta)?;
         if !table.verify_deltatable_existence().await.map_err(delta)? {
             return Ok(None);
         }
@@ -161,11 +158,35 @@ impl Lake {
             table: name.to_owned(),
             source,
         };
-        DeltaTableBuilder::from_url(self.table_url(name))
+        self.builder(name)?.build().map_err(delta)
+    }
+
+    /// The builder of a table's handle: its URL and storage options, and, when the crash
+    /// tests arm [`failstore::POINT`], a store that can kill the process inside a commit.
+    fn builder(&self, name: &str) -> Result<DeltaTableBuilder> {
+        let url = self.table_url(name);
+        let delta = |source| Error::Delta {
+            table: name.to_owned(),
+            source,
+        };
+        let builder = DeltaTableBuilder::from_url(url.clone())
             .map_err(delta)?
-            .with_storage_options(self.storage.clone())
-            .build()
-            .map_err(delta)
+            .with_storage_options(self.storage.clone());
+        if !crate::failpoint::armed_at(failstore::POINT) {
+            return Ok(builder);
+        }
+        let scheme = Url::parse(&format!("{}://", url.scheme())).map_err(|e| Error::Uri {
+            uri: url.to_string(),
+            detail: e.to_string(),
+        })?;
+        let factory = deltalake::logstore::object_store_factories()
+            .get(&scheme)
+            .map(|entry| entry.value().clone())
+            .ok_or_else(|| delta(DeltaTableError::InvalidTableLocation(url.to_string())))?;
+        let config = deltalake::logstore::StorageConfig::parse_options(self.storage.clone())
+            .map_err(delta)?;
+        let (root, _) = factory.parse_url_opts(&url, &config).map_err(delta)?;
+        Ok(builder.with_storage_backend(Arc::new(failstore::FailpointStore(root)), url))
     }
 
     /// A DataFusion session with every existing table of the lake registered under its name
