@@ -264,7 +264,7 @@ const MAX_PAGE_SIZE: u32 = 1000;
 const MIN_PAGE_SIZE: u32 = 10;
 
 /// Empty pages in a row that do not move the cursor before an export counts as stuck.
-const MAX_IDLE_PAGES: u32 = 3;
+const MAX_IDLE_PAGES: u32 = 10;
 
 /// GET one export page. A 504 (Zendesk's answer to a page too heavy to build in time) halves
 /// the page size for the rest of the run, down to [`MIN_PAGE_SIZE`], where 504 is retried like

@@ -279,7 +279,7 @@ async fn credentials_never_appear_in_trace_logs_or_output() {
     let pipeline = dir.path().join("p.toml");
     std::fs::write(
         &pipeline,
-        "[zendesk]\nretry_base_ms = 1\nincremental_requests_per_minute = 100000\n",
+        "[zendesk]\nretry_base_ms = 1\nmax_attempts = 20\nincremental_requests_per_minute = 100000\n",
     )
     .unwrap();
     let basic = base64::engine::general_purpose::STANDARD

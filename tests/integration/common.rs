@@ -35,6 +35,13 @@ pub fn small() -> SimConfig {
 /// several commits per object), fast retries and no rate budget to wait for. `extra_toml` adds
 /// keys of the `[zendesk]` section.
 pub fn settings(server: &SimServer, lake: &Path, extra_toml: &str) -> Settings {
+    // Faults hit requests by their global number, and objects interleave: allow enough
+    // attempts that one request meeting fault after fault stays vanishingly unlikely.
+    let attempts = if extra_toml.contains("max_attempts") {
+        ""
+    } else {
+        "max_attempts = 12"
+    };
     let toml = format!(
         r#"
 lake = "{}"
@@ -46,6 +53,7 @@ account_requests_per_minute = 1000000
 incremental_requests_per_minute = 1000000
 retry_base_ms = 5
 retry_max_secs = 1
+{attempts}
 {extra_toml}
 "#,
         lake.display()
