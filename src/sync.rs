@@ -108,6 +108,7 @@ pub async fn run(settings: &Settings) -> Result<SyncReport, Error> {
         .await?;
     let state = lake.latest_state().await?;
     info!(%run_id, lake = %lake.root(), objects = settings.objects.len(), "sync started");
+    let shared = Arc::new(settings.clone());
     let mut tasks = Vec::new();
     for spec in &settings.objects {
         let spec: &'static ObjectSpec = spec;
@@ -115,7 +116,7 @@ pub async fn run(settings: &Settings) -> Result<SyncReport, Error> {
             spec,
             client: client.clone(),
             lake: lake.clone(),
-            settings: Arc::new(settings.clone()),
+            settings: shared.clone(),
             run_id: run_id.clone(),
             last: state.get(&spec.name).cloned(),
         };
