@@ -11,7 +11,7 @@ use chrono::{DateTime, Utc};
 use clap::{Parser, Subcommand, ValueEnum};
 use zendesk_lake::arrow::util::pretty::pretty_format_batches;
 use zendesk_lake::config::{self, Overrides, PipelineFile, Settings};
-use zendesk_lake::lake::Lake;
+use zendesk_lake::lake::{control, Lake};
 use zendesk_lake::objects::LimitClass;
 use zendesk_lake::sim::{Round, SimConfig, Simulator};
 use zendesk_lake::sync::{self, Outcome, SyncReport};
@@ -394,8 +394,8 @@ async fn check(settings: &Settings) -> Result<ExitCode> {
 }
 
 async fn status(lake: &Lake) -> Result<ExitCode> {
-    let state = lake.latest_state().await?;
     let history = lake.history().await?;
+    let state = control::latest(history.iter().cloned());
     if state.is_empty() {
         println!("no sync has committed to {} yet", lake.root());
         return Ok(ExitCode::SUCCESS);
@@ -407,12 +407,16 @@ async fn status(lake: &Lake) -> Result<ExitCode> {
     );
     let mut names: Vec<_> = state.keys().cloned().collect();
     names.sort();
+    // One session for every count: each one opens every table of the lake.
+    let ctx = lake.session().await?;
     for name in names {
         let row = &state[&name];
-        let counts = lake
-            .query(&format!(
+        let counts = ctx
+            .sql(&format!(
                 "SELECT count(*) AS n, count(*) FILTER (WHERE _deleted) AS d FROM {name}"
             ))
+            .await?
+            .collect()
             .await?;
         let (rows, deleted) = counts
             .first()

@@ -181,7 +181,7 @@ impl ObjectSpec {
     /// Parse and validate a schema file.
     pub fn from_json(text: &str) -> Result<Self, String> {
         let mut spec: ObjectSpec = serde_json::from_str(text).map_err(|e| e.to_string())?;
-        let find = |name: &str| spec.columns.iter().find(|c| c.name == name);
+        let find = |name: &str| spec.column(name);
         match find(&spec.primary_key) {
             Some(c) if c.kind == ColumnType::Int64 || c.kind == ColumnType::String => {}
             _ => {
@@ -222,6 +222,11 @@ impl ObjectSpec {
         fields.push(Field::new(SYNCED_AT_COLUMN, timestamp_type(), false));
         spec.schema = Some(Arc::new(Schema::new(fields)));
         Ok(spec)
+    }
+
+    /// The column called `name`.
+    pub fn column(&self, name: &str) -> Option<&Column> {
+        self.columns.iter().find(|c| c.name == name)
     }
 
     /// The Arrow schema of the table: the columns, then `_deleted` and `_synced_at`.

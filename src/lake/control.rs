@@ -195,16 +195,7 @@ impl Lake {
 
     /// The newest control row of every object.
     pub async fn latest_state(&self) -> Result<HashMap<String, ControlRow>> {
-        let mut latest: HashMap<String, ControlRow> = HashMap::new();
-        for row in self.history().await? {
-            match latest.get(&row.object) {
-                Some(current) if current.seq >= row.seq => {}
-                _ => {
-                    latest.insert(row.object.clone(), row);
-                }
-            }
-        }
-        Ok(latest)
+        Ok(latest(self.history().await?))
     }
 
     /// Every control row, oldest first per object.
@@ -229,6 +220,20 @@ impl Lake {
         }
         Ok(rows)
     }
+}
+
+/// The newest row of every object among `rows`.
+pub fn latest(rows: impl IntoIterator<Item = ControlRow>) -> HashMap<String, ControlRow> {
+    let mut latest: HashMap<String, ControlRow> = HashMap::new();
+    for row in rows {
+        match latest.get(&row.object) {
+            Some(current) if current.seq >= row.seq => {}
+            _ => {
+                latest.insert(row.object.clone(), row);
+            }
+        }
+    }
+    latest
 }
 
 fn rows_of(batch: &RecordBatch) -> Result<Vec<ControlRow>> {

@@ -156,14 +156,6 @@ impl Lake {
             })?;
         Ok(())
     }
-
-    /// The application transaction version of the object's last data commit, if any.
-    pub async fn data_seq(&self, object: &str) -> Result<Option<i64>> {
-        match self.open(object).await? {
-            Some(table) => txn_version(object, &table).await,
-            None => Ok(None),
-        }
-    }
 }
 
 pub(crate) async fn txn_version(

@@ -22,6 +22,13 @@ fn small() -> SimConfig {
     }
 }
 
+/// A simulator of [`small`] size, served on an ephemeral port.
+async fn serve_small() -> (Simulator, SimServer) {
+    let sim = Simulator::new(small());
+    let server = sim.serve(0).await.expect("serve");
+    (sim, server)
+}
+
 fn client() -> reqwest::Client {
     reqwest::Client::builder()
         .no_proxy()
@@ -209,8 +216,7 @@ fn records_have_the_real_samples_keys_and_invariants() {
 
 #[tokio::test]
 async fn cursor_export_pages_cover_every_record_exactly_once() {
-    let sim = Simulator::new(small());
-    let server = sim.serve(0).await.expect("serve");
+    let (sim, server) = serve_small().await;
     let base = server.base_url();
     for object in ["tickets", "users"] {
         let first =
@@ -233,8 +239,7 @@ async fn cursor_export_pages_cover_every_record_exactly_once() {
 
 #[tokio::test]
 async fn resuming_after_a_round_returns_exactly_the_changed_records() {
-    let sim = Simulator::new(small());
-    let server = sim.serve(0).await.expect("serve");
+    let (sim, server) = serve_small().await;
     let base = server.base_url();
     for object in ["tickets", "users"] {
         let first = format!("{base}/api/v2/incremental/{object}/cursor.json?start_time=0");
@@ -298,8 +303,7 @@ async fn resuming_after_a_round_returns_exactly_the_changed_records() {
 
 #[tokio::test]
 async fn rereading_from_an_old_cursor_returns_updated_records_again() {
-    let sim = Simulator::new(small());
-    let server = sim.serve(0).await.expect("serve");
+    let (sim, server) = serve_small().await;
     let base = server.base_url();
     let reply = get(&format!(
         "{base}/api/v2/incremental/tickets/cursor.json?start_time=0&per_page=5"
@@ -421,8 +425,7 @@ async fn time_export_never_splits_a_second() {
 
 #[tokio::test]
 async fn start_time_must_be_a_minute_old() {
-    let sim = Simulator::new(small());
-    let server = sim.serve(0).await.expect("serve");
+    let (sim, server) = serve_small().await;
     let base = server.base_url();
     for _ in 0..2 {
         let now = sim.now();
@@ -444,8 +447,7 @@ async fn start_time_must_be_a_minute_old() {
 
 #[tokio::test]
 async fn bad_requests_are_refused() {
-    let sim = Simulator::new(small());
-    let server = sim.serve(0).await.expect("serve");
+    let (_sim, server) = serve_small().await;
     let base = server.base_url();
     for (path, status) in [
         ("/api/v2/incremental/tickets/cursor.json", 400),
@@ -484,8 +486,7 @@ async fn bad_requests_are_refused() {
 
 #[tokio::test]
 async fn credentials_are_checked() {
-    let sim = Simulator::new(small());
-    let server = sim.serve(0).await.expect("serve");
+    let (_sim, server) = serve_small().await;
     let me = format!("{}/api/v2/users/me.json", server.base_url());
 
     let anonymous = send(client().get(&me)).await;
@@ -531,8 +532,7 @@ async fn credentials_are_checked() {
 
 #[tokio::test]
 async fn faults_follow_the_request_numbers() {
-    let sim = Simulator::new(small());
-    let server = sim.serve(0).await.expect("serve");
+    let (sim, server) = serve_small().await;
     let me = format!("{}/api/v2/users/me.json", server.base_url());
     sim.set_faults(Faults {
         rate_limit_every: Some(3),
@@ -587,8 +587,7 @@ async fn faults_follow_the_request_numbers() {
 
 #[tokio::test]
 async fn request_log_keeps_path_and_query() {
-    let sim = Simulator::new(small());
-    let server = sim.serve(0).await.expect("serve");
+    let (sim, server) = serve_small().await;
     let url = format!(
         "{}/api/v2/incremental/users/cursor.json?start_time=0&per_page=2",
         server.base_url()
@@ -602,8 +601,7 @@ async fn request_log_keeps_path_and_query() {
 
 #[tokio::test]
 async fn shutdown_stops_serving() {
-    let sim = Simulator::new(small());
-    let server = sim.serve(0).await.expect("serve");
+    let (sim, server) = serve_small().await;
     let me = format!("{}/api/v2/users/me.json", server.base_url());
     assert_eq!(get(&me).await.status, 200);
     server.shutdown().await;
@@ -654,8 +652,7 @@ fn header<'h>(headers: &'h reqwest::header::HeaderMap, name: &str) -> Option<&'h
 
 #[tokio::test]
 async fn reset_closes_the_connection_without_an_answer() {
-    let sim = Simulator::new(small());
-    let server = sim.serve(0).await.expect("serve");
+    let (sim, server) = serve_small().await;
     let me = format!("{}/api/v2/users/me.json", server.base_url());
     // Reset outranks every other rule, the delay included.
     sim.set_faults(Faults {
@@ -690,8 +687,7 @@ async fn reset_closes_the_connection_without_an_answer() {
 
 #[tokio::test]
 async fn truncate_announces_the_whole_body_and_sends_half() {
-    let sim = Simulator::new(small());
-    let server = sim.serve(0).await.expect("serve");
+    let (sim, server) = serve_small().await;
     let url = format!(
         "{}/api/v2/incremental/tickets/cursor.json?start_time=0",
         server.base_url()
@@ -737,8 +733,7 @@ async fn truncate_announces_the_whole_body_and_sends_half() {
 
 #[tokio::test]
 async fn html_every_answers_200_with_a_proxy_page() {
-    let sim = Simulator::new(small());
-    let server = sim.serve(0).await.expect("serve");
+    let (sim, server) = serve_small().await;
     let url = format!(
         "{}/api/v2/incremental/users/cursor.json?start_time=0",
         server.base_url()
@@ -765,8 +760,7 @@ async fn html_every_answers_200_with_a_proxy_page() {
 
 #[tokio::test]
 async fn delay_exceeds_a_client_timeout_without_blocking_others() {
-    let sim = Simulator::new(small());
-    let server = sim.serve(0).await.expect("serve");
+    let (sim, server) = serve_small().await;
     let me = format!("{}/api/v2/users/me.json", server.base_url());
     sim.set_faults(Faults {
         delay_every: Some(2),
@@ -802,8 +796,7 @@ async fn delay_exceeds_a_client_timeout_without_blocking_others() {
 
 #[tokio::test]
 async fn server_error_status_replaces_500() {
-    let sim = Simulator::new(small());
-    let server = sim.serve(0).await.expect("serve");
+    let (sim, server) = serve_small().await;
     let me = format!("{}/api/v2/users/me.json", server.base_url());
     sim.set_faults(Faults {
         server_error_every: Some(2),
@@ -827,8 +820,7 @@ async fn server_error_status_replaces_500() {
 
 #[tokio::test]
 async fn max_page_size_answers_504_to_heavy_pages() {
-    let sim = Simulator::new(small());
-    let server = sim.serve(0).await.expect("serve");
+    let (sim, server) = serve_small().await;
     let base = server.base_url();
     sim.set_faults(Faults {
         max_page_size: Some(100),
@@ -853,8 +845,7 @@ async fn max_page_size_answers_504_to_heavy_pages() {
 
 #[tokio::test]
 async fn foreign_next_url_points_links_at_another_host() {
-    let sim = Simulator::new(small());
-    let server = sim.serve(0).await.expect("serve");
+    let (sim, server) = serve_small().await;
     let base = server.base_url();
     let cursor = format!("{base}/api/v2/incremental/tickets/cursor.json?start_time=0&per_page=5");
     let time = format!("{base}/api/v2/incremental/organizations.json?start_time=0&per_page=5");
@@ -933,8 +924,7 @@ async fn stall_time_export_over_repeats_a_crowded_second() {
 
 #[tokio::test]
 async fn duplicate_in_page_repeats_the_first_record() {
-    let sim = Simulator::new(small());
-    let server = sim.serve(0).await.expect("serve");
+    let (sim, server) = serve_small().await;
     let base = server.base_url();
     let url = format!("{base}/api/v2/incremental/tickets/cursor.json?start_time=0&per_page=5");
     let clean = get(&url).await.body;
@@ -963,8 +953,7 @@ async fn duplicate_in_page_repeats_the_first_record() {
 
 #[tokio::test]
 async fn empty_page_keeps_the_cursor_and_the_stream_open() {
-    let sim = Simulator::new(small());
-    let server = sim.serve(0).await.expect("serve");
+    let (sim, server) = serve_small().await;
     let base = server.base_url();
     sim.set_faults(Faults {
         empty_page_every: Some(2),
@@ -998,8 +987,7 @@ async fn empty_page_keeps_the_cursor_and_the_stream_open() {
 
 #[tokio::test]
 async fn override_record_serves_hostile_payloads_in_place() {
-    let sim = Simulator::new(small());
-    let server = sim.serve(0).await.expect("serve");
+    let (sim, server) = serve_small().await;
     let url = format!(
         "{}/api/v2/incremental/tickets/cursor.json?start_time=0",
         server.base_url()

@@ -81,13 +81,7 @@ async fn cursor_export(
 ) -> Result<()> {
     let object = spec.name.as_str();
     let mut idle = 0;
-    let mut url = client.endpoint(&spec.endpoint.path);
-    match &position.cursor {
-        Some(cursor) => url.query_pairs_mut().append_pair("cursor", cursor),
-        None => url
-            .query_pairs_mut()
-            .append_pair("start_time", &position.start_time.to_string()),
-    };
+    let mut url = export_url(client, spec, &position);
     loop {
         let Some(mut body) = get_page(client, spec, &mut url, &mut page_size, stats).await? else {
             return Ok(());
@@ -126,11 +120,7 @@ async fn cursor_export(
         }
         url = match (next, &position.cursor) {
             (Some(next), _) => next,
-            (None, Some(cursor)) => {
-                let mut url = client.endpoint(&spec.endpoint.path);
-                url.query_pairs_mut().append_pair("cursor", cursor);
-                url
-            }
+            (None, Some(_)) => export_url(client, spec, &position),
             (None, None) => {
                 return Err(shape(
                     spec,
@@ -152,15 +142,11 @@ async fn time_export(
 ) -> Result<()> {
     let object = spec.name.as_str();
     let cursor_path = spec
-        .columns
-        .iter()
-        .find(|c| c.name == spec.cursor_field)
-        .map(|c| c.path().to_owned())
-        .unwrap_or_else(|| spec.cursor_field.clone());
+        .column(&spec.cursor_field)
+        .map_or(spec.cursor_field.as_str(), |c| c.path())
+        .to_owned();
     loop {
-        let mut url = client.endpoint(&spec.endpoint.path);
-        url.query_pairs_mut()
-            .append_pair("start_time", &position.start_time.to_string());
+        let mut url = export_url(client, spec, &position);
         let Some(mut body) = get_page(client, spec, &mut url, &mut page_size, stats).await? else {
             return Ok(());
         };
@@ -255,6 +241,19 @@ pub fn fingerprint(record: &Value) -> String {
         hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
     }
     format!("{hash:016x}")
+}
+
+/// The export URL that continues from `position`: by cursor when there is one, else by
+/// start time (`per_page` is added by [`get_page`]).
+fn export_url(client: &Client, spec: &ObjectSpec, position: &Position) -> Url {
+    let mut url = client.endpoint(&spec.endpoint.path);
+    match &position.cursor {
+        Some(cursor) => url.query_pairs_mut().append_pair("cursor", cursor),
+        None => url
+            .query_pairs_mut()
+            .append_pair("start_time", &position.start_time.to_string()),
+    };
+    url
 }
 
 /// Zendesk's largest export page.
