@@ -19,13 +19,16 @@ use futures::TryStreamExt as _;
 use serde::{Deserialize, Serialize};
 use tracing::warn;
 
-use super::merge::CONTROL_METADATA;
+use super::merge::{is_conflict, CONTROL_METADATA};
 use super::{register, Error, Lake, Result};
 use crate::objects::timestamp_type;
 use crate::zendesk::Position;
 
 /// Name of the control table, also its name in SQL.
 pub const CONTROL_TABLE: &str = "_sync_state";
+
+/// How many times a control row is appended before a conflict with other runs is an error.
+const CONTROL_ATTEMPTS: u32 = 10;
 
 /// One committed batch of one object.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -98,23 +101,39 @@ impl Lake {
             .flush()
             .map_err(|e| invalid(e.to_string()))?
             .ok_or_else(|| invalid("empty control batch".into()))?;
-        // Objects commit concurrently; one writer at a time keeps the first create race-free.
+        // Objects commit concurrently; one writer at a time keeps the first create race-free
+        // within this run. Another run may still create the table or append at the same moment:
+        // a control row is a blind append, so it is retried on top of the other run's commit.
         let _guard = self.control_lock.lock().await;
-        let table = match self.open(CONTROL_TABLE).await? {
-            Some(table) => table,
-            None => self.handle(CONTROL_TABLE)?,
-        };
-        table
-            .write(vec![batch])
-            .with_save_mode(SaveMode::Append)
-            .with_table_name(CONTROL_TABLE)
-            .with_description("zendesk-lake sync state: one row per data commit of an object")
-            .await
-            .map_err(|source| Error::Delta {
-                table: CONTROL_TABLE.to_owned(),
-                source,
-            })?;
-        Ok(())
+        let mut attempt = 1;
+        loop {
+            let table = match self.open(CONTROL_TABLE).await? {
+                Some(table) => table,
+                None => self.handle(CONTROL_TABLE)?,
+            };
+            let written = table
+                .write(vec![batch.clone()])
+                .with_save_mode(SaveMode::Append)
+                .with_table_name(CONTROL_TABLE)
+                .with_description("zendesk-lake sync state: one row per data commit of an object")
+                .await;
+            match written {
+                Ok(_) => return Ok(()),
+                Err(source) if is_conflict(&source) && attempt < CONTROL_ATTEMPTS => {
+                    warn!(
+                        attempt,
+                        "another run wrote the control table at once: retrying"
+                    );
+                    attempt += 1;
+                }
+                Err(source) => {
+                    return Err(Error::Delta {
+                        table: CONTROL_TABLE.to_owned(),
+                        source,
+                    })
+                }
+            }
+        }
     }
 
     /// Bring an object's control row and its table into agreement before a run, returning the

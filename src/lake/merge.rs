@@ -140,21 +140,27 @@ impl Lake {
     }
 
     /// Make sure the object's table exists, so that queries find it even before any data.
+    ///
+    /// Another run creating it at the same moment is not an error: either create makes it.
     pub async fn ensure_table(&self, spec: &ObjectSpec) -> Result<()> {
         if self.open(&spec.name).await?.is_some() {
             return Ok(());
         }
-        self.handle(&spec.name)?
+        let created = self
+            .handle(&spec.name)?
             .write(vec![RecordBatch::new_empty(spec.schema())])
             .with_save_mode(SaveMode::Append)
             .with_table_name(spec.name.as_str())
             .with_description(spec.description.clone())
-            .await
-            .map_err(|source| Error::Delta {
+            .await;
+        match created {
+            Ok(_) => Ok(()),
+            Err(source) if is_conflict(&source) && self.open(&spec.name).await?.is_some() => Ok(()),
+            Err(source) => Err(Error::Delta {
                 table: spec.name.clone(),
                 source,
-            })?;
-        Ok(())
+            }),
+        }
     }
 }
 
@@ -173,9 +179,9 @@ pub(crate) async fn txn_version(
         .map_err(delta)
 }
 
-/// A commit that lost to a concurrent writer is reported as such; other errors as they are.
-fn commit_error(table: &str, seq: i64, source: DeltaTableError) -> Error {
-    let concurrent = match &source {
+/// Whether a commit failed because another writer committed first.
+pub(crate) fn is_conflict(error: &DeltaTableError) -> bool {
+    match error {
         DeltaTableError::VersionAlreadyExists(_) => true,
         DeltaTableError::Transaction { source } => matches!(
             source,
@@ -184,8 +190,12 @@ fn commit_error(table: &str, seq: i64, source: DeltaTableError) -> Error {
                 | TransactionError::MaxCommitAttempts(_)
         ),
         _ => false,
-    };
-    if concurrent {
+    }
+}
+
+/// A commit that lost to a concurrent writer is reported as such; other errors as they are.
+fn commit_error(table: &str, seq: i64, source: DeltaTableError) -> Error {
+    if is_conflict(&source) {
         Error::Concurrent {
             table: table.to_owned(),
             detail: format!("commit #{seq} conflicted: {source}"),
