@@ -199,11 +199,18 @@ impl Client {
             .header(reqwest::header::ACCEPT, "application/json")
             .send()
             .await
-            .map_err(|e| Error::Transport {
-                object: object.to_owned(),
-                endpoint: endpoint.clone(),
-                timeout: e.is_timeout(),
-                detail: transport_detail(&e),
+            .map_err(|e| match refused_certificate(&e) {
+                Some(detail) => Error::Certificate {
+                    object: object.to_owned(),
+                    endpoint: endpoint.clone(),
+                    detail,
+                },
+                None => Error::Transport {
+                    object: object.to_owned(),
+                    endpoint: endpoint.clone(),
+                    timeout: e.is_timeout(),
+                    detail: transport_detail(&e),
+                },
             })?;
         let status = response.status();
         let headers = response.headers().clone();
@@ -328,6 +335,31 @@ pub fn endpoint_of(url: &Url) -> String {
         Some(q) => format!("{}?{q}", url.path()),
         None => url.path().to_owned(),
     }
+}
+
+/// The certificate error that failed the TLS handshake, if that is what happened. rustls's error
+/// sits inside `io::Error`s, whose `source()` skips the error they wrap, so those are opened too.
+fn refused_certificate(e: &reqwest::Error) -> Option<String> {
+    use std::error::Error as _;
+    let mut source = e.source();
+    while let Some(s) = source {
+        let mut inner: Option<&(dyn std::error::Error + 'static)> = Some(s);
+        while let Some(level) = inner {
+            if let Some(
+                error @ (rustls::Error::InvalidCertificate(_)
+                | rustls::Error::NoCertificatesPresented),
+            ) = level.downcast_ref::<rustls::Error>()
+            {
+                return Some(error.to_string());
+            }
+            inner = level
+                .downcast_ref::<std::io::Error>()
+                .and_then(|io| io.get_ref())
+                .map(|wrapped| wrapped as &(dyn std::error::Error + 'static));
+        }
+        source = s.source();
+    }
+    None
 }
 
 fn transport_detail(e: &reqwest::Error) -> String {

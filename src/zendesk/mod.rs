@@ -30,6 +30,14 @@ pub enum Error {
         detail: String,
         timeout: bool,
     },
+    /// The server's TLS certificate failed validation. Never retried: no request was sent, and
+    /// no request will be sent to a host that cannot prove who it is.
+    #[error("{object}: GET {endpoint}: the server's TLS certificate was refused ({detail}); no request was sent")]
+    Certificate {
+        object: String,
+        endpoint: String,
+        detail: String,
+    },
     #[error("{object}: GET {endpoint} returned an unreadable body: {detail}")]
     Body {
         object: String,
@@ -85,7 +93,10 @@ impl Error {
                 matches!(status, 408 | 409 | 429) || (*status >= 500 && *status != 501)
             }
             Error::Transport { .. } | Error::Body { .. } => true,
-            Error::Shape { .. } | Error::ForeignHost { .. } | Error::Stalled { .. } => false,
+            Error::Shape { .. }
+            | Error::ForeignHost { .. }
+            | Error::Stalled { .. }
+            | Error::Certificate { .. } => false,
             Error::GaveUp { .. } => false,
         }
     }

@@ -1,6 +1,8 @@
 //! The binary as a user runs it: exit codes, messages, the demo, status and query.
 
 use std::process::Output;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 
 use tokio::process::Command;
 
@@ -316,4 +318,103 @@ async fn credentials_never_appear_in_trace_logs_or_output() {
             "Basic credentials in the {log_format} logs"
         );
     }
+}
+
+/// A TLS server on loopback with a certificate signed by a test authority (tests/data/tls), answering every
+/// request it decrypts like `users/me`. Returns its port and the number of requests it read.
+async fn untrusted_tls_server() -> (u16, Arc<AtomicUsize>) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    use tokio_rustls::rustls::pki_types::pem::PemObject as _;
+    use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    use tokio_rustls::rustls::{crypto::ring, ServerConfig};
+
+    let certs = vec![CertificateDer::from_pem_slice(TLS_CERT).unwrap()];
+    let key = PrivateKeyDer::from_pem_slice(include_bytes!("../data/tls/key.pem")).unwrap();
+    let config = ServerConfig::builder_with_provider(Arc::new(ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let requests = Arc::new(AtomicUsize::new(0));
+    let seen = requests.clone();
+    tokio::spawn(async move {
+        while let Ok((socket, _)) = listener.accept().await {
+            let (acceptor, seen) = (acceptor.clone(), seen.clone());
+            tokio::spawn(async move {
+                let Ok(mut tls) = acceptor.accept(socket).await else {
+                    return;
+                };
+                let mut buf = vec![0; 16 * 1024];
+                if tls.read(&mut buf).await.unwrap_or(0) == 0 {
+                    return;
+                }
+                seen.fetch_add(1, Ordering::SeqCst);
+                let body = r#"{"user":{"id":1,"role":"admin","email":"demo@example.com"}}"#;
+                let response = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n\
+                     content-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = tls.write_all(response.as_bytes()).await;
+                let _ = tls.shutdown().await;
+            });
+        }
+    });
+    (port, requests)
+}
+
+const TLS_CERT: &[u8] = include_bytes!("../data/tls/cert.pem");
+const TLS_CA: &[u8] = include_bytes!("../data/tls/ca.pem");
+
+/// Certificate validation is always on: a host whose certificate no trusted authority signed
+/// never receives a request, so the credentials are never sent to it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_with_an_untrusted_certificate_gets_no_request() {
+    let (port, requests) = untrusted_tls_server().await;
+    let base_url = format!("https://localhost:{port}");
+
+    // The server works for a client that trusts its certificate ...
+    let trusting = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(TLS_CA).unwrap())
+        .build()
+        .unwrap();
+    let answer = trusting
+        .get(format!("{base_url}/api/v2/users/me.json"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 200);
+    assert_eq!(requests.load(Ordering::SeqCst), 1);
+
+    // ... but zendesk-lake refuses the handshake before sending anything.
+    let dir = tempfile::tempdir().unwrap();
+    let lake = dir.path().join("lake");
+    let token = "tls-token-5d1e";
+    for args in [
+        vec!["check"],
+        vec!["sync", "--lake", lake.to_str().unwrap()],
+    ] {
+        let out = run(
+            &args,
+            &[
+                ("ZENDESK_BASE_URL", base_url.as_str()),
+                ("ZENDESK_EMAIL", "demo@example.com"),
+                ("ZENDESK_API_TOKEN", token),
+            ],
+        )
+        .await;
+        let stderr = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains("TLS certificate was refused") && !stderr.contains("retrying"),
+            "{args:?}: {stderr}"
+        );
+        assert!(!stderr.contains(token), "{stderr}");
+    }
+    assert_eq!(requests.load(Ordering::SeqCst), 1, "no request got through");
+    assert!(!lake.exists(), "nothing may be written");
 }
