@@ -217,6 +217,14 @@ async fn time_export(
                 boundary,
             }
         };
+        // The next request is built from `position`, but a `next_page` on another host means
+        // the answer did not come from the account: refuse it before its page is used, as the
+        // cursor export does with `after_url`.
+        if let Some(next) = body.get("next_page").and_then(Value::as_str) {
+            if !end_of_stream {
+                client.pinned(object, next)?;
+            }
+        }
         debug!(%object, records = records.len(), end_time, end_of_stream, "time page");
         let page = Page {
             records,
@@ -225,9 +233,6 @@ async fn time_export(
         };
         if pages.send(page).await.is_err() || end_of_stream {
             return Ok(());
-        }
-        if let Some(next) = body.get("next_page").and_then(Value::as_str) {
-            client.pinned(object, next)?;
         }
     }
 }
