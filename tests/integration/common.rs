@@ -206,3 +206,61 @@ pub fn failure<'a>(report: &'a SyncReport, object: &str) -> &'a str {
         other => panic!("{object} did not fail: {other:?}"),
     }
 }
+
+/// An object-store emulator (moto, Azurite) started for one test on a free loopback port, and
+/// stopped on drop.
+pub struct Emulator {
+    /// `http://127.0.0.1:{port}`.
+    pub endpoint: String,
+    child: std::process::Child,
+}
+
+impl Drop for Emulator {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Emulator {
+    /// Run `program` with `args` (`{port}` replaced by a free port) and wait until it answers
+    /// HTTP. `None` when the program is not installed, unless the environment variable
+    /// `require` is set (as CI sets it): then that is a failure.
+    pub async fn start(
+        program: &str,
+        args: &[&str],
+        require: &str,
+        install: &str,
+    ) -> Option<Emulator> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .unwrap()
+            .port()
+            .to_string();
+        let child = std::process::Command::new(program)
+            .args(args.iter().map(|a| a.replace("{port}", &port)))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn();
+        let child = match child {
+            Ok(child) => child,
+            Err(e) if std::env::var_os(require).is_none() => {
+                eprintln!("SKIPPED: this test needs {program} on PATH ({install}): {e}");
+                return None;
+            }
+            Err(e) => panic!("{require} is set but {program} cannot start: {e}"),
+        };
+        let emulator = Emulator {
+            endpoint: format!("http://127.0.0.1:{port}"),
+            child,
+        };
+        let client = reqwest::Client::new();
+        for _ in 0..300 {
+            if client.get(&emulator.endpoint).send().await.is_ok() {
+                return Some(emulator);
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        panic!("{program} did not come up on {}", emulator.endpoint);
+    }
+}

@@ -6,7 +6,6 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::time::Duration;
 
 use crate::common::*;
 use crate::crash::{account, changes, child_sync};
@@ -14,16 +13,7 @@ use crate::crash::{account, changes, child_sync};
 /// A local S3 server for one test, stopped on drop.
 struct S3 {
     endpoint: String,
-    _server: Option<std::process::Child>,
-}
-
-impl Drop for S3 {
-    fn drop(&mut self) {
-        if let Some(server) = self._server.as_mut() {
-            let _ = server.kill();
-            let _ = server.wait();
-        }
-    }
+    _server: Option<Emulator>,
 }
 
 impl S3 {
@@ -34,35 +24,17 @@ impl S3 {
                 _server: None,
             });
         }
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .unwrap()
-            .port();
-        let server = std::process::Command::new("moto_server")
-            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn();
-        let server = match server {
-            Ok(server) => server,
-            Err(e) if std::env::var_os("ZENDESK_LAKE_REQUIRE_S3").is_none() => {
-                eprintln!("SKIPPED: S3 tests need moto_server on PATH (pip install \"moto[server]\"): {e}");
-                return None;
-            }
-            Err(e) => panic!("ZENDESK_LAKE_REQUIRE_S3 is set but moto_server cannot start: {e}"),
-        };
-        let s3 = S3 {
-            endpoint: format!("http://127.0.0.1:{port}"),
+        let server = Emulator::start(
+            "moto_server",
+            &["-H", "127.0.0.1", "-p", "{port}"],
+            "ZENDESK_LAKE_REQUIRE_S3",
+            "pip install \"moto[server]\"",
+        )
+        .await?;
+        Some(S3 {
+            endpoint: server.endpoint.clone(),
             _server: Some(server),
-        };
-        let client = reqwest::Client::new();
-        for _ in 0..100 {
-            if client.get(&s3.endpoint).send().await.is_ok() {
-                return Some(s3);
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        panic!("moto_server did not come up on {}", s3.endpoint);
+        })
     }
 
     fn options(&self) -> HashMap<String, String> {
