@@ -1,5 +1,5 @@
 //! Lakes on Azure Blob Storage (`az://`), against Azurite on loopback (`npm install -g azurite`):
-//! full and incremental syncs, a crash between data and control commits, and concurrent runs.
+//! the scenarios of stores.rs (full and incremental syncs, a crash, concurrent runs).
 //!
 //! Each test starts its own `azurite-blob`. Without it on PATH the tests say so and pass, unless
 //! `ZENDESK_LAKE_REQUIRE_AZURE` is set, as CI does.
@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use base64::Engine as _;
 
 use crate::common::*;
-use crate::crash::{account, changes, child_sync};
+use crate::stores;
 
 /// Azurite's well-known development account.
 const ACCOUNT: &str = "devstoreaccount1";
@@ -111,79 +111,22 @@ async fn full_and_incremental_syncs_on_azure() {
     let Some(azure) = Azurite::start().await else {
         return;
     };
-    let lake = azure.lake("sync").await;
-    let (sim, server) = start(small()).await;
-    sim.apply_round(&changes());
-    let settings = settings(&server, &lake, "");
-    sync_ok(&settings).await;
-    assert_lake_matches(&sim, &lake).await;
-    for _ in 0..2 {
-        sim.apply_round(&changes());
-        sync_ok(&settings).await;
-        assert_lake_matches(&sim, &lake).await;
-    }
-    let before = versions(&lake).await;
-    sync_ok(&settings).await;
-    assert_eq!(
-        versions(&lake).await,
-        before,
-        "an idle run commits nothing on Azure either"
-    );
+    stores::full_and_incremental_syncs(&azure.lake("sync").await).await;
 }
 
-/// The binary, given the lake's credentials in the environment only, is killed between a data
-/// commit and its control row, then converges; two binaries then sync the lake at once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn crashes_and_concurrent_runs_on_azure_converge() {
+async fn a_crash_between_data_and_control_commit_on_azure_converges() {
     let Some(azure) = Azurite::start().await else {
         return;
     };
     let lake = azure.lake("crash").await;
-    let (sim, server) = start(account()).await;
-    let out = child_sync(
-        &server,
-        &lake,
-        Some("after_data_commit:2".into()),
-        None,
-        &azure.env(),
-    )
-    .await;
-    use std::os::unix::process::ExitStatusExt;
-    assert_eq!(
-        out.status.signal(),
-        Some(9),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let out = child_sync(&server, &lake, None, None, &azure.env()).await;
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert_lake_matches(&sim, &lake).await;
+    stores::a_crash_converges(&lake, &azure.env(), "after_data_commit:2").await;
+}
 
-    sim.apply_round(&changes());
-    let env = azure.env();
-    let (a, b) = tokio::join!(
-        child_sync(&server, &lake, None, None, &env),
-        child_sync(&server, &lake, None, None, &env)
-    );
-    for out in [&a, &b] {
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        match out.status.code() {
-            Some(0) => {}
-            Some(1) => assert!(stderr.contains("committed to it concurrently"), "{stderr}"),
-            other => panic!("exit {other:?}: {stderr}"),
-        }
-    }
-    let out = child_sync(&server, &lake, None, None, &azure.env()).await;
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert_lake_matches(&sim, &lake).await;
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_syncs_of_one_lake_on_azure_never_corrupt_or_duplicate() {
+    let Some(azure) = Azurite::start().await else {
+        return;
+    };
+    stores::concurrent_runs(&azure.lake("concurrent").await, &azure.env()).await;
 }

@@ -9,4 +9,5 @@ mod faults;
 mod hostile;
 mod s3;
 mod samples;
+mod stores;
 mod sync;
