@@ -110,7 +110,7 @@ fn main() -> ExitCode {
     match runtime.block_on(run(cli.command)) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", describe(&e));
             ExitCode::from(2)
         }
     }
@@ -447,4 +447,43 @@ async fn status(lake: &Lake) -> Result<ExitCode> {
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// An error and its causes on one line. Many errors (deltalake's, object_store's) already
+/// include their source in their own message: a cause whose text is already shown is skipped
+/// rather than printed again.
+fn describe(error: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for layer in error.chain() {
+        let layer = layer.to_string();
+        if text.contains(&layer) {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(&layer);
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("list failed: {0}")]
+    struct Repeats(#[source] std::io::Error);
+
+    #[test]
+    fn causes_already_in_the_message_are_not_repeated() {
+        let io = std::io::Error::other("501 Not Implemented");
+        let error = anyhow::Error::new(Repeats(io)).context("table users");
+        assert_eq!(
+            describe(&error),
+            "table users: list failed: 501 Not Implemented"
+        );
+        let plain = anyhow::anyhow!("root cause").context("outer");
+        assert_eq!(describe(&plain), "outer: root cause");
+    }
 }
