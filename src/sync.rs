@@ -330,7 +330,7 @@ impl ObjectJob {
         row.data_version = commit.version;
         row.rows_upserted = (commit.inserted + commit.updated) as i64;
         row.committed_at = Utc::now().timestamp_micros();
-        self.lake.record(&row).await?;
+        self.lake.record(&row, &commit.table_id).await?;
         failpoint::hit("after_control_commit");
         written.upserted += commit.inserted + commit.updated;
         written.deleted += deleted;

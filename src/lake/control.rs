@@ -14,18 +14,29 @@ use deltalake::arrow::datatypes::{
     DataType, Field, Int64Type, Schema, SchemaRef, TimestampMicrosecondType,
 };
 use deltalake::arrow::json::ReaderBuilder;
+use deltalake::kernel::transaction::CommitProperties;
+use deltalake::kernel::Transaction;
 use deltalake::protocol::SaveMode;
 use futures::TryStreamExt as _;
 use serde::{Deserialize, Serialize};
-use tracing::warn;
+use tracing::{debug, warn};
 
-use super::merge::{is_conflict, CONTROL_METADATA};
+use super::merge::{app_id, is_conflict, table_id, txn_version, CONTROL_METADATA};
 use super::{register, Error, Lake, Result};
 use crate::objects::timestamp_type;
 use crate::zendesk::Position;
 
 /// Name of the control table, also its name in SQL.
 pub const CONTROL_TABLE: &str = "_sync_state";
+
+const CONTROL_DESCRIPTION: &str = "zendesk-lake sync state: one row per data commit of an object";
+
+/// The application id under which the control rows of one life of an object's table are
+/// recorded: a table created again under the same name gets a new id, so its rows, which start
+/// again at seq 1, are not mistaken for rows already recorded.
+pub fn control_app_id(object: &str, table_id: &str) -> String {
+    format!("zendesk-lake-control/{object}/{table_id}")
+}
 
 /// How many times a control row is appended before a conflict with other runs is an error.
 const CONTROL_ATTEMPTS: u32 = 10;
@@ -85,8 +96,15 @@ fn schema() -> SchemaRef {
 }
 
 impl Lake {
-    /// Append a control row (after its data commit).
-    pub async fn record(&self, row: &ControlRow) -> Result<()> {
+    /// Append the control row of a data commit to the table whose metadata id is `table_id`,
+    /// exactly once.
+    ///
+    /// Each row is tagged with the application transaction `(control_app_id(object, table_id),
+    /// seq)`. A row already recorded (by another run that recovered it, see [`Lake::reconcile`])
+    /// is not appended again, and of two runs appending the same row at once, Delta lets one
+    /// commit and makes the other conflict, which then finds the row recorded.
+    pub async fn record(&self, row: &ControlRow, table_id: &str) -> Result<()> {
+        let app = control_app_id(&row.object, table_id);
         let invalid = |detail: String| Error::Invalid {
             table: CONTROL_TABLE.to_owned(),
             detail,
@@ -101,21 +119,27 @@ impl Lake {
             .flush()
             .map_err(|e| invalid(e.to_string()))?
             .ok_or_else(|| invalid("empty control batch".into()))?;
-        // Objects commit concurrently; one writer at a time keeps the first create race-free
-        // within this run. Another run may still create the table or append at the same moment:
-        // a control row is a blind append, so it is retried on top of the other run's commit.
+        // Objects of this run record one at a time. Another run may still create the table or
+        // append at the same moment: a conflicting append is retried on top of its commit.
         let _guard = self.control_lock.lock().await;
+        // Created apart from any row: deltalake commits the loser of a create race without
+        // checking it for conflicts, which would let a row in it be recorded twice.
+        let mut table = self
+            .create_if_missing(CONTROL_TABLE, schema(), CONTROL_DESCRIPTION)
+            .await?;
         let mut attempt = 1;
         loop {
-            let table = match self.open(CONTROL_TABLE).await? {
-                Some(table) => table,
-                None => self.handle(CONTROL_TABLE)?,
-            };
+            let recorded = txn_version(CONTROL_TABLE, &table, &app).await?;
+            if recorded.is_some_and(|seq| seq >= row.seq) {
+                debug!(object = %row.object, seq = row.seq, "control row already recorded");
+                return Ok(());
+            }
+            let commit = CommitProperties::default()
+                .with_application_transaction(Transaction::new(app.clone(), row.seq));
             let written = table
                 .write(vec![batch.clone()])
                 .with_save_mode(SaveMode::Append)
-                .with_table_name(CONTROL_TABLE)
-                .with_description("zendesk-lake sync state: one row per data commit of an object")
+                .with_commit_properties(commit)
                 .await;
             match written {
                 Ok(_) => return Ok(()),
@@ -125,6 +149,13 @@ impl Lake {
                         "another run wrote the control table at once: retrying"
                     );
                     attempt += 1;
+                    table = self
+                        .open(CONTROL_TABLE)
+                        .await?
+                        .ok_or_else(|| Error::Invalid {
+                            table: CONTROL_TABLE.to_owned(),
+                            detail: "it disappeared while rows were being recorded".into(),
+                        })?;
                 }
                 Err(source) => {
                     return Err(Error::Delta {
@@ -157,7 +188,7 @@ impl Lake {
             }
             return Ok(last);
         };
-        let data_seq = super::merge::txn_version(object, &table)
+        let data_seq = txn_version(object, &table, &app_id(object))
             .await?
             .unwrap_or(0);
         if data_seq == control_seq {
@@ -189,7 +220,7 @@ impl Lake {
                 version = row.data_version,
                 "the last run ended between a data commit and its control row: recording it now"
             );
-            self.record(&row).await?;
+            self.record(&row, &table_id(object, &table)?).await?;
             return Ok(Some(row));
         }
         Err(Error::Invalid {

@@ -5,6 +5,7 @@
 //! retry after a crash) can never roll a row back.
 
 use deltalake::arrow::array::RecordBatch;
+use deltalake::arrow::datatypes::SchemaRef;
 use deltalake::datafusion::prelude::{col, SessionContext};
 use deltalake::kernel::transaction::CommitProperties;
 use deltalake::kernel::transaction::TransactionError;
@@ -22,6 +23,8 @@ pub struct CommitReport {
     pub version: i64,
     pub inserted: u64,
     pub updated: u64,
+    /// The table's Delta metadata id, new whenever the table is created again.
+    pub table_id: String,
 }
 
 /// Key of the commit-info entry holding the control row of a data commit, so that a crash
@@ -59,7 +62,7 @@ impl Lake {
         // The table must be exactly one batch behind: anything else means another run
         // committed to this object since this run read its position.
         let current = match &table {
-            Some(table) => txn_version(name, table).await?.unwrap_or(0),
+            Some(table) => txn_version(name, table, &app_id(name)).await?.unwrap_or(0),
             None => 0,
         };
         if current != seq - 1 {
@@ -86,6 +89,7 @@ impl Lake {
                     version: table.version().unwrap_or_default() as i64,
                     inserted: rows,
                     updated: 0,
+                    table_id: table_id(name, &table)?,
                 })
             }
             Some(table) => {
@@ -134,49 +138,80 @@ impl Lake {
                     version: table.version().unwrap_or_default() as i64,
                     inserted: metrics.num_target_rows_inserted as u64,
                     updated: metrics.num_target_rows_updated as u64,
+                    table_id: table_id(name, &table)?,
                 })
             }
         }
     }
 
     /// Make sure the object's table exists, so that queries find it even before any data.
-    ///
-    /// Another run creating it at the same moment is not an error: either create makes it.
     pub async fn ensure_table(&self, spec: &ObjectSpec) -> Result<()> {
-        if self.open(&spec.name).await?.is_some() {
-            return Ok(());
+        self.create_if_missing(&spec.name, spec.schema(), &spec.description)
+            .await
+            .map(drop)
+    }
+
+    /// Open the table `name`, creating it empty first if it does not exist.
+    ///
+    /// Another run creating it at the same moment is not an error: either create makes it
+    /// (deltalake commits the losing create as the next version).
+    pub(crate) async fn create_if_missing(
+        &self,
+        name: &str,
+        schema: SchemaRef,
+        description: &str,
+    ) -> Result<deltalake::DeltaTable> {
+        if let Some(table) = self.open(name).await? {
+            return Ok(table);
         }
         let created = self
-            .handle(&spec.name)?
-            .write(vec![RecordBatch::new_empty(spec.schema())])
+            .handle(name)?
+            .write(vec![RecordBatch::new_empty(schema)])
             .with_save_mode(SaveMode::Append)
-            .with_table_name(spec.name.as_str())
-            .with_description(spec.description.clone())
+            .with_table_name(name)
+            .with_description(description)
             .await;
-        match created {
-            Ok(_) => Ok(()),
-            Err(source) if is_conflict(&source) && self.open(&spec.name).await?.is_some() => Ok(()),
-            Err(source) => Err(Error::Delta {
-                table: spec.name.clone(),
-                source,
-            }),
-        }
+        let error = match created {
+            Ok(table) => return Ok(table),
+            Err(source) if is_conflict(&source) => source,
+            Err(source) => {
+                return Err(Error::Delta {
+                    table: name.to_owned(),
+                    source,
+                })
+            }
+        };
+        self.open(name).await?.ok_or_else(|| Error::Delta {
+            table: name.to_owned(),
+            source: error,
+        })
     }
 }
 
+/// The version of the application transaction `app` in `table` (named `name` in errors).
 pub(crate) async fn txn_version(
-    object: &str,
+    name: &str,
     table: &deltalake::DeltaTable,
+    app: &str,
 ) -> Result<Option<i64>> {
     let delta = |source| Error::Delta {
-        table: object.to_owned(),
+        table: name.to_owned(),
         source,
     };
     let state = table.snapshot().map_err(delta)?;
     state
-        .transaction_version(table.log_store().as_ref(), app_id(object))
+        .transaction_version(table.log_store().as_ref(), app)
         .await
         .map_err(delta)
+}
+
+/// The table's Delta metadata id: it identifies one life of the table, from its creation.
+pub(crate) fn table_id(name: &str, table: &deltalake::DeltaTable) -> Result<String> {
+    let state = table.snapshot().map_err(|source| Error::Delta {
+        table: name.to_owned(),
+        source,
+    })?;
+    Ok(state.metadata().id().to_owned())
 }
 
 /// Whether a commit failed because another writer committed first.

@@ -10,7 +10,11 @@
 //! 1. the data commit to `<lake>/O`, carrying the Delta application transaction
 //!    `(zendesk-lake/O, n)` and, in its commit info, the control row it completes (position to
 //!    resume from, watermark, run id);
-//! 2. the control commit appending that row (with the data commit's version) to `_sync_state`.
+//! 2. the control commit appending that row (with the data commit's version) to `_sync_state`,
+//!    carrying the application transaction `(zendesk-lake-control/O/<table id>, n)`, where the
+//!    table id is the Delta metadata id of `<lake>/O`. A row whose transaction is already in the
+//!    control table is not appended again, and Delta fails the second of two concurrent appends
+//!    of it, so each data commit has exactly one control row, whichever run records it.
 //!
 //! Before its data commit a run checks that the table's transaction version is `n - 1`, and
 //! the data commit is made with no conflict retries: Delta's conflict checker fails it if a

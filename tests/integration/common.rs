@@ -166,6 +166,21 @@ pub async fn assert_lake_matches_objects(sim: &Simulator, lake: &Path, objects: 
             assert_eq!(&actual[id], row, "{object} {id} differs");
         }
     }
+    // One control row per data commit: seqs 1, 2, ... each exactly once.
+    let history = open_lake(lake).history().await.unwrap();
+    for &object in objects {
+        let mut seqs: Vec<i64> = history
+            .iter()
+            .filter(|r| r.object == object)
+            .map(|r| r.seq)
+            .collect();
+        seqs.sort_unstable();
+        let expected: Vec<i64> = (1..=seqs.len() as i64).collect();
+        assert_eq!(
+            seqs, expected,
+            "{object}: control rows are not one per data commit"
+        );
+    }
 }
 
 /// Count of the lake's rows marked deleted.

@@ -6,6 +6,8 @@ use std::os::unix::process::ExitStatusExt as _;
 use std::path::Path;
 use std::process::Output;
 
+use zendesk_lake::lake::{ControlRow, Lake};
+
 use crate::common::*;
 use crate::crash::{account, changes, child_sync};
 
@@ -94,16 +96,8 @@ async fn concurrent_syncs_of_one_local_lake_never_corrupt_or_duplicate() {
     concurrent_runs(&dir.path().join("lake"), &[]).await;
 }
 
-/// Runs that create the control table and an object's table at the same moment all succeed.
-/// Delta lets the loser of a create commit its create actions as the next version, which makes
-/// a third writer's append conflict ("metadata changed"): a control row is a blind append, so it
-/// is retried on top, and an empty table created twice is one table. Repeated on fresh lakes so
-/// that the race is met.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn runs_creating_the_same_tables_at_once_all_succeed() {
-    use zendesk_lake::lake::{ControlRow, Lake};
-    let spec = zendesk_lake::objects::find("organizations").unwrap();
-    let row = move |run: usize, seq| ControlRow {
+fn control_row(run: usize, seq: i64) -> ControlRow {
+    ControlRow {
         object: "organizations".into(),
         seq,
         cursor: None,
@@ -115,19 +109,31 @@ async fn runs_creating_the_same_tables_at_once_all_succeed() {
         run_id: format!("run {run}"),
         data_version: 0,
         committed_at: 0,
-    };
+    }
+}
+
+/// Runs that create the control table and an object's table at the same moment all succeed.
+/// Delta lets the loser of a create commit its create actions as the next version, which makes
+/// a third writer's append conflict ("metadata changed"): a control row is a blind append, so it
+/// is retried on top, and an empty table created twice is one table. Repeated on fresh lakes so
+/// that the race is met.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runs_creating_the_same_tables_at_once_all_succeed() {
+    let spec = zendesk_lake::objects::find("organizations").unwrap();
     const RUNS: usize = 3;
     for _ in 0..5 {
         let dir = tempfile::tempdir().unwrap();
         let uri = dir.path().to_str().unwrap();
-        // Spawned, so that the runs go on in parallel on the runtime's threads.
+        // Spawned, so that the runs go on in parallel on the runtime's threads. Each stands
+        // for the commits of a different table (its own table id), so all rows must land.
         let runs: Vec<_> = (0..RUNS)
             .map(|run| {
                 let lake = Lake::try_new(uri, HashMap::new()).unwrap();
+                let table = format!("table {run}");
                 tokio::spawn(async move {
-                    lake.record(&row(run, 1)).await?;
+                    lake.record(&control_row(run, 1), &table).await?;
                     lake.ensure_table(spec).await?;
-                    lake.record(&row(run, 2)).await
+                    lake.record(&control_row(run, 2), &table).await
                 })
             })
             .collect();
@@ -138,9 +144,44 @@ async fn runs_creating_the_same_tables_at_once_all_succeed() {
         let mut history = lake.history().await.unwrap();
         history.sort_by_key(|r| (r.run_id.clone(), r.seq));
         let expected: Vec<_> = (0..RUNS)
-            .flat_map(|run| [row(run, 1), row(run, 2)])
+            .flat_map(|run| [control_row(run, 1), control_row(run, 2)])
             .collect();
         assert_eq!(history, expected);
         assert_eq!(lake_rows(dir.path(), "organizations").await.len(), 0);
     }
+}
+
+/// The control row of one data commit is recorded once, however many runs record it (a run
+/// recovering a row from the Delta log while the run that made the commit records it too),
+/// at the same moment or later; the same seq of a table created again is a new row.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_control_row_is_recorded_once_however_many_runs_record_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let uri = dir.path().to_str().unwrap();
+    for seq in 1..=4 {
+        let runs: Vec<_> = (0..3)
+            .map(|run| {
+                let lake = Lake::try_new(uri, HashMap::new()).unwrap();
+                tokio::spawn(async move { lake.record(&control_row(run, seq), "table").await })
+            })
+            .collect();
+        for run in runs {
+            run.await.unwrap().unwrap();
+        }
+    }
+    let lake = Lake::try_new(uri, HashMap::new()).unwrap();
+    lake.record(&control_row(9, 2), "table").await.unwrap();
+    let mut seqs: Vec<_> = lake
+        .history()
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.seq)
+        .collect();
+    seqs.sort_unstable();
+    assert_eq!(seqs, [1, 2, 3, 4]);
+    lake.record(&control_row(9, 1), "table recreated")
+        .await
+        .unwrap();
+    assert_eq!(lake.history().await.unwrap().len(), 5);
 }
