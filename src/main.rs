@@ -431,7 +431,7 @@ async fn status(lake: &Lake) -> Result<ExitCode> {
             .unwrap_or_default();
         let lag = row
             .watermark
-            .map(|w| format!("{}s", (now - w) / 1_000_000))
+            .map(|w| format_lag((now - w) / 1_000_000))
             .unwrap_or_else(|| "-".into());
         let commits = history.iter().filter(|h| h.object == name).count();
         println!(
@@ -447,6 +447,28 @@ async fn status(lake: &Lake) -> Result<ExitCode> {
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// A lag in seconds as its two largest units: `45s`, `12m 5s`, `3h 20m`, `1059d 3h` (truncated, never rounded up).
+fn format_lag(seconds: i64) -> String {
+    if seconds < 0 {
+        return "0s".into();
+    }
+    let units = [("d", 86_400), ("h", 3_600), ("m", 60), ("s", 1)];
+    let Some(first) = units.iter().position(|&(_, size)| seconds >= size) else {
+        return "0s".into();
+    };
+    let (name, size) = units[first];
+    match units.get(first + 1) {
+        Some(&(next, next_size)) if seconds % size >= next_size => {
+            format!(
+                "{}{name} {}{next}",
+                seconds / size,
+                seconds % size / next_size
+            )
+        }
+        _ => format!("{}{name}", seconds / size),
+    }
 }
 
 /// An error and its causes on one line. Many errors (deltalake's, object_store's) already
@@ -474,6 +496,22 @@ mod tests {
     #[derive(Debug, thiserror::Error)]
     #[error("list failed: {0}")]
     struct Repeats(#[source] std::io::Error);
+
+    #[test]
+    fn lags_read_in_their_two_largest_units() {
+        for (seconds, shown) in [
+            (-3, "0s"),
+            (0, "0s"),
+            (45, "45s"),
+            (60, "1m"),
+            (725, "12m 5s"),
+            (12_000, "3h 20m"),
+            (86_400 + 59, "1d"),
+            (91_509_792, "1059d 3h"),
+        ] {
+            assert_eq!(format_lag(seconds), shown, "{seconds}");
+        }
+    }
 
     #[test]
     fn causes_already_in_the_message_are_not_repeated() {
