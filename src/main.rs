@@ -449,7 +449,7 @@ async fn status(lake: &Lake) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// A lag in seconds as its two largest units: `45s`, `12m 5s`, `3h 20m`, `1059d 3h` (truncated, never rounded up).
+/// A lag in seconds as its two largest units, truncated: `45s`, `12m 5s`, `3h 20m`, `1059d 3h`.
 fn format_lag(seconds: i64) -> String {
     if seconds < 0 {
         return "0s".into();
