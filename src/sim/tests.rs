@@ -29,6 +29,42 @@ async fn serve_small() -> (Simulator, SimServer) {
     (sim, server)
 }
 
+/// A [`small`] simulator after a round of 20 updates, which crowds some seconds, served.
+async fn serve_updated() -> (Simulator, SimServer) {
+    let sim = Simulator::new(small());
+    sim.apply_round(&Round {
+        updates: 20,
+        ..Round::default()
+    });
+    let server = sim.serve(0).await.expect("serve");
+    (sim, server)
+}
+
+/// The ids of the simulator's organizations by second of `updated_at`.
+fn organizations_per_second(sim: &Simulator) -> BTreeMap<i64, BTreeSet<i64>> {
+    let mut per_second: BTreeMap<i64, BTreeSet<i64>> = BTreeMap::new();
+    for org in sim.records("organizations") {
+        per_second
+            .entry(unix(&org["updated_at"]))
+            .or_default()
+            .insert(id(&org));
+    }
+    per_second
+}
+
+/// The most crowded second and its ids, which the data makes several.
+fn most_crowded(per_second: &BTreeMap<i64, BTreeSet<i64>>) -> (i64, BTreeSet<i64>) {
+    let (&crowded, crowd) = per_second
+        .iter()
+        .max_by_key(|(_, ids)| ids.len())
+        .expect("some organizations");
+    assert!(
+        crowd.len() >= 3,
+        "the data should put several records in one second"
+    );
+    (crowded, crowd.clone())
+}
+
 fn client() -> reqwest::Client {
     reqwest::Client::builder()
         .no_proxy()
@@ -338,29 +374,11 @@ async fn rereading_from_an_old_cursor_returns_updated_records_again() {
 
 #[tokio::test]
 async fn time_export_never_splits_a_second() {
-    let sim = Simulator::new(small());
-    sim.apply_round(&Round {
-        updates: 20,
-        ..Round::default()
-    });
-    let server = sim.serve(0).await.expect("serve");
+    let (sim, server) = serve_updated().await;
     let base = server.base_url();
     let all = sim.records("organizations");
-    let mut per_second: BTreeMap<i64, BTreeSet<i64>> = BTreeMap::new();
-    for org in &all {
-        per_second
-            .entry(unix(&org["updated_at"]))
-            .or_default()
-            .insert(id(org));
-    }
-    let (&crowded, crowd) = per_second
-        .iter()
-        .max_by_key(|(_, ids)| ids.len())
-        .expect("some organizations");
-    assert!(
-        crowd.len() >= 3,
-        "the data should put several records in one second"
-    );
+    let per_second = organizations_per_second(&sim);
+    let (crowded, crowd) = most_crowded(&per_second);
 
     // A page of 1 starting at a crowded second holds the whole second and does not advance.
     let reply = get(&format!(
@@ -368,13 +386,8 @@ async fn time_export_never_splits_a_second() {
     ))
     .await;
     assert_eq!(reply.status, 200, "{}", reply.body);
-    let page: BTreeSet<i64> = reply.body["organizations"]
-        .as_array()
-        .expect("page")
-        .iter()
-        .map(id)
-        .collect();
-    assert_eq!(&page, crowd);
+    let page: BTreeSet<i64> = ids(&reply.body, "organizations").into_iter().collect();
+    assert_eq!(page, crowd);
     assert_eq!(reply.body["count"], crowd.len());
     assert_eq!(reply.body["end_time"], crowded);
     assert_eq!(reply.body["end_of_stream"], false);
@@ -874,25 +887,9 @@ async fn foreign_next_url_points_links_at_another_host() {
 
 #[tokio::test]
 async fn stall_time_export_over_repeats_a_crowded_second() {
-    let sim = Simulator::new(small());
-    sim.apply_round(&Round {
-        updates: 20,
-        ..Round::default()
-    });
-    let server = sim.serve(0).await.expect("serve");
+    let (sim, server) = serve_updated().await;
     let base = server.base_url();
-    let mut per_second: BTreeMap<i64, BTreeSet<i64>> = BTreeMap::new();
-    for org in sim.records("organizations") {
-        per_second
-            .entry(unix(&org["updated_at"]))
-            .or_default()
-            .insert(id(&org));
-    }
-    let (&crowded, crowd) = per_second
-        .iter()
-        .max_by_key(|(_, ids)| ids.len())
-        .expect("some organizations");
-    assert!(crowd.len() >= 3);
+    let (crowded, crowd) = most_crowded(&organizations_per_second(&sim));
     let url = format!("{base}/api/v2/incremental/organizations.json?start_time={crowded}");
 
     sim.set_faults(Faults {
@@ -902,7 +899,7 @@ async fn stall_time_export_over_repeats_a_crowded_second() {
     let reply = get(&url).await;
     assert_eq!(reply.status, 200, "{}", reply.body);
     let page: BTreeSet<i64> = ids(&reply.body, "organizations").into_iter().collect();
-    assert_eq!(&page, crowd);
+    assert_eq!(page, crowd);
     assert_eq!(reply.body["end_time"], crowded);
     assert_eq!(reply.body["end_of_stream"], false);
     assert_eq!(reply.body["count"], crowd.len());

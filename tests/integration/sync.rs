@@ -148,12 +148,7 @@ async fn a_failure_mid_sync_keeps_the_last_commit_and_the_next_sync_converges() 
     }
     // Every table is at the version its last control row names: nothing half-written.
     nothing_half_written(dir.path()).await;
-    let written = versions(dir.path()).await;
-    for (object, version) in OBJECTS.iter().zip(written) {
-        if version.is_some() {
-            lake_rows(dir.path(), object).await; // one row per id
-        }
-    }
+    assert_one_row_per_id(dir.path()).await;
     sim.set_faults(Faults::default());
     sync_ok(&settings).await;
     assert_lake_matches(&sim, dir.path()).await;
