@@ -282,8 +282,8 @@ impl ObjectJob {
                     rows = 0;
                 }
             }
-            if ended {
-                // A first run that found nothing still leaves a (empty) table for queries.
+            if ended && written.commits == 0 {
+                // A run that found nothing still leaves a (empty) table for queries.
                 self.lake.ensure_table(spec).await?;
             }
             // Without end_of_stream the fetch stopped early (an error, reported by its stage):

@@ -148,7 +148,7 @@ impl Lake {
             table: name.to_owned(),
             source,
         };
-        let mut table = self.builder(name)?.build().map_err(delta)?;
+        let mut table = self.handle(name)?;
         if !table.verify_deltatable_existence().await.map_err(delta)? {
             return Ok(None);
         }

@@ -337,33 +337,33 @@ pub fn endpoint_of(url: &Url) -> String {
     }
 }
 
+type Cause<'e> = &'e (dyn std::error::Error + 'static);
+
+/// The causes of a request error, outermost first.
+fn causes(e: &reqwest::Error) -> impl Iterator<Item = Cause<'_>> {
+    use std::error::Error as _;
+    std::iter::successors(e.source(), |&cause| cause.source())
+}
+
 /// The certificate error that failed the TLS handshake, if that is what happened. rustls's error
 /// sits inside `io::Error`s, whose `source()` skips the error they wrap, so those are opened too.
 fn refused_certificate(e: &reqwest::Error) -> Option<String> {
-    use std::error::Error as _;
-    let mut source = e.source();
-    while let Some(s) = source {
-        let mut inner: Option<&(dyn std::error::Error + 'static)> = Some(s);
-        while let Some(level) = inner {
-            if let Some(
+    fn opened<'e>(cause: Cause<'e>) -> Option<Cause<'e>> {
+        let wrapped = cause.downcast_ref::<std::io::Error>()?.get_ref()?;
+        Some(wrapped as Cause<'e>)
+    }
+    causes(e)
+        .flat_map(|cause| std::iter::successors(Some(cause), |&level| opened(level)))
+        .find_map(|level| match level.downcast_ref::<rustls::Error>() {
+            Some(
                 error @ (rustls::Error::InvalidCertificate(_)
                 | rustls::Error::NoCertificatesPresented),
-            ) = level.downcast_ref::<rustls::Error>()
-            {
-                return Some(error.to_string());
-            }
-            inner = level
-                .downcast_ref::<std::io::Error>()
-                .and_then(|io| io.get_ref())
-                .map(|wrapped| wrapped as &(dyn std::error::Error + 'static));
-        }
-        source = s.source();
-    }
-    None
+            ) => Some(error.to_string()),
+            _ => None,
+        })
 }
 
 fn transport_detail(e: &reqwest::Error) -> String {
-    use std::error::Error as _;
     // reqwest's own Display names the URL; the endpoint is already in our message.
     let mut detail = if e.is_timeout() {
         "timed out".to_owned()
@@ -372,11 +372,9 @@ fn transport_detail(e: &reqwest::Error) -> String {
     } else {
         "request failed".to_owned()
     };
-    let mut source = e.source();
-    while let Some(s) = source {
+    for cause in causes(e) {
         detail.push_str(": ");
-        detail.push_str(&s.to_string());
-        source = s.source();
+        detail.push_str(&cause.to_string());
     }
     detail
 }
