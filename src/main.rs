@@ -135,7 +135,8 @@ async fn run(command: Command) -> Result<ExitCode> {
             objects,
             demo: false,
         } => {
-            let settings = settings(&target, objects, &config::process_env)?;
+            let file = pipeline_file(&target)?.unwrap_or_default();
+            let settings = settings(&target, file, objects, &config::process_env)?;
             sync_and_report(&settings).await
         }
         Command::Sync {
@@ -151,16 +152,12 @@ async fn run(command: Command) -> Result<ExitCode> {
                 .serve(0)
                 .await
                 .context("starting the simulated account")?;
-            let mut file = PipelineFile::parse(DEMO_PIPELINE, "pipelines/demo.toml")?;
-            if let Some(path) = &target.pipeline {
-                file = PipelineFile::load(path)?;
-            }
-            let env = sim_env(&config, server.base_url());
-            let overrides = Overrides {
-                lake: target.lake.clone(),
-                objects,
+            let file = match pipeline_file(&target)? {
+                Some(file) => file,
+                None => PipelineFile::parse(DEMO_PIPELINE, "pipelines/demo.toml")?,
             };
-            let settings = Settings::resolve(file, overrides, &|name| env.get(name).cloned())?;
+            let env = sim_env(&config, server.base_url());
+            let settings = settings(&target, file, objects, &|name| env.get(name).cloned())?;
             eprintln!("demo: simulated Zendesk account at {}", server.base_url());
             let code = sync_and_report(&settings).await?;
             println!(
@@ -169,7 +166,10 @@ async fn run(command: Command) -> Result<ExitCode> {
             );
             Ok(code)
         }
-        Command::Check { target } => check(&settings(&target, None, &config::process_env)?).await,
+        Command::Check { target } => {
+            let file = pipeline_file(&target)?.unwrap_or_default();
+            check(&settings(&target, file, None, &config::process_env)?).await
+        }
         Command::Status { target } => status(&lake_of(&target)?).await,
         Command::Query { target, sql } => {
             let batches = lake_of(&target)?.query(&sql).await?;
@@ -247,15 +247,21 @@ fn sim_env(config: &SimConfig, base_url: &str) -> HashMap<String, String> {
     ])
 }
 
+/// The pipeline file named by --pipeline, if one is.
+fn pipeline_file(target: &Target) -> Result<Option<PipelineFile>> {
+    Ok(match &target.pipeline {
+        Some(path) => Some(PipelineFile::load(path)?),
+        None => None,
+    })
+}
+
+/// `file` with the command line's overrides, and credentials from `env`.
 fn settings(
     target: &Target,
+    file: PipelineFile,
     objects: Option<Vec<String>>,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Settings> {
-    let file = match &target.pipeline {
-        Some(path) => PipelineFile::load(path)?,
-        None => PipelineFile::default(),
-    };
     let overrides = Overrides {
         lake: target.lake.clone(),
         objects,
@@ -265,10 +271,7 @@ fn settings(
 
 /// The lake named by --lake or the pipeline file, without needing Zendesk credentials.
 fn lake_of(target: &Target) -> Result<Lake> {
-    let file = match &target.pipeline {
-        Some(path) => PipelineFile::load(path)?,
-        None => PipelineFile::default(),
-    };
+    let file = pipeline_file(target)?.unwrap_or_default();
     let uri = target
         .lake
         .clone()
