@@ -12,7 +12,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use url::Url;
 
-use crate::objects::{self, ObjectSpec};
+use crate::spec::{self, Table};
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -159,7 +159,7 @@ impl PipelineFile {
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub lake: String,
-    pub objects: Vec<&'static ObjectSpec>,
+    pub objects: Vec<&'static Table>,
     pub start_time: i64,
     pub storage: HashMap<String, String>,
     pub zendesk: ZendeskSettings,
@@ -204,16 +204,16 @@ impl Settings {
         let names = overrides
             .objects
             .or(file.objects)
-            .unwrap_or_else(|| objects::names().iter().map(|s| s.to_string()).collect());
+            .unwrap_or_else(|| spec::names().iter().map(|s| s.to_string()).collect());
         let mut selected = Vec::new();
         for name in &names {
-            let spec = objects::find(name.trim()).ok_or_else(|| {
+            let spec = spec::find(name.trim()).ok_or_else(|| {
                 invalid(format!(
                     "unknown object {name:?}; known objects: {}",
-                    objects::names().join(", ")
+                    spec::names().join(", ")
                 ))
             })?;
-            if !selected.iter().any(|s: &&ObjectSpec| s.name == spec.name) {
+            if !selected.iter().any(|s: &&Table| s.name == spec.name) {
                 selected.push(spec);
             }
         }
@@ -392,7 +392,7 @@ mod tests {
         let s =
             Settings::resolve(PipelineFile::default(), Overrides::default(), &env(&vars)).unwrap();
         assert_eq!(s.zendesk.base_url.as_str(), "https://acme-2.zendesk.com/");
-        assert_eq!(s.objects.len(), objects::names().len());
+        assert_eq!(s.objects.len(), spec::names().len());
     }
 
     #[test]

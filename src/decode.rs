@@ -5,17 +5,21 @@
 //! the object, record id and field; `arrow_json` then builds the columns. Unknown fields are
 //! ignored: Zendesk adds fields without notice, and the table contract is the schema file.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
 use deltalake::arrow::array::{Array, AsArray, RecordBatch, UInt32Array};
-use deltalake::arrow::compute::{concat_batches, take_record_batch};
-use deltalake::arrow::datatypes::{Int64Type, TimestampMicrosecondType};
+use deltalake::arrow::compute::{concat_batches, interleave, take_record_batch};
+use deltalake::arrow::datatypes::{Int64Type, Schema, SchemaRef, TimestampMicrosecondType};
 use deltalake::arrow::error::ArrowError;
 use deltalake::arrow::json::ReaderBuilder;
 use serde_json::{Map, Value};
 
-use crate::objects::{ColumnType, ObjectSpec, DELETED_COLUMN, SYNCED_AT_COLUMN};
+use crate::spec::{
+    ColumnType, Patches, Rows, Table, ATTACHMENT_FIELDS, DELETED_COLUMN, SYNCED_AT_COLUMN,
+};
+use crate::zendesk::Page;
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -44,10 +48,398 @@ pub struct Decoded {
     pub batch: RecordBatch,
     /// Largest cursor-field value (µs since the epoch), the watermark these rows reach.
     pub max_cursor: Option<i64>,
+    /// Changes to earlier rows the page carries ([`decode_patches`]).
+    pub patches: Option<RecordBatch>,
+}
+
+/// The rows of `table` in a page of its stream, as JSON records.
+pub fn extract<'p>(table: &Table, page: &'p Page) -> Result<Cow<'p, [Value]>> {
+    Ok(match &table.rows {
+        Rows::Records => Cow::Borrowed(&page.records),
+        Rows::Sideload { key } => Cow::Borrowed(page.sideload(key)),
+        Rows::ChildEvents { types, parent, .. } => {
+            let mut rows = Vec::new();
+            for (record, child) in children(table, &page.records)? {
+                let kind = child.get("event_type").and_then(Value::as_str);
+                if kind.is_some_and(|k| types.iter().any(|t| t == k)) {
+                    rows.push(with_parent(child.clone(), record, parent));
+                }
+            }
+            Cow::Owned(rows)
+        }
+        Rows::FieldChanges { parent } => {
+            let mut rows = Vec::new();
+            for (record, child) in children(table, &page.records)? {
+                let kind = child.get("event_type").and_then(Value::as_str);
+                if matches!(kind, Some("Create" | "Change")) {
+                    let change = field_change(table, record, child)?;
+                    rows.push(with_parent(change, record, parent));
+                }
+            }
+            Cow::Owned(rows)
+        }
+    })
+}
+
+/// A JSON object.
+type Object = Map<String, Value>;
+
+/// Every child event of the page's records, with its parent.
+fn children<'p>(table: &Table, records: &'p [Value]) -> Result<Vec<(&'p Object, &'p Object)>> {
+    let mut out = Vec::new();
+    for (index, record) in records.iter().enumerate() {
+        let Some(parent) = record.as_object() else {
+            return Err(Error::NotAnObject {
+                object: table.name.clone(),
+                index,
+            });
+        };
+        let children = match parent.get("child_events") {
+            None | Some(Value::Null) => continue,
+            Some(Value::Array(children)) => children,
+            Some(other) => {
+                return Err(Error::Field {
+                    object: table.name.clone(),
+                    id: id_text(parent),
+                    field: "child_events".into(),
+                    detail: format!("expected an array, got {}", type_name(other)),
+                })
+            }
+        };
+        for child in children {
+            let Some(child) = child.as_object() else {
+                return Err(Error::Field {
+                    object: table.name.clone(),
+                    id: id_text(parent),
+                    field: "child_events".into(),
+                    detail: format!("expected event objects, got {}", type_name(child)),
+                });
+            };
+            out.push((parent, child));
+        }
+    }
+    Ok(out)
+}
+
+/// `child` with the columns it lacks taken from its parent (column → parent field).
+fn with_parent(
+    mut child: Map<String, Value>,
+    parent: &Map<String, Value>,
+    fields: &std::collections::BTreeMap<String, String>,
+) -> Value {
+    for (column, field) in fields {
+        if child.get(column).is_none_or(Value::is_null) {
+            let value = lookup(parent, field).cloned().unwrap_or(Value::Null);
+            child.insert(column.clone(), value);
+        }
+    }
+    Value::Object(child)
+}
+
+/// Keys of a `Create`/`Change` child event that are not the changed field in the keyed shape.
+const CHANGE_META: [&str; 11] = [
+    "id",
+    "event_type",
+    "type",
+    "via",
+    "via_reference_id",
+    "previous_value",
+    "added_tags",
+    "removed_tags",
+    "audit_id",
+    "created_at",
+    "author_id",
+];
+
+/// A `Create` or `Change` child event as `{id, event_type, field_name, value, previous_value,
+/// via_channel}`, from the audit shape (`field_name`, `value`) or the keyed shape (`"status":
+/// "solved"`; tags as `tags` or `added_tags`/`removed_tags`). A change whose field cannot be
+/// told is an error naming the event.
+fn field_change(
+    table: &Table,
+    parent: &Map<String, Value>,
+    child: &Map<String, Value>,
+) -> Result<Map<String, Value>> {
+    let fail = |detail: String| Error::Field {
+        object: table.name.clone(),
+        id: format!("{} (event {})", id_text(child), id_text(parent)),
+        field: "child_events".into(),
+        detail,
+    };
+    let previous = child.get("previous_value").cloned().unwrap_or(Value::Null);
+    let (field, value) = if let Some(name) = child.get("field_name") {
+        let name = match name {
+            Value::String(s) => s.clone(),
+            Value::Number(n) => n.to_string(),
+            other => return Err(fail(format!("field_name is {}", type_name(other)))),
+        };
+        (name, child.get("value").cloned().unwrap_or(Value::Null))
+    } else {
+        let keys: Vec<&String> = child
+            .keys()
+            .filter(|k| !CHANGE_META.contains(&k.as_str()) && k.as_str() != "value")
+            .collect();
+        let tags = child.contains_key("added_tags") || child.contains_key("removed_tags");
+        match keys.as_slice() {
+            [key] => ((*key).clone(), child[key.as_str()].clone()),
+            [] if tags => ("tags".to_owned(), tags_after(&previous, child)),
+            _ => {
+                return Err(fail(format!(
+                    "cannot tell which field this {} event changes (keys: {})",
+                    child
+                        .get("event_type")
+                        .and_then(Value::as_str)
+                        .unwrap_or("?"),
+                    child.keys().cloned().collect::<Vec<_>>().join(", ")
+                )))
+            }
+        }
+    };
+    let mut row = Map::with_capacity(8);
+    row.insert("id".into(), child.get("id").cloned().unwrap_or(Value::Null));
+    row.insert(
+        "event_type".into(),
+        child.get("event_type").cloned().unwrap_or(Value::Null),
+    );
+    row.insert("field_name".into(), Value::String(field));
+    row.insert("value".into(), value);
+    row.insert("previous_value".into(), previous);
+    if let Some(channel) = lookup(child, "via.channel") {
+        row.insert("via_channel".into(), channel.clone());
+    }
+    Ok(row)
+}
+
+/// The tags after a keyed change that gives only `added_tags` and `removed_tags`.
+fn tags_after(previous: &Value, child: &Map<String, Value>) -> Value {
+    let list = |key: &str| -> Vec<Value> {
+        child
+            .get(key)
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default()
+    };
+    let removed = list("removed_tags");
+    let mut tags: Vec<Value> = previous
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|t| !removed.contains(t))
+        .collect();
+    for tag in list("added_tags") {
+        if !tags.contains(&tag) {
+            tags.push(tag);
+        }
+    }
+    Value::Array(tags)
+}
+
+fn id_text(record: &Map<String, Value>) -> String {
+    record
+        .get("id")
+        .map(|v| v.to_string())
+        .unwrap_or_else(|| "(no id)".into())
+}
+
+/// The patches of `table` that a page of its stream carries, as JSON rows of the patch's
+/// match column and the columns it sets.
+pub fn extract_patches(table: &Table, page: &Page) -> Result<Vec<Value>> {
+    let Some(patches) = &table.patches else {
+        return Ok(Vec::new());
+    };
+    let mut rows = Vec::new();
+    match patches {
+        Patches::ChildEvents {
+            event_type,
+            key,
+            column,
+            set,
+        } => {
+            for (_, child) in children(table, &page.records)? {
+                if child.get("event_type").and_then(Value::as_str) != Some(event_type) {
+                    continue;
+                }
+                let mut row = Map::new();
+                row.insert(
+                    column.clone(),
+                    child.get(key).cloned().unwrap_or(Value::Null),
+                );
+                for name in set {
+                    row.insert(
+                        name.clone(),
+                        child.get(name).cloned().unwrap_or(Value::Null),
+                    );
+                }
+                rows.push(Value::Object(row));
+            }
+        }
+        Patches::DeletedParents { column, rule } => {
+            for record in &page.records {
+                let value = record.get(&rule.column).unwrap_or(&Value::Null);
+                if rule.is_deleted(value) {
+                    let mut row = Map::new();
+                    row.insert(
+                        column.clone(),
+                        record.get("id").cloned().unwrap_or(Value::Null),
+                    );
+                    row.insert(DELETED_COLUMN.into(), Value::Bool(true));
+                    rows.push(Value::Object(row));
+                }
+            }
+        }
+    }
+    Ok(rows)
+}
+
+/// Decode patch rows into a batch of the patch's match column, the columns it sets and
+/// `_synced_at`, typed as in the table; `None` when there are none.
+pub fn decode_patches(
+    table: &Table,
+    rows: &[Value],
+    synced_at: DateTime<Utc>,
+) -> Result<Option<RecordBatch>> {
+    let Some(patches) = &table.patches else {
+        return Ok(None);
+    };
+    if rows.is_empty() {
+        return Ok(None);
+    }
+    let arrow = |source| Error::Arrow {
+        object: table.name.clone(),
+        source,
+    };
+    let schema = patch_schema(table, patches).map_err(arrow)?;
+    let mut out = Vec::with_capacity(rows.len());
+    for row in rows {
+        let mut converted = Map::new();
+        for field in schema.fields() {
+            let name = field.name().as_str();
+            let value = row.get(name).unwrap_or(&Value::Null);
+            let value = match table.column(name) {
+                Some(column) => convert(column.kind, value).map_err(|detail| Error::Field {
+                    object: table.name.clone(),
+                    id: row
+                        .get(patches.column())
+                        .map(|v| v.to_string())
+                        .unwrap_or_default(),
+                    field: name.to_owned(),
+                    detail,
+                })?,
+                None => value.clone(),
+            };
+            converted.insert(name.to_owned(), value);
+        }
+        if converted[patches.column()].is_null() {
+            return Err(Error::Field {
+                object: table.name.clone(),
+                id: "(patch)".into(),
+                field: patches.column().to_owned(),
+                detail: "a change to earlier rows names no row".into(),
+            });
+        }
+        converted.insert(
+            SYNCED_AT_COLUMN.into(),
+            Value::from(synced_at.timestamp_micros()),
+        );
+        out.push(converted);
+    }
+    let mut decoder = ReaderBuilder::new(schema.clone())
+        .with_batch_size(out.len())
+        .build_decoder()
+        .map_err(arrow)?;
+    decoder.serialize(&out).map_err(arrow)?;
+    decoder.flush().map_err(arrow)
+}
+
+/// The schema of a table's patches: its match column, the columns it sets, `_synced_at`.
+pub fn patch_schema(
+    table: &Table,
+    patches: &Patches,
+) -> std::result::Result<SchemaRef, ArrowError> {
+    let full = table.schema();
+    let mut names = vec![patches.column()];
+    names.extend(patches.sets());
+    names.push(SYNCED_AT_COLUMN);
+    let mut fields = Vec::with_capacity(names.len());
+    for name in names {
+        let field = full.field_with_name(name)?;
+        fields.push(field.as_ref().clone().with_nullable(true));
+    }
+    Ok(std::sync::Arc::new(Schema::new(fields)))
+}
+
+/// Apply `patches` (of the table's patch schema, in page order) to the rows of `batch` they
+/// match, and return the patched batch with the patches that matched none of its rows (those
+/// are for rows of earlier batches, and go to the merge).
+pub fn apply_patches(
+    table: &Table,
+    batch: RecordBatch,
+    patches: &[RecordBatch],
+) -> Result<(RecordBatch, Option<RecordBatch>)> {
+    let Some(spec) = &table.patches else {
+        return Ok((batch, None));
+    };
+    let arrow = |source| Error::Arrow {
+        object: table.name.clone(),
+        source,
+    };
+    let schema = patch_schema(table, spec).map_err(arrow)?;
+    let patches = concat_batches(&schema, patches).map_err(arrow)?;
+    if patches.num_rows() == 0 {
+        return Ok((batch, None));
+    }
+    let missing = || arrow(ArrowError::SchemaError("patch column missing".into()));
+    // The last patch of a key wins.
+    let keys = patches.column_by_name(spec.column()).ok_or_else(missing)?;
+    let mut latest: HashMap<Key, usize> = HashMap::new();
+    for row in 0..patches.num_rows() {
+        latest.insert(Key::of(keys.as_ref(), row), row);
+    }
+    let targets = batch.column_by_name(spec.column()).ok_or_else(missing)?;
+    let mut hit: Vec<Option<usize>> = Vec::with_capacity(batch.num_rows());
+    let mut used = vec![false; patches.num_rows()];
+    for row in 0..batch.num_rows() {
+        let patch = (!targets.is_null(row))
+            .then(|| latest.get(&Key::of(targets.as_ref(), row)).copied())
+            .flatten();
+        if let Some(p) = patch {
+            used[p] = true;
+        }
+        hit.push(patch);
+    }
+    let mut columns = batch.columns().to_vec();
+    if hit.iter().any(Option::is_some) {
+        for name in spec.sets().into_iter().chain([SYNCED_AT_COLUMN]) {
+            let (index, _) = batch.schema().column_with_name(name).ok_or_else(missing)?;
+            let patched = patches.column_by_name(name).ok_or_else(missing)?;
+            let picks: Vec<(usize, usize)> = hit
+                .iter()
+                .enumerate()
+                .map(|(row, p)| p.map_or((0, row), |p| (1, p)))
+                .collect();
+            let original = columns[index].clone();
+            columns[index] =
+                interleave(&[original.as_ref(), patched.as_ref()], &picks).map_err(arrow)?;
+        }
+    }
+    let batch = RecordBatch::try_new(batch.schema(), columns).map_err(arrow)?;
+    let left: Vec<u32> = latest
+        .values()
+        .filter(|&&p| !used[p])
+        .map(|&p| p as u32)
+        .collect();
+    if left.is_empty() {
+        return Ok((batch, None));
+    }
+    let mut left = left;
+    left.sort_unstable();
+    let rest = take_record_batch(&patches, &UInt32Array::from(left)).map_err(arrow)?;
+    Ok((batch, Some(rest)))
 }
 
 /// Decode the records of one page. `synced_at` is stamped on every row.
-pub fn decode(spec: &ObjectSpec, records: &[Value], synced_at: DateTime<Utc>) -> Result<Decoded> {
+pub fn decode(spec: &Table, records: &[Value], synced_at: DateTime<Utc>) -> Result<Decoded> {
     let synced_at = synced_at.timestamp_micros();
     let mut rows = Vec::with_capacity(records.len());
     let mut max_cursor: Option<i64> = None;
@@ -61,7 +453,8 @@ pub fn decode(spec: &ObjectSpec, records: &[Value], synced_at: DateTime<Utc>) ->
         let row = normalize(spec, record)?;
         let is_deleted = spec
             .deleted
-            .is_deleted(row.get(&spec.deleted.column).unwrap_or(&Value::Null));
+            .as_ref()
+            .is_some_and(|rule| rule.is_deleted(row.get(&rule.column).unwrap_or(&Value::Null)));
         if let Some(cursor) = row.get(&spec.cursor_field).and_then(Value::as_i64) {
             max_cursor = Some(max_cursor.map_or(cursor, |m| m.max(cursor)));
         }
@@ -84,14 +477,18 @@ pub fn decode(spec: &ObjectSpec, records: &[Value], synced_at: DateTime<Utc>) ->
         .flush()
         .map_err(arrow)?
         .unwrap_or_else(|| RecordBatch::new_empty(schema));
-    Ok(Decoded { batch, max_cursor })
+    Ok(Decoded {
+        batch,
+        max_cursor,
+        patches: None,
+    })
 }
 
 /// The record's values in column order, each converted to what `arrow_json` expects for the
 /// column's type. Values that convert without loss are accepted (integers sent as strings or as
 /// `12.0`, anything in a string column as its JSON text); others are errors naming the record
 /// and field.
-fn normalize(spec: &ObjectSpec, record: &Map<String, Value>) -> Result<Map<String, Value>> {
+fn normalize(spec: &Table, record: &Map<String, Value>) -> Result<Map<String, Value>> {
     let id = record
         .get(&spec.primary_key)
         .map(|v| v.to_string())
@@ -207,6 +604,24 @@ fn convert(kind: ColumnType, value: &Value) -> std::result::Result<Value, String
                 })
                 .collect::<std::result::Result<_, _>>()?,
         ),
+        ColumnType::Attachments => Value::Array(
+            array(value)?
+                .iter()
+                .map(|item| {
+                    let attachment = item.as_object().ok_or_else(|| {
+                        format!("expected attachment objects, got {}", type_name(item))
+                    })?;
+                    let mut out = Map::with_capacity(ATTACHMENT_FIELDS.len());
+                    for (name, kind) in ATTACHMENT_FIELDS {
+                        let value = attachment.get(name).unwrap_or(&Value::Null);
+                        let value = convert(kind, value)
+                            .map_err(|detail| format!("attachment field `{name}`: {detail}"))?;
+                        out.insert(name.into(), value);
+                    }
+                    Ok(Value::Object(out))
+                })
+                .collect::<std::result::Result<_, String>>()?,
+        ),
         ColumnType::CustomFields => Value::Array(
             array(value)?
                 .iter()
@@ -273,7 +688,7 @@ fn snippet(value: &Value) -> String {
 /// One row per primary key: of several rows for one key, the one with the largest cursor wins,
 /// and of equal cursors the later one (pages arrive in export order). delta-rs rejects a merge
 /// source with several rows for one existing key, and inserts both for a new key.
-pub fn dedup(spec: &ObjectSpec, batches: &[RecordBatch]) -> Result<RecordBatch> {
+pub fn dedup(spec: &Table, batches: &[RecordBatch]) -> Result<RecordBatch> {
     let arrow = |source| Error::Arrow {
         object: spec.name.clone(),
         source,
@@ -343,7 +758,7 @@ impl Key {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::objects::find;
+    use crate::spec::find;
     use serde_json::json;
 
     fn now() -> DateTime<Utc> {
@@ -509,7 +924,7 @@ mod tests {
                 1..6,
             ),
         ) {
-            let spec = &crate::objects::registry()[object];
+            let spec = &crate::spec::tables()[object];
             let names: Vec<&str> = spec.columns.iter().map(|c| c.path().split('.').next().unwrap_or("")).collect();
             let records: Vec<Value> = records
                 .into_iter()

@@ -15,6 +15,8 @@ pub const POINTS: &[&str] = &[
     // Inside a Delta commit (data and control): files written, log entry not yet.
     crate::lake::failstore::POINT,
     "after_data_commit",
+    // After a data commit of a batch that writes to more tables: a half-committed batch.
+    "between_data_commits",
     "after_control_commit",
 ];
 

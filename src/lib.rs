@@ -1,16 +1,17 @@
 //! zendesk-lake: an incremental, exact copy of a Zendesk Support account in Delta Lake tables.
 //!
-//! The crate is layered the way one object flows through a sync (DESIGN.md §2):
-//! [`zendesk`] fetches pages under Zendesk's rules, [`decode`] turns them into Arrow by the
-//! object's schema ([`objects`]), [`lake`] merges them into Delta and keeps the watermarks, and
+//! The crate is layered the way a stream flows through a sync (docs/ARCHITECTURE.md, "How a
+//! sync runs"): [`zendesk`] reads pages under Zendesk's rules, one reader per stream kind;
+//! [`decode`] turns them into Arrow rows per table by the table's schema ([`spec`], the registry
+//! of streams and tables); [`lake`] merges them into Delta and keeps the streams' positions; and
 //! [`sync`] orders those steps. [`sim`] is a simulated Zendesk account for tests and the demo.
 
 pub mod config;
 pub mod decode;
 pub mod failpoint;
 pub mod lake;
-pub mod objects;
 pub mod sim;
+pub mod spec;
 pub mod sync;
 pub mod zendesk;
 

@@ -11,11 +11,10 @@ use chrono::{DateTime, Utc};
 use clap::{Parser, Subcommand, ValueEnum};
 use zendesk_lake::arrow::util::pretty::pretty_format_batches;
 use zendesk_lake::config::{self, Overrides, PipelineFile, Settings};
-use zendesk_lake::lake::{control, Lake};
-use zendesk_lake::objects::LimitClass;
+use zendesk_lake::lake::Lake;
 use zendesk_lake::sim::{Round, SimConfig, Simulator};
+use zendesk_lake::sync::check::Readable;
 use zendesk_lake::sync::{self, Outcome, SyncReport};
-use zendesk_lake::zendesk::{Client, RequestStats};
 
 const DEMO_PIPELINE: &str = include_str!("../pipelines/demo.toml");
 
@@ -297,8 +296,8 @@ async fn sync_and_report(settings: &Settings) -> Result<ExitCode> {
 fn print_report(report: &SyncReport) {
     println!("sync {}", report.run_id);
     println!(
-        "{:<15} {:<8} {:>9} {:>9} {:>8} {:>8} {:>9} {:>8} {:>8}  watermark",
-        "object",
+        "{:<22} {:<8} {:>9} {:>9} {:>8} {:>8} {:>9} {:>8} {:>8}  watermark",
+        "table",
         "result",
         "fetched",
         "upserted",
@@ -315,7 +314,7 @@ fn print_report(report: &SyncReport) {
             Outcome::Failed(_) => "FAILED",
         };
         println!(
-            "{:<15} {:<8} {:>9} {:>9} {:>8} {:>8} {:>9} {:>8} {:>8.2}  {}",
+            "{:<22} {:<8} {:>9} {:>9} {:>8} {:>8} {:>9} {:>8} {:>8.2}  {}",
             o.object,
             result,
             o.fetched,
@@ -337,59 +336,31 @@ fn format_time(micros: i64) -> String {
 }
 
 async fn check(settings: &Settings) -> Result<ExitCode> {
-    let client = Client::try_new(&settings.zendesk).map_err(anyhow::Error::msg)?;
-    let stats = RequestStats::default();
-    let me = client
-        .get_json(
-            "account",
-            &client.endpoint("/api/v2/users/me.json"),
-            LimitClass::Account,
-            &stats,
-        )
-        .await?;
-    let user = &me["user"];
+    let report = sync::check::check(settings).await?;
     println!(
         "credentials ok at {}: {} ({})",
-        client.base_url(),
-        user["email"].as_str().unwrap_or("?"),
-        user["role"].as_str().unwrap_or("?")
+        report.base_url, report.email, report.role
     );
-    let lake = Lake::try_new(&settings.lake, settings.storage.clone())?;
-    let state = lake.latest_state().await.unwrap_or_default();
-    let mut all_ok = true;
-    for spec in &settings.objects {
-        let mut url = client.endpoint(&spec.endpoint.path);
-        let start = state
-            .get(&spec.name)
-            .map_or(settings.start_time, |row| row.start_time);
-        url.query_pairs_mut()
-            .append_pair("start_time", &start.to_string())
-            .append_pair("per_page", "1");
-        let readable = match client
-            .get_json(&spec.name, &url, spec.endpoint.limit_class, &stats)
-            .await
-        {
-            Ok(_) => "readable".to_owned(),
-            Err(e) if e.status() == Some(400) => "readable".to_owned(),
-            Err(e) => {
-                all_ok = false;
-                format!("NOT readable: {e}")
-            }
+    for table in &report.tables {
+        let readable = match &table.readable {
+            Readable::Yes => "readable".to_owned(),
+            Readable::Skipped(why) => format!("skipped on this plan: {why}"),
+            Readable::Failing(why) => format!("NOT readable: {why}"),
         };
-        let resume = match state.get(&spec.name) {
+        let resume = match &table.resume {
             Some(row) => format!(
                 "resumes at seq {} (watermark {})",
                 row.seq,
                 row.watermark.map(format_time).unwrap_or_default()
             ),
-            None => format!("first sync from start_time {}", settings.start_time),
+            None => format!("first sync from start_time {}", report.start_time),
         };
         println!(
-            "{:<15} {:<40} {readable}; {resume}",
-            spec.name, spec.endpoint.path
+            "{:<22} {:<45} {readable}; {resume}",
+            table.table, table.endpoint
         );
     }
-    Ok(if all_ok {
+    Ok(if report.ok() {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)
@@ -397,57 +368,39 @@ async fn check(settings: &Settings) -> Result<ExitCode> {
 }
 
 async fn status(lake: &Lake) -> Result<ExitCode> {
-    let history = lake.history().await?;
-    let state = control::latest(history.iter().cloned());
-    if state.is_empty() {
+    let streams = sync::status::status(lake).await?;
+    if streams.is_empty() {
         println!("no sync has committed to {} yet", lake.root());
         return Ok(ExitCode::SUCCESS);
     }
     let now = Utc::now().timestamp_micros();
     println!(
-        "{:<15} {:>6} {:>10} {:>9}  {:<20}  {:>10}  last commit",
-        "object", "seq", "rows", "deleted", "watermark", "lag"
+        "{:<15} {:<22} {:>6} {:>10} {:>9}  {:<20}  {:>10}  last commit",
+        "stream", "table", "seq", "rows", "deleted", "watermark", "lag"
     );
-    let mut names: Vec<_> = state.keys().cloned().collect();
-    names.sort();
-    // One session for every count: each one opens every table of the lake.
-    let ctx = lake.session().await?;
-    for name in names {
-        let row = &state[&name];
-        let counts = ctx
-            .sql(&format!(
-                "SELECT count(*) AS n, count(*) FILTER (WHERE _deleted) AS d FROM {name}"
-            ))
-            .await?
-            .collect()
-            .await?;
-        let (rows, deleted) = counts
-            .first()
-            .map(|b| {
-                use zendesk_lake::arrow::array::AsArray;
-                use zendesk_lake::arrow::datatypes::Int64Type;
-                (
-                    b.column(0).as_primitive::<Int64Type>().value(0),
-                    b.column(1).as_primitive::<Int64Type>().value(0),
-                )
-            })
-            .unwrap_or_default();
-        let lag = row
+    for stream in &streams {
+        let lag = stream
             .watermark
             .map(|w| format_lag((now - w) / 1_000_000))
             .unwrap_or_else(|| "-".into());
-        let commits = history.iter().filter(|h| h.object == name).count();
-        println!(
-            "{:<15} {:>6} {:>10} {:>9}  {:<20}  {:>10}  {} (run {}, {commits} commits in all)",
-            name,
-            row.seq,
-            rows,
-            deleted,
-            row.watermark.map(format_time).unwrap_or_else(|| "-".into()),
-            lag,
-            format_time(row.committed_at),
-            row.run_id
-        );
+        for table in &stream.tables {
+            println!(
+                "{:<15} {:<22} {:>6} {:>10} {:>9}  {:<20}  {:>10}  {} (run {}, {} commits in all)",
+                stream.stream,
+                table.table,
+                stream.seq,
+                table.rows,
+                table.deleted,
+                stream
+                    .watermark
+                    .map(format_time)
+                    .unwrap_or_else(|| "-".into()),
+                lag,
+                format_time(stream.committed_at),
+                stream.run_id,
+                stream.commits,
+            );
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -1,11 +1,13 @@
-//! The control table `<lake>/_sync_state`: one row per data commit of an object, holding the
-//! position to resume from and the watermark reached.
+//! The control table `<lake>/_sync_state`: one row per commit of a stream, holding the position
+//! to resume from (the reader's own JSON, opaque here), the watermark reached and, per table the
+//! stream feeds, the last batch committed to it (docs/ARCHITECTURE.md, "Exactly once").
 //!
-//! A row is appended only after the data commit it describes has succeeded, so the newest row of
-//! an object never points past data the lake holds. Rows are never updated: the table is also the
-//! object's sync history, which `zendesk-lake status` and SQL (`SELECT * FROM _sync_state`) show.
+//! A row is appended only after every data commit of its batch has succeeded, so the newest row
+//! of a stream never points past data the lake holds. Rows are never updated: the table is also
+//! the stream's sync history, which `zendesk-lake status` and SQL (`SELECT * FROM _sync_state`)
+//! show.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use deltalake::arrow::array::{Array, AsArray, RecordBatch};
@@ -19,119 +21,149 @@ use deltalake::kernel::Transaction;
 use deltalake::protocol::SaveMode;
 use futures::TryStreamExt as _;
 use serde::{Deserialize, Serialize};
-use tracing::{debug, warn};
+use serde_json::Value;
+use tracing::{debug, info, warn};
 
 use super::merge::{app_id, is_conflict, table_id, txn_version, CONTROL_METADATA};
 use super::{register, Error, Lake, Result};
-use crate::objects::timestamp_type;
-use crate::zendesk::Position;
+use crate::spec::timestamp_type;
 
 /// Name of the control table, also its name in SQL.
 pub const CONTROL_TABLE: &str = "_sync_state";
 
-const CONTROL_DESCRIPTION: &str = "zendesk-lake sync state: one row per data commit of an object";
+const CONTROL_DESCRIPTION: &str = "zendesk-lake sync state: one row per commit of a stream";
 
-/// The application id under which the control rows of one life of an object's table are
-/// recorded: a table created again under the same name gets a new id, so its rows, which start
-/// again at seq 1, are not mistaken for rows already recorded.
-pub fn control_app_id(object: &str, table_id: &str) -> String {
-    format!("zendesk-lake-control/{object}/{table_id}")
+/// The application id under which the control rows of one epoch of a stream are recorded: a
+/// stream that starts again from nothing gets a new epoch, so its rows, which start again at
+/// seq 1, are not mistaken for rows already recorded.
+pub fn control_app_id(stream: &str, epoch: &str) -> String {
+    format!("zendesk-lake-control/{stream}/{epoch}")
 }
 
 /// How many times a control row is appended before a conflict with other runs is an error.
 const CONTROL_ATTEMPTS: u32 = 10;
 
-/// One committed batch of one object.
+/// What one commit of a stream did to one of its tables.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TableCommit {
+    /// The last batch of the stream committed to the table: this row's seq when this batch
+    /// wrote to it, an earlier one when it had nothing for it.
+    pub seq: i64,
+    /// Delta version of that data commit.
+    pub version: i64,
+    /// Rows this batch inserted or updated in the table.
+    pub upserted: i64,
+    /// Rows this batch marked `_deleted`.
+    pub deleted: i64,
+}
+
+/// One committed batch of one stream.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ControlRow {
-    pub object: String,
-    /// 1, 2, ... per object; also the Delta app-transaction version of the data commit.
+    pub stream: String,
+    /// 1, 2, ... per stream; also the Delta app-transaction version of its data commits.
     pub seq: i64,
-    /// Cursor exports: `after_cursor` to resume from.
-    pub cursor: Option<String>,
-    /// Time exports (and cursor exports before their first cursor): the next `start_time`.
-    pub start_time: i64,
-    /// Time exports: fingerprints of records of second `start_time` already applied.
-    pub boundary: Vec<String>,
-    /// Largest cursor-field value applied so far (µs since the epoch).
+    /// Identifies the life of the stream's bookkeeping that this row belongs to.
+    pub epoch: String,
+    /// Where the stream's reader continues: its own JSON, opaque to the lake.
+    pub position: Value,
+    /// Largest watermark-field value read so far (µs since the epoch).
     pub watermark: Option<i64>,
-    pub rows_upserted: i64,
-    pub rows_deleted: i64,
+    /// Every table the stream feeds, by name.
+    pub tables: BTreeMap<String, TableCommit>,
     pub run_id: String,
-    /// Delta version of the data commit.
-    pub data_version: i64,
     /// µs since the epoch.
     pub committed_at: i64,
 }
 
 impl ControlRow {
-    pub fn position(&self) -> Position {
-        Position {
-            cursor: self.cursor.clone(),
-            start_time: self.start_time,
-            boundary: self.boundary.clone(),
-        }
+    /// Rows inserted or updated by this batch, over all its tables.
+    pub fn rows_upserted(&self) -> i64 {
+        self.tables
+            .values()
+            .filter(|t| t.seq == self.seq)
+            .map(|t| t.upserted)
+            .sum()
+    }
+
+    /// Rows marked deleted by this batch, over all its tables.
+    pub fn rows_deleted(&self) -> i64 {
+        self.tables
+            .values()
+            .filter(|t| t.seq == self.seq)
+            .map(|t| t.deleted)
+            .sum()
     }
 }
 
-fn boundary_type() -> DataType {
-    DataType::List(Arc::new(Field::new("element", DataType::Utf8, true)))
+/// What a data commit carries in its commit info, so that a crash before the control commit can
+/// be repaired from the Delta log: the control row as far as it is known, and the tables the
+/// batch writes to (the batch is complete when all of them hold it).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CommitDraft {
+    pub row: ControlRow,
+    pub writes: Vec<String>,
 }
 
 fn schema() -> SchemaRef {
-    let list = boundary_type();
     Arc::new(Schema::new(vec![
-        Field::new("object", DataType::Utf8, false),
+        Field::new("stream", DataType::Utf8, false),
         Field::new("seq", DataType::Int64, false),
-        Field::new("cursor", DataType::Utf8, true),
-        Field::new("start_time", DataType::Int64, false),
-        Field::new("boundary", list, true),
+        Field::new("epoch", DataType::Utf8, false),
+        Field::new("position", DataType::Utf8, false),
         Field::new("watermark", timestamp_type(), true),
+        Field::new("tables", DataType::Utf8, false),
         Field::new("rows_upserted", DataType::Int64, false),
         Field::new("rows_deleted", DataType::Int64, false),
         Field::new("run_id", DataType::Utf8, false),
-        Field::new("data_version", DataType::Int64, false),
         Field::new("committed_at", timestamp_type(), false),
     ]))
 }
 
+/// The columns of a row as the table stores them (nested values as JSON text).
+#[derive(Serialize)]
+struct StoredRow<'a> {
+    stream: &'a str,
+    seq: i64,
+    epoch: &'a str,
+    position: String,
+    watermark: Option<i64>,
+    tables: String,
+    rows_upserted: i64,
+    rows_deleted: i64,
+    run_id: &'a str,
+    committed_at: i64,
+}
+
+/// Where resuming a stream starts, after [`Lake::reconcile`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resume {
+    /// The stream's newest complete commit, `None` before its first.
+    pub last: Option<ControlRow>,
+    /// Each table's last batch of this stream (its app-transaction version), as the lake holds
+    /// it now: a data commit expects to find exactly this, or another run committed meanwhile.
+    pub committed: HashMap<String, i64>,
+}
+
 impl Lake {
-    /// Append the control row of a data commit to the table whose metadata id is `table_id`,
-    /// exactly once.
+    /// Append the control row of a batch exactly once.
     ///
-    /// Each row is tagged with the application transaction `(control_app_id(object, table_id),
+    /// Each row is tagged with the application transaction `(control_app_id(stream, epoch),
     /// seq)`. A row already recorded (by another run that recovered it, see [`Lake::reconcile`])
     /// is not appended again, and of two runs appending the same row at once, Delta lets one
     /// commit and makes the other conflict, which then finds the row recorded.
-    pub async fn record(&self, row: &ControlRow, table_id: &str) -> Result<()> {
-        let app = control_app_id(&row.object, table_id);
-        let invalid = |detail: String| Error::Invalid {
-            table: CONTROL_TABLE.to_owned(),
-            detail,
-        };
-        let mut decoder = ReaderBuilder::new(schema())
-            .build_decoder()
-            .map_err(|e| invalid(e.to_string()))?;
-        decoder
-            .serialize(std::slice::from_ref(row))
-            .map_err(|e| invalid(e.to_string()))?;
-        let batch = decoder
-            .flush()
-            .map_err(|e| invalid(e.to_string()))?
-            .ok_or_else(|| invalid("empty control batch".into()))?;
-        // Objects of this run record one at a time. Another run may still create the table or
+    pub async fn record(&self, row: &ControlRow) -> Result<()> {
+        let app = control_app_id(&row.stream, &row.epoch);
+        let batch = control_batch(row)?;
+        // Streams of this run record one at a time. Another run may still create the table or
         // append at the same moment: a conflicting append is retried on top of its commit.
         let _guard = self.control_lock.lock().await;
-        // Created apart from any row: deltalake commits the loser of a create race without
-        // checking it for conflicts, which would let a row in it be recorded twice.
-        let mut table = self
-            .create_if_missing(CONTROL_TABLE, schema(), CONTROL_DESCRIPTION)
-            .await?;
+        let mut table = self.control_table().await?;
         let mut attempt = 1;
         loop {
             let recorded = txn_version(CONTROL_TABLE, &table, &app).await?;
             if recorded.is_some_and(|seq| seq >= row.seq) {
-                debug!(object = %row.object, seq = row.seq, "control row already recorded");
+                debug!(stream = %row.stream, seq = row.seq, "control row already recorded");
                 return Ok(());
             }
             let commit = CommitProperties::default()
@@ -167,191 +199,472 @@ impl Lake {
         }
     }
 
-    /// Bring an object's control row and its table into agreement before a run, returning the
-    /// row to resume from.
+    /// The control table, created empty if missing, in the current layout.
+    async fn control_table(&self) -> Result<deltalake::DeltaTable> {
+        // Created apart from any row: deltalake commits the loser of a create race without
+        // checking it for conflicts, which would let a row in it be recorded twice.
+        let table = self
+            .create_if_missing(CONTROL_TABLE, schema(), CONTROL_DESCRIPTION)
+            .await?;
+        if is_legacy(&table)? {
+            return Err(Error::Invalid {
+                table: CONTROL_TABLE.to_owned(),
+                detail: "it is in the layout of zendesk-lake 0.1 (one row per object); \
+                         `zendesk-lake sync` migrates it before its first commit"
+                    .into(),
+            });
+        }
+        Ok(table)
+    }
+
+    /// Bring a stream's control row and its tables into agreement before a run.
     ///
-    /// The table's application-transaction version `d` and the control row's `seq` `c` agree
-    /// after every complete commit. `d == c + 1` means a run died between its data commit and its
-    /// control commit: the missing control row is recovered from the data commit's metadata and
-    /// appended, so the run resumes after that batch instead of fetching it again. `d < c`
-    /// means the table lost commits (dropped, restored or replaced): resuming would skip data,
-    /// so it is an error.
+    /// Every table the stream wrote to carries the application transaction
+    /// `(zendesk-lake/<stream>, seq)` of its last batch, and the control row records that seq per
+    /// table. After a complete commit they agree. A table one batch ahead of the control row
+    /// means a run died during the commits of batch `n + 1`: when every table that batch writes
+    /// holds it (the data commits record which), only the control row is missing, and it is
+    /// recovered from the commit info and recorded, so the run neither re-applies nor skips the
+    /// batch. When only some do, the batch is half-committed: the run fetches it again from the
+    /// position of batch `n`, and those tables accept batch `n + 1` a second time (merges are
+    /// idempotent). A table behind its recorded seq lost commits (dropped, restored or
+    /// replaced): resuming would skip data, so it is an error.
     pub async fn reconcile(
         &self,
-        object: &str,
+        stream: &str,
+        tables: &[&str],
         last: Option<ControlRow>,
-    ) -> Result<Option<ControlRow>> {
-        let control_seq = last.as_ref().map_or(0, |row| row.seq);
-        let Some(table) = self.open(object).await? else {
-            if control_seq > 0 {
-                return Err(self.lost_commits(object, control_seq, 0));
+    ) -> Result<Resume> {
+        let seq = last.as_ref().map_or(0, |row| row.seq);
+        let app = app_id(stream);
+        let mut names: Vec<&str> = tables.to_vec();
+        if let Some(row) = &last {
+            for name in row.tables.keys() {
+                if !names.contains(&name.as_str()) {
+                    names.push(name);
+                }
             }
-            return Ok(last);
-        };
-        let data_seq = txn_version(object, &table, &app_id(object))
-            .await?
-            .unwrap_or(0);
-        if data_seq == control_seq {
-            return Ok(last);
         }
-        if data_seq < control_seq {
-            return Err(self.lost_commits(object, control_seq, data_seq));
-        }
-        let delta = |source| Error::Delta {
-            table: object.to_owned(),
-            source,
-        };
-        let latest = table.version().unwrap_or_default();
-        let infos: Vec<_> = table.history(Some(64)).try_collect().await.map_err(delta)?;
-        for (age, info) in infos.iter().enumerate() {
-            let Some(meta) = info.info.get(CONTROL_METADATA) else {
-                continue;
+        let mut committed = HashMap::new();
+        let mut ahead = Vec::new();
+        for name in names {
+            let table = self.open(name).await?;
+            let at = match &table {
+                Some(table) => txn_version(name, table, &app).await?.unwrap_or(0),
+                None => 0,
             };
-            let Ok(mut row) = serde_json::from_value::<ControlRow>(meta.clone()) else {
-                continue;
-            };
-            if row.seq != data_seq {
-                continue;
+            let recorded = last
+                .as_ref()
+                .and_then(|row| row.tables.get(name))
+                .map(|t| t.seq);
+            if recorded.is_some_and(|r| at < r) {
+                return Err(self.lost_commits(name, stream, recorded.unwrap_or(0), at));
             }
-            row.data_version = (latest - age as u64) as i64;
+            if at > seq + 1 {
+                return Err(Error::Invalid {
+                    table: name.to_owned(),
+                    detail: format!(
+                        "it holds batch #{at} of stream {stream} but {CONTROL_TABLE} records only \
+                         #{seq}: rows of the control table were removed. Restore them, or delete \
+                         the stream's tables and its rows to reload it"
+                    ),
+                });
+            }
+            if at == seq + 1 {
+                if let Some(table) = table {
+                    ahead.push((name.to_owned(), table));
+                }
+            }
+            committed.insert(name.to_owned(), at);
+        }
+        let Some((first_name, first)) = ahead.first() else {
+            return Ok(Resume { last, committed });
+        };
+        let Some((draft, _)) = find_draft(first_name, first, stream, seq + 1).await? else {
+            return Err(Error::Invalid {
+                table: ahead[0].0.clone(),
+                detail: format!(
+                    "its commit of batch #{} of stream {stream} carries no readable control \
+                     metadata; the control table is at #{seq}",
+                    seq + 1
+                ),
+            });
+        };
+        let complete = draft
+            .writes
+            .iter()
+            .all(|name| ahead.iter().any(|(n, _)| n == name));
+        if !complete {
             warn!(
-                object,
-                seq = row.seq,
-                version = row.data_version,
-                "the last run ended between a data commit and its control row: recording it now"
+                stream,
+                seq = seq + 1,
+                "the last run ended between the data commits of one batch: fetching it again"
             );
-            self.record(&row, &table_id(object, &table)?).await?;
-            return Ok(Some(row));
+            return Ok(Resume { last, committed });
         }
-        Err(Error::Invalid {
-            table: object.to_owned(),
-            detail: format!(
-                "its last sync commit #{data_seq} carries no readable control metadata; \
-                 the control table is at #{control_seq}"
-            ),
+        let mut row = draft.row;
+        if row.epoch.is_empty() {
+            // A commit of zendesk-lake 0.1, whose epoch was its table's id.
+            row.epoch = match &last {
+                Some(last) => last.epoch.clone(),
+                None => table_id(first_name, first)?,
+            };
+        }
+        for (name, table) in &ahead {
+            if let Some((_, version)) = find_draft(name, table, stream, seq + 1).await? {
+                if let Some(entry) = row.tables.get_mut(name) {
+                    entry.version = version;
+                }
+            }
+        }
+        warn!(
+            stream,
+            seq = row.seq,
+            "the last run ended between the data commits and the control row: recording it now"
+        );
+        self.record(&row).await?;
+        Ok(Resume {
+            last: Some(row),
+            committed,
         })
     }
 
-    fn lost_commits(&self, object: &str, control_seq: i64, data_seq: i64) -> Error {
+    fn lost_commits(&self, table: &str, stream: &str, recorded: i64, at: i64) -> Error {
         Error::Invalid {
-            table: object.to_owned(),
+            table: table.to_owned(),
             detail: format!(
-                "the control table records sync commit #{control_seq} but the table's last is \
-                 #{data_seq}: the table was dropped, restored or replaced. Resuming would skip \
-                 data; delete its rows from {CONTROL_TABLE} (or the whole lake) to reload it"
+                "the control table records batch #{recorded} of stream {stream} in it but the \
+                 table's last is #{at}: the table was dropped, restored or replaced. Resuming \
+                 would skip data; delete the stream's rows from {CONTROL_TABLE} (or the whole \
+                 lake) to reload it"
             ),
         }
     }
 
-    /// The newest control row of every object.
+    /// The newest control row of every stream.
     pub async fn latest_state(&self) -> Result<HashMap<String, ControlRow>> {
         Ok(latest(self.history().await?))
     }
 
-    /// Every control row, oldest first per object.
+    /// Every control row, oldest first per stream. A control table still in the layout of
+    /// zendesk-lake 0.1 is read through [`legacy_rows`].
     pub async fn history(&self) -> Result<Vec<ControlRow>> {
         let Some(table) = self.open(CONTROL_TABLE).await? else {
             return Ok(Vec::new());
         };
-        let ctx = deltalake::datafusion::prelude::SessionContext::new();
-        register(&ctx, CONTROL_TABLE, &table).await?;
-        let batches = ctx
-            .sql(&format!(
-                "SELECT * FROM {CONTROL_TABLE} ORDER BY object, seq"
-            ))
-            .await
-            .map_err(Error::Query)?
-            .collect()
-            .await
-            .map_err(Error::Query)?;
+        let batches = self.control_batches(&table).await?;
+        if is_legacy(&table)? {
+            return self.legacy_rows(&batches).await;
+        }
         let mut rows = Vec::new();
         for batch in &batches {
             rows.extend(rows_of(batch)?);
         }
+        rows.sort_by(|a, b| (&a.stream, a.seq).cmp(&(&b.stream, b.seq)));
+        Ok(rows)
+    }
+
+    async fn control_batches(&self, table: &deltalake::DeltaTable) -> Result<Vec<RecordBatch>> {
+        let ctx = deltalake::datafusion::prelude::SessionContext::new();
+        register(&ctx, CONTROL_TABLE, table).await?;
+        ctx.sql(&format!("SELECT * FROM {CONTROL_TABLE}"))
+            .await
+            .map_err(Error::Query)?
+            .collect()
+            .await
+            .map_err(Error::Query)
+    }
+
+    /// Rewrite a control table of zendesk-lake 0.1 (one row per commit of an object, position
+    /// in columns) in the current layout, in one commit, keeping every row. Does nothing when it
+    /// is already current or missing. Safe to repeat and to race: the overwrite is one Delta
+    /// commit, and a run that loses the race finds the table migrated.
+    pub async fn migrate(&self) -> Result<()> {
+        let _guard = self.control_lock.lock().await;
+        let Some(table) = self.open(CONTROL_TABLE).await? else {
+            return Ok(());
+        };
+        if !is_legacy(&table)? {
+            return Ok(());
+        }
+        let batches = self.control_batches(&table).await?;
+        let rows = self.legacy_rows(&batches).await?;
+        let mut converted = Vec::with_capacity(rows.len());
+        for row in &rows {
+            converted.push(control_batch(row)?);
+        }
+        let batch = deltalake::arrow::compute::concat_batches(&schema(), &converted)
+            .map_err(|e| invalid(e.to_string()))?;
+        let written = table
+            .write(vec![batch])
+            .with_save_mode(SaveMode::Overwrite)
+            .with_schema_mode(deltalake::operations::write::SchemaMode::Overwrite)
+            .with_description(CONTROL_DESCRIPTION)
+            .await;
+        match written {
+            Ok(_) => {
+                info!(
+                    rows = rows.len(),
+                    "migrated {CONTROL_TABLE} to the layout of streams"
+                );
+                Ok(())
+            }
+            // Another run migrated it first.
+            Err(source) if is_conflict(&source) => Ok(()),
+            Err(source) => Err(Error::Delta {
+                table: CONTROL_TABLE.to_owned(),
+                source,
+            }),
+        }
+    }
+
+    /// The rows of a 0.1 control table in the current layout. Each object was a stream of one
+    /// table; its epoch was the object table's Delta metadata id, read here so that rows keep
+    /// being recorded under the same application ids.
+    async fn legacy_rows(&self, batches: &[RecordBatch]) -> Result<Vec<ControlRow>> {
+        let mut legacy = Vec::new();
+        for batch in batches {
+            let mut decoded: Vec<LegacyRow> = Vec::new();
+            let json = batch_json(batch)?;
+            for row in json {
+                decoded.push(serde_json::from_value(row).map_err(|e| invalid(e.to_string()))?);
+            }
+            legacy.extend(decoded);
+        }
+        let mut epochs: HashMap<String, String> = HashMap::new();
+        let mut rows = Vec::with_capacity(legacy.len());
+        for old in legacy {
+            if !epochs.contains_key(&old.object) {
+                let epoch = match self.open(&old.object).await? {
+                    Some(table) => table_id(&old.object, &table)?,
+                    None => String::from("legacy"),
+                };
+                epochs.insert(old.object.clone(), epoch);
+            }
+            let epoch = epochs[&old.object].clone();
+            rows.push(old.into_row(epoch));
+        }
+        rows.sort_by(|a, b| (&a.stream, a.seq).cmp(&(&b.stream, b.seq)));
         Ok(rows)
     }
 }
 
-/// The newest row of every object among `rows`.
+/// The commit of `table` that applied batch `seq` of `stream`: its draft and Delta version.
+async fn find_draft(
+    name: &str,
+    table: &deltalake::DeltaTable,
+    stream: &str,
+    seq: i64,
+) -> Result<Option<(CommitDraft, i64)>> {
+    let delta = |source| Error::Delta {
+        table: name.to_owned(),
+        source,
+    };
+    let latest = table.version().unwrap_or_default();
+    let infos: Vec<_> = table.history(Some(64)).try_collect().await.map_err(delta)?;
+    for (age, info) in infos.iter().enumerate() {
+        let Some(meta) = info.info.get(CONTROL_METADATA) else {
+            continue;
+        };
+        let Some(draft) = parse_draft(meta) else {
+            continue;
+        };
+        if draft.row.stream == stream && draft.row.seq == seq {
+            return Ok(Some((draft, (latest - age as u64) as i64)));
+        }
+    }
+    Ok(None)
+}
+
+/// A draft as this version writes it, or a control row as zendesk-lake 0.1 did.
+fn parse_draft(meta: &Value) -> Option<CommitDraft> {
+    if let Ok(draft) = serde_json::from_value::<CommitDraft>(meta.clone()) {
+        return Some(draft);
+    }
+    let old: LegacyRow = serde_json::from_value(meta.clone()).ok()?;
+    // Its epoch is unknown here; it is only read from drafts of this version's commits.
+    let row = old.into_row(String::new());
+    Some(CommitDraft {
+        writes: row.tables.keys().cloned().collect(),
+        row,
+    })
+}
+
+/// A control row of zendesk-lake 0.1.
+#[derive(Deserialize)]
+struct LegacyRow {
+    object: String,
+    seq: i64,
+    cursor: Option<String>,
+    start_time: i64,
+    #[serde(default)]
+    boundary: Option<Vec<String>>,
+    watermark: Option<i64>,
+    rows_upserted: i64,
+    rows_deleted: i64,
+    run_id: String,
+    data_version: i64,
+    committed_at: i64,
+}
+
+impl LegacyRow {
+    fn into_row(self, epoch: String) -> ControlRow {
+        // The readers of cursor and time exports read the fields they use from this object.
+        let position = serde_json::json!({
+            "cursor": self.cursor,
+            "start_time": self.start_time,
+            "boundary": self.boundary.unwrap_or_default(),
+        });
+        let tables = BTreeMap::from([(
+            self.object.clone(),
+            TableCommit {
+                seq: self.seq,
+                version: self.data_version,
+                upserted: self.rows_upserted,
+                deleted: self.rows_deleted,
+            },
+        )]);
+        ControlRow {
+            stream: self.object,
+            seq: self.seq,
+            epoch,
+            position,
+            watermark: self.watermark,
+            tables,
+            run_id: self.run_id,
+            committed_at: self.committed_at,
+        }
+    }
+}
+
+/// Whether the control table is in the layout of zendesk-lake 0.1.
+fn is_legacy(table: &deltalake::DeltaTable) -> Result<bool> {
+    let state = table.snapshot().map_err(|source| Error::Delta {
+        table: CONTROL_TABLE.to_owned(),
+        source,
+    })?;
+    Ok(state.schema().fields().any(|f| f.name() == "object"))
+}
+
+fn invalid(detail: String) -> Error {
+    Error::Invalid {
+        table: CONTROL_TABLE.to_owned(),
+        detail,
+    }
+}
+
+fn control_batch(row: &ControlRow) -> Result<RecordBatch> {
+    let stored = StoredRow {
+        stream: &row.stream,
+        seq: row.seq,
+        epoch: &row.epoch,
+        position: row.position.to_string(),
+        watermark: row.watermark,
+        tables: serde_json::to_string(&row.tables).map_err(|e| invalid(e.to_string()))?,
+        rows_upserted: row.rows_upserted(),
+        rows_deleted: row.rows_deleted(),
+        run_id: &row.run_id,
+        committed_at: row.committed_at,
+    };
+    let mut decoder = ReaderBuilder::new(schema())
+        .build_decoder()
+        .map_err(|e| invalid(e.to_string()))?;
+    decoder
+        .serialize(std::slice::from_ref(&stored))
+        .map_err(|e| invalid(e.to_string()))?;
+    decoder
+        .flush()
+        .map_err(|e| invalid(e.to_string()))?
+        .ok_or_else(|| invalid("empty control batch".into()))
+}
+
+/// The newest row of every stream among `rows`.
 pub fn latest(rows: impl IntoIterator<Item = ControlRow>) -> HashMap<String, ControlRow> {
     let mut latest: HashMap<String, ControlRow> = HashMap::new();
     for row in rows {
-        match latest.get(&row.object) {
+        match latest.get(&row.stream) {
             Some(current) if current.seq >= row.seq => {}
             _ => {
-                latest.insert(row.object.clone(), row);
+                latest.insert(row.stream.clone(), row);
             }
         }
     }
     latest
 }
 
-fn rows_of(batch: &RecordBatch) -> Result<Vec<ControlRow>> {
-    let missing = |name: &str| Error::Invalid {
-        table: CONTROL_TABLE.to_owned(),
-        detail: format!("column {name} is missing or has an unexpected type"),
-    };
-    // DataFusion may hand strings back as Utf8View: cast to the type the table was written with.
-    let column = |name: &'static str, to: &DataType| {
-        batch
-            .column_by_name(name)
-            .and_then(|c| cast(c, to).ok())
-            .ok_or_else(|| missing(name))
-    };
-    let strings = |name: &'static str| column(name, &DataType::Utf8);
-    let int = |name: &'static str| {
-        batch
-            .column_by_name(name)
-            .and_then(|c| c.as_primitive_opt::<Int64Type>())
-            .ok_or_else(|| missing(name))
-    };
-    let time = |name: &'static str| {
-        batch
-            .column_by_name(name)
-            .and_then(|c| c.as_primitive_opt::<TimestampMicrosecondType>())
-            .ok_or_else(|| missing(name))
-    };
-    let (object, cursor, run_id) = (strings("object")?, strings("cursor")?, strings("run_id")?);
-    let (object, cursor, run_id) = (
-        object.as_string::<i32>(),
-        cursor.as_string::<i32>(),
-        run_id.as_string::<i32>(),
-    );
-    let (seq, start_time, upserted, deleted, version) = (
-        int("seq")?,
-        int("start_time")?,
-        int("rows_upserted")?,
-        int("rows_deleted")?,
-        int("data_version")?,
-    );
-    let (watermark, committed_at) = (time("watermark")?, time("committed_at")?);
-    let boundary = column("boundary", &boundary_type())?;
-    let boundary = boundary.as_list::<i32>();
-    let mut rows = Vec::with_capacity(batch.num_rows());
-    for i in 0..batch.num_rows() {
-        let prints = if boundary.is_null(i) {
-            Vec::new()
+/// A batch's rows as JSON objects (timestamps as µs), whatever its layout.
+fn batch_json(batch: &RecordBatch) -> Result<Vec<Value>> {
+    let mut out: Vec<serde_json::Map<String, Value>> =
+        vec![serde_json::Map::new(); batch.num_rows()];
+    for (field, column) in batch.schema().fields().iter().zip(batch.columns()) {
+        let name = field.name();
+        if let Some(times) = column.as_primitive_opt::<TimestampMicrosecondType>() {
+            for (i, row) in out.iter_mut().enumerate() {
+                let value = (!times.is_null(i)).then(|| Value::from(times.value(i)));
+                row.insert(name.clone(), value.unwrap_or(Value::Null));
+            }
+        } else if let Some(ints) = column.as_primitive_opt::<Int64Type>() {
+            for (i, row) in out.iter_mut().enumerate() {
+                let value = (!ints.is_null(i)).then(|| Value::from(ints.value(i)));
+                row.insert(name.clone(), value.unwrap_or(Value::Null));
+            }
+        } else if let DataType::List(_) = column.data_type() {
+            let list = column.as_list::<i32>();
+            for (i, row) in out.iter_mut().enumerate() {
+                let value = if list.is_null(i) {
+                    Value::Null
+                } else {
+                    let items = cast(&list.value(i), &DataType::Utf8)
+                        .map_err(|e| invalid(e.to_string()))?;
+                    let items = items.as_string::<i32>();
+                    Value::Array(
+                        (0..items.len())
+                            .map(|j| Value::from(items.value(j)))
+                            .collect(),
+                    )
+                };
+                row.insert(name.clone(), value);
+            }
         } else {
-            let values = boundary.value(i);
-            let values = values
-                .as_string_opt::<i32>()
-                .ok_or_else(|| missing("boundary"))?;
-            (0..values.len())
-                .map(|j| values.value(j).to_owned())
-                .collect()
+            // DataFusion may hand strings back as Utf8View: cast to plain strings.
+            let strings = cast(column, &DataType::Utf8)
+                .map_err(|_| invalid(format!("column {name} has an unexpected type")))?;
+            let strings = strings.as_string::<i32>();
+            for (i, row) in out.iter_mut().enumerate() {
+                let value = (!strings.is_null(i)).then(|| Value::from(strings.value(i)));
+                row.insert(name.clone(), value.unwrap_or(Value::Null));
+            }
+        }
+    }
+    Ok(out.into_iter().map(Value::Object).collect())
+}
+
+fn rows_of(batch: &RecordBatch) -> Result<Vec<ControlRow>> {
+    let mut rows = Vec::with_capacity(batch.num_rows());
+    for stored in batch_json(batch)? {
+        let text = |name: &str| -> Result<&str> {
+            stored[name]
+                .as_str()
+                .ok_or_else(|| invalid(format!("column {name} is missing or not text")))
         };
+        let int = |name: &str| -> Result<i64> {
+            stored[name]
+                .as_i64()
+                .ok_or_else(|| invalid(format!("column {name} is missing or not an integer")))
+        };
+        let position = serde_json::from_str(text("position")?)
+            .map_err(|e| invalid(format!("column position is not JSON: {e}")))?;
+        let tables = serde_json::from_str(text("tables")?)
+            .map_err(|e| invalid(format!("column tables is not valid: {e}")))?;
         rows.push(ControlRow {
-            object: object.value(i).to_owned(),
-            seq: seq.value(i),
-            cursor: (!cursor.is_null(i)).then(|| cursor.value(i).to_owned()),
-            start_time: start_time.value(i),
-            boundary: prints,
-            watermark: (!watermark.is_null(i)).then(|| watermark.value(i)),
-            rows_upserted: upserted.value(i),
-            rows_deleted: deleted.value(i),
-            run_id: run_id.value(i).to_owned(),
-            data_version: version.value(i),
-            committed_at: committed_at.value(i),
+            stream: text("stream")?.to_owned(),
+            seq: int("seq")?,
+            epoch: text("epoch")?.to_owned(),
+            position,
+            watermark: stored["watermark"].as_i64(),
+            tables,
+            run_id: text("run_id")?.to_owned(),
+            committed_at: int("committed_at")?,
         });
     }
     Ok(rows)

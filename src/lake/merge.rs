@@ -1,20 +1,23 @@
-//! Writing an object's rows: append when its table is new, merge-upsert by primary key after.
+//! Writing a table's rows: append when the table is new, merge-upsert by primary key after.
 //!
 //! The source batch must hold one row per key ([`crate::decode::dedup`]). A matched row is only
 //! replaced by a source row whose cursor is at least as new, so re-applying an older batch (a
 //! retry after a crash) can never roll a row back.
 
-use deltalake::arrow::array::RecordBatch;
-use deltalake::arrow::datatypes::SchemaRef;
-use deltalake::datafusion::prelude::{col, SessionContext};
+use std::sync::Arc;
+
+use deltalake::arrow::array::{new_null_array, ArrayRef, BooleanArray, RecordBatch};
+use deltalake::arrow::compute::concat_batches;
+use deltalake::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use deltalake::datafusion::prelude::{col, not, SessionContext};
 use deltalake::kernel::transaction::CommitProperties;
 use deltalake::kernel::transaction::TransactionError;
 use deltalake::kernel::Transaction;
 use deltalake::protocol::SaveMode;
 use deltalake::DeltaTableError;
 
-use super::{ControlRow, Error, Lake, Result};
-use crate::objects::ObjectSpec;
+use super::{CommitDraft, Error, Lake, Result};
+use crate::spec::Table;
 
 /// What one data commit did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -31,46 +34,54 @@ pub struct CommitReport {
 /// between the data commit and the control-table commit can be repaired from the log.
 pub const CONTROL_METADATA: &str = "zendesk_lake.control";
 
-/// The Delta application id under which an object's data commits are recorded.
-pub fn app_id(object: &str) -> String {
-    format!("zendesk-lake/{object}")
+/// The Delta application id under which a stream's data commits are recorded in each of its
+/// tables (a stream's name is the name its single object had in zendesk-lake 0.1, so lakes of
+/// that version continue the same sequence).
+pub fn app_id(stream: &str) -> String {
+    format!("zendesk-lake/{stream}")
 }
 
 impl Lake {
-    /// Upsert `batch` (one row per key) into the object's table in one commit tagged with the
-    /// application transaction `(app_id(object), seq)` and `metadata` in its commit info.
+    /// Upsert `batch` (one row per key) into the table in one commit tagged with the
+    /// application transaction `(app_id(stream), seq)` and the draft in its commit info.
+    /// `patches` (of [`crate::decode::patch_schema`]) set a few columns of rows of earlier
+    /// batches in the same commit; with no table yet there is nothing for them to change.
+    ///
+    /// `expected` is the stream's last batch in this table as this run knows it: if the table
+    /// holds another, a concurrent run committed to it, and nothing is written.
     pub async fn upsert(
         &self,
-        spec: &ObjectSpec,
+        spec: &Table,
         batch: RecordBatch,
-        control: &ControlRow,
+        patches: Option<RecordBatch>,
+        draft: &CommitDraft,
+        expected: i64,
     ) -> Result<CommitReport> {
         let name = spec.name.as_str();
-        let seq = control.seq;
+        let seq = draft.row.seq;
+        let app = app_id(&draft.row.stream);
         let delta = |source| commit_error(name, seq, source);
         let rows = batch.num_rows() as u64;
-        let metadata = serde_json::to_value(control).map_err(|e| Error::Invalid {
+        let metadata = serde_json::to_value(draft).map_err(|e| Error::Invalid {
             table: name.to_owned(),
             detail: format!("cannot serialise the control row: {e}"),
         })?;
         let commit = CommitProperties::default()
-            .with_application_transaction(Transaction::new(app_id(name), seq))
+            .with_application_transaction(Transaction::new(app.clone(), seq))
             .with_metadata([(CONTROL_METADATA.to_owned(), metadata)])
             // A conflicting commit is another run's: retrying on top of it is never right.
             .with_max_retries(0);
         let table = self.open(name).await?;
-        // The table must be exactly one batch behind: anything else means another run
-        // committed to this object since this run read its position.
         let current = match &table {
-            Some(table) => txn_version(name, table, &app_id(name)).await?.unwrap_or(0),
+            Some(table) => txn_version(name, table, &app).await?.unwrap_or(0),
             None => 0,
         };
-        if current != seq - 1 {
+        if current != expected {
             return Err(Error::Concurrent {
                 table: name.to_owned(),
                 detail: format!(
-                    "expected its last sync commit to be #{}, found #{current}",
-                    seq - 1
+                    "expected its last commit of stream {} to be #{expected}, found #{current}",
+                    draft.row.stream
                 ),
             });
         }
@@ -94,12 +105,10 @@ impl Lake {
             }
             Some(table) => {
                 check_schema(spec, &table)?;
-                let source = SessionContext::new().read_batch(batch).map_err(|source| {
-                    Error::DataFusion {
-                        table: name.to_owned(),
-                        source,
-                    }
-                })?;
+                let datafusion = |source| Error::DataFusion {
+                    table: name.to_owned(),
+                    source,
+                };
                 let key = spec.primary_key.as_str();
                 let cursor = spec.cursor_field.as_str();
                 let columns: Vec<String> = spec
@@ -108,32 +117,74 @@ impl Lake {
                     .iter()
                     .map(|f| f.name().clone())
                     .collect();
-                let (table, metrics) = table
-                    .merge(
-                        source,
-                        col(format!("target.{key}")).eq(col(format!("source.{key}"))),
-                    )
+                let by_key = col(format!("target.{key}")).eq(col(format!("source.{key}")));
+                let newer = col(format!("source.{cursor}")).gt_eq(col(format!("target.{cursor}")));
+                let patch = patches.filter(|p| p.num_rows() > 0);
+                let (source, predicate, sets) = match (&spec.patches, patch) {
+                    (Some(patches), Some(patch)) => {
+                        let source = with_patches(spec, batch, patch)?;
+                        let is_patch = col(format!("source.{PATCH_COLUMN}"));
+                        let by_patch = patches.column();
+                        let predicate = if by_patch == key {
+                            by_key
+                        } else {
+                            let by_column = col(format!("target.{by_patch}"))
+                                .eq(col(format!("source.{by_patch}")));
+                            (not(is_patch.clone()).and(by_key)).or(is_patch.and(by_column))
+                        };
+                        let sets: Vec<String> = patches
+                            .sets()
+                            .into_iter()
+                            .chain([crate::spec::SYNCED_AT_COLUMN])
+                            .map(str::to_owned)
+                            .collect();
+                        (source, predicate, Some(sets))
+                    }
+                    _ => (batch, by_key, None),
+                };
+                let source = SessionContext::new()
+                    .read_batch(source)
+                    .map_err(datafusion)?;
+                let is_patch = col(format!("source.{PATCH_COLUMN}"));
+                let mut merge = table
+                    .merge(source, predicate)
                     .with_source_alias("source")
                     .with_target_alias("target")
-                    .with_commit_properties(commit)
+                    .with_commit_properties(commit);
+                let whole = match &sets {
+                    Some(sets) => {
+                        // A patch sets its few columns of the rows it matches, and is never
+                        // inserted.
+                        merge = merge
+                            .when_matched_update(|update| {
+                                sets.iter()
+                                    .fold(update.predicate(is_patch.clone()), |update, c| {
+                                        update.update(c.as_str(), col(format!("source.{c}")))
+                                    })
+                            })
+                            .map_err(delta)?;
+                        not(is_patch.clone()).and(newer)
+                    }
+                    None => newer,
+                };
+                merge = merge
                     .when_matched_update(|update| {
-                        columns.iter().fold(
-                            update.predicate(
-                                col(format!("source.{cursor}"))
-                                    .gt_eq(col(format!("target.{cursor}"))),
-                            ),
-                            |update, c| update.update(c.as_str(), col(format!("source.{c}"))),
-                        )
+                        columns.iter().fold(update.predicate(whole), |update, c| {
+                            update.update(c.as_str(), col(format!("source.{c}")))
+                        })
                     })
                     .map_err(delta)?
                     .when_not_matched_insert(|insert| {
+                        let insert = match &sets {
+                            Some(_) => insert.predicate(not(is_patch.clone())),
+                            None => insert,
+                        };
                         columns.iter().fold(insert, |insert, c| {
                             insert.set(c.as_str(), col(format!("source.{c}")))
                         })
                     })
-                    .map_err(delta)?
-                    .await
                     .map_err(delta)?;
+                let (table, metrics) = merge.await.map_err(delta)?;
                 Ok(CommitReport {
                     version: table.version().unwrap_or_default() as i64,
                     inserted: metrics.num_target_rows_inserted as u64,
@@ -144,8 +195,8 @@ impl Lake {
         }
     }
 
-    /// Make sure the object's table exists, so that queries find it even before any data.
-    pub async fn ensure_table(&self, spec: &ObjectSpec) -> Result<()> {
+    /// Make sure the table exists, so that queries find it even before any data.
+    pub async fn ensure_table(&self, spec: &Table) -> Result<()> {
         self.create_if_missing(&spec.name, spec.schema(), &spec.description)
             .await
             .map(drop)
@@ -214,6 +265,41 @@ pub(crate) fn table_id(name: &str, table: &deltalake::DeltaTable) -> Result<Stri
     Ok(state.metadata().id().to_owned())
 }
 
+/// The merge source's column that tells patches from whole rows.
+const PATCH_COLUMN: &str = "_patch";
+
+/// The merge source of whole rows and patches: the table's columns, all nullable, and
+/// [`PATCH_COLUMN`]; a patch's columns that it does not carry are null.
+fn with_patches(spec: &Table, rows: RecordBatch, patches: RecordBatch) -> Result<RecordBatch> {
+    let arrow = |source: deltalake::arrow::error::ArrowError| Error::Invalid {
+        table: spec.name.clone(),
+        detail: format!("building the merge source: {source}"),
+    };
+    let schema = spec.schema();
+    let mut fields: Vec<Field> = schema
+        .fields()
+        .iter()
+        .map(|f| f.as_ref().clone().with_nullable(true))
+        .collect();
+    fields.push(Field::new(PATCH_COLUMN, DataType::Boolean, false));
+    let source_schema = Arc::new(Schema::new(fields));
+    let mut whole = rows.columns().to_vec();
+    whole.push(Arc::new(BooleanArray::from(vec![false; rows.num_rows()])));
+    let count = patches.num_rows();
+    let mut patch: Vec<ArrayRef> = schema
+        .fields()
+        .iter()
+        .map(|f| match patches.column_by_name(f.name()) {
+            Some(column) => column.clone(),
+            None => new_null_array(f.data_type(), count),
+        })
+        .collect();
+    patch.push(Arc::new(BooleanArray::from(vec![true; count])));
+    let whole = RecordBatch::try_new(source_schema.clone(), whole).map_err(arrow)?;
+    let patch = RecordBatch::try_new(source_schema.clone(), patch).map_err(arrow)?;
+    concat_batches(&source_schema, [&whole, &patch]).map_err(arrow)
+}
+
 /// Whether a commit failed because another writer committed first.
 pub(crate) fn is_conflict(error: &DeltaTableError) -> bool {
     match error {
@@ -245,7 +331,7 @@ fn commit_error(table: &str, seq: i64, source: DeltaTableError) -> Error {
 
 /// Refuse to merge into a table whose columns differ from the schema file: a silent cast
 /// would lose data.
-fn check_schema(spec: &ObjectSpec, table: &deltalake::DeltaTable) -> Result<()> {
+fn check_schema(spec: &Table, table: &deltalake::DeltaTable) -> Result<()> {
     let invalid = |detail: String| Error::Invalid {
         table: spec.name.clone(),
         detail,

@@ -1,33 +1,36 @@
-//! The lake: one Delta table per object at `<lake>/<object>` and the control table
+//! The lake: one Delta table per table name at `<lake>/<table>` and the control table
 //! `<lake>/_sync_state`, on any object_store URI (local paths, `file://`, `s3://`, `gs://`,
 //! `az://`; credentials from object_store's usual environment variables or storage options).
 //!
-//! [`merge`] writes an object's batches (append when the table is new, merge-upsert by primary key
-//! after), [`control`] keeps the position of every object.
+//! [`merge`] writes a table's batches (append when the table is new, merge-upsert by primary key
+//! after), [`control`] keeps the position of every stream. The lake knows Delta and nothing of
+//! Zendesk: a stream's position is JSON it stores without reading.
 //!
-//! # Exactly-once protocol
-//! Batch `n` of object `O` is applied in two commits:
-//! 1. the data commit to `<lake>/O`, carrying the Delta application transaction
-//!    `(zendesk-lake/O, n)` and, in its commit info, the control row it completes (position to
-//!    resume from, watermark, run id);
-//! 2. the control commit appending that row (with the data commit's version) to `_sync_state`,
-//!    carrying the application transaction `(zendesk-lake-control/O/<table id>, n)`, where the
-//!    table id is the Delta metadata id of `<lake>/O`. A row whose transaction is already in the
-//!    control table is not appended again, and Delta fails the second of two concurrent appends
-//!    of it, so each data commit has exactly one control row, whichever run records it.
+//! # Exactly-once protocol (docs/ARCHITECTURE.md, "Exactly once")
+//! Batch `n` of stream `S` is applied in one data commit per table it has rows for, then one
+//! control commit:
+//! 1. each data commit to `<lake>/T` carries the Delta application transaction
+//!    `(zendesk-lake/S, n)` and, in its commit info, a [`CommitDraft`]: the control row it
+//!    completes and the tables the batch writes;
+//! 2. the control commit appends that row (with the data commits' versions) to `_sync_state`,
+//!    carrying the application transaction `(zendesk-lake-control/S/<epoch>, n)`. A row whose
+//!    transaction is already in the control table is not appended again, and Delta fails the
+//!    second of two concurrent appends of it, so each batch has exactly one control row,
+//!    whichever run records it.
 //!
-//! Before its data commit a run checks that the table's transaction version is `n - 1`, and
-//! the data commit is made with no conflict retries: Delta's conflict checker fails it if a
-//! concurrent commit carried the same application id. So a batch lands at most once per
-//! sequence number, and two runs of one lake cannot both apply batch `n`; the loser stops with
+//! Before each data commit a run checks that the table's transaction version is the one it
+//! read when it started (or last committed), and the data commit is made with no conflict
+//! retries: Delta's conflict checker fails it if a concurrent commit carried the same
+//! application id. So two runs of one lake cannot both apply batch `n`; the loser stops with
 //! [`Error::Concurrent`].
 //!
-//! A run starts by reconciling the two ([`Lake::reconcile`]): equal versions are the normal case;
-//! a data commit one ahead means a crash between the commits, and its control row is recovered
-//! from the commit info, so the run neither re-applies nor skips that batch; a control row ahead
-//! of the table means the table lost commits and the run refuses to skip data. Merges only
-//! replace a row by one whose cursor is at least as new, so even a re-applied batch could never
-//! roll data back.
+//! A run starts by reconciling each stream with its tables ([`Lake::reconcile`]): tables that
+//! hold batch `n + 1` while the control table records `n` mean a crash during the commits of
+//! that batch. When all of its tables hold it, its control row is recovered from the commit
+//! info; when only some do, the batch is fetched and applied again (merges are idempotent). A
+//! control row ahead of a table means the table lost commits, and the run refuses to skip data.
+//! Merges only replace a row by one whose cursor is at least as new, so even a re-applied batch
+//! could never roll data back.
 
 pub mod control;
 pub mod failstore;
@@ -42,9 +45,9 @@ use deltalake::datafusion::prelude::SessionContext;
 use deltalake::{DeltaTable, DeltaTableBuilder, DeltaTableError};
 use url::Url;
 
-use crate::objects;
+use crate::spec;
 
-pub use control::{ControlRow, CONTROL_TABLE};
+pub use control::{CommitDraft, ControlRow, Resume, TableCommit, CONTROL_TABLE};
 pub use merge::CommitReport;
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -81,7 +84,7 @@ pub enum Error {
 pub struct Lake {
     root: Url,
     storage: HashMap<String, String>,
-    /// Serialises control-table appends of the objects of one run.
+    /// Serialises control-table appends of the streams of one run.
     control_lock: Arc<tokio::sync::Mutex<()>>,
 }
 
@@ -197,7 +200,7 @@ impl Lake {
     /// (`tickets`, `users`, ..., and `_sync_state`).
     pub async fn session(&self) -> Result<SessionContext> {
         let ctx = SessionContext::new();
-        let names = objects::names()
+        let names = spec::names()
             .into_iter()
             .chain(std::iter::once(CONTROL_TABLE));
         for name in names {

@@ -22,7 +22,7 @@ use url::Url;
 
 use super::{Error, Result};
 use crate::config::{Auth, ZendeskSettings};
-use crate::objects::LimitClass;
+use crate::spec::LimitClass;
 
 /// Request counters of one object's run.
 #[derive(Debug, Default)]
@@ -128,6 +128,20 @@ impl Client {
             return Err(foreign());
         }
         Ok(parsed)
+    }
+
+    /// Check the credentials with one cheap request (`/api/v2/users/me.json`): wrong ones fail
+    /// here, clearly, before anything is read or written. Returns the authenticated user.
+    pub async fn me(&self, stats: &RequestStats) -> Result<Value> {
+        let mut me = self
+            .get_json(
+                "account",
+                &self.endpoint("/api/v2/users/me.json"),
+                LimitClass::Account,
+                stats,
+            )
+            .await?;
+        Ok(me.get_mut("user").map(Value::take).unwrap_or(Value::Null))
     }
 
     /// GET a JSON document, under the rate budget of `class`, retrying what can be retried.

@@ -1,13 +1,14 @@
 //! Everything that knows Zendesk's HTTP API: authentication, rate budgets, retries and host
-//! pinning ([`client`]), and the export endpoints as sequences of pages ([`paginate`]).
+//! pinning ([`client`]), and the endpoints as sequences of pages, one reader per stream kind
+//! ([`readers`]).
 
 pub mod client;
-pub mod paginate;
+pub mod readers;
 
 use std::time::Duration;
 
 pub use client::{Client, RequestStats};
-pub use paginate::{Page, Position};
+pub use readers::{Page, Reader};
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 

@@ -105,8 +105,12 @@ async fn sync_status_and_query_through_the_binary() {
     let out = run(&["status", "--lake", lake], &[]).await;
     let stdout = text(&out.stdout);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-    let tickets = stdout.lines().find(|l| l.starts_with("tickets")).unwrap();
-    let rows: usize = tickets.split_whitespace().nth(2).unwrap().parse().unwrap();
+    // stream, table, seq, rows, ...
+    let tickets = stdout
+        .lines()
+        .find(|l| l.split_whitespace().nth(1) == Some("tickets"))
+        .unwrap();
+    let rows: usize = tickets.split_whitespace().nth(3).unwrap().parse().unwrap();
     assert_eq!(rows, expected_rows(&sim, "tickets").len(), "{stdout}");
 
     let out = run(

@@ -90,18 +90,16 @@ async fn concurrent_syncs_of_one_local_lake_never_corrupt_or_duplicate() {
     concurrent_runs(&dir.path().join("lake"), &[]).await;
 }
 
-fn control_row(run: usize, seq: i64) -> ControlRow {
+/// A control row of the `organizations` stream in the epoch `epoch`.
+fn control_row(run: usize, seq: i64, epoch: &str) -> ControlRow {
     ControlRow {
-        object: "organizations".into(),
+        stream: "organizations".into(),
         seq,
-        cursor: None,
-        start_time: 1,
-        boundary: vec![],
+        epoch: epoch.into(),
+        position: serde_json::json!({"start_time": 1}),
         watermark: None,
-        rows_upserted: 0,
-        rows_deleted: 0,
+        tables: Default::default(),
         run_id: format!("run {run}"),
-        data_version: 0,
         committed_at: 0,
     }
 }
@@ -113,7 +111,7 @@ fn control_row(run: usize, seq: i64) -> ControlRow {
 /// that the race is met.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn runs_creating_the_same_tables_at_once_all_succeed() {
-    let spec = zendesk_lake::objects::find("organizations").unwrap();
+    let spec = zendesk_lake::spec::find("organizations").unwrap();
     const RUNS: usize = 3;
     for _ in 0..5 {
         let dir = tempfile::tempdir().unwrap();
@@ -125,9 +123,9 @@ async fn runs_creating_the_same_tables_at_once_all_succeed() {
                 let lake = Lake::try_new(uri, HashMap::new()).unwrap();
                 let table = format!("table {run}");
                 tokio::spawn(async move {
-                    lake.record(&control_row(run, 1), &table).await?;
+                    lake.record(&control_row(run, 1, &table)).await?;
                     lake.ensure_table(spec).await?;
-                    lake.record(&control_row(run, 2), &table).await
+                    lake.record(&control_row(run, 2, &table)).await
                 })
             })
             .collect();
@@ -138,7 +136,10 @@ async fn runs_creating_the_same_tables_at_once_all_succeed() {
         let mut history = lake.history().await.unwrap();
         history.sort_by_key(|r| (r.run_id.clone(), r.seq));
         let expected: Vec<_> = (0..RUNS)
-            .flat_map(|run| [control_row(run, 1), control_row(run, 2)])
+            .flat_map(|run| {
+                let table = format!("table {run}");
+                [control_row(run, 1, &table), control_row(run, 2, &table)]
+            })
             .collect();
         assert_eq!(history, expected);
         assert_eq!(lake_rows(dir.path(), "organizations").await.len(), 0);
@@ -156,7 +157,7 @@ async fn a_control_row_is_recorded_once_however_many_runs_record_it() {
         let runs: Vec<_> = (0..3)
             .map(|run| {
                 let lake = Lake::try_new(uri, HashMap::new()).unwrap();
-                tokio::spawn(async move { lake.record(&control_row(run, seq), "table").await })
+                tokio::spawn(async move { lake.record(&control_row(run, seq, "table")).await })
             })
             .collect();
         for run in runs {
@@ -164,7 +165,7 @@ async fn a_control_row_is_recorded_once_however_many_runs_record_it() {
         }
     }
     let lake = Lake::try_new(uri, HashMap::new()).unwrap();
-    lake.record(&control_row(9, 2), "table").await.unwrap();
+    lake.record(&control_row(9, 2, "table")).await.unwrap();
     let mut seqs: Vec<_> = lake
         .history()
         .await
@@ -174,7 +175,7 @@ async fn a_control_row_is_recorded_once_however_many_runs_record_it() {
         .collect();
     seqs.sort_unstable();
     assert_eq!(seqs, [1, 2, 3, 4]);
-    lake.record(&control_row(9, 1), "table recreated")
+    lake.record(&control_row(9, 1, "table recreated"))
         .await
         .unwrap();
     assert_eq!(lake.history().await.unwrap().len(), 5);

@@ -1,0 +1,524 @@
+//! The registry: the streams that read Zendesk and the tables they feed (docs/ARCHITECTURE.md,
+//! "Streams and tables").
+//!
+//! A **stream** is one way of reading Zendesk with one position (`schemas/streams.json`): its
+//! endpoint, its kind (cursor export, time export, ...) and the rate budget it draws from. A
+//! **table** is one Delta table (`schemas/<table>.json`): its columns and their Arrow types, where
+//! each column comes from in Zendesk's JSON, the primary key, the cursor that decides which of two
+//! versions of a row is newer, the rule that marks a row deleted, how it is written, and how its
+//! rows come out of its stream's pages. Behaviour that differs between tables is a variant of one
+//! of these enums, never code per table. The files are compiled into the binary so that it runs
+//! from any directory.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, OnceLock};
+
+use deltalake::arrow::datatypes::{DataType, Field, Fields, Schema, SchemaRef, TimeUnit};
+use serde::Deserialize;
+
+/// Soft-delete flag present in every table.
+pub const DELETED_COLUMN: &str = "_deleted";
+/// When the row was last written by a sync, present in every table.
+pub const SYNCED_AT_COLUMN: &str = "_synced_at";
+
+const STREAMS_FILE: &str = include_str!("../../schemas/streams.json");
+
+/// Every table's schema file, in sync order.
+const SCHEMA_FILES: &[(&str, &str)] = &[
+    ("tickets", include_str!("../../schemas/tickets.json")),
+    ("users", include_str!("../../schemas/users.json")),
+    (
+        "organizations",
+        include_str!("../../schemas/organizations.json"),
+    ),
+];
+
+/// How a stream reads Zendesk: each kind is one reader in `zendesk::readers`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StreamKind {
+    /// `/api/v2/incremental/<object>/cursor.json`: `start_time` once, then `cursor=after_cursor`
+    /// until `end_of_stream`.
+    CursorExport,
+    /// `/api/v2/incremental/<object>.json?start_time=`: the next `start_time` is `end_time`, and the
+    /// boundary second is repeated by the next page.
+    TimeExport,
+}
+
+/// Which of Zendesk's rate budgets a request draws from (docs/ARCHITECTURE.md, "Zendesk facts" 7).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LimitClass {
+    /// The account-wide budget only.
+    Account,
+    /// The incremental-export budget (and the account budget).
+    Incremental,
+}
+
+/// One way of reading Zendesk, with one position, feeding one or more tables.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Stream {
+    #[serde(rename = "stream")]
+    pub name: String,
+    pub description: String,
+    pub kind: StreamKind,
+    pub path: String,
+    /// Key of the array of records in a response page.
+    pub records_key: String,
+    pub limit_class: LimitClass,
+    /// Field of a record whose largest value is the stream's watermark (a timestamp or unix
+    /// seconds); for time exports also the second that pages never split.
+    pub watermark_field: String,
+}
+
+/// The rule that marks a record soft-deleted, evaluated on the decoded column value.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeleteRule {
+    pub column: String,
+    /// Deleted when the column equals this JSON value.
+    #[serde(default)]
+    pub equals: Option<serde_json::Value>,
+    /// Deleted when the column is set (not null).
+    #[serde(default)]
+    pub not_null: bool,
+}
+
+impl DeleteRule {
+    pub fn is_deleted(&self, value: &serde_json::Value) -> bool {
+        if self.not_null && !value.is_null() {
+            return true;
+        }
+        matches!(&self.equals, Some(expected) if expected == value)
+    }
+}
+
+/// The type of a column, as written in the schema file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum ColumnType {
+    #[serde(rename = "int64")]
+    Int64,
+    #[serde(rename = "float64")]
+    Float64,
+    #[serde(rename = "boolean")]
+    Boolean,
+    #[serde(rename = "string")]
+    String,
+    /// `timestamp[us, UTC]`, from an RFC 3339 string or unix seconds.
+    #[serde(rename = "timestamp")]
+    Timestamp,
+    /// Any JSON value kept as its JSON text.
+    #[serde(rename = "json")]
+    Json,
+    #[serde(rename = "list<string>")]
+    ListString,
+    #[serde(rename = "list<int64>")]
+    ListInt64,
+    /// Zendesk's `[{"id": .., "value": ..}]`: `list<struct<id: int64, value: string>>`, each value
+    /// kept as JSON text because its type differs from field to field.
+    #[serde(rename = "custom_fields")]
+    CustomFields,
+    /// A comment's attachments: `list<struct<id: int64, file_name, content_url, content_type:
+    /// string, size: int64>>`.
+    #[serde(rename = "attachments")]
+    Attachments,
+}
+
+/// The fields of an attachment kept in an `attachments` column.
+pub const ATTACHMENT_FIELDS: [(&str, ColumnType); 5] = [
+    ("id", ColumnType::Int64),
+    ("file_name", ColumnType::String),
+    ("content_url", ColumnType::String),
+    ("content_type", ColumnType::String),
+    ("size", ColumnType::Int64),
+];
+
+/// Arrow's name for list items as Delta writes them back, so that what we write is what we read.
+const LIST_ITEM: &str = "element";
+
+impl ColumnType {
+    pub fn data_type(self) -> DataType {
+        match self {
+            ColumnType::Int64 => DataType::Int64,
+            ColumnType::Float64 => DataType::Float64,
+            ColumnType::Boolean => DataType::Boolean,
+            ColumnType::String | ColumnType::Json => DataType::Utf8,
+            ColumnType::Timestamp => timestamp_type(),
+            ColumnType::ListString => {
+                DataType::List(Arc::new(Field::new(LIST_ITEM, DataType::Utf8, true)))
+            }
+            ColumnType::ListInt64 => {
+                DataType::List(Arc::new(Field::new(LIST_ITEM, DataType::Int64, true)))
+            }
+            ColumnType::CustomFields => DataType::List(Arc::new(Field::new(
+                LIST_ITEM,
+                DataType::Struct(Fields::from(vec![
+                    Field::new("id", DataType::Int64, true),
+                    Field::new("value", DataType::Utf8, true),
+                ])),
+                true,
+            ))),
+            ColumnType::Attachments => DataType::List(Arc::new(Field::new(
+                LIST_ITEM,
+                DataType::Struct(Fields::from(
+                    ATTACHMENT_FIELDS
+                        .iter()
+                        .map(|(name, kind)| Field::new(*name, kind.data_type(), true))
+                        .collect::<Vec<_>>(),
+                )),
+                true,
+            ))),
+        }
+    }
+}
+
+/// `timestamp[us, UTC]`, the type of every timestamp column.
+pub fn timestamp_type() -> DataType {
+    DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()))
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Column {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub kind: ColumnType,
+    /// Dotted path in the record when it differs from `name` (`via.channel`).
+    #[serde(default)]
+    pub path: Option<String>,
+}
+
+impl Column {
+    pub fn path(&self) -> &str {
+        self.path.as_deref().unwrap_or(&self.name)
+    }
+}
+
+/// How a table's rows come out of its stream's pages.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(tag = "from", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Rows {
+    /// Each record of the page is a row.
+    Records,
+    /// Each item of the array `key` sideloaded beside the records (`include=<key>`) is a row.
+    Sideload { key: String },
+    /// Each child event (`child_events` of a record) whose `event_type` is one of `types` is a
+    /// row; `parent` fills columns the child lacks from fields of its parent record (column →
+    /// parent field), and `include` is what the stream must ask for to get these children.
+    ChildEvents {
+        types: Vec<String>,
+        #[serde(default)]
+        include: Option<String>,
+        #[serde(default)]
+        parent: BTreeMap<String, String>,
+    },
+    /// Each `Create` or `Change` child event is one field change (`field_name`, `value`,
+    /// `previous_value`, `event_type`), read from either of Zendesk's shapes: the audit shape
+    /// (`field_name`, `value`) or the keyed shape (the field as the key, tags as `added_tags`
+    /// and `removed_tags`); `parent` as for child events.
+    FieldChanges {
+        #[serde(default)]
+        parent: BTreeMap<String, String>,
+    },
+}
+
+impl Rows {
+    /// The `include` parameter the stream must send for these rows, if any.
+    pub fn include(&self) -> Option<&str> {
+        match self {
+            Rows::Records | Rows::FieldChanges { .. } => None,
+            Rows::Sideload { key } => Some(key),
+            Rows::ChildEvents { include, .. } => include.as_deref(),
+        }
+    }
+}
+
+/// Changes to rows already in the table that a page carries apart from whole rows: a few
+/// columns of the rows whose `column` matches, set by a later event.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum Patches {
+    /// Child events of type `event_type` (`CommentPrivacyChange`) set the columns `set` (from the
+    /// child's fields of the same names) of the row whose `column` equals the child's `key`.
+    ChildEvents {
+        event_type: String,
+        key: String,
+        column: String,
+        set: Vec<String>,
+    },
+    /// Records of the page that `rule` marks deleted (a deleted ticket) mark deleted the rows
+    /// whose `column` equals their `id` (its metric set, which Zendesk stops sending).
+    DeletedParents { column: String, rule: DeleteRule },
+}
+
+impl Patches {
+    /// The column a patch matches rows by.
+    pub fn column(&self) -> &str {
+        match self {
+            Patches::ChildEvents { column, .. } | Patches::DeletedParents { column, .. } => column,
+        }
+    }
+
+    /// The columns a patch sets (besides `_synced_at`).
+    pub fn sets(&self) -> Vec<&str> {
+        match self {
+            Patches::ChildEvents { set, .. } => set.iter().map(String::as_str).collect(),
+            Patches::DeletedParents { .. } => vec![DELETED_COLUMN],
+        }
+    }
+}
+
+/// How a table's commits change it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WriteMode {
+    /// Merge by primary key: new keys are inserted, a row is replaced by a newer version of it.
+    Upsert,
+}
+
+/// One Delta table and where its rows come from.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Table {
+    #[serde(rename = "table")]
+    pub name: String,
+    pub description: String,
+    /// The stream that feeds it (`schemas/streams.json`).
+    pub stream: String,
+    pub rows: Rows,
+    pub write: WriteMode,
+    /// Column changes to rows already in the table, carried by later records.
+    #[serde(default)]
+    pub patches: Option<Patches>,
+    pub primary_key: String,
+    pub cursor_field: String,
+    /// Field whose value stands in for a missing cursor field (tickets from list and show
+    /// endpoints carry no `generated_timestamp`; `updated_at` is its lower bound).
+    #[serde(default)]
+    pub cursor_fallback: Option<String>,
+    /// When a row is deleted by its own values; `None` when only patches or the listing say so.
+    #[serde(default)]
+    pub deleted: Option<DeleteRule>,
+    pub columns: Vec<Column>,
+    #[serde(skip)]
+    schema: Option<SchemaRef>,
+}
+
+impl Table {
+    /// Parse and validate a schema file.
+    pub fn from_json(text: &str) -> Result<Self, String> {
+        let mut spec: Table = serde_json::from_str(text).map_err(|e| e.to_string())?;
+        let find = |name: &str| spec.column(name);
+        match find(&spec.primary_key) {
+            Some(c) if c.kind == ColumnType::Int64 || c.kind == ColumnType::String => {}
+            _ => {
+                return Err(format!(
+                    "primary key {} must be an int64 or string column",
+                    spec.primary_key
+                ))
+            }
+        }
+        match find(&spec.cursor_field) {
+            Some(c) if c.kind == ColumnType::Timestamp => {}
+            _ => {
+                return Err(format!(
+                    "cursor field {} must be a timestamp column",
+                    spec.cursor_field
+                ))
+            }
+        }
+        if let Some(fallback) = &spec.cursor_fallback {
+            if !matches!(find(fallback), Some(c) if c.kind == ColumnType::Timestamp) {
+                return Err(format!(
+                    "cursor fallback {fallback} must be a timestamp column"
+                ));
+            }
+        }
+        if let Some(rule) = &spec.deleted {
+            if find(&rule.column).is_none() {
+                return Err(format!("delete rule names unknown column {}", rule.column));
+            }
+        }
+        if let Some(patches) = &spec.patches {
+            let known = |name: &str| find(name).is_some() || name == DELETED_COLUMN;
+            if !known(patches.column()) || !patches.sets().iter().all(|c| known(c)) {
+                return Err("patches name unknown columns".into());
+            }
+        }
+        let mut fields: Vec<Field> = spec
+            .columns
+            .iter()
+            .map(|c| Field::new(&c.name, c.kind.data_type(), c.name != spec.primary_key))
+            .collect();
+        fields.push(Field::new(DELETED_COLUMN, DataType::Boolean, false));
+        fields.push(Field::new(SYNCED_AT_COLUMN, timestamp_type(), false));
+        spec.schema = Some(Arc::new(Schema::new(fields)));
+        Ok(spec)
+    }
+
+    /// The column called `name`.
+    pub fn column(&self, name: &str) -> Option<&Column> {
+        self.columns.iter().find(|c| c.name == name)
+    }
+
+    /// The Arrow schema of the table: the columns, then `_deleted` and `_synced_at`.
+    pub fn schema(&self) -> SchemaRef {
+        // Set by `from_json`, the only constructor.
+        self.schema
+            .clone()
+            .unwrap_or_else(|| Arc::new(Schema::empty()))
+    }
+}
+
+struct Registry {
+    streams: Vec<Stream>,
+    tables: Vec<Table>,
+}
+
+fn load() -> &'static Registry {
+    static REGISTRY: OnceLock<Registry> = OnceLock::new();
+    REGISTRY.get_or_init(|| {
+        // The files are compiled in and validated by the `registry_is_valid` test.
+        let streams: Vec<Stream> = serde_json::from_str(STREAMS_FILE)
+            .unwrap_or_else(|e| panic!("schemas/streams.json is invalid: {e}"));
+        let tables = SCHEMA_FILES
+            .iter()
+            .map(|(name, text)| {
+                Table::from_json(text)
+                    .unwrap_or_else(|e| panic!("schemas/{name}.json is invalid: {e}"))
+            })
+            .collect();
+        Registry { streams, tables }
+    })
+}
+
+/// Every table this build knows, in sync order.
+pub fn tables() -> &'static [Table] {
+    &load().tables
+}
+
+/// Every stream this build knows.
+pub fn streams() -> &'static [Stream] {
+    &load().streams
+}
+
+/// Look a table up by name.
+pub fn find(name: &str) -> Option<&'static Table> {
+    tables().iter().find(|t| t.name == name)
+}
+
+/// Look a stream up by name.
+pub fn stream(name: &str) -> Option<&'static Stream> {
+    streams().iter().find(|s| s.name == name)
+}
+
+/// Names of every known table.
+pub fn names() -> Vec<&'static str> {
+    tables().iter().map(|t| t.name.as_str()).collect()
+}
+
+/// The README's list of tables, rendered from the registry (a unit test keeps README.md equal to
+/// it): table, endpoint, how it is read, key, watermark, when a row is deleted and what it costs
+/// in requests.
+pub fn markdown_table() -> String {
+    let mut out = String::from(
+        "| table | endpoint | read as | key | watermark | deleted when | requests per run |\n\
+         |---|---|---|---|---|---|---|\n",
+    );
+    for table in tables() {
+        let stream = table.source();
+        let read_as = match (&table.rows, stream.kind) {
+            (Rows::Records, StreamKind::CursorExport) => "cursor export".to_owned(),
+            (Rows::Records, StreamKind::TimeExport) => "time export".to_owned(),
+            (Rows::Sideload { key }, _) => format!("`{key}` sideload of `{}`", stream.name),
+            (Rows::ChildEvents { types, .. }, _) => {
+                format!("{} child events of `{}`", types.join("/"), stream.name)
+            }
+            (Rows::FieldChanges { .. }, _) => {
+                format!("Create/Change child events of `{}`", stream.name)
+            }
+        };
+        let deleted = match (&table.deleted, &table.patches) {
+            (Some(rule), _) => match &rule.equals {
+                Some(value) => format!("`{}` = {value}", rule.column),
+                None => format!("`{}` set", rule.column),
+            },
+            (None, Some(Patches::DeletedParents { .. })) => "its ticket is deleted".to_owned(),
+            (None, _) => "never (history)".to_owned(),
+        };
+        let requests = match &table.rows {
+            Rows::Records => "1 per 1000 changed records".to_owned(),
+            _ => format!("none of its own (`{}`'s)", stream.name),
+        };
+        out.push_str(&format!(
+            "| `{}` | `{}` | {read_as} | `{}` | `{}` | {deleted} | {requests} |\n",
+            table.name, stream.path, table.primary_key, table.cursor_field
+        ));
+    }
+    out
+}
+
+impl Table {
+    /// The stream that feeds this table.
+    pub fn source(&self) -> &'static Stream {
+        // `registry_is_valid` checks that every table names a known stream.
+        stream(&self.stream)
+            .unwrap_or_else(|| panic!("table {}: unknown stream {}", self.name, self.stream))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn registry_is_valid() {
+        for (name, text) in SCHEMA_FILES {
+            let spec = Table::from_json(text).unwrap();
+            assert_eq!(&spec.name, name, "table name must match the file name");
+            assert!(
+                stream(&spec.stream).is_some(),
+                "{name}: unknown stream {}",
+                spec.stream
+            );
+            let schema = spec.schema();
+            assert_eq!(schema.fields().len(), spec.columns.len() + 2);
+            let mut names: Vec<_> = spec.columns.iter().map(|c| &c.name).collect();
+            names.sort();
+            names.dedup();
+            assert_eq!(names.len(), spec.columns.len(), "{name}: duplicate column");
+        }
+    }
+
+    #[test]
+    fn readme_lists_every_table_as_the_registry_defines_it() {
+        let readme = include_str!("../../README.md");
+        let table = markdown_table();
+        assert!(
+            readme.contains(&table),
+            "README.md's table list differs from schemas/: replace it with\n{table}"
+        );
+    }
+
+    #[test]
+    fn rejects_cursor_that_is_not_a_timestamp() {
+        let text = SCHEMA_FILES[0].1.replace(
+            "\"cursor_field\": \"generated_timestamp\"",
+            "\"cursor_field\": \"subject\"",
+        );
+        assert!(Table::from_json(&text)
+            .unwrap_err()
+            .contains("cursor field"));
+    }
+
+    #[test]
+    fn delete_rules() {
+        let rule = find("organizations").unwrap().deleted.clone().unwrap();
+        assert!(rule.is_deleted(&serde_json::json!("2024-01-01T00:00:00Z")));
+        assert!(!rule.is_deleted(&serde_json::Value::Null));
+        let rule = find("users").unwrap().deleted.clone().unwrap();
+        assert!(rule.is_deleted(&serde_json::json!(false)));
+        assert!(!rule.is_deleted(&serde_json::json!(true)));
+    }
+}

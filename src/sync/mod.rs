@@ -1,0 +1,531 @@
+//! One sync run: for every stream, read → decode → merge → record, in that order
+//! (docs/ARCHITECTURE.md, "How a sync runs"). This module only orders the steps; HTTP lives in
+//! [`crate::zendesk`], schemas in [`crate::decode`], Delta in [`crate::lake`].
+//!
+//! Streams run concurrently. Within a stream the three stages run at once, linked by bounded
+//! channels (so memory stays bounded whatever the account size), and pages are gathered into
+//! batches of about `commit_rows` records. A batch is committed on a page boundary, one data
+//! commit per table it has rows for, and the control row naming the position after that page is
+//! written only after all of them, so an interrupted run leaves every table at or one batch past
+//! its last recorded commit, and the next run resumes from there.
+
+pub mod check;
+pub mod status;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Instant;
+
+use chrono::Utc;
+use deltalake::arrow::array::RecordBatch;
+use serde_json::Value;
+use tokio::sync::mpsc;
+use tracing::{info, info_span, warn, Instrument};
+
+use crate::config::Settings;
+use crate::decode::{self, Decoded};
+use crate::failpoint;
+use crate::lake::{self, CommitDraft, ControlRow, Lake, TableCommit};
+use crate::spec::{Stream, Table};
+use crate::zendesk::readers::{self, Context};
+use crate::zendesk::{self, Client, Page, RequestStats};
+
+/// Errors that stop the whole run before any stream starts.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{0}")]
+    Client(String),
+    #[error(transparent)]
+    Zendesk(#[from] zendesk::Error),
+    #[error(transparent)]
+    Lake(#[from] lake::Error),
+}
+
+/// A stream's failure.
+#[derive(Debug, thiserror::Error)]
+pub enum StreamError {
+    #[error(transparent)]
+    Zendesk(#[from] zendesk::Error),
+    #[error(transparent)]
+    Decode(#[from] decode::Error),
+    #[error(transparent)]
+    Lake(#[from] lake::Error),
+    #[error("{stream}: the decode task failed: {detail}")]
+    Task { stream: String, detail: String },
+}
+
+/// How a table's run ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Ok,
+    /// Not readable with these credentials or on this plan (403/404): skipped with a warning.
+    Skipped(String),
+    Failed(String),
+}
+
+/// What one run did to one table.
+#[derive(Debug, Clone)]
+pub struct ObjectReport {
+    /// The table.
+    pub object: String,
+    /// The stream that feeds it.
+    pub stream: String,
+    pub outcome: Outcome,
+    /// Rows received for the table (after boundary duplicates were dropped).
+    pub fetched: u64,
+    /// Rows inserted or updated in the table.
+    pub upserted: u64,
+    /// Rows of this run marked `_deleted`.
+    pub deleted: u64,
+    /// Data commits to the table.
+    pub commits: u64,
+    /// Requests of the stream (shared by its tables).
+    pub requests: u64,
+    pub retries: u64,
+    pub seconds: f64,
+    /// The stream's watermark after the run (µs since the epoch).
+    pub watermark: Option<i64>,
+}
+
+/// What a run did, table by table.
+#[derive(Debug, Clone)]
+pub struct SyncReport {
+    pub run_id: String,
+    pub objects: Vec<ObjectReport>,
+}
+
+impl SyncReport {
+    pub fn failed(&self) -> bool {
+        self.objects
+            .iter()
+            .any(|o| matches!(o.outcome, Outcome::Failed(_)))
+    }
+}
+
+/// The configured tables grouped by the stream that feeds them, in the order of the tables.
+pub fn streams_of(tables: &[&'static Table]) -> Vec<(&'static Stream, Vec<&'static Table>)> {
+    let mut streams: Vec<(&'static Stream, Vec<&'static Table>)> = Vec::new();
+    for &table in tables {
+        match streams.iter_mut().find(|(s, _)| s.name == table.stream) {
+            Some((_, tables)) => tables.push(table),
+            None => streams.push((table.source(), vec![table])),
+        }
+    }
+    streams
+}
+
+/// Run one sync of every configured table.
+pub async fn run(settings: &Settings) -> Result<SyncReport, Error> {
+    let client = Client::try_new(&settings.zendesk).map_err(Error::Client)?;
+    let lake = Lake::try_new(&settings.lake, settings.storage.clone())?;
+    let run_id = uuid::Uuid::new_v4().to_string();
+    // Wrong credentials fail the run here, before anything is read from or written to the lake.
+    client.me(&RequestStats::default()).await?;
+    lake.migrate().await?;
+    let state = lake.latest_state().await?;
+    let streams = streams_of(&settings.objects);
+    info!(%run_id, lake = %lake.root(), streams = streams.len(), "sync started");
+    let shared = Arc::new(settings.clone());
+    let mut tasks = Vec::new();
+    for (stream, tables) in &streams {
+        let job = StreamJob {
+            stream,
+            tables: tables.clone(),
+            client: client.clone(),
+            lake: lake.clone(),
+            settings: shared.clone(),
+            run_id: run_id.clone(),
+            last: state.get(&stream.name).cloned(),
+        };
+        let span = info_span!("stream", stream = %stream.name);
+        tasks.push(tokio::spawn(job.run().instrument(span)));
+    }
+    let mut objects = Vec::new();
+    for (task, (stream, tables)) in tasks.into_iter().zip(&streams) {
+        match task.await {
+            Ok(reports) => objects.extend(reports),
+            Err(e) => objects.extend(tables.iter().map(|t| ObjectReport {
+                outcome: Outcome::Failed(format!("{}: task failed: {e}", stream.name)),
+                ..ObjectReport::empty(t)
+            })),
+        }
+    }
+    Ok(SyncReport { run_id, objects })
+}
+
+impl ObjectReport {
+    fn empty(table: &Table) -> ObjectReport {
+        ObjectReport {
+            object: table.name.clone(),
+            stream: table.stream.clone(),
+            outcome: Outcome::Ok,
+            fetched: 0,
+            upserted: 0,
+            deleted: 0,
+            commits: 0,
+            requests: 0,
+            retries: 0,
+            seconds: 0.0,
+            watermark: None,
+        }
+    }
+}
+
+struct StreamJob {
+    stream: &'static Stream,
+    tables: Vec<&'static Table>,
+    client: Client,
+    lake: Lake,
+    settings: Arc<Settings>,
+    run_id: String,
+    last: Option<ControlRow>,
+}
+
+/// Counters of one table that the writer stage keeps.
+#[derive(Default, Clone)]
+struct Written {
+    fetched: u64,
+    upserted: u64,
+    deleted: u64,
+    commits: u64,
+}
+
+/// What the writer stage carries from batch to batch.
+struct Progress {
+    /// The row of the last complete batch, the base of the next one.
+    row: ControlRow,
+    /// Each table's last batch of this stream as the lake holds it.
+    committed: HashMap<String, i64>,
+    written: Vec<Written>,
+}
+
+/// A table's part of a batch being gathered.
+#[derive(Default, Clone)]
+struct Group {
+    rows: Vec<RecordBatch>,
+    patches: Vec<RecordBatch>,
+}
+
+/// One page decoded for every table of the stream.
+struct DecodedPage {
+    tables: Vec<Decoded>,
+    position: Value,
+    end_of_stream: bool,
+    /// Records of the page (progress, even when no table has rows from them).
+    records: usize,
+    /// Largest watermark-field value of the page's records (µs).
+    watermark: Option<i64>,
+}
+
+impl StreamJob {
+    async fn run(self) -> Vec<ObjectReport> {
+        let started = Instant::now();
+        let stats = Arc::new(RequestStats::default());
+        info!(from = ?self.last.as_ref().map(|l| &l.position), "stream started");
+        let mut progress = None;
+        let result = self.pipeline(&stats, &mut progress).await;
+        let commits: u64 = progress
+            .as_ref()
+            .map_or(0, |p| p.written.iter().map(|w| w.commits).sum());
+        let outcome = match result {
+            Ok(()) => Outcome::Ok,
+            Err(StreamError::Zendesk(e))
+                if matches!(e.status(), Some(403 | 404)) && commits == 0 =>
+            {
+                warn!(error = %e, "skipped: not readable with these credentials or on this plan");
+                Outcome::Skipped(e.to_string())
+            }
+            Err(e) => {
+                warn!(error = %e, "stream failed; its tables keep their last committed state");
+                Outcome::Failed(e.to_string())
+            }
+        };
+        let seconds = started.elapsed().as_secs_f64();
+        let mut reports = Vec::with_capacity(self.tables.len());
+        for (i, table) in self.tables.iter().enumerate() {
+            let written = progress
+                .as_ref()
+                .map(|p| p.written[i].clone())
+                .unwrap_or_default();
+            let report = ObjectReport {
+                outcome: outcome.clone(),
+                fetched: written.fetched,
+                upserted: written.upserted,
+                deleted: written.deleted,
+                commits: written.commits,
+                requests: stats.requests(),
+                retries: stats.retries(),
+                seconds,
+                watermark: progress
+                    .as_ref()
+                    .and_then(|p| p.row.watermark)
+                    .or_else(|| self.last.as_ref().and_then(|l| l.watermark)),
+                ..ObjectReport::empty(table)
+            };
+            info!(
+                table = %table.name,
+                fetched = report.fetched,
+                upserted = report.upserted,
+                deleted = report.deleted,
+                commits = report.commits,
+                requests = report.requests,
+                retries = report.retries,
+                seconds = report.seconds,
+                "table finished"
+            );
+            reports.push(report);
+        }
+        reports
+    }
+
+    async fn pipeline(
+        &self,
+        stats: &Arc<RequestStats>,
+        progress: &mut Option<Progress>,
+    ) -> Result<(), StreamError> {
+        let stream = self.stream;
+        let settings = &self.settings;
+        let names: Vec<&str> = self.tables.iter().map(|t| t.name.as_str()).collect();
+        let resume = self
+            .lake
+            .reconcile(&stream.name, &names, self.last.clone())
+            .await?;
+        let mut position = resume.last.as_ref().map(|l| l.position.clone());
+        let mut row = match resume.last {
+            Some(row) => row,
+            None => ControlRow {
+                stream: stream.name.clone(),
+                seq: 0,
+                epoch: uuid::Uuid::new_v4().to_string(),
+                position: Value::Null,
+                watermark: None,
+                tables: BTreeMap::new(),
+                run_id: self.run_id.clone(),
+                committed_at: 0,
+            },
+        };
+        // A table the stream did not feed in its last commit (new, or left out of earlier
+        // runs) would miss everything before the stream's position: read the stream again from
+        // the start for all its tables (merges are idempotent, so the others lose nothing).
+        let joining: Vec<&str> = names
+            .iter()
+            .copied()
+            .filter(|name| !row.tables.contains_key(*name))
+            .collect();
+        if position.is_some() && !joining.is_empty() {
+            warn!(tables = ?joining, "tables join the stream: reading it again from the start to fill them");
+            position = None;
+        }
+        // Tables left out of this run fall behind: they join again from the start later.
+        row.tables.retain(|name, _| names.contains(&name.as_str()));
+        *progress = Some(Progress {
+            row,
+            committed: resume.committed,
+            written: vec![Written::default(); self.tables.len()],
+        });
+
+        let context = Context {
+            client: self.client.clone(),
+            stream,
+            page_size: settings.page_size,
+            stats: stats.clone(),
+            includes: includes(&self.tables),
+        };
+        let reader = readers::open(context, position.as_ref(), settings.start_time)?;
+        let (page_tx, mut page_rx) = mpsc::channel::<Page>(settings.channel_pages);
+        let (decoded_tx, decoded_rx) = mpsc::channel::<DecodedPage>(settings.channel_pages);
+
+        let fetch = readers::drive(reader, page_tx);
+        let tables = self.tables.clone();
+        let decode = async move {
+            while let Some(page) = page_rx.recv().await {
+                let tables = tables.clone();
+                let decoded =
+                    tokio::task::spawn_blocking(move || decode_page(stream, &tables, page))
+                        .await
+                        .map_err(|e| StreamError::Task {
+                            stream: stream.name.clone(),
+                            detail: e.to_string(),
+                        })??;
+                failpoint::hit("page_decoded");
+                if decoded_tx.send(decoded).await.is_err() {
+                    break;
+                }
+            }
+            Ok::<(), StreamError>(())
+        };
+        let write = async {
+            // Owned by this stage, so that when it stops (a failed commit) the channel closes
+            // and the stages feeding it stop too, instead of waiting on a full channel forever.
+            let mut decoded_rx = decoded_rx;
+            let mut groups: Vec<Group> = vec![Group::default(); self.tables.len()];
+            let mut records = 0usize;
+            let mut watermark: Option<i64> = None;
+            let mut ended = false;
+            let Some(progress) = progress.as_mut() else {
+                return Ok(());
+            };
+            while let Some(page) = decoded_rx.recv().await {
+                records += page.records;
+                watermark = watermark.max(page.watermark);
+                for ((group, decoded), written) in groups
+                    .iter_mut()
+                    .zip(page.tables)
+                    .zip(progress.written.iter_mut())
+                {
+                    written.fetched += decoded.batch.num_rows() as u64;
+                    if decoded.batch.num_rows() > 0 {
+                        group.rows.push(decoded.batch);
+                    }
+                    group.patches.extend(decoded.patches);
+                }
+                ended = page.end_of_stream;
+                if records > 0 && (records >= settings.commit_rows || ended) {
+                    let batch = std::mem::take(&mut groups);
+                    groups = vec![Group::default(); self.tables.len()];
+                    self.commit(progress, batch, page.position, watermark)
+                        .await?;
+                    records = 0;
+                }
+            }
+            if ended {
+                for (table, written) in self.tables.iter().zip(&progress.written) {
+                    if written.commits == 0 {
+                        // A run that found nothing still leaves an (empty) table for queries.
+                        self.lake.ensure_table(table).await?;
+                    }
+                }
+            }
+            // Without end_of_stream the fetch stopped early (an error, reported by its stage):
+            // the pages not yet committed are dropped, the lake stays at its last commit.
+            Ok::<(), StreamError>(())
+        };
+        let (fetched, decoded, wrote) = tokio::join!(fetch, decode, write);
+        wrote?;
+        decoded?;
+        fetched?;
+        Ok(())
+    }
+
+    /// Commit one batch: one data commit per table with rows, then the control row.
+    async fn commit(
+        &self,
+        progress: &mut Progress,
+        groups: Vec<Group>,
+        position: Value,
+        watermark: Option<i64>,
+    ) -> Result<(), StreamError> {
+        let mut row = progress.row.clone();
+        row.seq += 1;
+        row.position = position;
+        row.watermark = row.watermark.max(watermark);
+        row.run_id = self.run_id.clone();
+        let mut batches = Vec::new();
+        for (i, (table, group)) in self.tables.iter().zip(groups).enumerate() {
+            if group.rows.is_empty() && group.patches.is_empty() {
+                continue;
+            }
+            let batch = decode::dedup(table, &group.rows)?;
+            let (batch, patches) = decode::apply_patches(table, batch, &group.patches)?;
+            if batch.num_rows() > 0 || patches.is_some() {
+                batches.push((i, *table, batch, patches));
+            }
+        }
+        let writes: Vec<String> = batches.iter().map(|(_, t, _, _)| t.name.clone()).collect();
+        for (n, (i, table, batch, patches)) in batches.into_iter().enumerate() {
+            if n > 0 {
+                failpoint::hit("between_data_commits");
+            }
+            let deleted =
+                decode::count_deleted(&batch) + patches.as_ref().map_or(0, decode::count_deleted);
+            row.tables.insert(
+                table.name.clone(),
+                TableCommit {
+                    seq: row.seq,
+                    version: -1,
+                    upserted: batch.num_rows() as i64,
+                    deleted: deleted as i64,
+                },
+            );
+            // Stored in the data commit's metadata, so that a crash before the control commit
+            // can be repaired from the Delta log (`Lake::reconcile`).
+            let draft = CommitDraft {
+                row: row.clone(),
+                writes: writes.clone(),
+            };
+            let expected = progress.committed.get(&table.name).copied().unwrap_or(0);
+            failpoint::hit("before_data_commit");
+            let commit = self
+                .lake
+                .upsert(table, batch, patches, &draft, expected)
+                .await?;
+            failpoint::hit("after_data_commit");
+            let upserted = commit.inserted + commit.updated;
+            if let Some(entry) = row.tables.get_mut(&table.name) {
+                entry.version = commit.version;
+                entry.upserted = upserted as i64;
+            }
+            progress.committed.insert(table.name.clone(), row.seq);
+            let written = &mut progress.written[i];
+            written.upserted += upserted;
+            written.deleted += deleted;
+            written.commits += 1;
+            info!(
+                table = %table.name,
+                seq = row.seq,
+                version = commit.version,
+                inserted = commit.inserted,
+                updated = commit.updated,
+                "committed"
+            );
+        }
+        row.committed_at = Utc::now().timestamp_micros();
+        self.lake.record(&row).await?;
+        failpoint::hit("after_control_commit");
+        progress.row = row;
+        Ok(())
+    }
+}
+
+/// The `include` values the stream's tables need.
+fn includes(tables: &[&Table]) -> Vec<String> {
+    let mut includes: Vec<String> = Vec::new();
+    for table in tables {
+        if let Some(include) = table.rows.include() {
+            if !includes.iter().any(|i| i == include) {
+                includes.push(include.to_owned());
+            }
+        }
+    }
+    includes
+}
+
+/// Decode one page for every table of the stream.
+fn decode_page(
+    stream: &Stream,
+    tables: &[&Table],
+    page: Page,
+) -> Result<DecodedPage, decode::Error> {
+    let now = Utc::now();
+    let mut decoded = Vec::with_capacity(tables.len());
+    for table in tables {
+        let rows = decode::extract(table, &page)?;
+        let mut table_rows = decode::decode(table, &rows, now)?;
+        let patches = decode::extract_patches(table, &page)?;
+        table_rows.patches = decode::decode_patches(table, &patches, now)?;
+        decoded.push(table_rows);
+    }
+    let watermark = page
+        .records
+        .iter()
+        .filter_map(|r| r.get(&stream.watermark_field))
+        .filter_map(decode::timestamp_micros)
+        .max();
+    Ok(DecodedPage {
+        tables: decoded,
+        position: page.position,
+        end_of_stream: page.end_of_stream,
+        records: page.records.len(),
+        watermark,
+    })
+}

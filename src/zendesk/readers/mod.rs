@@ -1,0 +1,237 @@
+//! Zendesk's endpoints as sequences of pages: one reader per stream kind behind the [`Reader`]
+//! trait, and one driver loop ([`drive`]) that runs any of them (docs/ARCHITECTURE.md,
+//! "Readers").
+//!
+//! A reader owns its position: the JSON it returns with every page is stored by the lake without
+//! being read, and handed back to [`open`] by the next run, which then fetches exactly what
+//! follows that page. Adding a stream kind is one file here plus its simulator endpoint.
+
+mod cursor_export;
+mod time_export;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use serde_json::Value;
+use tokio::sync::mpsc;
+use tracing::{info, warn};
+use url::Url;
+
+use super::client::endpoint_of;
+use super::{Client, Error, RequestStats, Result};
+use crate::spec::{Stream, StreamKind};
+
+pub use time_export::fingerprint;
+
+/// One page of records and the position after it.
+#[derive(Debug, Clone)]
+pub struct Page {
+    /// The records of the stream's `records_key` array.
+    pub records: Vec<Value>,
+    /// Arrays sideloaded beside the records (`metric_sets`), by key.
+    pub sideloads: Vec<(String, Vec<Value>)>,
+    /// Where the stream continues after this page.
+    pub position: Value,
+    /// The last page of this run.
+    pub end_of_stream: bool,
+}
+
+impl Page {
+    /// The sideloaded array `key`, empty when the page has none.
+    pub fn sideload(&self, key: &str) -> &[Value] {
+        self.sideloads
+            .iter()
+            .find(|(k, _)| k == key)
+            .map_or(&[], |(_, v)| v.as_slice())
+    }
+}
+
+/// A stream being read.
+#[async_trait]
+pub trait Reader: Send {
+    /// The next page; `None` when this run has read everything Zendesk has for now.
+    async fn next_page(&mut self) -> Result<Option<Page>>;
+
+    /// Where the stream continues after the last page returned.
+    fn position(&self) -> Value;
+}
+
+/// What every reader needs besides its position.
+#[derive(Clone)]
+pub struct Context {
+    pub client: Client,
+    pub stream: &'static Stream,
+    /// Records asked for per page (shrunk for the rest of the run on 504).
+    pub page_size: u32,
+    pub stats: Arc<RequestStats>,
+    /// Sideloads and child objects the stream's tables need (`include=metric_sets`).
+    pub includes: Vec<String>,
+}
+
+impl Context {
+    pub fn name(&self) -> &str {
+        &self.stream.name
+    }
+
+    /// The stream's endpoint with its `include` parameter.
+    fn endpoint(&self) -> Url {
+        let mut url = self.client.endpoint(&self.stream.path);
+        set_includes(&mut url, &self.includes);
+        url
+    }
+
+    fn shape(&self, url: &Url, detail: &str) -> Error {
+        Error::Shape {
+            object: self.stream.name.clone(),
+            endpoint: endpoint_of(url),
+            detail: detail.to_owned(),
+        }
+    }
+
+    /// Take the page's records out of its body.
+    fn records(&self, url: &Url, body: &mut Value) -> Result<Vec<Value>> {
+        match body.get_mut(&self.stream.records_key) {
+            Some(Value::Array(items)) => Ok(std::mem::take(items)),
+            _ => Err(self.shape(
+                url,
+                &format!("no `{}` array in the page", self.stream.records_key),
+            )),
+        }
+    }
+
+    /// Take the sideloaded arrays the stream asked for out of the body (absent means none).
+    fn sideloads(&self, body: &mut Value) -> Vec<(String, Vec<Value>)> {
+        self.includes
+            .iter()
+            .filter_map(|key| match body.get_mut(key) {
+                Some(Value::Array(items)) => Some((key.clone(), std::mem::take(items))),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn flag(&self, url: &Url, body: &Value, name: &str) -> Result<bool> {
+        body.get(name)
+            .and_then(Value::as_bool)
+            .ok_or_else(|| self.shape(url, &format!("no boolean `{name}`")))
+    }
+
+    /// GET one page. A 504 (Zendesk's answer to a page too heavy to build in time) halves the
+    /// page size for the rest of the run, down to [`MIN_PAGE_SIZE`], where 504 is retried like
+    /// any server error. `None` when the start time is less than a minute old: nothing to fetch
+    /// yet.
+    async fn get_page(&mut self, url: &mut Url) -> Result<Option<Value>> {
+        let object = self.stream.name.as_str();
+        loop {
+            set_param(url, PAGE_SIZE_PARAM, &self.page_size.to_string());
+            let handled: &[u16] = if self.page_size > MIN_PAGE_SIZE {
+                &[504]
+            } else {
+                &[]
+            };
+            match self
+                .client
+                .get_json_except(object, url, self.stream.limit_class, &self.stats, handled)
+                .await
+            {
+                Err(err) if is_start_time_too_recent(&err) => {
+                    info!(%object, "start_time is less than a minute old: nothing to fetch yet");
+                    return Ok(None);
+                }
+                Err(err) if err.status() == Some(504) && self.page_size > MIN_PAGE_SIZE => {
+                    self.page_size = (self.page_size / 2).max(MIN_PAGE_SIZE);
+                    warn!(%object, page_size = self.page_size, "504 on a large page: asking for smaller pages");
+                    self.stats
+                        .retries
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+                other => return other.map(Some),
+            }
+        }
+    }
+}
+
+/// Open the reader of a stream at `position` (from the control table), or at `start_time`
+/// (unix seconds) for a stream never read.
+pub fn open(
+    context: Context,
+    position: Option<&Value>,
+    start_time: i64,
+) -> Result<Box<dyn Reader>> {
+    Ok(match context.stream.kind {
+        StreamKind::CursorExport => Box::new(cursor_export::CursorExport::open(
+            context, position, start_time,
+        )?),
+        StreamKind::TimeExport => Box::new(time_export::TimeExport::open(
+            context, position, start_time,
+        )?),
+    })
+}
+
+/// Read pages until the end of the stream, sending each down `pages`; the last one sent is
+/// marked `end_of_stream`. Stops early, without error, when the receiver has gone away.
+pub async fn drive(mut reader: Box<dyn Reader>, pages: mpsc::Sender<Page>) -> Result<()> {
+    loop {
+        let page = match reader.next_page().await? {
+            Some(page) => page,
+            // Nothing more for now: an empty last page carries the final position.
+            None => Page {
+                records: Vec::new(),
+                sideloads: Vec::new(),
+                position: reader.position(),
+                end_of_stream: true,
+            },
+        };
+        crate::failpoint::hit("page_fetched");
+        let end = page.end_of_stream;
+        if pages.send(page).await.is_err() || end {
+            return Ok(());
+        }
+    }
+}
+
+/// A position read back from the control table, or `Err` naming the stream when it is not the
+/// reader's.
+fn parse_position<T: serde::de::DeserializeOwned>(stream: &Stream, position: &Value) -> Result<T> {
+    serde_json::from_value(position.clone()).map_err(|e| Error::Shape {
+        object: stream.name.clone(),
+        endpoint: stream.path.clone(),
+        detail: format!("the stored position {position} is not this reader's: {e}"),
+    })
+}
+
+/// Zendesk's largest export page.
+const MAX_PAGE_SIZE: u32 = 1000;
+
+/// The smallest page asked for when Zendesk answers 504 to bigger ones.
+const MIN_PAGE_SIZE: u32 = 10;
+
+/// Empty pages in a row that do not move the position before an export counts as stuck.
+const MAX_IDLE_PAGES: u32 = 10;
+
+/// The export endpoints' page-size parameter.
+const PAGE_SIZE_PARAM: &str = "per_page";
+
+/// Set the query parameter `name` to `value`, replacing any it had.
+fn set_param(url: &mut Url, name: &str, value: &str) {
+    let pairs: Vec<(String, String)> = url
+        .query_pairs()
+        .filter(|(k, _)| k != name)
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect();
+    url.query_pairs_mut()
+        .clear()
+        .extend_pairs(pairs)
+        .append_pair(name, value);
+}
+
+fn set_includes(url: &mut Url, includes: &[String]) {
+    if !includes.is_empty() {
+        set_param(url, "include", &includes.join(","));
+    }
+}
+
+fn is_start_time_too_recent(err: &Error) -> bool {
+    matches!(err, Error::Status { status: 400, snippet, .. }
+        if snippet.contains("StartTimeTooRecent") || snippet.contains("Too recent start_time"))
+}
