@@ -44,8 +44,8 @@ pub fn app_id(stream: &str) -> String {
 impl Lake {
     /// Upsert `batch` (one row per key) into the table in one commit tagged with the
     /// application transaction `(app_id(stream), seq)` and the draft in its commit info.
-    /// `patches` (of [`crate::decode::patch_schema`]) set a few columns of rows of earlier
-    /// batches in the same commit; with no table yet there is nothing for them to change.
+    /// `patches` set a few columns of rows of earlier batches in the same commit; with no table
+    /// yet there is nothing for them to change.
     ///
     /// `expected` is the stream's last batch in this table as this run knows it: if the table
     /// holds another, a concurrent run committed to it, and nothing is written.
@@ -53,7 +53,7 @@ impl Lake {
         &self,
         spec: &Table,
         batch: RecordBatch,
-        patches: Option<RecordBatch>,
+        patches: Option<PatchSet>,
         draft: &CommitDraft,
         expected: i64,
     ) -> Result<CommitReport> {
@@ -119,12 +119,12 @@ impl Lake {
                     .collect();
                 let by_key = col(format!("target.{key}")).eq(col(format!("source.{key}")));
                 let newer = col(format!("source.{cursor}")).gt_eq(col(format!("target.{cursor}")));
-                let patch = patches.filter(|p| p.num_rows() > 0);
-                let (source, predicate, sets) = match (&spec.patches, patch) {
-                    (Some(patches), Some(patch)) => {
-                        let source = with_patches(spec, batch, patch)?;
+                let patch = patches.filter(|p| p.rows.num_rows() > 0);
+                let (source, predicate, sets) = match patch {
+                    Some(patches) => {
+                        let source = with_patches(spec, batch, patches.rows)?;
                         let is_patch = col(format!("source.{PATCH_COLUMN}"));
-                        let by_patch = patches.column();
+                        let by_patch = patches.column.as_str();
                         let predicate = if by_patch == key {
                             by_key
                         } else {
@@ -133,10 +133,9 @@ impl Lake {
                             (not(is_patch.clone()).and(by_key)).or(is_patch.and(by_column))
                         };
                         let sets: Vec<String> = patches
-                            .sets()
+                            .sets
                             .into_iter()
-                            .chain([crate::spec::SYNCED_AT_COLUMN])
-                            .map(str::to_owned)
+                            .chain([crate::spec::SYNCED_AT_COLUMN.to_owned()])
                             .collect();
                         (source, predicate, Some(sets))
                     }
@@ -263,6 +262,16 @@ pub(crate) fn table_id(name: &str, table: &deltalake::DeltaTable) -> Result<Stri
         source,
     })?;
     Ok(state.metadata().id().to_owned())
+}
+
+/// Changes to a few columns of rows already in a table: each row of `rows` sets the columns
+/// `sets` (and `_synced_at`) of the table's rows whose `column` equals its own.
+#[derive(Debug, Clone)]
+pub struct PatchSet {
+    pub column: String,
+    pub sets: Vec<String>,
+    /// The match column, the columns set and `_synced_at`, typed as in the table.
+    pub rows: RecordBatch,
 }
 
 /// The merge source's column that tells patches from whole rows.

@@ -48,7 +48,7 @@ use url::Url;
 use crate::spec;
 
 pub use control::{CommitDraft, ControlRow, Resume, TableCommit, CONTROL_TABLE};
-pub use merge::CommitReport;
+pub use merge::{CommitReport, PatchSet};
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -209,6 +209,20 @@ impl Lake {
             }
         }
         Ok(ctx)
+    }
+
+    /// Every row of one table (none when it does not exist yet).
+    pub async fn scan(&self, name: &str) -> Result<Vec<RecordBatch>> {
+        let Some(table) = self.open(name).await? else {
+            return Ok(Vec::new());
+        };
+        let ctx = SessionContext::new();
+        register(&ctx, name, &table).await?;
+        let df = ctx
+            .sql(&format!("SELECT * FROM \"{name}\""))
+            .await
+            .map_err(Error::Query)?;
+        df.collect().await.map_err(Error::Query)
     }
 
     /// Run SQL over the lake's tables.

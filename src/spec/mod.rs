@@ -31,6 +31,24 @@ const SCHEMA_FILES: &[(&str, &str)] = &[
         "organizations",
         include_str!("../../schemas/organizations.json"),
     ),
+    (
+        "ticket_metrics",
+        include_str!("../../schemas/ticket_metrics.json"),
+    ),
+    (
+        "ticket_comments",
+        include_str!("../../schemas/ticket_comments.json"),
+    ),
+    (
+        "ticket_field_history",
+        include_str!("../../schemas/ticket_field_history.json"),
+    ),
+    ("groups", include_str!("../../schemas/groups.json")),
+    ("brands", include_str!("../../schemas/brands.json")),
+    ("sections", include_str!("../../schemas/sections.json")),
+    ("categories", include_str!("../../schemas/categories.json")),
+    ("topics", include_str!("../../schemas/topics.json")),
+    ("posts", include_str!("../../schemas/posts.json")),
 ];
 
 /// How a stream reads Zendesk: each kind is one reader in `zendesk::readers`.
@@ -43,6 +61,9 @@ pub enum StreamKind {
     /// `/api/v2/incremental/<object>.json?start_time=`: the next `start_time` is `end_time`, and the
     /// boundary second is repeated by the next page.
     TimeExport,
+    /// A cursor-paginated list (`page[size]`, `links.next`, `meta.has_more`), read whole on every
+    /// run.
+    List,
 }
 
 /// Which of Zendesk's rate budgets a request draws from (docs/ARCHITECTURE.md, "Zendesk facts" 7).
@@ -64,6 +85,9 @@ pub struct Stream {
     pub description: String,
     pub kind: StreamKind,
     pub path: String,
+    /// Fixed query parameters of every request (`exclude_deleted=false`).
+    #[serde(default)]
+    pub query: BTreeMap<String, String>,
     /// Key of the array of records in a response page.
     pub records_key: String,
     pub limit_class: LimitClass,
@@ -275,6 +299,9 @@ impl Patches {
 pub enum WriteMode {
     /// Merge by primary key: new keys are inserted, a row is replaced by a newer version of it.
     Upsert,
+    /// The stream lists every row on every run: upsert what changed (a listed row equal to the
+    /// stored one is not rewritten), and mark rows missing from a complete listing `_deleted`.
+    Snapshot,
 }
 
 /// One Delta table and where its rows come from.
@@ -431,6 +458,7 @@ pub fn markdown_table() -> String {
         let read_as = match (&table.rows, stream.kind) {
             (Rows::Records, StreamKind::CursorExport) => "cursor export".to_owned(),
             (Rows::Records, StreamKind::TimeExport) => "time export".to_owned(),
+            (Rows::Records, StreamKind::List) => "list, read whole".to_owned(),
             (Rows::Sideload { key }, _) => format!("`{key}` sideload of `{}`", stream.name),
             (Rows::ChildEvents { types, .. }, _) => {
                 format!("{} child events of `{}`", types.join("/"), stream.name)
@@ -439,17 +467,33 @@ pub fn markdown_table() -> String {
                 format!("Create/Change child events of `{}`", stream.name)
             }
         };
+        let vanished = if table.write == WriteMode::Snapshot {
+            ", or gone from the listing"
+        } else {
+            ""
+        };
         let deleted = match (&table.deleted, &table.patches) {
             (Some(rule), _) => match &rule.equals {
-                Some(value) => format!("`{}` = {value}", rule.column),
-                None => format!("`{}` set", rule.column),
+                Some(value) => format!("`{}` = {value}{vanished}", rule.column),
+                None => format!("`{}` set{vanished}", rule.column),
             },
+            (None, _) if table.write == WriteMode::Snapshot => "gone from the listing".to_owned(),
             (None, Some(Patches::DeletedParents { .. })) => "its ticket is deleted".to_owned(),
             (None, _) => "never (history)".to_owned(),
         };
-        let requests = match &table.rows {
-            Rows::Records => "1 per 1000 changed records".to_owned(),
-            _ => format!("none of its own (`{}`'s)", stream.name),
+        // A stream's requests are counted once, at its first table.
+        let siblings: Vec<&str> = tables()
+            .iter()
+            .filter(|t| t.stream == table.stream)
+            .map(|t| t.name.as_str())
+            .collect();
+        let requests = if siblings.first() == Some(&table.name.as_str()) {
+            match stream.kind {
+                StreamKind::List => format!("1 per 100 `{}`", stream.records_key),
+                _ => format!("1 per 1000 changed `{}`", stream.records_key),
+            }
+        } else {
+            format!("none beyond `{}`'s", siblings[0])
         };
         out.push_str(&format!(
             "| `{}` | `{}` | {read_as} | `{}` | `{}` | {deleted} | {requests} |\n",

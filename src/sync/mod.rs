@@ -12,7 +12,7 @@
 pub mod check;
 pub mod status;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -23,10 +23,10 @@ use tokio::sync::mpsc;
 use tracing::{info, info_span, warn, Instrument};
 
 use crate::config::Settings;
-use crate::decode::{self, Decoded};
+use crate::decode::{self, Decoded, Key};
 use crate::failpoint;
-use crate::lake::{self, CommitDraft, ControlRow, Lake, TableCommit};
-use crate::spec::{Stream, Table};
+use crate::lake::{self, CommitDraft, ControlRow, Lake, PatchSet, TableCommit};
+use crate::spec::{Stream, Table, WriteMode, DELETED_COLUMN};
 use crate::zendesk::readers::{self, Context};
 use crate::zendesk::{self, Client, Page, RequestStats};
 
@@ -197,6 +197,17 @@ struct Progress {
     /// Each table's last batch of this stream as the lake holds it.
     committed: HashMap<String, i64>,
     written: Vec<Written>,
+    /// Per table, for snapshot tables: what the table held when the run started, and what the
+    /// listing has shown so far.
+    snapshots: Vec<Option<Snapshot>>,
+}
+
+/// A snapshot table during a run.
+struct Snapshot {
+    /// Key → (fingerprint, deleted) of the rows stored when the run started.
+    stored: HashMap<Key, (u128, bool)>,
+    /// Keys listed so far in this run.
+    listed: HashSet<Key>,
 }
 
 /// A table's part of a batch being gathered.
@@ -316,12 +327,29 @@ impl StreamJob {
             warn!(tables = ?joining, "tables join the stream: reading it again from the start to fill them");
             position = None;
         }
-        // Tables left out of this run fall behind: they join again from the start later.
+        // Tables left out of this run fall behind: they join again from the start later. Every
+        // table fed from here on is named in the control row, written to yet or not.
         row.tables.retain(|name, _| names.contains(&name.as_str()));
+        for name in &names {
+            row.tables.entry((*name).to_owned()).or_insert(TableCommit {
+                seq: 0,
+                version: -1,
+                upserted: 0,
+                deleted: 0,
+            });
+        }
+        let mut snapshots = Vec::with_capacity(self.tables.len());
+        for table in &self.tables {
+            snapshots.push(match table.write {
+                WriteMode::Snapshot => Some(self.snapshot(table).await?),
+                WriteMode::Upsert => None,
+            });
+        }
         *progress = Some(Progress {
             row,
             committed: resume.committed,
             written: vec![Written::default(); self.tables.len()],
+            snapshots,
         });
 
         let context = Context {
@@ -380,10 +408,12 @@ impl StreamJob {
                     group.patches.extend(decoded.patches);
                 }
                 ended = page.end_of_stream;
-                if records > 0 && (records >= settings.commit_rows || ended) {
+                // A complete listing also commits what vanished from it.
+                let listed = ended && progress.snapshots.iter().any(Option::is_some);
+                if (records > 0 && (records >= settings.commit_rows || ended)) || listed {
                     let batch = std::mem::take(&mut groups);
                     groups = vec![Group::default(); self.tables.len()];
-                    self.commit(progress, batch, page.position, watermark)
+                    self.commit(progress, batch, page.position, watermark, ended)
                         .await?;
                     records = 0;
                 }
@@ -407,6 +437,20 @@ impl StreamJob {
         Ok(())
     }
 
+    /// What a snapshot table holds when the run starts.
+    async fn snapshot(&self, table: &Table) -> Result<Snapshot, StreamError> {
+        let mut stored = HashMap::new();
+        for batch in self.lake.scan(&table.name).await? {
+            for (key, print, deleted) in decode::fingerprints(table, &batch)? {
+                stored.insert(key, (print, deleted));
+            }
+        }
+        Ok(Snapshot {
+            stored,
+            listed: HashSet::new(),
+        })
+    }
+
     /// Commit one batch: one data commit per table with rows, then the control row.
     async fn commit(
         &self,
@@ -414,6 +458,7 @@ impl StreamJob {
         groups: Vec<Group>,
         position: Value,
         watermark: Option<i64>,
+        ended: bool,
     ) -> Result<(), StreamError> {
         let mut row = progress.row.clone();
         row.seq += 1;
@@ -422,22 +467,47 @@ impl StreamJob {
         row.run_id = self.run_id.clone();
         let mut batches = Vec::new();
         for (i, (table, group)) in self.tables.iter().zip(groups).enumerate() {
-            if group.rows.is_empty() && group.patches.is_empty() {
+            let snapshot = progress.snapshots[i].as_mut();
+            if group.rows.is_empty() && group.patches.is_empty() && !(ended && snapshot.is_some()) {
                 continue;
             }
             let batch = decode::dedup(table, &group.rows)?;
-            let (batch, patches) = decode::apply_patches(table, batch, &group.patches)?;
+            let (batch, leftover) = decode::apply_patches(table, batch, &group.patches)?;
+            let mut patches = match (leftover, &table.patches) {
+                (Some(rows), Some(spec)) => Some(PatchSet {
+                    column: spec.column().to_owned(),
+                    sets: spec.sets().into_iter().map(str::to_owned).collect(),
+                    rows,
+                }),
+                _ => None,
+            };
+            let batch = match snapshot {
+                Some(snapshot) => {
+                    let batch = snapshot.changed(table, batch)?;
+                    if ended {
+                        patches = snapshot.vanished(table)?;
+                    }
+                    batch
+                }
+                None => batch,
+            };
             if batch.num_rows() > 0 || patches.is_some() {
                 batches.push((i, *table, batch, patches));
             }
         }
         let writes: Vec<String> = batches.iter().map(|(_, t, _, _)| t.name.clone()).collect();
+        if writes.is_empty() && row.position == progress.row.position {
+            // Nothing to write and no progress to record (a list that did not change).
+            return Ok(());
+        }
         for (n, (i, table, batch, patches)) in batches.into_iter().enumerate() {
             if n > 0 {
                 failpoint::hit("between_data_commits");
             }
-            let deleted =
-                decode::count_deleted(&batch) + patches.as_ref().map_or(0, decode::count_deleted);
+            let deleted = decode::count_deleted(&batch)
+                + patches
+                    .as_ref()
+                    .map_or(0, |p| decode::count_deleted(&p.rows));
             row.tables.insert(
                 table.name.clone(),
                 TableCommit {
@@ -484,6 +554,47 @@ impl StreamJob {
         failpoint::hit("after_control_commit");
         progress.row = row;
         Ok(())
+    }
+}
+
+impl Snapshot {
+    /// The rows of a listed batch that are new or differ from the stored ones.
+    fn changed(&mut self, table: &Table, batch: RecordBatch) -> Result<RecordBatch, StreamError> {
+        let mut keep = Vec::new();
+        for (row, (key, print, _)) in decode::fingerprints(table, &batch)?.into_iter().enumerate() {
+            if self.stored.get(&key).map(|(p, _)| *p) != Some(print) {
+                keep.push(row as u32);
+            }
+            self.listed.insert(key);
+        }
+        if keep.len() == batch.num_rows() {
+            return Ok(batch);
+        }
+        let keep = deltalake::arrow::array::UInt32Array::from(keep);
+        deltalake::arrow::compute::take_record_batch(&batch, &keep).map_err(|source| {
+            StreamError::Decode(decode::Error::Arrow {
+                object: table.name.clone(),
+                source,
+            })
+        })
+    }
+
+    /// After a complete listing: the patch marking deleted the stored live rows it did not show.
+    fn vanished(&self, table: &Table) -> Result<Option<PatchSet>, StreamError> {
+        let gone: Vec<Key> = self
+            .stored
+            .iter()
+            .filter(|(key, (_, deleted))| !deleted && !self.listed.contains(*key))
+            .map(|(key, _)| key.clone())
+            .collect();
+        if gone.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(PatchSet {
+            column: table.primary_key.clone(),
+            sets: vec![DELETED_COLUMN.to_owned()],
+            rows: decode::deletions(table, &gone, Utc::now())?,
+        }))
     }
 }
 

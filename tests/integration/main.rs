@@ -12,3 +12,4 @@ mod s3;
 mod samples;
 mod stores;
 mod sync;
+mod tables;

@@ -7,6 +7,7 @@
 //! follows that page. Adding a stream kind is one file here plus its simulator endpoint.
 
 mod cursor_export;
+mod list;
 mod time_export;
 
 use std::sync::Arc;
@@ -73,9 +74,12 @@ impl Context {
         &self.stream.name
     }
 
-    /// The stream's endpoint with its `include` parameter.
+    /// The stream's endpoint with its fixed parameters and its `include` parameter.
     fn endpoint(&self) -> Url {
         let mut url = self.client.endpoint(&self.stream.path);
+        for (name, value) in &self.stream.query {
+            set_param(&mut url, name, value);
+        }
         set_includes(&mut url, &self.includes);
         url
     }
@@ -165,6 +169,7 @@ pub fn open(
         StreamKind::TimeExport => Box::new(time_export::TimeExport::open(
             context, position, start_time,
         )?),
+        StreamKind::List => Box::new(list::List::open(context)),
     })
 }
 
