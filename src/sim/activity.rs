@@ -662,7 +662,7 @@ impl Activity {
         let business = rng.gen_bool(0.7);
         self.metrics
             .insert(ticket_id, Metric::new(ticket, ts, business));
-        if rng.gen_bool(0.12) {
+        if rng.gen_bool(0.08) {
             self.new_side_conversation(rng, ticket, ts);
         }
     }
@@ -755,9 +755,10 @@ impl Activity {
         if let Some(metric) = self.metrics.get_mut(&ticket_id) {
             metric.apply(&update);
         }
-        if rng.gen_bool(0.2) {
-            let has_some = self.side.get(&ticket_id).is_some_and(|s| !s.is_empty());
-            if has_some && rng.gen_bool(0.6) {
+        if rng.gen_bool(0.12) {
+            // A ticket keeps to 1-3 side conversations; more activity changes one of them.
+            let count = self.side.get(&ticket_id).map_or(0, Vec::len);
+            if count >= 3 || (count > 0 && rng.gen_bool(0.6)) {
                 self.change_side_conversation(rng, ticket_id, ts);
             } else {
                 self.new_side_conversation(rng, after, ts);

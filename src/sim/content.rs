@@ -309,13 +309,13 @@ fn initial_count(kind: Kind, config: &SimConfig) -> usize {
     };
     match kind {
         // The ticket's groups and brands always exist.
-        Kind::Groups => scaled(config.groups, 4, 250, 200).max(GROUP_IDS.len()),
-        Kind::Brands => scaled(config.brands, 2, 2_000, 20).max(BRAND_IDS.len()),
-        Kind::Categories => scaled(config.categories, 2, 1_000, 50),
+        Kind::Groups => scaled(config.groups, 6, 250, 200).max(GROUP_IDS.len()),
+        Kind::Brands => scaled(config.brands, 3, 2_000, 20).max(BRAND_IDS.len()),
+        Kind::Categories => scaled(config.categories, 3, 1_000, 50),
         Kind::Sections => config
             .sections
             .unwrap_or_else(|| 3 * initial_count(Kind::Categories, config)),
-        Kind::Topics => scaled(config.topics, 2, 2_000, 30),
+        Kind::Topics => scaled(config.topics, 3, 2_000, 30),
         Kind::Posts => scaled(config.posts, 10, 10, 5_000),
         Kind::Articles => scaled(config.articles, 10, 6, 20_000),
     }

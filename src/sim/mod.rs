@@ -61,17 +61,17 @@ pub struct SimConfig {
     pub api_token: String,
     /// Accepted as `Authorization: Bearer {oauth_token}`.
     pub oauth_token: String,
-    /// Initial number of groups; None: 4 + tickets / 250 (at most 200). Never fewer than the 4
-    /// groups tickets point at.
+    /// Initial number of groups; None: 6 + tickets / 250 (at most 200). Never fewer than the 4
+    /// groups tickets point at (which are never deleted).
     pub groups: Option<usize>,
-    /// Initial number of brands; None: 2 + tickets / 2000 (at most 20). Never fewer than the 2
-    /// brands tickets point at.
+    /// Initial number of brands; None: 3 + tickets / 2000 (at most 20). Never fewer than the 2
+    /// brands tickets point at (which are never deleted).
     pub brands: Option<usize>,
-    /// Initial number of Help Center categories; None: 2 + tickets / 1000 (at most 50).
+    /// Initial number of Help Center categories; None: 3 + tickets / 1000 (at most 50).
     pub categories: Option<usize>,
     /// Initial number of Help Center sections; None: 3 per category.
     pub sections: Option<usize>,
-    /// Initial number of community topics; None: 2 + tickets / 2000 (at most 30).
+    /// Initial number of community topics; None: 3 + tickets / 2000 (at most 30).
     pub topics: Option<usize>,
     /// Initial number of community posts; None: 10 + tickets / 10 (at most 5000).
     pub posts: Option<usize>,
