@@ -117,7 +117,12 @@ impl Event {
     /// The event as the export serves it: with comment child events (`include=comment_events`),
     /// or without them and with `comment_present` / `comment_public` instead.
     pub(crate) fn render(&self, with_comments: bool) -> String {
-        let size = self.head.len() + self.children.iter().map(|c| c.json.len() + 1).sum::<usize>();
+        let size = self.head.len()
+            + self
+                .children
+                .iter()
+                .map(|c| c.json.len() + 1)
+                .sum::<usize>();
         let mut text = String::with_capacity(size + 64);
         text.push_str(&self.head);
         if !with_comments {
@@ -731,9 +736,7 @@ impl Activity {
                 .find(|f| f.field == "assignee_id")
                 .map(|f| !f.value.is_null()),
             group_changed: fields.iter().any(|f| f.field == "group_id"),
-            comment: comment
-                .as_ref()
-                .map(|c| (c.public, c.author == requester)),
+            comment: comment.as_ref().map(|c| (c.public, c.author == requester)),
             by_requester: updater == requester,
             by_assignee: assignee == Some(updater),
         };
@@ -1154,11 +1157,7 @@ impl Activity {
         &'a self,
         tickets: impl Iterator<Item = i64> + 'a,
     ) -> impl Iterator<Item = String> + 'a {
-        tickets.flat_map(move |ticket| {
-            self.side_conversations(ticket)
-                .iter()
-                .map(|s| s.id.clone())
-        })
+        tickets.flat_map(move |ticket| self.side_conversations(ticket).iter().map(|s| s.id.clone()))
     }
 
     /// Ids of the metric sets of these tickets.

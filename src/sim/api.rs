@@ -593,7 +593,11 @@ fn time_export(state: &State, object: Object, request: &Request, export: &Export
         end_time,
         end_of_stream,
     } = time_page(
-        || table.after(start, i64::MIN).map(|(key, _, value)| (key, value)),
+        || {
+            table
+                .after(start, i64::MIN)
+                .map(|(key, _, value)| (key, value))
+        },
         start,
         per_page,
         export.stall_over,

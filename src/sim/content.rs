@@ -282,7 +282,7 @@ impl Catalog {
     }
 
     /// Served records from second `start` on, in (updated_at, id) order.
-    pub(crate) fn from_second(&self, start: i64) -> impl Iterator<Item = (i64, &str)> {
+    pub(crate) fn since_second(&self, start: i64) -> impl Iterator<Item = (i64, &str)> {
         self.order
             .range((Bound::Included((start, i64::MIN)), Bound::Unbounded))
             .filter_map(move |&(key, id)| self.items.get(&id).map(|item| (key, &*item.json)))
@@ -331,7 +331,13 @@ const GROUP_NAMES: [&str; 8] = [
     "Équipe FR",
     "VIP desk",
 ];
-const BRAND_NAMES: [&str; 5] = ["Simulated", "Café Brand", "サンドボックス", "Nordic", "Labs"];
+const BRAND_NAMES: [&str; 5] = [
+    "Simulated",
+    "Café Brand",
+    "サンドボックス",
+    "Nordic",
+    "Labs",
+];
 const CATEGORY_NAMES: [&str; 6] = [
     "General",
     "Billing & payments",
@@ -714,7 +720,9 @@ fn make_record(
         Kind::Articles => {
             let title = title(rng);
             let votes = rng.gen_range(0..40);
-            let labels: Vec<&str> = (0..rng.gen_range(0..3)).map(|_| *pick(rng, &TAGS)).collect();
+            let labels: Vec<&str> = (0..rng.gen_range(0..3))
+                .map(|_| *pick(rng, &TAGS))
+                .collect();
             let segment = optional(rng, 0.2, |rng| json!(pick(rng, &USER_SEGMENT_IDS)));
             let segments = match segment.as_i64() {
                 Some(id) => json!([id]),
@@ -765,10 +773,25 @@ fn change_record(
         map.insert(field.into(), value);
     };
     match (kind, change) {
-        (Kind::Groups, 0 | 1) => set("name", json!(format!("{} {n}", GROUP_NAMES[n as usize % GROUP_NAMES.len()]))),
+        (Kind::Groups, 0 | 1) => set(
+            "name",
+            json!(format!(
+                "{} {n}",
+                GROUP_NAMES[n as usize % GROUP_NAMES.len()]
+            )),
+        ),
         (Kind::Groups, _) => set("description", json!(format!("Queue #{n} — “renamed”"))),
-        (Kind::Brands, 0) => set("name", json!(format!("{} {n}", BRAND_NAMES[n as usize % BRAND_NAMES.len()]))),
-        (Kind::Brands, 1) => set("help_center_state", json!(HELP_CENTER_STATES[n as usize % 3])),
+        (Kind::Brands, 0) => set(
+            "name",
+            json!(format!(
+                "{} {n}",
+                BRAND_NAMES[n as usize % BRAND_NAMES.len()]
+            )),
+        ),
+        (Kind::Brands, 1) => set(
+            "help_center_state",
+            json!(HELP_CENTER_STATES[n as usize % 3]),
+        ),
         (Kind::Brands, 2) => set("host_mapping", json!(format!("support{n}.example.com"))),
         (Kind::Brands, _) => set("active", json!(n % 2 == 0)),
         (Kind::Categories | Kind::Sections | Kind::Topics, 0) => {
@@ -786,10 +809,25 @@ fn change_record(
             set("vote_sum", json!(n % 50 - 2 * (n % 7)));
         }
         (Kind::Posts, 1) => set("comment_count", json!(n % 40)),
-        (Kind::Posts, 2) => set("status", json!(POST_STATUSES[n as usize % POST_STATUSES.len()])),
-        (Kind::Posts, _) => set("title", json!(format!("{} (edited {n})", TITLES[n as usize % TITLES.len()]))),
+        (Kind::Posts, 2) => set(
+            "status",
+            json!(POST_STATUSES[n as usize % POST_STATUSES.len()]),
+        ),
+        (Kind::Posts, _) => set(
+            "title",
+            json!(format!(
+                "{} (edited {n})",
+                TITLES[n as usize % TITLES.len()]
+            )),
+        ),
         (Kind::Articles, 0) => {
-            set("body", json!(format!("{}<p>Revision {n}</p>", BODIES[n as usize % BODIES.len()])));
+            set(
+                "body",
+                json!(format!(
+                    "{}<p>Revision {n}</p>",
+                    BODIES[n as usize % BODIES.len()]
+                )),
+            );
             set("edited_at", json!(rfc3339(ts)));
         }
         (Kind::Articles, 1) => {

@@ -46,7 +46,10 @@ pub(crate) fn ticket_events(state: &State, request: &Request, export: &Export<'_
         .collect();
     let mut records: Vec<&str> = texts.iter().map(String::as_str).collect();
     export.duplicate(&mut records);
-    let mut next_page = format!("{}/api/v2/incremental/ticket_events.json?", export.link_base);
+    let mut next_page = format!(
+        "{}/api/v2/incremental/ticket_events.json?",
+        export.link_base
+    );
     if with_comments {
         next_page.push_str("include=comment_events&");
     }
@@ -75,7 +78,7 @@ pub(crate) fn articles_export(state: &State, request: &Request, export: &Export<
     };
     let articles = state.content.catalog(Kind::Articles);
     let page = time_page(
-        || articles.from_second(start),
+        || articles.since_second(start),
         start,
         per_page,
         export.stall_over,
@@ -170,8 +173,10 @@ pub(crate) fn list(state: &State, kind: Kind, request: &Request, export: &Export
                 Position::After(id) => Some(id),
                 _ => None,
             };
-            let mut rows: Vec<(i64, &str)> =
-                catalog.list_after(after, with_deleted).take(size + 1).collect();
+            let mut rows: Vec<(i64, &str)> = catalog
+                .list_after(after, with_deleted)
+                .take(size + 1)
+                .collect();
             let more = rows.len() > size;
             rows.truncate(size);
             (rows, more, more)
@@ -184,9 +189,12 @@ pub(crate) fn list(state: &State, kind: Kind, request: &Request, export: &Export
             let more = rows.len() > size;
             rows.truncate(size);
             rows.reverse();
-            let later = rows
-                .last()
-                .is_some_and(|(last, _)| catalog.list_after(Some(*last), with_deleted).next().is_some());
+            let later = rows.last().is_some_and(|(last, _)| {
+                catalog
+                    .list_after(Some(*last), with_deleted)
+                    .next()
+                    .is_some()
+            });
             (rows, more, later)
         }
     };
@@ -279,7 +287,9 @@ pub(crate) fn side_conversations(
         None => Ok(default),
         Some(raw) => match raw.trim().parse::<usize>() {
             Ok(n) if n > 0 => Ok(n),
-            _ => Err(Response::invalid(&format!("{name} must be a positive integer"))),
+            _ => Err(Response::invalid(&format!(
+                "{name} must be a positive integer"
+            ))),
         },
     };
     let (page, per_page) = match (number("page", 1), number("per_page", SIDE_MAX_PAGE)) {

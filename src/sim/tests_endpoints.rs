@@ -240,7 +240,10 @@ fn new_records_carry_the_keys_of_the_real_samples() {
     }
     assert!(audit_changes > 0);
     for conversation in sim.records("side_conversations") {
-        for person in conversation["participants"].as_array().expect("participants") {
+        for person in conversation["participants"]
+            .as_array()
+            .expect("participants")
+        {
             assert_eq!(keys(person), participant);
         }
     }
@@ -270,7 +273,10 @@ fn ticket_history_agrees_with_the_tickets() {
         assert_eq!(event["event_type"], "Audit");
         assert!(event["via"].is_string(), "the parent's via is a string");
         let previous = last_event.insert(ticket, ts);
-        assert!(previous.is_none_or(|p| p <= ts), "export order is time order");
+        assert!(
+            previous.is_none_or(|p| p <= ts),
+            "export order is time order"
+        );
         assert!(ids.insert(id(event)), "event ids are unique");
         let children = event["child_events"].as_array().expect("children");
         if children.iter().any(|c| c["event_type"] == "Create") {
@@ -315,7 +321,11 @@ fn ticket_history_agrees_with_the_tickets() {
             Some(&unix(&ticket["updated_at"])),
             "{ticket_id}"
         );
-        assert_eq!(status.get(&ticket_id), Some(&ticket["status"]), "{ticket_id}");
+        assert_eq!(
+            status.get(&ticket_id),
+            Some(&ticket["status"]),
+            "{ticket_id}"
+        );
         let metric = &metrics[&ticket_id];
         assert_eq!(metric["created_at"], ticket["created_at"]);
         if ticket["status"] != "deleted" {
@@ -337,7 +347,10 @@ fn ticket_history_agrees_with_the_tickets() {
             assert_eq!(comment["public"], false);
         }
     }
-    assert!(comments.len() >= tickets.len(), "every ticket has its description");
+    assert!(
+        comments.len() >= tickets.len(),
+        "every ticket has its description"
+    );
 }
 
 #[test]
@@ -360,7 +373,8 @@ fn deleted_keys_follow_each_objects_rule() {
     );
     assert_eq!(
         sim.deleted_keys("organizations"),
-        keys_of(sim.records("organizations"), &|o| !o["deleted_at"].is_null())
+        keys_of(sim.records("organizations"), &|o| !o["deleted_at"]
+            .is_null())
     );
     let groups = sim.deleted_keys("groups");
     assert!(!groups.is_empty());
@@ -368,7 +382,14 @@ fn deleted_keys_follow_each_objects_rule() {
         groups,
         keys_of(sim.records("groups"), &|g| g["deleted"] == true)
     );
-    for name in ["brands", "categories", "sections", "topics", "posts", "articles"] {
+    for name in [
+        "brands",
+        "categories",
+        "sections",
+        "topics",
+        "posts",
+        "articles",
+    ] {
         assert!(!sim.deleted_keys(name).is_empty(), "{name}: rounds delete");
     }
     let deleted_tickets: BTreeSet<i64> = sim
@@ -433,7 +454,11 @@ fn check_time_pages(
         assert_eq!(page["count"], records.len());
         let end_time = page["end_time"].as_i64().expect("end_time");
         if let (Some(first), Some(previous)) = (records.first(), previous_end) {
-            assert_eq!(second(first), previous, "the next page repeats the boundary second");
+            assert_eq!(
+                second(first),
+                previous,
+                "the next page repeats the boundary second"
+            );
         }
         let mut order = Vec::new();
         for record in records {
@@ -469,7 +494,11 @@ async fn ticket_events_export_pages_cover_every_event_once() {
             .or_default()
             .insert(id(event));
     }
-    let crowd = per_second.values().map(BTreeSet::len).max().expect("events");
+    let crowd = per_second
+        .values()
+        .map(BTreeSet::len)
+        .max()
+        .expect("events");
     assert!(crowd >= 3, "some second holds several events");
     let per_page = crowd + 1;
     let url = format!(
@@ -591,10 +620,7 @@ async fn ticket_events_export_obeys_the_export_faults() {
             .entry(event["timestamp"].as_i64().expect("timestamp"))
             .or_default() += 1;
     }
-    let (&crowded, &crowd) = per_second
-        .iter()
-        .max_by_key(|(_, n)| **n)
-        .expect("events");
+    let (&crowded, &crowd) = per_second.iter().max_by_key(|(_, n)| **n).expect("events");
     sim.set_faults(Faults {
         stall_time_export_over: Some(crowd - 1),
         duplicate_in_page_every: Some(1),
@@ -604,7 +630,11 @@ async fn ticket_events_export_obeys_the_export_faults() {
     let reply = get(&format!("{base}{path}?start_time={crowded}")).await;
     assert_eq!(reply.status, 200);
     let page = reply.body["ticket_events"].as_array().expect("events");
-    assert_eq!(page.len(), crowd + 1, "the whole second, its first event twice");
+    assert_eq!(
+        page.len(),
+        crowd + 1,
+        "the whole second, its first event twice"
+    );
     assert_eq!(page[0], page[1]);
     assert_eq!(reply.body["count"], crowd + 1);
     assert_eq!(reply.body["end_time"], crowded);
@@ -732,7 +762,10 @@ async fn lists_page_by_cursor_over_every_listed_record_once() {
         }
         // The default page is 100; 101 and 0 are refused.
         let all = get(&format!("{base}{path}")).await;
-        assert_eq!(all.body[key].as_array().map(Vec::len), Some(expected.len().min(100)));
+        assert_eq!(
+            all.body[key].as_array().map(Vec::len),
+            Some(expected.len().min(100))
+        );
         for size in ["101", "0", "x"] {
             let reply = get(&format!("{base}{path}?page[size]={size}")).await;
             assert_eq!(reply.status, 400, "{key} page[size]={size}");
@@ -742,9 +775,19 @@ async fn lists_page_by_cursor_over_every_listed_record_once() {
         if let (Some(prev), true) = (last["links"]["prev"].as_str(), pages.len() > 1) {
             let reply = get(prev).await;
             assert_eq!(reply.status, 200);
-            let back: Vec<i64> = reply.body[key].as_array().expect("records").iter().map(id).collect();
+            let back: Vec<i64> = reply.body[key]
+                .as_array()
+                .expect("records")
+                .iter()
+                .map(id)
+                .collect();
             let before = &pages[pages.len() - 2];
-            let expected: Vec<i64> = before[key].as_array().expect("records").iter().map(id).collect();
+            let expected: Vec<i64> = before[key]
+                .as_array()
+                .expect("records")
+                .iter()
+                .map(id)
+                .collect();
             assert_eq!(back, expected, "{key}");
         }
     }
@@ -762,7 +805,10 @@ async fn lists_page_by_cursor_over_every_listed_record_once() {
         .flat_map(|p| p["groups"].as_array().expect("groups"))
         .map(id)
         .collect();
-    assert_eq!(ids, sim.records("groups").iter().map(id).collect::<Vec<_>>());
+    assert_eq!(
+        ids,
+        sim.records("groups").iter().map(id).collect::<Vec<_>>()
+    );
     for page in &pages[..pages.len() - 1] {
         assert!(page["links"]["next"]
             .as_str()
@@ -781,7 +827,10 @@ async fn lists_page_by_cursor_over_every_listed_record_once() {
     .await;
     assert_eq!(reply.status, 200);
     let next = reply.body["links"]["next"].as_str().expect("next");
-    assert!(next.starts_with("https://evil.example.com/api/v2/community/posts.json?"), "{next}");
+    assert!(
+        next.starts_with("https://evil.example.com/api/v2/community/posts.json?"),
+        "{next}"
+    );
 }
 
 #[tokio::test]
@@ -803,7 +852,11 @@ async fn the_article_export_has_no_end_of_stream_and_drops_archived_articles() {
             .or_default()
             .insert(id(article));
     }
-    let crowd = per_second.values().map(BTreeSet::len).max().expect("articles");
+    let crowd = per_second
+        .values()
+        .map(BTreeSet::len)
+        .max()
+        .expect("articles");
     assert!(crowd >= 2, "some second holds several articles");
     // A page as large as the most crowded second would stall on it (as Zendesk does).
     let per_page = crowd + 1;
@@ -820,7 +873,10 @@ async fn the_article_export_has_no_end_of_stream_and_drops_archived_articles() {
         .collect();
     assert_eq!(seen, live.iter().map(id).collect());
     for key in &archived {
-        assert!(!seen.contains(&key.parse().expect("id")), "archived {key} served");
+        assert!(
+            !seen.contains(&key.parse().expect("id")),
+            "archived {key} served"
+        );
     }
     // A start time after the last article: an empty last page.
     let reply = get(&format!(
@@ -877,7 +933,12 @@ async fn side_conversations_page_by_offset_and_hide_with_their_ticket() {
         let mut seen = Vec::new();
         while let Some(url) = next {
             let reply = get(&url).await;
-            seen.extend(reply.body["side_conversations"].as_array().cloned().unwrap_or_default());
+            seen.extend(
+                reply.body["side_conversations"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default(),
+            );
             assert_eq!(reply.body["count"], conversations.len());
             next = reply.body["next_page"].as_str().map(String::from);
         }
@@ -896,12 +957,18 @@ async fn side_conversations_page_by_offset_and_hide_with_their_ticket() {
         .map(id)
         .find(|t| !by_ticket.contains_key(t) && !deleted.contains(&t.to_string()))
         .expect("a ticket without side conversations");
-    let reply = get(&format!("{base}/api/v2/tickets/{without}/side_conversations.json")).await;
+    let reply = get(&format!(
+        "{base}/api/v2/tickets/{without}/side_conversations.json"
+    ))
+    .await;
     assert_eq!(reply.status, 200);
     assert_eq!(reply.body["side_conversations"], serde_json::json!([]));
     assert_eq!(reply.body["count"], 0);
     for ticket in ["999999", "abc"] {
-        let reply = get(&format!("{base}/api/v2/tickets/{ticket}/side_conversations.json")).await;
+        let reply = get(&format!(
+            "{base}/api/v2/tickets/{ticket}/side_conversations.json"
+        ))
+        .await;
         assert_eq!(reply.status, 404, "{ticket}");
         assert_eq!(reply.body, serde_json::json!({"error": "RecordNotFound"}));
     }
@@ -942,10 +1009,16 @@ fn rounds_touch_every_object() {
         let created = new.keys().filter(|k| !old.contains_key(*k)).count();
         let changed = old
             .iter()
-            .filter(|(k, v)| new.get(*k).is_some_and(|n| n["updated_at"] != v["updated_at"]))
+            .filter(|(k, v)| {
+                new.get(*k)
+                    .is_some_and(|n| n["updated_at"] != v["updated_at"])
+            })
             .count();
         let deleted = sim.deleted_keys(name).len() - deleted_before[name].len();
-        assert!(created >= 1 && changed >= 1 && deleted >= 1, "{name}: {created} {changed} {deleted}");
+        assert!(
+            created >= 1 && changed >= 1 && deleted >= 1,
+            "{name}: {created} {changed} {deleted}"
+        );
     }
     // One event per visible ticket change: 4 updates, 1 delete, 3 creates.
     assert_eq!(sim.records("ticket_events").len(), events_before + 8);
@@ -962,15 +1035,21 @@ fn rounds_touch_every_object() {
             .collect()
     };
     let old = conversations(&many);
-    let tickets_old: BTreeMap<i64, Value> =
-        many.records("tickets").into_iter().map(|t| (id(&t), t)).collect();
+    let tickets_old: BTreeMap<i64, Value> = many
+        .records("tickets")
+        .into_iter()
+        .map(|t| (id(&t), t))
+        .collect();
     many.apply_round(&Round {
         updates: 100,
         creates: 20,
         ..Round::default()
     });
-    let tickets_new: BTreeMap<i64, Value> =
-        many.records("tickets").into_iter().map(|t| (id(&t), t)).collect();
+    let tickets_new: BTreeMap<i64, Value> = many
+        .records("tickets")
+        .into_iter()
+        .map(|t| (id(&t), t))
+        .collect();
     let mut moved = 0;
     for (uuid, conversation) in conversations(&many) {
         if old.get(&uuid) == Some(&conversation) {
@@ -1042,14 +1121,20 @@ async fn deleting_a_ticket_deletes_its_side_conversations() {
         ..Round::default()
     });
     let gone = sim.deleted_keys("side_conversations");
-    assert!(!gone.is_empty(), "some deleted ticket had side conversations");
+    assert!(
+        !gone.is_empty(),
+        "some deleted ticket had side conversations"
+    );
     let server = serve(&sim).await;
     for uuid in &gone {
         // Deleted with their ticket, they keep their last values.
         let conversation = &before[uuid];
         assert!(sim.records("side_conversations").contains(conversation));
         let url = conversation["url"].as_str().expect("url");
-        let ticket = url.split("/tickets/").nth(1).and_then(|r| r.split('/').next());
+        let ticket = url
+            .split("/tickets/")
+            .nth(1)
+            .and_then(|r| r.split('/').next());
         let reply = get(&format!(
             "{}/api/v2/tickets/{}/side_conversations.json",
             server.base_url(),
