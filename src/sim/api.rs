@@ -20,6 +20,8 @@ const MAX_PER_PAGE: usize = 1000;
 /// Zendesk refuses start times younger than this.
 const HOLD_BACK_SECS: i64 = 60;
 const RATE_LIMIT: u64 = 700;
+/// Help Center (and community) endpoints report a budget of their own (DESIGN.md §5.6).
+const HELP_CENTER_RATE_LIMIT: u64 = 400;
 /// Where `Faults::foreign_next_url` points export links.
 const FOREIGN_BASE_URL: &str = "https://evil.example.com";
 
@@ -210,16 +212,24 @@ impl Simulator {
             self.route(request, &export)
         };
         let exhausted = response.status == 429 || hits(faults.budget_exhausted_every);
+        let limit = if ["/api/v2/help_center", "/api/v2/community"]
+            .iter()
+            .any(|prefix| request.path.starts_with(prefix))
+        {
+            HELP_CENTER_RATE_LIMIT
+        } else {
+            RATE_LIMIT
+        };
         let remaining = if exhausted {
             0
         } else {
             // Never 0 on success: an exhausted budget makes clients wait for the reset.
-            RATE_LIMIT - 1 - (number.saturating_sub(1) % (RATE_LIMIT - 1))
+            limit - 1 - (number.saturating_sub(1) % (limit - 1))
         };
         response.headers.extend([
-            ("x-rate-limit", RATE_LIMIT.to_string()),
+            ("x-rate-limit", limit.to_string()),
             ("x-rate-limit-remaining", remaining.to_string()),
-            ("ratelimit-limit", RATE_LIMIT.to_string()),
+            ("ratelimit-limit", limit.to_string()),
             ("ratelimit-remaining", remaining.to_string()),
             (
                 "ratelimit-reset",

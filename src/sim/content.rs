@@ -15,6 +15,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Bound;
 
 use rand::rngs::StdRng;
+use rand::seq::index;
 use rand::Rng;
 use serde_json::{json, Map, Value};
 
@@ -515,28 +516,28 @@ impl Content {
             }
             let mut rng = stream_rng(seed, round_number, kind.stream());
             let when = |rng: &mut StdRng| rng.gen_range(lo..=hi.max(lo));
-            let catalog = self.catalog(kind);
-            let mut live = catalog.live_ids(kind.protected());
             // Keep one parent of each kind, so new children have somewhere to go.
             let keep = usize::from(matches!(
                 kind,
                 Kind::Categories | Kind::Sections | Kind::Topics
             ));
-            let deletes = deletes.min(live.len().saturating_sub(keep));
-            let mut doomed = Vec::with_capacity(deletes);
-            for _ in 0..deletes {
-                doomed.push(live.swap_remove(rng.gen_range(0..live.len())));
-            }
-            let all = self.catalog(kind).live_ids(&[]);
-            let updated: Vec<i64> = all
-                .iter()
-                .filter(|id| !doomed.contains(id))
-                .copied()
+            let deletable = self.catalog(kind).live_ids(kind.protected());
+            let deletes = deletes.min(deletable.len().saturating_sub(keep));
+            let doomed: BTreeSet<i64> = index::sample(&mut rng, deletable.len(), deletes)
+                .into_iter()
+                .map(|i| deletable[i])
                 .collect();
-            for _ in 0..updates.min(updated.len()) {
-                let id = updated[rng.gen_range(0..updated.len())];
+            let changeable: Vec<i64> = self
+                .catalog(kind)
+                .live_ids(&[])
+                .into_iter()
+                .filter(|id| !doomed.contains(id))
+                .collect();
+            let context = self.context(users);
+            let chosen = index::sample(&mut rng, changeable.len(), updates.min(changeable.len()));
+            for i in chosen {
+                let id = changeable[i];
                 let ts = when(&mut rng);
-                let context = self.context(users);
                 let change = rng.gen_range(0..4);
                 let seed_value = rng.gen_range(0..1000_i64);
                 self.catalog_mut(kind).update(id, ts, |map| {

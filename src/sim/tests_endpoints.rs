@@ -1098,7 +1098,20 @@ async fn deny_answers_plan_gated_paths() {
     let reply = get(&format!("{base}/api/v2/community/posts.json")).await;
     assert_eq!(reply.status, 404);
     assert_eq!(reply.body, serde_json::json!({"error": "InvalidEndpoint"}));
-    assert_eq!(get(&format!("{base}/api/v2/groups.json")).await.status, 200);
+    let groups = get(&format!("{base}/api/v2/groups.json")).await;
+    assert_eq!(groups.status, 200);
+    // Support and Help Center report budgets of their own.
+    let limit = |reply: &super::tests::Reply| {
+        reply
+            .headers
+            .get("x-rate-limit")
+            .and_then(|v| v.to_str().ok())
+            .map(String::from)
+    };
+    assert_eq!(limit(&groups).as_deref(), Some("700"));
+    sim.set_faults(Faults::default());
+    let sections = get(&format!("{base}/api/v2/help_center/sections.json")).await;
+    assert_eq!(limit(&sections).as_deref(), Some("400"));
     // Credentials are checked first.
     let anonymous = send(client().get(format!("{base}/api/v2/help_center/articles.json"))).await;
     assert_eq!(anonymous.status, 401);
