@@ -95,11 +95,35 @@ pub(crate) struct TicketLog {
     pub(crate) after: Map<String, Value>,
 }
 
-/// One child event as JSON text; comments are left out of the export without
-/// `include=comment_events`.
-struct Child {
-    comment: bool,
-    json: Box<str>,
+/// The name of a tracked field: a ticket field, or a custom field (named by its id as a string).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum FieldName {
+    Named(&'static str),
+    Custom(i64),
+}
+
+impl FieldName {
+    fn text(self) -> String {
+        match self {
+            FieldName::Named(name) => name.to_string(),
+            FieldName::Custom(id) => id.to_string(),
+        }
+    }
+}
+
+/// One child event. Comments (and privacy changes) are kept as JSON text; `Create` / `Change`
+/// children, most of an account's events, are kept compact and written out in their event's
+/// shape when served.
+enum Child {
+    /// `comment`: left out of the export without `include=comment_events`.
+    Text { comment: bool, json: Box<str> },
+    Field {
+        id: i64,
+        field: FieldName,
+        /// JSON text of the value, and of the previous value (`Change` only).
+        value: Box<str>,
+        previous: Option<Box<str>>,
+    },
 }
 
 /// One ticket event (an audit), stored in pieces so that both forms of the export are spliced
@@ -110,6 +134,11 @@ pub(crate) struct Event {
     head: Box<str>,
     /// Whether the event has a comment, and whether that comment was public then.
     comment: Option<bool>,
+    /// `Create` children (a new ticket) rather than `Change` ones.
+    create: bool,
+    /// Children in the keyed shape (`{"status": "solved", ...}`) rather than the audit one.
+    keyed: bool,
+    via: Via,
     children: Vec<Child>,
 }
 
@@ -117,13 +146,7 @@ impl Event {
     /// The event as the export serves it: with comment child events (`include=comment_events`),
     /// or without them and with `comment_present` / `comment_public` instead.
     pub(crate) fn render(&self, with_comments: bool) -> String {
-        let size = self.head.len()
-            + self
-                .children
-                .iter()
-                .map(|c| c.json.len() + 1)
-                .sum::<usize>();
-        let mut text = String::with_capacity(size + 64);
+        let mut text = String::with_capacity(self.head.len() + 200 * self.children.len() + 64);
         text.push_str(&self.head);
         if !with_comments {
             text.push_str(&format!(
@@ -133,13 +156,70 @@ impl Event {
             ));
         }
         text.push_str(",\"child_events\":[");
+        let kind = if self.create { "Create" } else { "Change" };
+        // The audit shape repeats the event's `via` in every child.
+        let via = (!self.keyed).then(|| {
+            (
+                self.via.object().to_string(),
+                self.via.reference().to_string(),
+            )
+        });
         let mut first = true;
-        for child in self.children.iter().filter(|c| with_comments || !c.comment) {
+        for child in &self.children {
+            if matches!(child, Child::Text { comment: true, .. }) && !with_comments {
+                continue;
+            }
             if !first {
                 text.push(',');
             }
-            text.push_str(&child.json);
             first = false;
+            match child {
+                Child::Text { json, .. } => text.push_str(json),
+                Child::Field {
+                    id,
+                    field,
+                    value,
+                    previous,
+                } => match &via {
+                    Some((via, reference)) => {
+                        text.push_str(&format!(
+                            "{{\"id\":{id},\"via\":{via},\"via_reference_id\":{reference},\
+                             \"type\":\"{kind}\",\"field_name\":\"{}\",\"value\":{value}",
+                            field.text()
+                        ));
+                        if let Some(previous) = previous {
+                            text.push_str(&format!(",\"previous_value\":{previous}"));
+                        }
+                        text.push_str(&format!(",\"event_type\":\"{kind}\"}}"));
+                    }
+                    None => {
+                        text.push_str(&format!("{{\"id\":{id},\"event_type\":\"{kind}\""));
+                        if *field == FieldName::Named("tags") {
+                            let parse = |text: Option<&str>| -> Vec<String> {
+                                text.and_then(|t| serde_json::from_str::<Value>(t).ok())
+                                    .map(|v| string_list(&v))
+                                    .unwrap_or_default()
+                            };
+                            let new = parse(Some(value));
+                            let old = parse(previous.as_deref());
+                            let added: Vec<&String> =
+                                new.iter().filter(|t| !old.contains(t)).collect();
+                            let removed: Vec<&String> =
+                                old.iter().filter(|t| !new.contains(t)).collect();
+                            text.push_str(&format!(
+                                ",\"added_tags\":{},\"removed_tags\":{}",
+                                json!(added),
+                                json!(removed)
+                            ));
+                        }
+                        text.push_str(&format!(",\"{}\":{value}", field.text()));
+                        if let Some(previous) = previous {
+                            text.push_str(&format!(",\"previous_value\":{previous}"));
+                        }
+                        text.push('}');
+                    }
+                },
+            }
         }
         text.push_str("]}");
         text
@@ -399,7 +479,7 @@ impl Via {
 
 /// A field's value as an event records it.
 struct FieldChange {
-    field: String,
+    field: FieldName,
     value: Value,
     previous: Value,
 }
@@ -471,19 +551,19 @@ pub(crate) fn rfc3339_millis(millis: i64) -> String {
 
 /// The tracked fields of a ticket with their values: `fields`, then each custom field by its id
 /// as a string.
-fn tracked(ticket: &Map<String, Value>, fields: &[&str]) -> Vec<(String, Value)> {
-    let mut values: Vec<(String, Value)> = fields
+fn tracked(ticket: &Map<String, Value>, fields: &[&'static str]) -> Vec<(FieldName, Value)> {
+    let mut values: Vec<(FieldName, Value)> = fields
         .iter()
         .map(|field| {
             let value = ticket.get(*field).cloned().unwrap_or(Value::Null);
-            (field.to_string(), value)
+            (FieldName::Named(field), value)
         })
         .collect();
     if let Some(custom) = ticket.get("custom_fields").and_then(Value::as_array) {
         for field in custom {
             if let Some(id) = field.get("id").and_then(Value::as_i64) {
                 let value = field.get("value").cloned().unwrap_or(Value::Null);
-                values.push((id.to_string(), value));
+                values.push((FieldName::Custom(id), value));
             }
         }
     }
@@ -492,7 +572,7 @@ fn tracked(ticket: &Map<String, Value>, fields: &[&str]) -> Vec<(String, Value)>
 
 /// The tracked fields that differ between two versions of a ticket.
 fn diff(before: &Map<String, Value>, after: &Map<String, Value>) -> Vec<FieldChange> {
-    let old: BTreeMap<String, Value> = tracked(before, &CHANGE_FIELDS).into_iter().collect();
+    let old: BTreeMap<FieldName, Value> = tracked(before, &CHANGE_FIELDS).into_iter().collect();
     tracked(after, &CHANGE_FIELDS)
         .into_iter()
         .filter_map(|(field, value)| {
@@ -725,17 +805,22 @@ impl Activity {
         };
         let update = MetricUpdate {
             ts,
-            status: fields.iter().find(|f| f.field == "status").map(|f| {
-                (
-                    f.previous.as_str().unwrap_or_default().to_string(),
-                    f.value.as_str().unwrap_or_default().to_string(),
-                )
-            }),
+            status: fields
+                .iter()
+                .find(|f| f.field == FieldName::Named("status"))
+                .map(|f| {
+                    (
+                        f.previous.as_str().unwrap_or_default().to_string(),
+                        f.value.as_str().unwrap_or_default().to_string(),
+                    )
+                }),
             assigned: fields
                 .iter()
-                .find(|f| f.field == "assignee_id")
+                .find(|f| f.field == FieldName::Named("assignee_id"))
                 .map(|f| !f.value.is_null()),
-            group_changed: fields.iter().any(|f| f.field == "group_id"),
+            group_changed: fields
+                .iter()
+                .any(|f| f.field == FieldName::Named("group_id")),
             comment: comment.as_ref().map(|c| (c.public, c.author == requester)),
             by_requester: updater == requester,
             by_assignee: assignee == Some(updater),
@@ -793,7 +878,7 @@ impl Activity {
                 via: WEB,
                 create: false,
                 fields: vec![FieldChange {
-                    field: String::from("status"),
+                    field: FieldName::Named("status"),
                     value: json!("deleted"),
                     previous: before.get("status").cloned().unwrap_or(Value::Null),
                 }],
@@ -848,7 +933,7 @@ impl Activity {
         if let Some(comment) = draft.comment {
             let comment_id = self.take_id();
             let value = self.comment_child(rng, comment_id, id, draft.ts, via, &comment);
-            children.push(Child {
+            children.push(Child::Text {
                 comment: true,
                 json: value.to_string().into_boxed_str(),
             });
@@ -867,13 +952,12 @@ impl Activity {
                     .push(comment_id);
             }
         }
-        let kind = if draft.create { "Create" } else { "Change" };
         for change in draft.fields {
-            let child_id = self.take_id();
-            let value = field_child(child_id, kind, change, draft.keyed, via);
-            children.push(Child {
-                comment: false,
-                json: value.to_string().into_boxed_str(),
+            children.push(Child::Field {
+                id: self.take_id(),
+                field: change.field,
+                value: change.value.to_string().into_boxed_str(),
+                previous: (!draft.create).then(|| change.previous.to_string().into_boxed_str()),
             });
         }
         if let Some(comment_id) = draft.privacy {
@@ -887,7 +971,7 @@ impl Activity {
                 "comment_id": comment_id,
                 "public": false,
             });
-            children.push(Child {
+            children.push(Child::Text {
                 comment: false,
                 json: value.to_string().into_boxed_str(),
             });
@@ -898,6 +982,9 @@ impl Activity {
                 ticket_id: draft.ticket_id,
                 head,
                 comment: comment_flag,
+                create: draft.create,
+                keyed: draft.keyed,
+                via,
                 children,
             },
         );
@@ -1099,8 +1186,15 @@ impl Activity {
     pub(crate) fn comment_values(&self) -> Vec<Value> {
         let mut values = Vec::new();
         for event in self.events.values() {
-            for child in event.children.iter().filter(|c| c.comment) {
-                let Ok(Value::Object(mut map)) = serde_json::from_str::<Value>(&child.json) else {
+            for child in &event.children {
+                let Child::Text {
+                    comment: true,
+                    json,
+                } = child
+                else {
+                    continue;
+                };
+                let Ok(Value::Object(mut map)) = serde_json::from_str::<Value>(json) else {
                     continue;
                 };
                 let id = int(&map, "id").unwrap_or(0);
@@ -1118,16 +1212,16 @@ impl Activity {
     pub(crate) fn field_history_values(&self) -> Vec<Value> {
         let mut values = Vec::new();
         for event in self.events.values() {
-            let Ok(Value::Object(parent)) =
-                serde_json::from_str::<Value>(&format!("{}}}", event.head))
+            let Ok(Value::Object(parent)) = serde_json::from_str::<Value>(&event.render(false))
             else {
                 continue;
             };
-            for child in event.children.iter().filter(|c| !c.comment) {
-                let Ok(Value::Object(child)) = serde_json::from_str::<Value>(&child.json) else {
-                    continue;
-                };
-                if let Some(row) = history_row(&parent, &child, event.ticket_id) {
+            let children = parent.get("child_events").and_then(Value::as_array);
+            for child in children.into_iter().flatten() {
+                if let Some(row) = child
+                    .as_object()
+                    .and_then(|child| history_row(&parent, child, event.ticket_id))
+                {
                     values.push(row);
                 }
             }
@@ -1167,44 +1261,6 @@ impl Activity {
             .map(|ticket| (FIRST_METRIC_ID + ticket).to_string())
             .collect()
     }
-}
-
-/// A `Create` / `Change` child in the audit shape (`field_name`, `value`, `previous_value`,
-/// `via`) or the keyed shape (the field name is the key; tags with `added_tags` /
-/// `removed_tags`).
-fn field_child(id: i64, kind: &str, change: FieldChange, keyed: bool, via: Via) -> Value {
-    let create = kind == "Create";
-    if !keyed {
-        let mut value = json!({
-            "id": id,
-            "via": via.object(),
-            "via_reference_id": via.reference(),
-            "type": kind,
-            "field_name": change.field,
-            "value": change.value,
-            "event_type": kind,
-        });
-        if !create {
-            value["previous_value"] = change.previous;
-        }
-        return value;
-    }
-    let mut map = Map::new();
-    map.insert("id".into(), json!(id));
-    map.insert("event_type".into(), json!(kind));
-    if change.field == "tags" {
-        let new = string_list(&change.value);
-        let old = string_list(&change.previous);
-        let added: Vec<&String> = new.iter().filter(|t| !old.contains(t)).collect();
-        let removed: Vec<&String> = old.iter().filter(|t| !new.contains(t)).collect();
-        map.insert("added_tags".into(), json!(added));
-        map.insert("removed_tags".into(), json!(removed));
-    }
-    map.insert(change.field, change.value);
-    if !create {
-        map.insert("previous_value".into(), change.previous);
-    }
-    Value::Object(map)
 }
 
 /// Keys of a keyed child event that are not the field.
