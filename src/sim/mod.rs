@@ -247,7 +247,9 @@ impl Simulator {
     }
 
     /// Apply one round of changes to tickets, users and organizations, deterministically (seeded
-    /// by config.seed and the round number), and advance the virtual clock by an hour.
+    /// by config.seed and the round number), and advance the virtual clock by an hour. The other
+    /// records follow (see [`Round`]): ticket events, metric sets and side conversations of the
+    /// changed tickets, and creates / updates / deletes of the listed objects.
     pub fn apply_round(&self, round: &Round) {
         self.state().apply_round(round, &self.inner.config.email);
     }
