@@ -10,7 +10,9 @@ use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
 use serde_json::{json, Value};
 
+use super::content::Kind;
 use super::data::{Object, State};
+use super::endpoints;
 use super::{Faults, Simulator};
 
 /// Zendesk's largest page for incremental exports.
@@ -18,6 +20,8 @@ const MAX_PER_PAGE: usize = 1000;
 /// Zendesk refuses start times younger than this.
 const HOLD_BACK_SECS: i64 = 60;
 const RATE_LIMIT: u64 = 700;
+/// Help Center (and community) endpoints report a budget of their own (DESIGN.md §5.6).
+const HELP_CENTER_RATE_LIMIT: u64 = 400;
 /// Where `Faults::foreign_next_url` points export links.
 const FOREIGN_BASE_URL: &str = "https://evil.example.com";
 
@@ -42,7 +46,7 @@ impl Request {
             .map(|(_, v)| v.as_str())
     }
 
-    fn param(&self, name: &str) -> Option<&str> {
+    pub(crate) fn param(&self, name: &str) -> Option<&str> {
         self.query
             .iter()
             .find(|(n, _)| n == name)
@@ -105,21 +109,47 @@ impl Response {
 
     /// `{"<name>": [records...], <fields of tail>}`, splicing in the records' stored JSON text
     /// instead of cloning and re-serializing them.
-    fn page(name: &str, records: &[&str], tail: &Value) -> Self {
+    pub(crate) fn page(name: &str, records: &[&str], tail: &Value) -> Self {
+        Self::page_with(name, records, &[], tail)
+    }
+
+    /// [`Response::page`] with more arrays of JSON text after the records (sideloads, e.g.
+    /// `metric_sets`), before the fields of `tail`.
+    pub(crate) fn page_with(
+        name: &str,
+        records: &[&str],
+        sideloads: &[(&str, &[&str])],
+        tail: &Value,
+    ) -> Self {
         let tail = tail.to_string();
-        let size = records.iter().map(|r| r.len() + 1).sum::<usize>() + name.len() + tail.len();
+        let texts = |items: &[&str]| items.iter().map(|r| r.len() + 1).sum::<usize>();
+        let size = texts(records)
+            + sideloads
+                .iter()
+                .map(|(key, items)| key.len() + 5 + texts(items))
+                .sum::<usize>()
+            + name.len()
+            + tail.len();
         let mut body = Vec::with_capacity(size + 8);
-        // `name` is one of the object names, which need no escaping.
-        body.extend_from_slice(b"{\"");
-        body.extend_from_slice(name.as_bytes());
-        body.extend_from_slice(b"\":[");
-        for (i, record) in records.iter().enumerate() {
-            if i > 0 {
-                body.push(b',');
+        // Names and keys are the simulator's own constants, which need no escaping.
+        let array = |body: &mut Vec<u8>, key: &str, items: &[&str]| {
+            body.push(b'"');
+            body.extend_from_slice(key.as_bytes());
+            body.extend_from_slice(b"\":[");
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    body.push(b',');
+                }
+                body.extend_from_slice(item.as_bytes());
             }
-            body.extend_from_slice(record.as_bytes());
+            body.push(b']');
+        };
+        body.push(b'{');
+        array(&mut body, name, records);
+        for (key, items) in sideloads {
+            body.push(b',');
+            array(&mut body, key, items);
         }
-        body.push(b']');
         match tail.strip_prefix('{') {
             Some(rest) if rest != "}" => {
                 body.push(b',');
@@ -134,7 +164,7 @@ impl Response {
         Self::json(status, &json!({ "error": error }))
     }
 
-    fn invalid(description: &str) -> Self {
+    pub(crate) fn invalid(description: &str) -> Self {
         Self::json(
             400,
             &json!({"error": "InvalidValue", "description": description}),
@@ -165,6 +195,8 @@ impl Simulator {
             Response::html()
         } else if !self.authorized(request.header("authorization")) {
             Response::error(401, "Couldn't authenticate you")
+        } else if let Some(response) = denied(&faults, &request.path) {
+            response
         } else {
             let export = Export {
                 link_base: if faults.foreign_next_url {
@@ -180,16 +212,24 @@ impl Simulator {
             self.route(request, &export)
         };
         let exhausted = response.status == 429 || hits(faults.budget_exhausted_every);
+        let limit = if ["/api/v2/help_center", "/api/v2/community"]
+            .iter()
+            .any(|prefix| request.path.starts_with(prefix))
+        {
+            HELP_CENTER_RATE_LIMIT
+        } else {
+            RATE_LIMIT
+        };
         let remaining = if exhausted {
             0
         } else {
             // Never 0 on success: an exhausted budget makes clients wait for the reset.
-            RATE_LIMIT - 1 - (number.saturating_sub(1) % (RATE_LIMIT - 1))
+            limit - 1 - (number.saturating_sub(1) % (limit - 1))
         };
         response.headers.extend([
-            ("x-rate-limit", RATE_LIMIT.to_string()),
+            ("x-rate-limit", limit.to_string()),
             ("x-rate-limit-remaining", remaining.to_string()),
-            ("ratelimit-limit", RATE_LIMIT.to_string()),
+            ("ratelimit-limit", limit.to_string()),
             ("ratelimit-remaining", remaining.to_string()),
             (
                 "ratelimit-reset",
@@ -246,9 +286,38 @@ impl Simulator {
             "/api/v2/incremental/organizations" => {
                 time_export(&state, Object::Organizations, request, export)
             }
-            _ => Response::error(404, "InvalidEndpoint"),
+            "/api/v2/incremental/ticket_events" => {
+                endpoints::ticket_events(&state, request, export)
+            }
+            "/api/v2/help_center/incremental/articles" => {
+                endpoints::articles_export(&state, request, export)
+            }
+            _ => {
+                if let Some(kind) = Kind::from_path(path) {
+                    endpoints::list(&state, kind, request, export)
+                } else if let Some(ticket) = path
+                    .strip_prefix("/api/v2/tickets/")
+                    .and_then(|rest| rest.strip_suffix("/side_conversations"))
+                {
+                    endpoints::side_conversations(&state, ticket, request, export)
+                } else {
+                    Response::error(404, "InvalidEndpoint")
+                }
+            }
         }
     }
+}
+
+/// `Faults::deny`: the answer of a plan-gated path, if `path` is one.
+fn denied(faults: &Faults, path: &str) -> Option<Response> {
+    let (_, status) = faults
+        .deny
+        .iter()
+        .find(|(prefix, _)| path.starts_with(prefix.as_str()))?;
+    Some(match status {
+        404 => Response::error(404, "InvalidEndpoint"),
+        &status => Response::error(status, "Forbidden"),
+    })
 }
 
 /// Whether an "every n-th request" rule hits request `number` (1-based): n, 2n, ...; 0 never.
@@ -282,25 +351,25 @@ fn error_fault(faults: &Faults, number: u64) -> Option<Response> {
 
 /// What the export endpoints need besides the request: where their links point and the per-page
 /// faults that hit this request.
-struct Export<'a> {
-    /// Base of `after_url` / `next_page`.
-    link_base: &'a str,
-    max_page_size: Option<usize>,
-    stall_over: Option<usize>,
-    empty_page: bool,
-    duplicate_first: bool,
+pub(crate) struct Export<'a> {
+    /// Base of `after_url` / `next_page` / `links`.
+    pub(crate) link_base: &'a str,
+    pub(crate) max_page_size: Option<usize>,
+    pub(crate) stall_over: Option<usize>,
+    pub(crate) empty_page: bool,
+    pub(crate) duplicate_first: bool,
 }
 
 impl Export<'_> {
     /// The 504 Zendesk gives when a page is too heavy to build in time.
-    fn too_large(&self, per_page: usize) -> Option<Response> {
+    pub(crate) fn too_large(&self, per_page: usize) -> Option<Response> {
         self.max_page_size
             .is_some_and(|max| per_page > max)
             .then(|| Response::error(504, "GatewayTimeout"))
     }
 
     /// `Faults::duplicate_in_page_every`: the first record twice, side by side.
-    fn duplicate(&self, page: &mut Vec<&str>) {
+    pub(crate) fn duplicate(&self, page: &mut Vec<&str>) {
         if self.duplicate_first {
             if let Some(&first) = page.first() {
                 page.insert(1, first);
@@ -354,7 +423,14 @@ pub(crate) fn decode_cursor(cursor: &str) -> Option<(i64, i64)> {
     Some((key, id.parse().ok()?))
 }
 
-fn encode_param(value: &str) -> String {
+/// Whether the request's `include` (comma-separated) names `sideload`.
+pub(crate) fn includes(request: &Request, sideload: &str) -> bool {
+    request
+        .param("include")
+        .is_some_and(|list| list.split(',').any(|item| item.trim() == sideload))
+}
+
+pub(crate) fn encode_param(value: &str) -> String {
     url::form_urlencoded::byte_serialize(value.as_bytes()).collect()
 }
 
@@ -386,15 +462,22 @@ fn cursor_export(
         return response;
     }
 
+    let metric_sets = object == Object::Tickets && includes(request, "metric_sets");
+    let table = state.table(object);
     let mut page = Vec::with_capacity(per_page.min(64));
+    let mut metrics = Vec::new();
     let mut last = None;
     let end_of_stream = if export.empty_page {
         false
     } else {
-        let mut rows = state.table(object).after(start.0, start.1);
+        let mut rows = table.after(start.0, start.1);
         for (key, id, value) in rows.by_ref().take(per_page) {
             page.push(value);
             last = Some((key, id));
+            // One metric set per ticket of the page that is not deleted.
+            if metric_sets && !table.is_deleted(id) {
+                metrics.extend(state.activity.metric(id));
+            }
         }
         rows.next().is_none()
     };
@@ -413,9 +496,18 @@ fn cursor_export(
     if request.param("per_page").is_some() {
         after_url.push_str(&format!("&per_page={per_page}"));
     }
-    Response::page(
+    if metric_sets {
+        after_url.push_str("&include=metric_sets");
+    }
+    let sideloads: &[(&str, &[&str])] = if metric_sets {
+        &[("metric_sets", &metrics)]
+    } else {
+        &[]
+    };
+    Response::page_with(
         object.name(),
         &page,
+        sideloads,
         &json!({
             "after_cursor": after_cursor,
             "after_url": after_url,
@@ -426,58 +518,100 @@ fn cursor_export(
     )
 }
 
-fn time_export(state: &State, object: Object, request: &Request, export: &Export<'_>) -> Response {
-    let per_page = match per_page(request) {
-        Ok(n) => n,
-        Err(response) => return response,
-    };
+/// `start_time` and `per_page` of a time export, or the answer that refuses it (a bad value, a
+/// start time inside the hold-back, `Faults::max_page_size`).
+pub(crate) fn time_params(
+    state: &State,
+    request: &Request,
+    export: &Export<'_>,
+) -> Result<(i64, usize), Response> {
+    let per_page = per_page(request)?;
     let start = match request.param("start_time") {
-        Some(raw) => match start_time(raw, state.now) {
-            Ok(start) => start,
-            Err(response) => return response,
-        },
-        None => return Response::invalid("start_time is required"),
+        Some(raw) => start_time(raw, state.now)?,
+        None => return Err(Response::invalid("start_time is required")),
     };
-    if let Some(response) = export.too_large(per_page) {
-        return response;
+    match export.too_large(per_page) {
+        Some(response) => Err(response),
+        None => Ok((start, per_page)),
     }
+}
 
-    let table = state.table(object);
+/// One page of a time export.
+pub(crate) struct TimePage<T> {
+    pub(crate) records: Vec<T>,
+    pub(crate) end_time: i64,
+    pub(crate) end_of_stream: bool,
+}
+
+/// The records of one time-export page from `rows()` (records from second `start` on, in
+/// (second, id) order; called again for a second pass): never splits a second, so the page runs
+/// past `per_page` to finish its last second and the next page repeats that second.
+/// `stall_over` is `Faults::stall_time_export_over`.
+pub(crate) fn time_page<T, I>(
+    rows: impl Fn() -> I,
+    start: i64,
+    per_page: usize,
+    stall_over: Option<usize>,
+) -> TimePage<T>
+where
+    I: Iterator<Item = (i64, T)>,
+{
     let mut page = Vec::with_capacity(per_page.min(64));
     let mut end_time = start;
-    let end_of_stream = match export.stall_over {
+    let end_of_stream = match stall_over {
         // Zendesk's answer when the start second alone overflows a page: a page of that second
         // cut at per_page, again and again.
-        Some(limit)
-            if table
-                .after(start, i64::MIN)
-                .nth(limit)
-                .is_some_and(|(key, _, _)| key == start) =>
-        {
+        Some(limit) if rows().nth(limit).is_some_and(|(key, _)| key == start) => {
             page.extend(
-                table
-                    .after(start, i64::MIN)
-                    .take_while(|(key, _, _)| *key == start)
+                rows()
+                    .take_while(|(key, _)| *key == start)
                     .take(per_page)
-                    .map(|(_, _, value)| value),
+                    .map(|(_, value)| value),
             );
             false
         }
         _ => {
-            let mut rows = table.after(start, i64::MIN).peekable();
-            while let Some((key, _, value)) = rows.next_if(|_| page.len() < per_page) {
+            let mut rows = rows().peekable();
+            while let Some((key, value)) = rows.next_if(|_| page.len() < per_page) {
                 page.push(value);
                 end_time = key;
             }
             // A page never splits a second: take the rest of the last record's second too.
             if !page.is_empty() {
-                while let Some((_, _, value)) = rows.next_if(|(key, _, _)| *key == end_time) {
+                while let Some((_, value)) = rows.next_if(|(key, _)| *key == end_time) {
                     page.push(value);
                 }
             }
             rows.peek().is_none()
         }
     };
+    TimePage {
+        records: page,
+        end_time,
+        end_of_stream,
+    }
+}
+
+fn time_export(state: &State, object: Object, request: &Request, export: &Export<'_>) -> Response {
+    let (start, per_page) = match time_params(state, request, export) {
+        Ok(params) => params,
+        Err(response) => return response,
+    };
+    let table = state.table(object);
+    let TimePage {
+        records: mut page,
+        end_time,
+        end_of_stream,
+    } = time_page(
+        || {
+            table
+                .after(start, i64::MIN)
+                .map(|(key, _, value)| (key, value))
+        },
+        start,
+        per_page,
+        export.stall_over,
+    );
     export.duplicate(&mut page);
     let mut next_page = format!(
         "{}/api/v2/incremental/{}.json?start_time={end_time}",

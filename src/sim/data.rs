@@ -14,6 +14,8 @@ use rand::seq::index;
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Map, Value};
 
+use super::activity::{Activity, TicketLog, TicketLogKind};
+use super::content::Content;
 use super::{Round, SimConfig};
 
 /// Host used inside records (`url` fields), so records do not depend on the port we listen on.
@@ -23,26 +25,26 @@ pub(crate) const EPOCH: i64 = 1_704_067_200;
 /// How far each round moves the virtual clock.
 pub(crate) const ROUND_SECS: i64 = 3600;
 /// Changes are kept at least this old so they are outside Zendesk's 60-second hold-back window.
-const MIN_AGE_SECS: i64 = 120;
+pub(crate) const MIN_AGE_SECS: i64 = 120;
 /// A ticket's generated_timestamp trails its updated_at by at most this much.
-const GENERATED_LAG_MAX: i64 = 2;
-const YEAR_SECS: i64 = 365 * 86_400;
-const DAY_SECS: i64 = 86_400;
+pub(crate) const GENERATED_LAG_MAX: i64 = 2;
+pub(crate) const YEAR_SECS: i64 = 365 * 86_400;
+pub(crate) const DAY_SECS: i64 = 86_400;
 
 pub(crate) const FIRST_TICKET_ID: i64 = 1;
 pub(crate) const FIRST_USER_ID: i64 = 10_000_000_000;
 pub(crate) const FIRST_ORG_ID: i64 = 500_000_000_000;
 
-const GROUP_IDS: [i64; 4] = [
+pub(crate) const GROUP_IDS: [i64; 4] = [
     360_000_100_001,
     360_000_100_002,
     360_000_100_003,
     360_000_100_004,
 ];
-const TICKET_FORM_IDS: [i64; 2] = [360_000_200_001, 360_000_200_002];
-const BRAND_IDS: [i64; 2] = [360_000_300_001, 360_000_300_002];
+pub(crate) const TICKET_FORM_IDS: [i64; 2] = [360_000_200_001, 360_000_200_002];
+pub(crate) const BRAND_IDS: [i64; 2] = [360_000_300_001, 360_000_300_002];
 const CUSTOM_STATUS_BASE: i64 = 360_000_400_000;
-const CUSTOM_FIELD_IDS: [i64; 6] = [
+pub(crate) const CUSTOM_FIELD_IDS: [i64; 6] = [
     360_000_500_001,
     360_000_500_002,
     360_000_500_003,
@@ -51,11 +53,11 @@ const CUSTOM_FIELD_IDS: [i64; 6] = [
     360_000_500_006,
 ];
 
-const STATUSES: [&str; 6] = ["new", "open", "pending", "hold", "solved", "closed"];
+pub(crate) const STATUSES: [&str; 6] = ["new", "open", "pending", "hold", "solved", "closed"];
 const VIA_CHANNELS: [&str; 4] = ["web", "email", "api", "sample_ticket"];
 const TICKET_TYPES: [&str; 4] = ["problem", "incident", "question", "task"];
-const PRIORITIES: [&str; 4] = ["low", "normal", "high", "urgent"];
-const TAGS: [&str; 12] = [
+pub(crate) const PRIORITIES: [&str; 4] = ["low", "normal", "high", "urgent"];
+pub(crate) const TAGS: [&str; 12] = [
     "vip",
     "billing",
     "refund",
@@ -82,7 +84,7 @@ const SUBJECT_TOPICS: [&str; 10] = [
     "Problème de facturation",
     "配送について",
 ];
-const DESCRIPTIONS: [&str; 9] = [
+pub(crate) const DESCRIPTIONS: [&str; 9] = [
     "Hi,\nI can't log in since this morning.\nThanks",
     "The café order #{n} arrived cold ✓ — please refund.",
     "He said \"it works on my machine\"; it doesn't.",
@@ -93,13 +95,13 @@ const DESCRIPTIONS: [&str; 9] = [
     "Backslash \\ path C:\\Users\\demo and <b>html</b> & ampersands",
     "test",
 ];
-const FIRST_NAMES: [&str; 10] = [
+pub(crate) const FIRST_NAMES: [&str; 10] = [
     "Ana", "José", "Zoë", "Liam", "Mei", "Olu", "Søren", "Priya", "Noah", "Émilie",
 ];
-const LAST_NAMES: [&str; 10] = [
+pub(crate) const LAST_NAMES: [&str; 10] = [
     "Müller", "Smith", "O'Brien", "García", "Tanaka", "Nowak", "Dubois", "Kim", "Okafor", "Rossi",
 ];
-const EMAIL_DOMAINS: [&str; 3] = ["example.com", "example.org", "kunden.example.de"];
+pub(crate) const EMAIL_DOMAINS: [&str; 3] = ["example.com", "example.org", "kunden.example.de"];
 const TIME_ZONES: [(&str, &str); 5] = [
     ("America/New_York", "America/New_York"),
     ("Osaka", "Asia/Tokyo"),
@@ -243,6 +245,28 @@ impl Table {
             .filter_map(move |&(k, i)| self.records.get(&i).map(|e| (k, i, &*e.json)))
     }
 
+    /// One record parsed back into an object; None when there is no such id or its text (put
+    /// there by `replace_json`) is not a JSON object.
+    pub(crate) fn object(&self, id: i64) -> Option<Map<String, Value>> {
+        match serde_json::from_str(self.get(id)?) {
+            Ok(Value::Object(map)) => Some(map),
+            _ => None,
+        }
+    }
+
+    /// Whether a record is deleted (by the object's delete rule); false for unknown ids.
+    pub(crate) fn is_deleted(&self, id: i64) -> bool {
+        self.records.get(&id).is_some_and(|e| e.deleted)
+    }
+
+    /// Ids of deleted records, in id order.
+    pub(crate) fn deleted_ids(&self) -> impl Iterator<Item = i64> + '_ {
+        self.records
+            .iter()
+            .filter(|(_, e)| e.deleted)
+            .map(|(id, _)| *id)
+    }
+
     /// Ids of records that are not deleted, excluding `skip`, in id order.
     fn live_ids(&self, skip: Option<i64>) -> Vec<i64> {
         self.records
@@ -259,7 +283,7 @@ const HOT_SECOND_CROWD: f64 = 20.0;
 
 /// Picks timestamps in `[lo, hi]`; a share of them fall on a few "hot" seconds so that several
 /// records share a second, which is what produces boundary duplicates in time exports.
-struct Clock {
+pub(crate) struct Clock {
     lo: i64,
     hi: i64,
     hot: Vec<i64>,
@@ -268,7 +292,7 @@ struct Clock {
 
 impl Clock {
     /// A clock for about `records` picks, with at least `min_hot` hot seconds.
-    fn new(
+    pub(crate) fn new(
         rng: &mut StdRng,
         (lo, hi): (i64, i64),
         records: usize,
@@ -287,7 +311,7 @@ impl Clock {
         }
     }
 
-    fn pick(&self, rng: &mut StdRng) -> i64 {
+    pub(crate) fn pick(&self, rng: &mut StdRng) -> i64 {
         if !self.hot.is_empty() && rng.gen_bool(self.hot_share) {
             self.hot[rng.gen_range(0..self.hot.len())]
         } else {
@@ -304,6 +328,10 @@ pub(crate) struct State {
     pub(crate) tickets: Table,
     pub(crate) users: Table,
     pub(crate) organizations: Table,
+    /// Groups, brands, Help Center and community records (their own random streams).
+    pub(crate) content: Content,
+    /// What follows from tickets' history: events, comments, metric sets, side conversations.
+    pub(crate) activity: Activity,
 }
 
 impl State {
@@ -315,6 +343,8 @@ impl State {
             tickets: Table::default(),
             users: Table::default(),
             organizations: Table::default(),
+            content: Content::default(),
+            activity: Activity::default(),
         };
         let lo = EPOCH - YEAR_SECS;
         let hi = EPOCH - MIN_AGE_SECS - GENERATED_LAG_MAX;
@@ -344,6 +374,11 @@ impl State {
             let generated = updated + rng.gen_range(0..=GENERATED_LAG_MAX);
             state.create_ticket(&mut rng, created, updated, generated);
         }
+
+        // Everything new draws from streams of its own, so the records above do not depend on it.
+        let users = state.users.len();
+        state.activity = Activity::new(config.seed, &state.tickets, users);
+        state.content = Content::new(config, users);
         state
     }
 
@@ -370,8 +405,7 @@ impl State {
 
     /// A random stream per (seed, round, object), so rounds are reproducible one by one.
     fn rng(&self, object: Object) -> StdRng {
-        let mixed = splitmix(splitmix(self.seed) ^ splitmix(self.round) ^ object.stream());
-        StdRng::seed_from_u64(mixed)
+        stream_rng(self.seed, self.round, object.stream())
     }
 
     pub(crate) fn apply_round(&mut self, round: &Round, admin_email: &str) {
@@ -382,7 +416,11 @@ impl State {
         // Organizations first so new users and tickets may point at new organizations.
         self.organizations_round(round, window_start, hi);
         self.users_round(round, window_start, hi, admin_email);
-        self.tickets_round(round, window_start, hi);
+        let log = self.tickets_round(round, window_start, hi);
+        let users = self.users.len();
+        self.activity.apply_round(self.round, &log, users);
+        self.content
+            .apply_round(self.seed, self.round, round, (window_start, hi), users);
     }
 
     /// Silent updates are ordinary updates for organizations.
@@ -509,7 +547,10 @@ impl State {
         }
     }
 
-    fn tickets_round(&mut self, round: &Round, window_start: i64, hi: i64) {
+    /// Returns the visible changes (updates, deletes, creates, in that order) with the ticket
+    /// before and after each, for the events that record them; system updates are not in it.
+    fn tickets_round(&mut self, round: &Round, window_start: i64, hi: i64) -> Vec<TicketLog> {
+        let mut log = Vec::new();
         let changes = round.updates + round.silent_updates;
         let mut rng = self.rng(Object::Tickets);
         let clock = Clock::new(&mut rng, (window_start, hi), touched(round), 2, 0.4);
@@ -520,6 +561,7 @@ impl State {
             let ts = clock.pick(&mut rng);
             let generated = ts + rng.gen_range(0..=GENERATED_LAG_MAX);
             let changes = ticket_changes(&mut rng, self.users.len(), ts);
+            let before = self.tickets.object(id);
             self.tickets.update(id, generated, false, |map| {
                 set_updated(map, ts);
                 map.insert("generated_timestamp".into(), json!(generated));
@@ -549,6 +591,7 @@ impl State {
                     }
                 }
             });
+            log.extend(self.logged(TicketLogKind::Update, id, ts, before));
         }
         for id in silent {
             // A system update (e.g. an automation) moves only generated_timestamp.
@@ -569,17 +612,42 @@ impl State {
         for id in deletes {
             let ts = clock.pick(&mut rng);
             let generated = ts + rng.gen_range(0..=GENERATED_LAG_MAX);
+            let before = self.tickets.object(id);
             self.tickets.update(id, generated, true, |map| {
                 set_updated(map, ts);
                 map.insert("generated_timestamp".into(), json!(generated));
                 map.insert("status".into(), json!("deleted"));
             });
+            log.extend(self.logged(TicketLogKind::Delete, id, ts, before));
         }
         for _ in 0..round.creates {
             let ts = clock.pick(&mut rng);
             let generated = ts + rng.gen_range(0..=GENERATED_LAG_MAX);
+            let id = FIRST_TICKET_ID + self.tickets.len() as i64;
             self.create_ticket(&mut rng, ts, ts, generated);
+            log.extend(self.logged(TicketLogKind::Create, id, ts, None));
         }
+        log
+    }
+
+    /// A log entry for a ticket changed at `ts`; None when the record is not (or was not) a JSON
+    /// object, which only `override_record` can cause.
+    fn logged(
+        &self,
+        kind: TicketLogKind,
+        id: i64,
+        ts: i64,
+        before: Option<Map<String, Value>>,
+    ) -> Option<TicketLog> {
+        if kind != TicketLogKind::Create && before.is_none() {
+            return None;
+        }
+        Some(TicketLog {
+            kind,
+            ts,
+            before,
+            after: self.tickets.object(id)?,
+        })
     }
 
     fn random_user(&self, rng: &mut StdRng) -> i64 {
@@ -881,7 +949,13 @@ fn pick_targets(
     (chosen, deleted)
 }
 
-fn splitmix(x: u64) -> u64 {
+/// A random stream per (seed, round, stream number). Streams 1-3 are the tickets', users' and
+/// organizations'; everything added later uses numbers of its own, so it never shifts those.
+pub(crate) fn stream_rng(seed: u64, round: u64, stream: u64) -> StdRng {
+    StdRng::seed_from_u64(splitmix(splitmix(seed) ^ splitmix(round) ^ stream))
+}
+
+pub(crate) fn splitmix(x: u64) -> u64 {
     let mut z = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
@@ -889,12 +963,12 @@ fn splitmix(x: u64) -> u64 {
 }
 
 /// `items` are non-empty constants, so the index is always in range.
-fn pick<'a, T>(rng: &mut StdRng, items: &'a [T]) -> &'a T {
+pub(crate) fn pick<'a, T>(rng: &mut StdRng, items: &'a [T]) -> &'a T {
     &items[rng.gen_range(0..items.len())]
 }
 
 /// `make(rng)` with probability `p`, else null.
-fn optional(rng: &mut StdRng, p: f64, make: impl FnOnce(&mut StdRng) -> Value) -> Value {
+pub(crate) fn optional(rng: &mut StdRng, p: f64, make: impl FnOnce(&mut StdRng) -> Value) -> Value {
     if rng.gen_bool(p) {
         make(rng)
     } else {
@@ -934,17 +1008,17 @@ fn custom_status_id(status: &str) -> i64 {
     CUSTOM_STATUS_BASE + index as i64 + 1
 }
 
-fn subject(rng: &mut StdRng) -> String {
+pub(crate) fn subject(rng: &mut StdRng) -> String {
     let topic =
         pick(rng, &SUBJECT_TOPICS).replace("{n}", &rng.gen_range(1000..100_000).to_string());
     format!("{}{topic}", pick(rng, &SUBJECT_PREFIXES))
 }
 
-fn description(rng: &mut StdRng) -> String {
+pub(crate) fn description(rng: &mut StdRng) -> String {
     pick(rng, &DESCRIPTIONS).replace("{n}", &rng.gen_range(1000..100_000).to_string())
 }
 
-fn tags(rng: &mut StdRng, max: usize) -> Value {
+pub(crate) fn tags(rng: &mut StdRng, max: usize) -> Value {
     let n = rng.gen_range(0..=max);
     let mut picked: Vec<&str> = index::sample(rng, TAGS.len(), n)
         .into_iter()

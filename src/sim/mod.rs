@@ -8,14 +8,32 @@
 //! instead: deterministic data (same [`SimConfig`] ⇒ byte-identical records), a virtual clock
 //! advanced by [`Simulator::apply_round`], and fault injection through [`Faults`].
 //!
-//! Served endpoints (all GET, Basic `{email}/token:{api_token}` or Bearer auth):
-//! `/api/v2/users/me.json`, `/api/v2/incremental/tickets/cursor.json`,
-//! `/api/v2/incremental/users/cursor.json`, `/api/v2/incremental/organizations.json`.
+//! Served endpoints (all GET, Basic `{email}/token:{api_token}` or Bearer auth; the ".json"
+//! suffix is optional):
+//! - `/api/v2/users/me.json`
+//! - cursor exports `/api/v2/incremental/tickets/cursor.json` (`start_time` | `cursor`,
+//!   `per_page`, `include=metric_sets`) and `/api/v2/incremental/users/cursor.json`
+//! - time exports `/api/v2/incremental/organizations.json` and
+//!   `/api/v2/incremental/ticket_events.json` (`start_time`, `per_page`,
+//!   `include=comment_events`), `/api/v2/help_center/incremental/articles.json` (`start_time`,
+//!   `per_page`; no `end_of_stream`, `next_page` null at the end)
+//! - cursor-paginated lists (`page[size]` 1..=100, `page[after]`, `page[before]`):
+//!   `/api/v2/groups.json` (`exclude_deleted=false` adds deleted groups), `/api/v2/brands.json`,
+//!   `/api/v2/help_center/categories.json`, `/api/v2/help_center/sections.json`,
+//!   `/api/v2/help_center/articles.json`, `/api/v2/community/topics.json`,
+//!   `/api/v2/community/posts.json` (the community also under `/api/v2/help_center/community/`)
+//! - offset-paginated `/api/v2/tickets/{id}/side_conversations.json` (`page`, `per_page`)
+//!
+//! Ground truth for tests: [`Simulator::records`] and [`Simulator::deleted_keys`].
 
+mod activity;
 mod api;
+mod content;
 mod data;
+mod endpoints;
 mod http;
 
+use std::collections::BTreeSet;
 use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -24,6 +42,7 @@ use serde_json::Value;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
+use content::Kind;
 use data::{Object, State};
 
 /// The size and identity of the simulated account.
@@ -42,6 +61,22 @@ pub struct SimConfig {
     pub api_token: String,
     /// Accepted as `Authorization: Bearer {oauth_token}`.
     pub oauth_token: String,
+    /// Initial number of groups; None: 6 + tickets / 250 (at most 200). Never fewer than the 4
+    /// groups tickets point at (which are never deleted).
+    pub groups: Option<usize>,
+    /// Initial number of brands; None: 3 + tickets / 2000 (at most 20). Never fewer than the 2
+    /// brands tickets point at (which are never deleted).
+    pub brands: Option<usize>,
+    /// Initial number of Help Center categories; None: 3 + tickets / 1000 (at most 50).
+    pub categories: Option<usize>,
+    /// Initial number of Help Center sections; None: 3 per category.
+    pub sections: Option<usize>,
+    /// Initial number of community topics; None: 3 + tickets / 2000 (at most 30).
+    pub topics: Option<usize>,
+    /// Initial number of community posts; None: 10 + tickets / 10 (at most 5000).
+    pub posts: Option<usize>,
+    /// Initial number of Help Center articles; None: 10 + tickets / 6 (at most 20000).
+    pub articles: Option<usize>,
 }
 
 impl Default for SimConfig {
@@ -54,11 +89,24 @@ impl Default for SimConfig {
             email: String::from("demo@example.com"),
             api_token: String::from("demo-token"),
             oauth_token: String::from("demo-oauth-token"),
+            groups: None,
+            brands: None,
+            categories: None,
+            sections: None,
+            topics: None,
+            posts: None,
+            articles: None,
         }
     }
 }
 
 /// One round of account activity, applied to each of tickets, users and organizations.
+///
+/// The other records follow from it: every visible ticket change (update, delete, create) is a
+/// ticket event and may move the ticket's metric set and side conversations; groups, brands,
+/// categories, sections, topics, posts and articles get at least one create / update / delete each
+/// when the round has any creates / updates (silent ones included) / deletes (posts and articles
+/// one per 4, the others one per 20).
 #[derive(Debug, Clone, Default)]
 pub struct Round {
     /// New records per object.
@@ -134,6 +182,11 @@ pub struct Faults {
     /// instead of running into 429s.
     pub budget_exhausted_every: Option<u64>,
     pub budget_reset: Option<String>,
+    /// Plan gating: a request whose path starts with one of these prefixes (e.g.
+    /// `"/api/v2/help_center"`) answers the paired status once its credentials are checked: 404
+    /// `{"error":"InvalidEndpoint"}`, any other status (e.g. 403) `{"error":"Forbidden"}`. The
+    /// first matching prefix wins.
+    pub deny: Vec<(String, u16)>,
 }
 
 struct Inner {
@@ -194,24 +247,95 @@ impl Simulator {
     }
 
     /// Apply one round of changes to tickets, users and organizations, deterministically (seeded
-    /// by config.seed and the round number), and advance the virtual clock by an hour.
+    /// by config.seed and the round number), and advance the virtual clock by an hour. The other
+    /// records follow (see [`Round`]): ticket events, metric sets and side conversations of the
+    /// changed tickets, and creates / updates / deletes of the listed objects.
     pub fn apply_round(&self, round: &Round) {
         self.state().apply_round(round, &self.inner.config.email);
     }
 
-    /// The current state of every record of an object ("tickets" | "users" | "organizations"),
-    /// exactly as the export would serialize it (including deleted records), sorted by id.
-    /// Unknown objects have no records.
+    /// Ground truth: every record of `object` the account ever had, with its current (or last)
+    /// JSON. Unknown names have no records.
+    ///
+    /// - "tickets" | "users" | "organizations": exactly as the exports serialize them (deleted
+    ///   records included), sorted by id.
+    /// - "groups" | "brands" | "categories" | "sections" | "topics" | "posts" | "articles": as
+    ///   their lists serve them, sorted by id; a hard-deleted or archived record keeps the last
+    ///   JSON it was served with; a deleted group has `deleted: true`.
+    /// - "side_conversations": every side conversation (of deleted tickets too), by ticket id and
+    ///   then creation.
+    /// - "ticket_metrics": the current metric set of every ticket (a deleted ticket's last one),
+    ///   by ticket id.
+    /// - "ticket_events": every event in export order (timestamp, id), in the
+    ///   `include=comment_events` form.
+    /// - "ticket_comments": every comment as its `Comment` child event JSON (`type` "Comment" or
+    ///   "VoiceComment"; `event_type` is "Comment" for both) plus `ticket_id`, with `public` as it
+    ///   is now (after any `CommentPrivacyChange`), in export order.
+    /// - "ticket_field_history": one row per `Create` / `Change` child event, in export order:
+    ///   `{id, ticket_id, audit_id, updater_id, event_type, field_name, value, previous_value,
+    ///   via_channel, created_at}`; `audit_id`, `updater_id` and `created_at` (RFC 3339) are the
+    ///   parent event's; `value` / `previous_value` are the raw JSON values (keyed tag events:
+    ///   the new and the previous tag arrays), `previous_value` null for `Create`; `via_channel`
+    ///   is the child's `via.channel` when the child carries a `via` object (the audit shape),
+    ///   else null (the keyed shape carries none; the parent's `via` is a display string such as
+    ///   "Web form", not a channel).
     pub fn records(&self, object: &str) -> Vec<Value> {
-        match Object::parse(object) {
-            Some(object) => self
-                .state()
-                .table(object)
-                .values()
-                // Only text put there by `override_record` can fail to parse; it is skipped.
+        let state = self.state();
+        let parse = |texts: &mut dyn Iterator<Item = &str>| -> Vec<Value> {
+            // Only text put there by `override_record` can fail to parse; it is skipped.
+            texts
                 .filter_map(|text| serde_json::from_str(text).ok())
+                .collect()
+        };
+        if let Some(object) = Object::parse(object) {
+            return parse(&mut state.table(object).values());
+        }
+        if let Some(kind) = Kind::parse(object) {
+            return parse(&mut state.content.catalog(kind).values());
+        }
+        match object {
+            "side_conversations" => state.activity.side_conversation_values(),
+            "ticket_metrics" => state.activity.metric_values(),
+            "ticket_events" => state.activity.event_values(),
+            "ticket_comments" => state.activity.comment_values(),
+            "ticket_field_history" => state.activity.field_history_values(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// Ground truth: the keys (the id as decimal text; a side conversation's UUID) of the
+    /// records of `object` that a correct copy flags `_deleted`:
+    /// - tickets `status = "deleted"`, users `active = false`, organizations with `deleted_at`;
+    /// - groups with `deleted: true`; brands, categories, sections, topics and posts that
+    ///   vanished from their list; archived articles (gone from the article list and the
+    ///   incremental export);
+    /// - side conversations and metric sets (by metric set id) of deleted tickets.
+    ///
+    /// Events, comments and field history are never deleted; unknown names have none.
+    pub fn deleted_keys(&self, object: &str) -> BTreeSet<String> {
+        let state = self.state();
+        if let Some(object) = Object::parse(object) {
+            return state
+                .table(object)
+                .deleted_ids()
+                .map(|id| id.to_string())
+                .collect();
+        }
+        if let Some(kind) = Kind::parse(object) {
+            return state
+                .content
+                .catalog(kind)
+                .deleted_ids()
+                .map(|id| id.to_string())
+                .collect();
+        }
+        match object {
+            "side_conversations" => state
+                .activity
+                .side_conversation_ids(state.tickets.deleted_ids())
                 .collect(),
-            None => Vec::new(),
+            "ticket_metrics" => state.activity.metric_ids(state.tickets.deleted_ids()),
+            _ => BTreeSet::new(),
         }
     }
 
@@ -338,3 +462,5 @@ impl Drop for SimServer {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_endpoints;

@@ -6,14 +6,14 @@ use serde_json::Value;
 
 use super::*;
 
-const ROUND: Round = Round {
+pub(super) const ROUND: Round = Round {
     creates: 3,
     updates: 4,
     silent_updates: 2,
     deletes: 1,
 };
 
-fn small() -> SimConfig {
+pub(super) fn small() -> SimConfig {
     SimConfig {
         tickets: 60,
         users: 30,
@@ -65,20 +65,20 @@ fn most_crowded(per_second: &BTreeMap<i64, BTreeSet<i64>>) -> (i64, BTreeSet<i64
     (crowded, crowd.clone())
 }
 
-fn client() -> reqwest::Client {
+pub(super) fn client() -> reqwest::Client {
     reqwest::Client::builder()
         .no_proxy()
         .build()
         .expect("reqwest client")
 }
 
-struct Reply {
-    status: u16,
-    headers: reqwest::header::HeaderMap,
-    body: Value,
+pub(super) struct Reply {
+    pub(super) status: u16,
+    pub(super) headers: reqwest::header::HeaderMap,
+    pub(super) body: Value,
 }
 
-async fn send(request: reqwest::RequestBuilder) -> Reply {
+pub(super) async fn send(request: reqwest::RequestBuilder) -> Reply {
     let response = request.send().await.expect("request sent");
     let status = response.status().as_u16();
     let headers = response.headers().clone();
@@ -91,7 +91,7 @@ async fn send(request: reqwest::RequestBuilder) -> Reply {
 }
 
 /// GET with the default API-token credentials; `url` is absolute.
-async fn get(url: &str) -> Reply {
+pub(super) async fn get(url: &str) -> Reply {
     send(
         client()
             .get(url)
@@ -100,14 +100,14 @@ async fn get(url: &str) -> Reply {
     .await
 }
 
-fn unix(timestamp: &Value) -> i64 {
+pub(super) fn unix(timestamp: &Value) -> i64 {
     let text = timestamp.as_str().expect("timestamp string");
     chrono::DateTime::parse_from_rfc3339(text)
         .expect("RFC 3339")
         .timestamp()
 }
 
-fn id(record: &Value) -> i64 {
+pub(super) fn id(record: &Value) -> i64 {
     record["id"].as_i64().expect("integer id")
 }
 
