@@ -201,10 +201,13 @@ impl Settings {
             .lake
             .or(file.lake)
             .unwrap_or_else(|| "./lake".to_owned());
-        let names = overrides
-            .objects
-            .or(file.objects)
-            .unwrap_or_else(|| spec::names().iter().map(|s| s.to_string()).collect());
+        let names = overrides.objects.or(file.objects).unwrap_or_else(|| {
+            spec::tables()
+                .iter()
+                .filter(|t| t.by_default)
+                .map(|t| t.name.clone())
+                .collect()
+        });
         let mut selected = Vec::new();
         for name in &names {
             let spec = spec::find(name.trim()).ok_or_else(|| {
@@ -392,7 +395,8 @@ mod tests {
         let s =
             Settings::resolve(PipelineFile::default(), Overrides::default(), &env(&vars)).unwrap();
         assert_eq!(s.zendesk.base_url.as_str(), "https://acme-2.zendesk.com/");
-        assert_eq!(s.objects.len(), spec::names().len());
+        let default = spec::tables().iter().filter(|t| t.by_default).count();
+        assert_eq!(s.objects.len(), default);
     }
 
     #[test]

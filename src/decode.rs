@@ -181,9 +181,16 @@ fn field_change(
             .filter(|k| !CHANGE_META.contains(&k.as_str()) && k.as_str() != "value")
             .collect();
         let tags = child.contains_key("added_tags") || child.contains_key("removed_tags");
+        // `type` is the event's own kind ("Change") in the audit shape, and the ticket's type
+        // field ("incident") in the keyed shape.
+        let ticket_type = child
+            .get("type")
+            .filter(|t| *t != child.get("event_type").unwrap_or(&Value::Null))
+            .filter(|t| !matches!(t.as_str(), Some("Create" | "Change")));
         match keys.as_slice() {
             [key] => ((*key).clone(), child[key.as_str()].clone()),
             [] if tags => ("tags".to_owned(), tags_after(&previous, child)),
+            [] if ticket_type.is_some() => ("type".to_owned(), child["type"].clone()),
             _ => {
                 return Err(fail(format!(
                     "cannot tell which field this {} event changes (keys: {})",
@@ -766,6 +773,43 @@ pub fn fingerprints(table: &Table, batch: &RecordBatch) -> Result<Vec<(Key, u128
         out.push((Key::of(keys.as_ref(), i), hash, deleted.value(i)));
     }
     Ok(out)
+}
+
+/// The primary keys of a batch of the table.
+pub fn keys(table: &Table, batch: &RecordBatch) -> Result<std::collections::HashSet<Key>> {
+    let column = batch
+        .column_by_name(&table.primary_key)
+        .ok_or_else(|| Error::Arrow {
+            object: table.name.clone(),
+            source: ArrowError::SchemaError("primary key column missing".into()),
+        })?;
+    Ok((0..batch.num_rows())
+        .map(|row| Key::of(column.as_ref(), row))
+        .collect())
+}
+
+/// The live rows of a children table (as the lake holds them) as `(parent id, key)`.
+pub fn parents_and_keys(table: &Table, batch: &RecordBatch) -> Result<Vec<(i64, Key)>> {
+    let missing = |name: &str| Error::Arrow {
+        object: table.name.clone(),
+        source: ArrowError::SchemaError(format!("column {name} is missing")),
+    };
+    let parent = crate::zendesk::readers::children::PARENT_FIELD;
+    let parents = batch
+        .column_by_name(parent)
+        .and_then(|c| c.as_primitive_opt::<Int64Type>())
+        .ok_or_else(|| missing(parent))?;
+    let keys = batch
+        .column_by_name(&table.primary_key)
+        .ok_or_else(|| missing(&table.primary_key))?;
+    let deleted = batch
+        .column_by_name(DELETED_COLUMN)
+        .and_then(|c| c.as_boolean_opt())
+        .ok_or_else(|| missing(DELETED_COLUMN))?;
+    Ok((0..batch.num_rows())
+        .filter(|&row| !deleted.value(row) && !parents.is_null(row))
+        .map(|row| (parents.value(row), Key::of(keys.as_ref(), row)))
+        .collect())
 }
 
 /// Patch rows that mark the rows with `keys` deleted: the table's primary key, `_deleted` and

@@ -225,6 +225,61 @@ impl Lake {
         df.collect().await.map_err(Error::Query)
     }
 
+    /// The rows of `table` after `(cursor µs, id)` in the order of its timestamp column
+    /// `cursor` then `id`, as `(id, cursor µs, deleted)`: the parents of a children stream.
+    pub async fn rows_after(
+        &self,
+        table: &str,
+        cursor: &str,
+        after: (i64, i64),
+    ) -> Result<Vec<(i64, i64, bool)>> {
+        use deltalake::arrow::array::AsArray;
+        use deltalake::arrow::datatypes::{Int64Type, TimestampMicrosecondType};
+        let Some(delta) = self.open(table).await? else {
+            return Ok(Vec::new());
+        };
+        let ctx = SessionContext::new();
+        register(&ctx, table, &delta).await?;
+        let batches = ctx
+            .sql(&format!(
+                "SELECT id, \"{cursor}\", _deleted FROM \"{table}\" \
+                 WHERE \"{cursor}\" >= to_timestamp_micros({})",
+                after.0.max(0)
+            ))
+            .await
+            .map_err(Error::Query)?
+            .collect()
+            .await
+            .map_err(Error::Query)?;
+        let mut rows = Vec::new();
+        let invalid = |detail: &str| Error::Invalid {
+            table: table.to_owned(),
+            detail: detail.to_owned(),
+        };
+        for batch in &batches {
+            let ids = batch
+                .column(0)
+                .as_primitive_opt::<Int64Type>()
+                .ok_or_else(|| invalid("id is not an int64 column"))?;
+            let cursors = batch
+                .column(1)
+                .as_primitive_opt::<TimestampMicrosecondType>()
+                .ok_or_else(|| invalid("the cursor is not a timestamp column"))?;
+            let deleted = batch
+                .column(2)
+                .as_boolean_opt()
+                .ok_or_else(|| invalid("_deleted is not a boolean column"))?;
+            for i in 0..batch.num_rows() {
+                let row = (ids.value(i), cursors.value(i), deleted.value(i));
+                if (row.1, row.0) > after {
+                    rows.push(row);
+                }
+            }
+        }
+        rows.sort_by_key(|&(id, cursor, _)| (cursor, id));
+        Ok(rows)
+    }
+
     /// Run SQL over the lake's tables.
     pub async fn query(&self, sql: &str) -> Result<Vec<RecordBatch>> {
         let ctx = self.session().await?;

@@ -1239,10 +1239,17 @@ impl Activity {
 
     /// Every side conversation, by ticket id and then creation.
     pub(crate) fn side_conversation_values(&self) -> Vec<Value> {
+        // Served without their ticket's id (the URL names it); the ground truth carries it.
         self.side
-            .values()
-            .flatten()
-            .filter_map(|s| serde_json::from_str(&s.json).ok())
+            .iter()
+            .flat_map(|(ticket, list)| list.iter().map(move |s| (*ticket, s)))
+            .filter_map(|(ticket, s)| {
+                let mut value: Value = serde_json::from_str(&s.json).ok()?;
+                value
+                    .as_object_mut()?
+                    .insert("ticket_id".into(), Value::from(ticket));
+                Some(value)
+            })
             .collect()
     }
 

@@ -2,7 +2,7 @@
 //! endpoints' paging rules, independent of the socket code in `http.rs`.
 //!
 //! The paging rules are the ones that decide whether a client is correct against real Zendesk
-//! (DESIGN.md §5): cursor exports order by (generated_timestamp | updated_at, id) and resume
+//! (docs/ARCHITECTURE.md, "Zendesk facts"): cursor exports order by (generated_timestamp | updated_at, id) and resume
 //! strictly after an opaque cursor; the time export never splits a second, so the next page repeats
 //! the boundary second; a `start_time` less than 60 s old is refused.
 
@@ -20,7 +20,7 @@ const MAX_PER_PAGE: usize = 1000;
 /// Zendesk refuses start times younger than this.
 const HOLD_BACK_SECS: i64 = 60;
 const RATE_LIMIT: u64 = 700;
-/// Help Center (and community) endpoints report a budget of their own (DESIGN.md §5.6).
+/// Help Center (and community) endpoints report a budget of their own (docs/ARCHITECTURE.md, "Zendesk facts" 6).
 const HELP_CENTER_RATE_LIMIT: u64 = 400;
 /// Where `Faults::foreign_next_url` points export links.
 const FOREIGN_BASE_URL: &str = "https://evil.example.com";

@@ -1,7 +1,7 @@
 //! The endpoints added after the three exports: the ticket events and Help Center article time
 //! exports, the cursor-paginated lists and the per-ticket side conversations.
 //!
-//! Paging rules (DESIGN.md §5):
+//! Paging rules (docs/ARCHITECTURE.md, "Zendesk facts"):
 //! - time exports never split a second (`api::time_page`); the ticket events export carries
 //!   `end_of_stream`, the article export does not and ends with `next_page: null`;
 //! - lists order by id and page by cursor: `page[size]` 1..=100 (default 100; anything else is a

@@ -1,7 +1,7 @@
 //! A simulated Zendesk Support account served over HTTP on loopback.
 //!
 //! Why it exists: the correctness of an incremental copy depends on Zendesk's exact export
-//! semantics (DESIGN.md §5) — cursor exports ordered by `generated_timestamp`, system updates that
+//! semantics (docs/ARCHITECTURE.md, "Zendesk facts") — cursor exports ordered by `generated_timestamp`, system updates that
 //! move only that field, time exports that repeat the boundary second, the 60-second hold-back,
 //! 429s with fractional or missing `Retry-After`. A real account can't be reset, made to fail on
 //! demand or replayed, so tests, `sync --demo` and the benchmarks run against this simulator
@@ -263,7 +263,7 @@ impl Simulator {
     ///   their lists serve them, sorted by id; a hard-deleted or archived record keeps the last
     ///   JSON it was served with; a deleted group has `deleted: true`.
     /// - "side_conversations": every side conversation (of deleted tickets too), by ticket id and
-    ///   then creation.
+    ///   then creation, with its ticket's id added as `ticket_id` (the endpoint's URL names it).
     /// - "ticket_metrics": the current metric set of every ticket (a deleted ticket's last one),
     ///   by ticket id.
     /// - "ticket_events": every event in export order (timestamp, id), in the

@@ -49,6 +49,11 @@ const SCHEMA_FILES: &[(&str, &str)] = &[
     ("categories", include_str!("../../schemas/categories.json")),
     ("topics", include_str!("../../schemas/topics.json")),
     ("posts", include_str!("../../schemas/posts.json")),
+    ("articles", include_str!("../../schemas/articles.json")),
+    (
+        "side_conversations",
+        include_str!("../../schemas/side_conversations.json"),
+    ),
 ];
 
 /// How a stream reads Zendesk: each kind is one reader in `zendesk::readers`.
@@ -64,6 +69,9 @@ pub enum StreamKind {
     /// A cursor-paginated list (`page[size]`, `links.next`, `meta.has_more`), read whole on every
     /// run.
     List,
+    /// The children of every parent that changed since the stream's position (`{parent}` in
+    /// the path), the parents read from a table of the lake (`parents`).
+    Children,
 }
 
 /// Which of Zendesk's rate budgets a request draws from (docs/ARCHITECTURE.md, "Zendesk facts" 7).
@@ -94,6 +102,18 @@ pub struct Stream {
     /// Field of a record whose largest value is the stream's watermark (a timestamp or unix
     /// seconds); for time exports also the second that pages never split.
     pub watermark_field: String,
+    /// Children streams: the lake table whose changed rows are the parents.
+    #[serde(default)]
+    pub parents: Option<Parents>,
+}
+
+/// Where a children stream finds its parents: the rows of a lake table, in the order of a
+/// timestamp column, with their `_deleted` flag.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Parents {
+    pub table: String,
+    pub cursor: String,
 }
 
 /// The rule that marks a record soft-deleted, evaluated on the decoded column value.
@@ -304,6 +324,10 @@ pub enum WriteMode {
     Snapshot,
 }
 
+fn default_true() -> bool {
+    true
+}
+
 /// One Delta table and where its rows come from.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -318,6 +342,15 @@ pub struct Table {
     /// Column changes to rows already in the table, carried by later records.
     #[serde(default)]
     pub patches: Option<Patches>,
+    /// A list stream (`schemas/streams.json`) of every live row, read whole after the table's
+    /// own stream on each run: rows missing from it are marked deleted (Help Center's article
+    /// export reports neither deleted nor archived articles).
+    #[serde(default)]
+    pub live_listing: Option<String>,
+    /// Whether the table is synced when the pipeline names no tables (side conversations cost
+    /// a request per changed ticket, so they are opt-in).
+    #[serde(default = "default_true")]
+    pub by_default: bool,
     pub primary_key: String,
     pub cursor_field: String,
     /// Field whose value stands in for a missing cursor field (tickets from list and show
@@ -366,6 +399,9 @@ impl Table {
             if find(&rule.column).is_none() {
                 return Err(format!("delete rule names unknown column {}", rule.column));
             }
+        }
+        if spec.live_listing.is_some() && spec.write == WriteMode::Snapshot {
+            return Err("a snapshot table is its own listing: live_listing is for upserts".into());
         }
         if let Some(patches) = &spec.patches {
             let known = |name: &str| find(name).is_some() || name == DELETED_COLUMN;
@@ -459,6 +495,10 @@ pub fn markdown_table() -> String {
             (Rows::Records, StreamKind::CursorExport) => "cursor export".to_owned(),
             (Rows::Records, StreamKind::TimeExport) => "time export".to_owned(),
             (Rows::Records, StreamKind::List) => "list, read whole".to_owned(),
+            (Rows::Records, StreamKind::Children) => format!(
+                "per changed `{}` row",
+                stream.parents.as_ref().map_or("?", |p| p.table.as_str())
+            ),
             (Rows::Sideload { key }, _) => format!("`{key}` sideload of `{}`", stream.name),
             (Rows::ChildEvents { types, .. }, _) => {
                 format!("{} child events of `{}`", types.join("/"), stream.name)
@@ -472,12 +512,21 @@ pub fn markdown_table() -> String {
         } else {
             ""
         };
+        let missing = table
+            .live_listing
+            .as_deref()
+            .and_then(self::stream)
+            .map(|live| format!("missing from `{}`", live.path));
         let deleted = match (&table.deleted, &table.patches) {
             (Some(rule), _) => match &rule.equals {
                 Some(value) => format!("`{}` = {value}{vanished}", rule.column),
                 None => format!("`{}` set{vanished}", rule.column),
             },
             (None, _) if table.write == WriteMode::Snapshot => "gone from the listing".to_owned(),
+            (None, _) if missing.is_some() => missing.clone().unwrap_or_default(),
+            (None, _) if stream.kind == StreamKind::Children => {
+                "its ticket is deleted, or gone from its ticket's list".to_owned()
+            }
             (None, Some(Patches::DeletedParents { .. })) => "its ticket is deleted".to_owned(),
             (None, _) => "never (history)".to_owned(),
         };
@@ -487,10 +536,16 @@ pub fn markdown_table() -> String {
             .filter(|t| t.stream == table.stream)
             .map(|t| t.name.as_str())
             .collect();
+        let listing = if missing.is_some() {
+            " + 1 per 100 live"
+        } else {
+            ""
+        };
         let requests = if siblings.first() == Some(&table.name.as_str()) {
             match stream.kind {
                 StreamKind::List => format!("1 per 100 `{}`", stream.records_key),
-                _ => format!("1 per 1000 changed `{}`", stream.records_key),
+                StreamKind::Children => "1 per changed ticket (opt-in)".to_owned(),
+                _ => format!("1 per 1000 changed `{}`{listing}", stream.records_key),
             }
         } else {
             format!("none beyond `{}`'s", siblings[0])

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use crate::config::Settings;
 use crate::lake::{ControlRow, Lake};
+use crate::zendesk::readers::children::Parent;
 use crate::zendesk::readers::{self, Context};
 use crate::zendesk::{Client, RequestStats};
 
@@ -66,12 +67,26 @@ pub async fn check(settings: &Settings) -> Result<CheckReport, Error> {
     let mut tables = Vec::new();
     for (stream, members) in streams_of(&settings.objects) {
         let resume = state.get(&stream.name).cloned();
+        // A children stream is probed with one live parent of the lake, if it has any.
+        let parents = match &stream.parents {
+            Some(spec) => lake
+                .rows_after(&spec.table, &spec.cursor, (i64::MIN, i64::MIN))
+                .await
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|&(_, _, gone)| !gone)
+                .take(1)
+                .map(|(id, cursor, gone)| Parent { id, cursor, gone })
+                .collect(),
+            None => Vec::new(),
+        };
         let context = Context {
             client: client.clone(),
             stream,
             page_size: 1,
             stats: stats.clone(),
             includes: super::includes(&members),
+            parents,
         };
         let position = resume.as_ref().map(|r| &r.position);
         let probe = match readers::open(context, position, settings.start_time) {

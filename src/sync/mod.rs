@@ -27,6 +27,7 @@ use crate::decode::{self, Decoded, Key};
 use crate::failpoint;
 use crate::lake::{self, CommitDraft, ControlRow, Lake, PatchSet, TableCommit};
 use crate::spec::{Stream, Table, WriteMode, DELETED_COLUMN};
+use crate::zendesk::readers::children::{Parent, ParentPage};
 use crate::zendesk::readers::{self, Context};
 use crate::zendesk::{self, Client, Page, RequestStats};
 
@@ -126,22 +127,43 @@ pub async fn run(settings: &Settings) -> Result<SyncReport, Error> {
     let streams = streams_of(&settings.objects);
     info!(%run_id, lake = %lake.root(), streams = streams.len(), "sync started");
     let shared = Arc::new(settings.clone());
+    // Streams that read their parents from the lake run after the others committed, so that
+    // they see this run's parents.
+    let (first, then): (Vec<_>, Vec<_>) =
+        streams.into_iter().partition(|(s, _)| s.parents.is_none());
+    let mut objects = Vec::new();
+    for phase in [first, then] {
+        objects.extend(run_streams(&phase, &client, &lake, &shared, &run_id, &state).await);
+    }
+    Ok(SyncReport { run_id, objects })
+}
+
+/// Run streams concurrently, and report on their tables in order.
+async fn run_streams(
+    streams: &[(&'static Stream, Vec<&'static Table>)],
+    client: &Client,
+    lake: &Lake,
+    shared: &Arc<Settings>,
+    run_id: &str,
+    state: &HashMap<String, ControlRow>,
+) -> Vec<ObjectReport> {
     let mut tasks = Vec::new();
-    for (stream, tables) in &streams {
+    for (stream, tables) in streams {
         let job = StreamJob {
             stream,
             tables: tables.clone(),
             client: client.clone(),
             lake: lake.clone(),
             settings: shared.clone(),
-            run_id: run_id.clone(),
+            run_id: run_id.to_owned(),
             last: state.get(&stream.name).cloned(),
+            stats: Arc::new(RequestStats::default()),
         };
         let span = info_span!("stream", stream = %stream.name);
         tasks.push(tokio::spawn(job.run().instrument(span)));
     }
     let mut objects = Vec::new();
-    for (task, (stream, tables)) in tasks.into_iter().zip(&streams) {
+    for (task, (stream, tables)) in tasks.into_iter().zip(streams) {
         match task.await {
             Ok(reports) => objects.extend(reports),
             Err(e) => objects.extend(tables.iter().map(|t| ObjectReport {
@@ -150,7 +172,7 @@ pub async fn run(settings: &Settings) -> Result<SyncReport, Error> {
             })),
         }
     }
-    Ok(SyncReport { run_id, objects })
+    objects
 }
 
 impl ObjectReport {
@@ -179,6 +201,8 @@ struct StreamJob {
     settings: Arc<Settings>,
     run_id: String,
     last: Option<ControlRow>,
+    /// The stream's requests, listings included.
+    stats: Arc<RequestStats>,
 }
 
 /// Counters of one table that the writer stage keeps.
@@ -200,14 +224,21 @@ struct Progress {
     /// Per table, for snapshot tables: what the table held when the run started, and what the
     /// listing has shown so far.
     snapshots: Vec<Option<Snapshot>>,
+    /// Per table, for children streams: the live children of each parent.
+    children: Vec<Option<HashMap<i64, HashSet<Key>>>>,
 }
 
-/// A snapshot table during a run.
+/// A table whose deletions show as rows missing from a complete listing, during a run.
 struct Snapshot {
     /// Key → (fingerprint, deleted) of the rows stored when the run started.
     stored: HashMap<Key, (u128, bool)>,
     /// Keys listed so far in this run.
     listed: HashSet<Key>,
+    /// The listing: the stream's own pages (a snapshot table), or a list stream read whole
+    /// after it (`live_listing`).
+    listing: Option<&'static Stream>,
+    /// Keys written by this run (they are in the table too, so a listing may mark them).
+    written: HashSet<Key>,
 }
 
 /// A table's part of a batch being gathered.
@@ -215,11 +246,34 @@ struct Snapshot {
 struct Group {
     rows: Vec<RecordBatch>,
     patches: Vec<RecordBatch>,
+    /// Children streams: keys of children gone from their parent, or whose parent is gone.
+    vanished: Vec<Key>,
+}
+
+/// The children of `parent` that its page no longer shows (all of them when it is gone), and
+/// the index updated to what the page shows.
+fn vanished_children(
+    table: &Table,
+    children: &mut HashMap<i64, HashSet<Key>>,
+    parent: &ParentPage,
+    decoded: &Decoded,
+) -> Result<Vec<Key>, decode::Error> {
+    let listed: HashSet<Key> = if parent.gone {
+        HashSet::new()
+    } else {
+        decode::keys(table, &decoded.batch)?
+    };
+    let before = children
+        .insert(parent.id, listed.clone())
+        .unwrap_or_default();
+    Ok(before.difference(&listed).cloned().collect())
 }
 
 /// One page decoded for every table of the stream.
 struct DecodedPage {
     tables: Vec<Decoded>,
+    /// Children streams: whose children the page holds.
+    parent: Option<ParentPage>,
     position: Value,
     end_of_stream: bool,
     /// Records of the page (progress, even when no table has rows from them).
@@ -231,7 +285,7 @@ struct DecodedPage {
 impl StreamJob {
     async fn run(self) -> Vec<ObjectReport> {
         let started = Instant::now();
-        let stats = Arc::new(RequestStats::default());
+        let stats = self.stats.clone();
         info!(from = ?self.last.as_ref().map(|l| &l.position), "stream started");
         let mut progress = None;
         let result = self.pipeline(&stats, &mut progress).await;
@@ -340,9 +394,19 @@ impl StreamJob {
         }
         let mut snapshots = Vec::with_capacity(self.tables.len());
         for table in &self.tables {
-            snapshots.push(match table.write {
-                WriteMode::Snapshot => Some(self.snapshot(table).await?),
-                WriteMode::Upsert => None,
+            let listing = table.live_listing.as_deref().and_then(crate::spec::stream);
+            snapshots.push(match (table.write, listing) {
+                (WriteMode::Snapshot, _) | (WriteMode::Upsert, Some(_)) => {
+                    Some(self.snapshot(table, listing).await?)
+                }
+                (WriteMode::Upsert, None) => None,
+            });
+        }
+        let mut children = Vec::with_capacity(self.tables.len());
+        for table in &self.tables {
+            children.push(match stream.parents {
+                Some(_) => Some(self.children_of(table).await?),
+                None => None,
             });
         }
         *progress = Some(Progress {
@@ -350,14 +414,28 @@ impl StreamJob {
             committed: resume.committed,
             written: vec![Written::default(); self.tables.len()],
             snapshots,
+            children,
         });
 
+        let parents = match &stream.parents {
+            Some(spec) => {
+                let after = readers::children::parents_after(position.as_ref());
+                self.lake
+                    .rows_after(&spec.table, &spec.cursor, after)
+                    .await?
+                    .into_iter()
+                    .map(|(id, cursor, gone)| Parent { id, cursor, gone })
+                    .collect()
+            }
+            None => Vec::new(),
+        };
         let context = Context {
             client: self.client.clone(),
             stream,
             page_size: settings.page_size,
             stats: stats.clone(),
             includes: includes(&self.tables),
+            parents,
         };
         let reader = readers::open(context, position.as_ref(), settings.start_time)?;
         let (page_tx, mut page_rx) = mpsc::channel::<Page>(settings.channel_pages);
@@ -396,11 +474,17 @@ impl StreamJob {
             while let Some(page) = decoded_rx.recv().await {
                 records += page.records;
                 watermark = watermark.max(page.watermark);
-                for ((group, decoded), written) in groups
+                for ((((group, decoded), written), children), table) in groups
                     .iter_mut()
                     .zip(page.tables)
                     .zip(progress.written.iter_mut())
+                    .zip(progress.children.iter_mut())
+                    .zip(&self.tables)
                 {
+                    if let (Some(children), Some(parent)) = (children, &page.parent) {
+                        let gone = vanished_children(table, children, parent, &decoded)?;
+                        group.vanished.extend(gone);
+                    }
                     written.fetched += decoded.batch.num_rows() as u64;
                     if decoded.batch.num_rows() > 0 {
                         group.rows.push(decoded.batch);
@@ -437,8 +521,55 @@ impl StreamJob {
         Ok(())
     }
 
+    /// Every key of a listing read whole (`live_listing`).
+    async fn list_keys(
+        &self,
+        table: &Table,
+        listing: &'static Stream,
+    ) -> Result<HashSet<Key>, StreamError> {
+        let context = Context {
+            client: self.client.clone(),
+            stream: listing,
+            page_size: self.settings.page_size,
+            stats: self.stats.clone(),
+            includes: Vec::new(),
+            parents: Vec::new(),
+        };
+        let mut reader = readers::open(context, None, self.settings.start_time)?;
+        let mut keys = HashSet::new();
+        while let Some(page) = reader.next_page().await? {
+            for record in &page.records {
+                let key = match record.get(&table.primary_key) {
+                    Some(Value::Number(n)) => n.as_i64().map(Key::Int),
+                    Some(Value::String(s)) => Some(Key::Text(s.clone())),
+                    _ => None,
+                };
+                keys.extend(key);
+            }
+            if page.end_of_stream {
+                break;
+            }
+        }
+        Ok(keys)
+    }
+
+    /// The live children of each parent, as the table holds them when the run starts.
+    async fn children_of(&self, table: &Table) -> Result<HashMap<i64, HashSet<Key>>, StreamError> {
+        let mut index: HashMap<i64, HashSet<Key>> = HashMap::new();
+        for batch in self.lake.scan(&table.name).await? {
+            for (parent, key) in decode::parents_and_keys(table, &batch)? {
+                index.entry(parent).or_default().insert(key);
+            }
+        }
+        Ok(index)
+    }
+
     /// What a snapshot table holds when the run starts.
-    async fn snapshot(&self, table: &Table) -> Result<Snapshot, StreamError> {
+    async fn snapshot(
+        &self,
+        table: &Table,
+        listing: Option<&'static Stream>,
+    ) -> Result<Snapshot, StreamError> {
         let mut stored = HashMap::new();
         for batch in self.lake.scan(&table.name).await? {
             for (key, print, deleted) in decode::fingerprints(table, &batch)? {
@@ -448,6 +579,8 @@ impl StreamJob {
         Ok(Snapshot {
             stored,
             listed: HashSet::new(),
+            listing,
+            written: HashSet::new(),
         })
     }
 
@@ -468,7 +601,12 @@ impl StreamJob {
         let mut batches = Vec::new();
         for (i, (table, group)) in self.tables.iter().zip(groups).enumerate() {
             let snapshot = progress.snapshots[i].as_mut();
-            if group.rows.is_empty() && group.patches.is_empty() && !(ended && snapshot.is_some()) {
+            let vanished = !group.vanished.is_empty();
+            if group.rows.is_empty()
+                && group.patches.is_empty()
+                && !vanished
+                && !(ended && snapshot.is_some())
+            {
                 continue;
             }
             let batch = decode::dedup(table, &group.rows)?;
@@ -481,10 +619,23 @@ impl StreamJob {
                 }),
                 _ => None,
             };
+            if vanished {
+                patches = Some(PatchSet {
+                    column: table.primary_key.clone(),
+                    sets: vec![DELETED_COLUMN.to_owned()],
+                    rows: decode::deletions(table, &group.vanished, Utc::now())?,
+                });
+            }
             let batch = match snapshot {
                 Some(snapshot) => {
-                    let batch = snapshot.changed(table, batch)?;
+                    let batch = match snapshot.listing {
+                        None => snapshot.changed(table, batch)?,
+                        Some(_) => snapshot.written(table, batch)?,
+                    };
                     if ended {
+                        if let Some(listing) = snapshot.listing {
+                            snapshot.listed = self.list_keys(table, listing).await?;
+                        }
                         patches = snapshot.vanished(table)?;
                     }
                     batch
@@ -559,7 +710,7 @@ impl StreamJob {
 
 impl Snapshot {
     /// The rows of a listed batch that are new or differ from the stored ones.
-    fn changed(&mut self, table: &Table, batch: RecordBatch) -> Result<RecordBatch, StreamError> {
+    fn changed(&mut self, table: &Table, batch: RecordBatch) -> Result<RecordBatch, decode::Error> {
         let mut keep = Vec::new();
         for (row, (key, print, _)) in decode::fingerprints(table, &batch)?.into_iter().enumerate() {
             if self.stored.get(&key).map(|(p, _)| *p) != Some(print) {
@@ -572,21 +723,37 @@ impl Snapshot {
         }
         let keep = deltalake::arrow::array::UInt32Array::from(keep);
         deltalake::arrow::compute::take_record_batch(&batch, &keep).map_err(|source| {
-            StreamError::Decode(decode::Error::Arrow {
+            decode::Error::Arrow {
                 object: table.name.clone(),
                 source,
-            })
+            }
         })
     }
 
-    /// After a complete listing: the patch marking deleted the stored live rows it did not show.
-    fn vanished(&self, table: &Table) -> Result<Option<PatchSet>, StreamError> {
-        let gone: Vec<Key> = self
+    /// Note the keys of a batch written to a table with a live listing.
+    fn written(&mut self, table: &Table, batch: RecordBatch) -> Result<RecordBatch, decode::Error> {
+        for (key, _, deleted) in decode::fingerprints(table, &batch)? {
+            if !deleted {
+                self.written.insert(key);
+            }
+        }
+        Ok(batch)
+    }
+
+    /// After a complete listing: the patch marking deleted the live rows it did not show.
+    fn vanished(&self, table: &Table) -> Result<Option<PatchSet>, decode::Error> {
+        let stored = self
             .stored
             .iter()
-            .filter(|(key, (_, deleted))| !deleted && !self.listed.contains(*key))
-            .map(|(key, _)| key.clone())
+            .filter(|(_, (_, deleted))| !deleted)
+            .map(|(key, _)| key);
+        let mut gone: Vec<Key> = stored
+            .chain(&self.written)
+            .filter(|key| !self.listed.contains(*key))
+            .cloned()
             .collect();
+        gone.sort_by_key(|k| format!("{k:?}"));
+        gone.dedup();
         if gone.is_empty() {
             return Ok(None);
         }
@@ -634,6 +801,7 @@ fn decode_page(
         .max();
     Ok(DecodedPage {
         tables: decoded,
+        parent: page.parent,
         position: page.position,
         end_of_stream: page.end_of_stream,
         records: page.records.len(),

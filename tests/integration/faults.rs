@@ -215,12 +215,17 @@ async fn a_next_page_on_another_host_is_refused() {
     });
     let dir = tempfile::tempdir().unwrap();
     let mut settings = settings(&server, dir.path(), "");
+    // The exports, which follow their links at once (a list of one page follows none).
+    settings
+        .objects
+        .retain(|t| t.source().kind != zendesk_lake::spec::StreamKind::List);
+    let exported: Vec<&'static str> = settings.objects.iter().map(|&t| t.name.as_str()).collect();
     // A commit per page: a page that came with a foreign link would show up as a commit.
     settings.commit_rows = 1;
     let report = sync::run(&settings).await.unwrap();
     assert_eq!(
         versions(dir.path()).await,
-        vec![None; 4],
+        vec![None; all_tables().len() + 1],
         "nothing was committed"
     );
     for object in &report.objects {
@@ -237,7 +242,7 @@ async fn a_next_page_on_another_host_is_refused() {
     sim.set_faults(Faults::default());
     settings.commit_rows = 30;
     sync_ok(&settings).await;
-    assert_lake_matches(&sim, dir.path()).await;
+    assert_lake_matches_objects(&sim, dir.path(), &exported).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

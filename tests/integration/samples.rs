@@ -179,6 +179,7 @@ fn page(records: Vec<Value>, sideloads: Vec<(String, Vec<Value>)>) -> zendesk_la
         sideloads,
         position: Value::Null,
         end_of_stream: true,
+        parent: None,
     }
 }
 
@@ -336,6 +337,8 @@ fn list_samples_decode() {
         ("sections", "list_sections.json"),
         ("categories", "list_categories.json"),
         ("topics", "list_topics.json"),
+        ("articles", "incremental_articles_time.json"),
+        ("articles", "list_articles.json"),
     ] {
         let records = body(file)[table].as_array().unwrap().clone();
         decodes_exactly(table, &records);
@@ -349,6 +352,43 @@ fn list_samples_decode() {
                     .any(|c| c.path().split('.').next() == Some(field.as_str()));
                 assert!(kept, "{table}: field {field} of {file} has no column");
             }
+        }
+    }
+}
+
+#[test]
+fn side_conversation_sample_decodes() {
+    let records = body("list_side_conversations.json")["side_conversations"]
+        .as_array()
+        .unwrap()
+        .clone();
+    let rows = table_rows("side_conversations", &page(records.clone(), Vec::new()));
+    assert_eq!(rows.len(), records.len());
+    let spec = objects::find("side_conversations").unwrap();
+    for record in &records {
+        let id = record["id"].as_str().unwrap();
+        let row = &rows[id];
+        for field in ["subject", "preview_text", "state", "url"] {
+            assert_eq!(
+                row.get(field),
+                record.get(field).filter(|v| !v.is_null()),
+                "{field}"
+            );
+        }
+        for field in ["participants", "external_ids"] {
+            let text = row[field].as_str().unwrap();
+            assert_eq!(
+                &serde_json::from_str::<Value>(text).unwrap(),
+                &record[field]
+            );
+        }
+        // Timestamps with milliseconds keep them.
+        let micros = chrono::DateTime::parse_from_rfc3339(record["created_at"].as_str().unwrap())
+            .unwrap()
+            .timestamp_micros();
+        assert_eq!(row["created_at"], micros);
+        for key in record.as_object().unwrap().keys() {
+            assert!(spec.column(key).is_some(), "field {key} has no column");
         }
     }
 }

@@ -57,7 +57,14 @@ async fn every_table_equals_the_account_after_each_round() {
     assert!(children
         .iter()
         .any(|c| c["event_type"] == "Change" && c.get("field_name").is_some()));
-    for table in ["groups", "brands", "ticket_metrics", "sections", "posts"] {
+    for table in [
+        "groups",
+        "brands",
+        "ticket_metrics",
+        "sections",
+        "posts",
+        "articles",
+    ] {
         assert!(
             !sim.deleted_keys(table).is_empty(),
             "{table}: the rounds deleted none"
@@ -202,6 +209,9 @@ async fn an_idle_run_commits_nothing_to_any_table() {
     }
 }
 
+/// The tables of Help Center and the community.
+const GATED: [&str; 5] = ["sections", "categories", "topics", "posts", "articles"];
+
 /// A plan without Help Center or community (403/404), or a ticket-event export the
 /// credentials may not read: those tables are skipped with a warning, the others succeed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -219,7 +229,7 @@ async fn plan_gated_endpoints_skip_their_tables_and_the_rest_succeeds() {
     let report = sync::run(&settings).await.unwrap();
     assert!(!report.failed());
     for table in &report.objects {
-        let gated = ["sections", "categories", "topics", "posts"].contains(&table.object.as_str());
+        let gated = GATED.contains(&table.object.as_str());
         match &table.outcome {
             Outcome::Skipped(why) => assert!(gated, "{}: {why}", table.object),
             Outcome::Ok => assert!(!gated, "{} was not skipped", table.object),
@@ -228,7 +238,85 @@ async fn plan_gated_endpoints_skip_their_tables_and_the_rest_succeeds() {
     }
     let open: Vec<&str> = all_tables()
         .into_iter()
-        .filter(|t| !["sections", "categories", "topics", "posts"].contains(t))
+        .filter(|t| !GATED.contains(t))
         .collect();
     assert_lake_matches_objects(&sim, dir.path(), &open).await;
+}
+
+/// Side conversations are read for every ticket that changed since the last run, from the
+/// lake's tickets (no second ticket export): one request per changed live ticket. Those of a
+/// deleted ticket, or gone from their ticket, are deleted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn side_conversations_follow_the_changed_tickets() {
+    let (sim, server) = start(small()).await;
+    sim.apply_round(&round(0));
+    let dir = tempfile::tempdir().unwrap();
+    let mut settings = settings(&server, dir.path(), "");
+    // Opt-in: not among the default tables.
+    assert!(!settings
+        .objects
+        .iter()
+        .any(|t| t.name == "side_conversations"));
+    settings.objects = vec![
+        zendesk_lake::spec::find("tickets").unwrap(),
+        zendesk_lake::spec::find("side_conversations").unwrap(),
+    ];
+    let tables = ["tickets", "side_conversations"];
+    sync_ok(&settings).await;
+    assert_lake_matches_objects(&sim, dir.path(), &tables).await;
+    for n in 1..=3 {
+        sim.apply_round(&round(n));
+        let from = sim.request_log().len();
+        let report = sync_ok(&settings).await;
+        assert_lake_matches_objects(&sim, dir.path(), &tables).await;
+        // One request per changed ticket that is not deleted, none for the others.
+        let live_changed = lake_rows(dir.path(), "tickets")
+            .await
+            .values()
+            .filter(|t| t["_deleted"] == false)
+            .count();
+        let asked = requests_to(&sim, from, "/api/v2/tickets/").len();
+        let tickets = report
+            .objects
+            .iter()
+            .find(|o| o.object == "tickets")
+            .unwrap();
+        assert!(
+            asked as u64 <= tickets.fetched,
+            "{asked} > {}",
+            tickets.fetched
+        );
+        assert!(asked > 0 && asked < live_changed, "{asked}");
+    }
+    assert!(!sim.deleted_keys("side_conversations").is_empty());
+    assert!(deleted_count(dir.path(), "side_conversations").await > 0);
+    // Nothing changed: no request, no commit.
+    let from = sim.request_log().len();
+    let report = sync_ok(&settings).await;
+    assert!(requests_to(&sim, from, "/api/v2/tickets/").is_empty());
+    assert!(report.objects.iter().all(|o| o.commits == 0));
+}
+
+/// Without the Collaboration add-on Zendesk answers 403: the table is skipped, the rest synced.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn side_conversations_without_the_add_on_are_skipped() {
+    let (sim, server) = start(small()).await;
+    sim.set_faults(Faults {
+        deny: vec![("/api/v2/tickets/".into(), 403)],
+        ..Faults::default()
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let mut settings = settings(&server, dir.path(), "");
+    settings
+        .objects
+        .push(zendesk_lake::spec::find("side_conversations").unwrap());
+    let report = sync::run(&settings).await.unwrap();
+    assert!(!report.failed());
+    for table in &report.objects {
+        match (&table.outcome, table.object.as_str()) {
+            (Outcome::Skipped(_), "side_conversations") | (Outcome::Ok, _) => {}
+            (other, name) => panic!("{name}: {other:?}"),
+        }
+    }
+    assert_lake_matches(&sim, dir.path()).await;
 }

@@ -111,6 +111,7 @@ impl Reader for CursorExport {
             sideloads,
             position: self.position(),
             end_of_stream,
+            parent: None,
         }))
     }
 

@@ -83,6 +83,7 @@ impl Reader for List {
             sideloads: Vec::new(),
             position: Value::Null,
             end_of_stream: !has_more,
+            parent: None,
         }))
     }
 

@@ -6,6 +6,7 @@
 //! being read, and handed back to [`open`] by the next run, which then fetches exactly what
 //! follows that page. Adding a stream kind is one file here plus its simulator endpoint.
 
+pub mod children;
 mod cursor_export;
 mod list;
 mod time_export;
@@ -35,6 +36,8 @@ pub struct Page {
     pub position: Value,
     /// The last page of this run.
     pub end_of_stream: bool,
+    /// Children streams: the parent whose children the page holds.
+    pub parent: Option<children::ParentPage>,
 }
 
 impl Page {
@@ -67,6 +70,8 @@ pub struct Context {
     pub stats: Arc<RequestStats>,
     /// Sideloads and child objects the stream's tables need (`include=metric_sets`).
     pub includes: Vec<String>,
+    /// Children streams: the parents to read the children of, in order.
+    pub parents: Vec<children::Parent>,
 }
 
 impl Context {
@@ -170,6 +175,7 @@ pub fn open(
             context, position, start_time,
         )?),
         StreamKind::List => Box::new(list::List::open(context)),
+        StreamKind::Children => Box::new(children::Children::open(context, position)?),
     })
 }
 
@@ -185,6 +191,7 @@ pub async fn drive(mut reader: Box<dyn Reader>, pages: mpsc::Sender<Page>) -> Re
                 sideloads: Vec::new(),
                 position: reader.position(),
                 end_of_stream: true,
+                parent: None,
             },
         };
         crate::failpoint::hit("page_fetched");

@@ -1,5 +1,6 @@
-//! Time exports (`/api/v2/incremental/organizations.json`, ticket events, ...): the next
-//! `start_time` is `end_time`. A page never splits a second, so the next page repeats the
+//! Time exports (`/api/v2/incremental/organizations.json`, ticket events, Help Center articles):
+//! the next `start_time` is `end_time` (the response's, not a record's: a re-export may not move
+//! a record's own time). A page never splits a second, so the next page repeats the
 //! boundary second: records already delivered in it are recognised by a fingerprint kept in the
 //! position and dropped. A page that ends in the second it started from is asked again with a
 //! larger page until it holds the whole second (then the export continues after that second); at
@@ -73,7 +74,12 @@ impl Reader for TimeExport {
             let start = self.position.start_time;
             let all = context.records(&url, &mut body)?;
             let sideloads = context.sideloads(&mut body);
-            let end_of_stream = context.flag(&url, &body, "end_of_stream")?;
+            // Help Center's article export has no `end_of_stream`: its last page has no
+            // `next_page`.
+            let end_of_stream = match body.get("end_of_stream") {
+                Some(_) => context.flag(&url, &body, "end_of_stream")?,
+                None => body.get("next_page").is_none_or(Value::is_null),
+            };
             let end_time = body
                 .get("end_time")
                 .and_then(Value::as_i64)
@@ -155,6 +161,7 @@ impl Reader for TimeExport {
                 sideloads,
                 position: self.position(),
                 end_of_stream,
+                parent: None,
             }));
         }
     }
