@@ -812,6 +812,36 @@ pub fn parents_and_keys(table: &Table, batch: &RecordBatch) -> Result<Vec<(i64, 
         .collect())
 }
 
+/// `batch` with the rows whose key is in `keys` marked `_deleted`.
+pub fn mark_deleted(
+    table: &Table,
+    batch: RecordBatch,
+    keys: &std::collections::HashSet<Key>,
+) -> Result<RecordBatch> {
+    if keys.is_empty() {
+        return Ok(batch);
+    }
+    let arrow = |source| Error::Arrow {
+        object: table.name.clone(),
+        source,
+    };
+    let missing = || arrow(ArrowError::SchemaError("column missing".into()));
+    let column = batch
+        .column_by_name(&table.primary_key)
+        .ok_or_else(missing)?;
+    let (index, _) = batch
+        .schema()
+        .column_with_name(DELETED_COLUMN)
+        .ok_or_else(missing)?;
+    let flags = batch.column(index).as_boolean_opt().ok_or_else(missing)?;
+    let marked: deltalake::arrow::array::BooleanArray = (0..batch.num_rows())
+        .map(|row| Some(flags.value(row) || keys.contains(&Key::of(column.as_ref(), row))))
+        .collect();
+    let mut columns = batch.columns().to_vec();
+    columns[index] = std::sync::Arc::new(marked);
+    RecordBatch::try_new(batch.schema(), columns).map_err(arrow)
+}
+
 /// Patch rows that mark the rows with `keys` deleted: the table's primary key, `_deleted` and
 /// `_synced_at`.
 pub fn deletions(table: &Table, keys: &[Key], synced_at: DateTime<Utc>) -> Result<RecordBatch> {

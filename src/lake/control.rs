@@ -237,17 +237,10 @@ impl Lake {
     ) -> Result<Resume> {
         let seq = last.as_ref().map_or(0, |row| row.seq);
         let app = app_id(stream);
-        let mut names: Vec<&str> = tables.to_vec();
-        if let Some(row) = &last {
-            for name in row.tables.keys() {
-                if !names.contains(&name.as_str()) {
-                    names.push(name);
-                }
-            }
-        }
+        // Only the tables of this run: one left out falls behind and joins again later.
         let mut committed = HashMap::new();
         let mut ahead = Vec::new();
-        for name in names {
+        for &name in tables {
             let table = self.open(name).await?;
             let at = match &table {
                 Some(table) => txn_version(name, table, &app).await?.unwrap_or(0),
@@ -266,7 +259,7 @@ impl Lake {
                     detail: format!(
                         "it holds batch #{at} of stream {stream} but {CONTROL_TABLE} records only \
                          #{seq}: rows of the control table were removed. Restore them, or delete \
-                         the stream's tables and its rows to reload it"
+                         the stream's tables together with its rows to reload it"
                     ),
                 });
             }
@@ -277,23 +270,35 @@ impl Lake {
             }
             committed.insert(name.to_owned(), at);
         }
-        let Some((first_name, first)) = ahead.first() else {
+        if ahead.is_empty() {
             return Ok(Resume { last, committed });
-        };
-        let Some((draft, _)) = find_draft(first_name, first, stream, seq + 1).await? else {
-            return Err(Error::Invalid {
-                table: ahead[0].0.clone(),
-                detail: format!(
-                    "its commit of batch #{} of stream {stream} carries no readable control \
-                     metadata; the control table is at #{seq}",
-                    seq + 1
-                ),
-            });
-        };
-        let complete = draft
-            .writes
-            .iter()
-            .all(|name| ahead.iter().any(|(n, _)| n == name));
+        }
+        // Each table's own commit of the batch: they form one complete batch only when they
+        // come from the same run and position (two runs may each have committed part of it)
+        // and cover every table that batch writes.
+        let mut drafts = Vec::with_capacity(ahead.len());
+        for (name, table) in &ahead {
+            let Some((draft, version)) = find_draft(name, table, stream, seq + 1).await? else {
+                return Err(Error::Invalid {
+                    table: name.clone(),
+                    detail: format!(
+                        "its commit of batch #{} of stream {stream} carries no readable control \
+                         metadata; the control table is at #{seq}",
+                        seq + 1
+                    ),
+                });
+            };
+            drafts.push((name, draft, version));
+        }
+        let first = &drafts[0].1;
+        let one_batch = drafts.iter().all(|(_, d, _)| {
+            d.row.run_id == first.row.run_id && d.row.position == first.row.position
+        });
+        let complete = one_batch
+            && first
+                .writes
+                .iter()
+                .all(|name| ahead.iter().any(|(n, _)| n == name));
         if !complete {
             warn!(
                 stream,
@@ -302,19 +307,19 @@ impl Lake {
             );
             return Ok(Resume { last, committed });
         }
-        let mut row = draft.row;
+        let mut row = first.row.clone();
         if row.epoch.is_empty() {
             // A commit of zendesk-lake 0.1, whose epoch was its table's id.
             row.epoch = match &last {
                 Some(last) => last.epoch.clone(),
-                None => table_id(first_name, first)?,
+                None => table_id(&ahead[0].0, &ahead[0].1)?,
             };
         }
-        for (name, table) in &ahead {
-            if let Some((_, version)) = find_draft(name, table, stream, seq + 1).await? {
-                if let Some(entry) = row.tables.get_mut(name) {
-                    entry.version = version;
-                }
+        for (name, draft, version) in &drafts {
+            if let Some(entry) = draft.row.tables.get(name.as_str()) {
+                let mut entry = entry.clone();
+                entry.version = *version;
+                row.tables.insert((*name).clone(), entry);
             }
         }
         warn!(
@@ -335,8 +340,8 @@ impl Lake {
             detail: format!(
                 "the control table records batch #{recorded} of stream {stream} in it but the \
                  table's last is #{at}: the table was dropped, restored or replaced. Resuming \
-                 would skip data; delete the stream's rows from {CONTROL_TABLE} (or the whole \
-                 lake) to reload it"
+                 would skip data; delete the stream's tables together with its rows in \
+                 {CONTROL_TABLE} (or the whole lake) to reload it"
             ),
         }
     }
@@ -461,7 +466,13 @@ async fn find_draft(
         source,
     };
     let latest = table.version().unwrap_or_default();
-    let infos: Vec<_> = table.history(Some(64)).try_collect().await.map_err(delta)?;
+    // The batch's commit is the table's newest unless something else (an OPTIMIZE, say)
+    // committed to it since.
+    let infos: Vec<_> = table
+        .history(Some(1000))
+        .try_collect()
+        .await
+        .map_err(delta)?;
     for (age, info) in infos.iter().enumerate() {
         let Some(meta) = info.info.get(CONTROL_METADATA) else {
             continue;

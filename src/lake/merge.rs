@@ -28,6 +28,9 @@ pub struct CommitReport {
     pub updated: u64,
     /// The table's Delta metadata id, new whenever the table is created again.
     pub table_id: String,
+    /// Whether a commit was made: a merge that changes no row makes none (deltalake skips it),
+    /// and then the table does not carry this batch's application transaction.
+    pub committed: bool,
 }
 
 /// Key of the commit-info entry holding the control row of a data commit, so that a crash
@@ -101,10 +104,12 @@ impl Lake {
                     inserted: rows,
                     updated: 0,
                     table_id: table_id(name, &table)?,
+                    committed: true,
                 })
             }
             Some(table) => {
                 check_schema(spec, &table)?;
+                let before = table.version();
                 let datafusion = |source| Error::DataFusion {
                     table: name.to_owned(),
                     source,
@@ -189,6 +194,7 @@ impl Lake {
                     inserted: metrics.num_target_rows_inserted as u64,
                     updated: metrics.num_target_rows_updated as u64,
                     table_id: table_id(name, &table)?,
+                    committed: table.version() != before,
                 })
             }
         }

@@ -497,7 +497,7 @@ impl StreamJob {
                 if (records > 0 && (records >= settings.commit_rows || ended)) || listed {
                     let batch = std::mem::take(&mut groups);
                     groups = vec![Group::default(); self.tables.len()];
-                    self.commit(progress, batch, page.position, watermark, ended)
+                    self.commit(progress, batch, page.position, watermark, ended, records)
                         .await?;
                     records = 0;
                 }
@@ -592,6 +592,7 @@ impl StreamJob {
         position: Value,
         watermark: Option<i64>,
         ended: bool,
+        records: usize,
     ) -> Result<(), StreamError> {
         let mut row = progress.row.clone();
         row.seq += 1;
@@ -636,9 +637,12 @@ impl StreamJob {
                         if let Some(listing) = snapshot.listing {
                             snapshot.listed = self.list_keys(table, listing).await?;
                         }
-                        patches = snapshot.vanished(table)?;
+                        let (marked, rest) = snapshot.vanished(table, batch)?;
+                        patches = rest;
+                        marked
+                    } else {
+                        batch
                     }
-                    batch
                 }
                 None => batch,
             };
@@ -647,7 +651,7 @@ impl StreamJob {
             }
         }
         let writes: Vec<String> = batches.iter().map(|(_, t, _, _)| t.name.clone()).collect();
-        if writes.is_empty() && row.position == progress.row.position {
+        if writes.is_empty() && (records == 0 || row.position == progress.row.position) {
             // Nothing to write and no progress to record (a list that did not change).
             return Ok(());
         }
@@ -659,6 +663,7 @@ impl StreamJob {
                 + patches
                     .as_ref()
                     .map_or(0, |p| decode::count_deleted(&p.rows));
+            let previous = row.tables.get(&table.name).cloned();
             row.tables.insert(
                 table.name.clone(),
                 TableCommit {
@@ -681,6 +686,15 @@ impl StreamJob {
                 .upsert(table, batch, patches, &draft, expected)
                 .await?;
             failpoint::hit("after_data_commit");
+            if !commit.committed {
+                // Nothing changed (only patches for rows the table does not hold): Delta made
+                // no commit, so the table keeps its last batch.
+                match previous {
+                    Some(previous) => row.tables.insert(table.name.clone(), previous),
+                    None => row.tables.remove(&table.name),
+                };
+                continue;
+            }
             let upserted = commit.inserted + commit.updated;
             if let Some(entry) = row.tables.get_mut(&table.name) {
                 entry.version = commit.version;
@@ -740,8 +754,13 @@ impl Snapshot {
         Ok(batch)
     }
 
-    /// After a complete listing: the patch marking deleted the live rows it did not show.
-    fn vanished(&self, table: &Table) -> Result<Option<PatchSet>, decode::Error> {
+    /// After a complete listing: the last batch with its rows that the listing did not show
+    /// marked deleted, and the patch marking deleted the other live rows it did not show.
+    fn vanished(
+        &self,
+        table: &Table,
+        batch: RecordBatch,
+    ) -> Result<(RecordBatch, Option<PatchSet>), decode::Error> {
         let stored = self
             .stored
             .iter()
@@ -754,14 +773,25 @@ impl Snapshot {
             .collect();
         gone.sort_by_key(|k| format!("{k:?}"));
         gone.dedup();
+        // A row of this very batch is marked in it: a patch for it too would make two source
+        // rows match one table row.
+        let in_batch = decode::keys(table, &batch)?;
+        let marked: HashSet<Key> = gone
+            .iter()
+            .filter(|key| in_batch.contains(*key))
+            .cloned()
+            .collect();
+        let batch = decode::mark_deleted(table, batch, &marked)?;
+        gone.retain(|key| !marked.contains(key));
         if gone.is_empty() {
-            return Ok(None);
+            return Ok((batch, None));
         }
-        Ok(Some(PatchSet {
+        let patch = PatchSet {
             column: table.primary_key.clone(),
             sets: vec![DELETED_COLUMN.to_owned()],
             rows: decode::deletions(table, &gone, Utc::now())?,
-        }))
+        };
+        Ok((batch, Some(patch)))
     }
 }
 
@@ -799,12 +829,14 @@ fn decode_page(
         .filter_map(|r| r.get(&stream.watermark_field))
         .filter_map(decode::timestamp_micros)
         .max();
+    // A parent's page is progress even with no children (its position moves on).
+    let records = page.records.len().max(usize::from(page.parent.is_some()));
     Ok(DecodedPage {
         tables: decoded,
         parent: page.parent,
         position: page.position,
         end_of_stream: page.end_of_stream,
-        records: page.records.len(),
+        records,
         watermark,
     })
 }

@@ -38,8 +38,10 @@ pub fn changes() -> Round {
     }
 }
 
-/// Small pages and commits, so a run passes every failpoint many times.
+/// Small pages and commits, so a run passes every failpoint many times; the [`CORE`] tables.
 const PIPELINE: &str = r#"
+objects = ["tickets", "users", "organizations", "ticket_metrics", "ticket_comments",
+           "ticket_field_history", "groups"]
 [zendesk]
 account_requests_per_minute = 1000000
 incremental_requests_per_minute = 1000000

@@ -130,9 +130,9 @@ async fn values_that_cannot_convert_are_rejected_naming_object_id_and_field() {
         if field != "id" {
             assert!(message.contains(&format!("record {id}")), "{message}");
         }
-        // The tickets table did not move; the other objects synced as usual.
+        // The tickets table did not move; the other streams synced as usual.
         assert_eq!(versions(dir.path()).await[0], before[0], "{fields}");
-        for other in report.objects.iter().filter(|o| o.object != "tickets") {
+        for other in report.objects.iter().filter(|o| o.stream != "tickets") {
             assert_eq!(other.outcome, Outcome::Ok);
         }
         // Put the ticket back for the next case.

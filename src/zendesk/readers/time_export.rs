@@ -12,7 +12,7 @@ use serde_json::Value;
 use tracing::debug;
 use url::Url;
 
-use super::{parse_position, Context, Page, Reader, MAX_PAGE_SIZE};
+use super::{parse_position, Context, Page, Reader, MAX_IDLE_PAGES, MAX_PAGE_SIZE};
 use crate::decode::timestamp_micros;
 use crate::zendesk::client::endpoint_of;
 use crate::zendesk::{Error, Result};
@@ -29,6 +29,8 @@ struct Position {
 pub(super) struct TimeExport {
     context: Context,
     position: Position,
+    /// Empty pages in a row that did not move the position.
+    idle: u32,
     /// The record field whose second orders the export.
     time_field: String,
 }
@@ -50,6 +52,7 @@ impl TimeExport {
         Ok(TimeExport {
             context,
             position,
+            idle: 0,
             time_field,
         })
     }
@@ -86,6 +89,21 @@ impl Reader for TimeExport {
                 .ok_or_else(|| context.shape(&url, "no integer end_time"))?;
             if end_time < start {
                 return Err(context.shape(&url, "end_time is before start_time"));
+            }
+            if all.is_empty() && !end_of_stream && end_time == start {
+                self.idle += 1;
+                if self.idle >= MAX_IDLE_PAGES {
+                    return Err(context.shape(
+                        &url,
+                        &format!(
+                            "{} empty pages in a row that do not move end_time: the export \
+                             does not advance",
+                            self.idle
+                        ),
+                    ));
+                }
+            } else {
+                self.idle = 0;
             }
             let mut whole_second = false;
             if !end_of_stream && end_time == start && !all.is_empty() {
