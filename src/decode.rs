@@ -845,6 +845,17 @@ pub fn mark_deleted(
 /// Patch rows that mark the rows with `keys` deleted: the table's primary key, `_deleted` and
 /// `_synced_at`.
 pub fn deletions(table: &Table, keys: &[Key], synced_at: DateTime<Utc>) -> Result<RecordBatch> {
+    flags(table, keys, true, synced_at)
+}
+
+/// Patch rows that set `_deleted` to `deleted` for the rows with `keys`: the table's primary
+/// key, `_deleted` and `_synced_at`.
+pub fn flags(
+    table: &Table,
+    keys: &[Key],
+    deleted: bool,
+    synced_at: DateTime<Utc>,
+) -> Result<RecordBatch> {
     let rows: Vec<Value> = keys
         .iter()
         .map(|key| {
@@ -854,7 +865,7 @@ pub fn deletions(table: &Table, keys: &[Key], synced_at: DateTime<Utc>) -> Resul
             };
             let mut row = Map::new();
             row.insert(table.primary_key.clone(), key);
-            row.insert(DELETED_COLUMN.into(), Value::Bool(true));
+            row.insert(DELETED_COLUMN.into(), Value::Bool(deleted));
             row.insert(
                 SYNCED_AT_COLUMN.into(),
                 Value::from(synced_at.timestamp_micros()),

@@ -312,8 +312,18 @@ impl StreamJob {
                 .as_ref()
                 .map(|p| p.written[i].clone())
                 .unwrap_or_default();
+            // A table named after another stream names itself too: `ticket_metrics: tickets: ...`.
+            let outcome = match &outcome {
+                Outcome::Failed(why) if table.name != self.stream.name => {
+                    Outcome::Failed(format!("{}: {why}", table.name))
+                }
+                Outcome::Skipped(why) if table.name != self.stream.name => {
+                    Outcome::Skipped(format!("{}: {why}", table.name))
+                }
+                other => other.clone(),
+            };
             let report = ObjectReport {
-                outcome: outcome.clone(),
+                outcome,
                 fetched: written.fetched,
                 upserted: written.upserted,
                 deleted: written.deleted,
@@ -783,13 +793,38 @@ impl Snapshot {
             .collect();
         let batch = decode::mark_deleted(table, batch, &marked)?;
         gone.retain(|key| !marked.contains(key));
-        if gone.is_empty() {
+        // A live listing also brings back rows it had missed once (a snapshot table rewrites
+        // them from the listing itself).
+        let mut back: Vec<Key> = match self.listing {
+            Some(_) => self
+                .stored
+                .iter()
+                .filter(|(key, (_, deleted))| {
+                    *deleted && self.listed.contains(*key) && !in_batch.contains(*key)
+                })
+                .map(|(key, _)| key.clone())
+                .collect(),
+            None => Vec::new(),
+        };
+        back.sort_by_key(|k| format!("{k:?}"));
+        if gone.is_empty() && back.is_empty() {
             return Ok((batch, None));
         }
+        let now = Utc::now();
+        let rows = [
+            decode::flags(table, &gone, true, now)?,
+            decode::flags(table, &back, false, now)?,
+        ];
+        let rows = deltalake::arrow::compute::concat_batches(&rows[0].schema(), &rows).map_err(
+            |source| decode::Error::Arrow {
+                object: table.name.clone(),
+                source,
+            },
+        )?;
         let patch = PatchSet {
             column: table.primary_key.clone(),
             sets: vec![DELETED_COLUMN.to_owned()],
-            rows: decode::deletions(table, &gone, Utc::now())?,
+            rows,
         };
         Ok((batch, Some(patch)))
     }
