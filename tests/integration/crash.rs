@@ -60,8 +60,20 @@ pub async fn child_sync(
     kill_after: Option<Duration>,
     env: &[(String, String)],
 ) -> Output {
+    child_sync_of(PIPELINE, server, lake, failpoint, kill_after, env).await
+}
+
+/// [`child_sync`] with another pipeline file.
+async fn child_sync_of(
+    text: &str,
+    server: &SimServer,
+    lake: &Path,
+    failpoint: Option<String>,
+    kill_after: Option<Duration>,
+    env: &[(String, String)],
+) -> Output {
     let pipeline = tempfile::NamedTempFile::new().unwrap();
-    std::fs::write(pipeline.path(), PIPELINE).unwrap();
+    std::fs::write(pipeline.path(), text).unwrap();
     let pipeline = pipeline.path();
     let config = SimConfig::default();
     let mut cmd = Command::new(BIN);
@@ -185,4 +197,56 @@ async fn sigkill_at_every_step_of_a_sync_never_loses_or_duplicates() {
         .await;
     let kills = kills.into_inner();
     assert!(kills >= 50, "only {kills} runs were really killed");
+}
+
+/// Side conversations read their tickets from the lake after the ticket stream committed: a
+/// kill between the two streams, or inside either, loses nothing, and the next run converges.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kill_between_tickets_and_their_side_conversations_loses_nothing() {
+    let pipeline = PIPELINE.replace(
+        r#"objects = ["tickets", "users", "organizations", "ticket_metrics", "ticket_comments",
+           "ticket_field_history", "groups"]"#,
+        r#"objects = ["tickets", "side_conversations"]"#,
+    );
+    assert!(pipeline.contains("side_conversations"));
+    let tables = ["tickets", "side_conversations"];
+    let mut killed = 0;
+    // Control commits 1..: the tickets' batches first, then one per parent batch.
+    for (n, incremental) in [
+        (3, false),
+        (5, false),
+        (6, false),
+        (9, false),
+        (2, true),
+        (4, true),
+    ] {
+        let (sim, server) = start(account()).await;
+        sim.apply_round(&changes());
+        let dir = tempfile::tempdir().unwrap();
+        let lake = dir.path().join("lake");
+        if incremental {
+            let out = child_sync_of(&pipeline, &server, &lake, None, None, &[]).await;
+            assert_eq!(
+                out.status.code(),
+                Some(0),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            sim.apply_round(&changes());
+        }
+        let point = format!("after_control_commit:{n}");
+        let out = child_sync_of(&pipeline, &server, &lake, Some(point.clone()), None, &[]).await;
+        if out.status.signal() == Some(9) {
+            killed += 1;
+        }
+        let out = child_sync_of(&pipeline, &server, &lake, None, None, &[]).await;
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{point}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_lake_matches_objects(&sim, &lake, &tables).await;
+    }
+    assert!(killed >= 4, "only {killed} runs were killed");
 }
