@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tracing::debug;
 
-use super::{parse_position, set_param, Context, Page, Reader};
+use super::{parse_position, set_param, to_json, Context, Page, Reader};
 use crate::zendesk::Result;
 
 /// A parent whose children are read.
@@ -151,8 +151,7 @@ impl Reader for Children {
     }
 
     fn position(&self) -> Value {
-        // A struct of two integers always serialises.
-        serde_json::to_value(&self.position).unwrap_or(Value::Null)
+        to_json(&self.position)
     }
 }
 

@@ -8,7 +8,7 @@ use serde_json::Value;
 use tracing::debug;
 use url::Url;
 
-use super::{parse_position, set_includes, Context, Page, Reader, MAX_IDLE_PAGES};
+use super::{parse_position, set_includes, to_json, Context, Page, Reader, MAX_IDLE_PAGES};
 use crate::zendesk::Result;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -116,7 +116,6 @@ impl Reader for CursorExport {
     }
 
     fn position(&self) -> Value {
-        // A struct of a string and an integer always serialises.
-        serde_json::to_value(&self.position).unwrap_or(Value::Null)
+        to_json(&self.position)
     }
 }

@@ -212,6 +212,12 @@ fn parse_position<T: serde::de::DeserializeOwned>(stream: &Stream, position: &Va
     })
 }
 
+/// A reader's position as JSON. Positions are plain structs of integers and strings, which
+/// always serialise.
+fn to_json<T: serde::Serialize>(position: &T) -> Value {
+    serde_json::to_value(position).unwrap_or(Value::Null)
+}
+
 /// Zendesk's largest export page.
 const MAX_PAGE_SIZE: u32 = 1000;
 

@@ -12,7 +12,7 @@ use serde_json::Value;
 use tracing::debug;
 use url::Url;
 
-use super::{parse_position, Context, Page, Reader, MAX_IDLE_PAGES, MAX_PAGE_SIZE};
+use super::{parse_position, to_json, Context, Page, Reader, MAX_IDLE_PAGES, MAX_PAGE_SIZE};
 use crate::decode::timestamp_micros;
 use crate::zendesk::client::endpoint_of;
 use crate::zendesk::{Error, Result};
@@ -185,8 +185,7 @@ impl Reader for TimeExport {
     }
 
     fn position(&self) -> Value {
-        // A struct of an integer and strings always serialises.
-        serde_json::to_value(&self.position).unwrap_or(Value::Null)
+        to_json(&self.position)
     }
 }
 
