@@ -913,7 +913,7 @@ pub fn count_deleted(batch: &RecordBatch) -> u64 {
 }
 
 /// A row's primary key (int64 or string).
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Key {
     Int(i64),
     Text(String),

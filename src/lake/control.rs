@@ -25,7 +25,7 @@ use serde_json::Value;
 use tracing::{debug, info, warn};
 
 use super::merge::{app_id, is_conflict, table_id, txn_version, CONTROL_METADATA};
-use super::{register, Error, Lake, Result};
+use super::{query_one, Error, Lake, Result};
 use crate::spec::timestamp_type;
 
 /// Name of the control table, also its name in SQL.
@@ -370,14 +370,12 @@ impl Lake {
     }
 
     async fn control_batches(&self, table: &deltalake::DeltaTable) -> Result<Vec<RecordBatch>> {
-        let ctx = deltalake::datafusion::prelude::SessionContext::new();
-        register(&ctx, CONTROL_TABLE, table).await?;
-        ctx.sql(&format!("SELECT * FROM {CONTROL_TABLE}"))
-            .await
-            .map_err(Error::Query)?
-            .collect()
-            .await
-            .map_err(Error::Query)
+        query_one(
+            CONTROL_TABLE,
+            table,
+            &format!("SELECT * FROM {CONTROL_TABLE}"),
+        )
+        .await
     }
 
     /// Rewrite a control table of zendesk-lake 0.1 (one row per commit of an object, position

@@ -124,18 +124,18 @@ impl Lake {
                     .collect();
                 let by_key = col(format!("target.{key}")).eq(col(format!("source.{key}")));
                 let newer = col(format!("source.{cursor}")).gt_eq(col(format!("target.{cursor}")));
+                let is_patch = col(format!("source.{PATCH_COLUMN}"));
                 let patch = patches.filter(|p| p.rows.num_rows() > 0);
                 let (source, predicate, sets) = match patch {
                     Some(patches) => {
                         let source = with_patches(spec, batch, patches.rows)?;
-                        let is_patch = col(format!("source.{PATCH_COLUMN}"));
                         let by_patch = patches.column.as_str();
                         let predicate = if by_patch == key {
                             by_key
                         } else {
                             let by_column = col(format!("target.{by_patch}"))
                                 .eq(col(format!("source.{by_patch}")));
-                            (not(is_patch.clone()).and(by_key)).or(is_patch.and(by_column))
+                            (not(is_patch.clone()).and(by_key)).or(is_patch.clone().and(by_column))
                         };
                         let sets: Vec<String> = patches
                             .sets
@@ -149,7 +149,6 @@ impl Lake {
                 let source = SessionContext::new()
                     .read_batch(source)
                     .map_err(datafusion)?;
-                let is_patch = col(format!("source.{PATCH_COLUMN}"));
                 let mut merge = table
                     .merge(source, predicate)
                     .with_source_alias("source")

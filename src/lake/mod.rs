@@ -216,13 +216,7 @@ impl Lake {
         let Some(table) = self.open(name).await? else {
             return Ok(Vec::new());
         };
-        let ctx = SessionContext::new();
-        register(&ctx, name, &table).await?;
-        let df = ctx
-            .sql(&format!("SELECT * FROM \"{name}\""))
-            .await
-            .map_err(Error::Query)?;
-        df.collect().await.map_err(Error::Query)
+        query_one(name, &table, &format!("SELECT * FROM \"{name}\"")).await
     }
 
     /// The rows of `table` after `(cursor µs, id)` in the order of its timestamp column
@@ -238,19 +232,12 @@ impl Lake {
         let Some(delta) = self.open(table).await? else {
             return Ok(Vec::new());
         };
-        let ctx = SessionContext::new();
-        register(&ctx, table, &delta).await?;
-        let batches = ctx
-            .sql(&format!(
-                "SELECT id, \"{cursor}\", _deleted FROM \"{table}\" \
-                 WHERE \"{cursor}\" >= to_timestamp_micros({})",
-                after.0.max(0)
-            ))
-            .await
-            .map_err(Error::Query)?
-            .collect()
-            .await
-            .map_err(Error::Query)?;
+        let sql = format!(
+            "SELECT id, \"{cursor}\", _deleted FROM \"{table}\" \
+             WHERE \"{cursor}\" >= to_timestamp_micros({})",
+            after.0.max(0)
+        );
+        let batches = query_one(table, &delta, &sql).await?;
         let mut rows = Vec::new();
         let invalid = |detail: &str| Error::Invalid {
             table: table.to_owned(),
@@ -286,6 +273,18 @@ impl Lake {
         let df = ctx.sql(sql).await.map_err(Error::Query)?;
         df.collect().await.map_err(Error::Query)
     }
+}
+
+/// Run `sql` over one table, registered as `name`.
+pub(crate) async fn query_one(
+    name: &str,
+    table: &DeltaTable,
+    sql: &str,
+) -> Result<Vec<RecordBatch>> {
+    let ctx = SessionContext::new();
+    register(&ctx, name, table).await?;
+    let df = ctx.sql(sql).await.map_err(Error::Query)?;
+    df.collect().await.map_err(Error::Query)
 }
 
 pub(crate) async fn register(ctx: &SessionContext, name: &str, table: &DeltaTable) -> Result<()> {

@@ -781,7 +781,7 @@ impl Snapshot {
             .filter(|key| !self.listed.contains(*key))
             .cloned()
             .collect();
-        gone.sort_by_key(|k| format!("{k:?}"));
+        gone.sort_unstable();
         gone.dedup();
         // A row of this very batch is marked in it: a patch for it too would make two source
         // rows match one table row.
@@ -806,7 +806,7 @@ impl Snapshot {
                 .collect(),
             None => Vec::new(),
         };
-        back.sort_by_key(|k| format!("{k:?}"));
+        back.sort_unstable();
         if gone.is_empty() && back.is_empty() {
             return Ok((batch, None));
         }

@@ -95,15 +95,7 @@ impl Reader for Children {
             let size = context.page_size.min(MAX_CHILDREN_PAGE);
             set_param(&mut url, "per_page", &size.to_string());
             loop {
-                let answer = context
-                    .client
-                    .get_json(
-                        context.name(),
-                        &url,
-                        context.stream.limit_class,
-                        &context.stats,
-                    )
-                    .await;
+                let answer = context.get(&url).await;
                 let mut body = match answer {
                     Ok(body) => body,
                     // This parent is gone; the others go on.

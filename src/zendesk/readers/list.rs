@@ -41,15 +41,7 @@ impl Reader for List {
             return Ok(None);
         };
         let context = &self.context;
-        let mut body = context
-            .client
-            .get_json(
-                context.name(),
-                &url,
-                context.stream.limit_class,
-                &context.stats,
-            )
-            .await?;
+        let mut body = context.get(&url).await?;
         let records = context.records(&url, &mut body)?;
         let has_more = body
             .pointer("/meta/has_more")

@@ -89,6 +89,13 @@ impl Context {
         url
     }
 
+    /// GET one document of the stream under its rate budget, retried as the client retries.
+    async fn get(&self, url: &Url) -> Result<Value> {
+        self.client
+            .get_json(self.name(), url, self.stream.limit_class, &self.stats)
+            .await
+    }
+
     fn shape(&self, url: &Url, detail: &str) -> Error {
         Error::Shape {
             object: self.stream.name.clone(),
