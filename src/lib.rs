@@ -6,6 +6,7 @@
 //! of streams and tables); [`lake`] merges them into Delta and keeps the streams' positions; and
 //! [`sync`] orders those steps. [`sim`] is a simulated Zendesk account for tests and the demo.
 
+pub mod bench;
 pub mod config;
 pub mod decode;
 pub mod failpoint;

@@ -4,17 +4,19 @@
 //! replaced by a source row whose cursor is at least as new, so re-applying an older batch (a
 //! retry after a crash) can never roll a row back.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use deltalake::arrow::array::{new_null_array, ArrayRef, BooleanArray, RecordBatch};
 use deltalake::arrow::compute::concat_batches;
 use deltalake::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
-use deltalake::datafusion::prelude::{col, not, SessionContext};
+use deltalake::datafusion::prelude::{col, lit, not, Expr, SessionContext};
 use deltalake::kernel::transaction::CommitProperties;
 use deltalake::kernel::transaction::TransactionError;
 use deltalake::kernel::Transaction;
 use deltalake::protocol::SaveMode;
-use deltalake::DeltaTableError;
+use deltalake::{DeltaTable, DeltaTableError};
+use tracing::debug;
 
 use super::{CommitDraft, Error, Lake, Result};
 use crate::spec::Table;
@@ -31,6 +33,8 @@ pub struct CommitReport {
     /// Whether a commit was made: a merge that changes no row makes none (deltalake skips it),
     /// and then the table does not carry this batch's application transaction.
     pub committed: bool,
+    /// Data files of the table the write read (a merge's target scan; none for an append).
+    pub files_scanned: u64,
 }
 
 /// Key of the commit-info entry holding the control row of a data commit, so that a crash
@@ -74,7 +78,7 @@ impl Lake {
             .with_metadata([(CONTROL_METADATA.to_owned(), metadata)])
             // A conflicting commit is another run's: retrying on top of it is never right.
             .with_max_retries(0);
-        let table = self.open(name).await?;
+        let table = self.cached(name).await?;
         let current = match &table {
             Some(table) => txn_version(name, table, &app).await?.unwrap_or(0),
             None => 0,
@@ -99,16 +103,30 @@ impl Lake {
                     .with_commit_properties(commit)
                     .await
                     .map_err(delta)?;
-                Ok(CommitReport {
+                let report = CommitReport {
                     version: table.version().unwrap_or_default() as i64,
                     inserted: rows,
                     updated: 0,
                     table_id: table_id(name, &table)?,
                     committed: true,
-                })
+                    files_scanned: 0,
+                };
+                self.keep(name, table);
+                Ok(report)
             }
             Some(table) => {
                 check_schema(spec, &table)?;
+                let (batch, patches, ranges) =
+                    match narrow(name, spec, &table, batch, patches).await? {
+                        Narrowed::Append(batch) => {
+                            return self.append(spec, table, batch, commit, seq).await
+                        }
+                        Narrowed::Merge {
+                            batch,
+                            patches,
+                            ranges,
+                        } => (batch, patches, ranges),
+                    };
                 let before = table.version();
                 let datafusion = |source| Error::DataFusion {
                     table: name.to_owned(),
@@ -123,6 +141,12 @@ impl Lake {
                     .map(|f| f.name().clone())
                     .collect();
                 let by_key = col(format!("target.{key}")).eq(col(format!("source.{key}")));
+                // Only the files whose key range holds a key already in the table are read and
+                // rewritten (the ranges cover every stored key the batch names).
+                let by_key = match ranges {
+                    Some(ranges) => by_key.and(ranges),
+                    None => by_key,
+                };
                 let newer = col(format!("source.{cursor}")).gt_eq(col(format!("target.{cursor}")));
                 let is_patch = col(format!("source.{PATCH_COLUMN}"));
                 let patch = patches.filter(|p| p.rows.num_rows() > 0);
@@ -188,13 +212,24 @@ impl Lake {
                     })
                     .map_err(delta)?;
                 let (table, metrics) = merge.await.map_err(delta)?;
-                Ok(CommitReport {
+                debug!(
+                    table = name,
+                    files_scanned = metrics.num_target_files_scanned,
+                    files_skipped = metrics.num_target_files_skipped_during_scan,
+                    files_added = metrics.num_target_files_added,
+                    files_removed = metrics.num_target_files_removed,
+                    "merged"
+                );
+                let report = CommitReport {
                     version: table.version().unwrap_or_default() as i64,
                     inserted: metrics.num_target_rows_inserted as u64,
                     updated: metrics.num_target_rows_updated as u64,
                     table_id: table_id(name, &table)?,
                     committed: table.version() != before,
-                })
+                    files_scanned: metrics.num_target_files_scanned as u64,
+                };
+                self.keep(name, table);
+                Ok(report)
             }
         }
     }
@@ -241,6 +276,215 @@ impl Lake {
             source: error,
         })
     }
+}
+
+impl Lake {
+    /// The table's handle kept from this process's last commit to it, brought up to date with
+    /// the commits made since (a listing of the log after its version, not a reload), or the
+    /// table opened afresh. `None` when it does not exist yet.
+    async fn cached(&self, name: &str) -> Result<Option<DeltaTable>> {
+        let kept = self.handles_lock().remove(name);
+        if let Some(mut table) = kept {
+            match table.update_incremental(None).await {
+                Ok(()) => return Ok(Some(table)),
+                Err(e) => debug!(table = name, error = %e, "reloading the table's handle"),
+            }
+        }
+        self.open(name).await
+    }
+
+    /// Keep a table's handle after a commit, for the next commit of the run.
+    fn keep(&self, name: &str, table: DeltaTable) {
+        self.handles_lock().insert(name.to_owned(), table);
+    }
+
+    fn handles_lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, DeltaTable>> {
+        // Poisoning needs a panic while holding the lock, which only a bug can cause.
+        self.handles.lock().expect("table handles lock poisoned")
+    }
+
+    /// Append rows none of whose keys the table holds: no file of the table is read or
+    /// rewritten. The commit carries the same application transaction as a merge would.
+    async fn append(
+        &self,
+        spec: &Table,
+        table: DeltaTable,
+        batch: RecordBatch,
+        commit: CommitProperties,
+        seq: i64,
+    ) -> Result<CommitReport> {
+        let name = spec.name.as_str();
+        let rows = batch.num_rows() as u64;
+        if rows == 0 {
+            // Only patches, for rows the table does not hold: nothing to change, no commit.
+            let report = CommitReport {
+                version: table.version().unwrap_or_default() as i64,
+                inserted: 0,
+                updated: 0,
+                table_id: table_id(name, &table)?,
+                committed: false,
+                files_scanned: 0,
+            };
+            self.keep(name, table);
+            return Ok(report);
+        }
+        let table = table
+            .write(vec![batch])
+            .with_save_mode(SaveMode::Append)
+            .with_commit_properties(commit)
+            .await
+            .map_err(|source| commit_error(name, seq, source))?;
+        let report = CommitReport {
+            version: table.version().unwrap_or_default() as i64,
+            inserted: rows,
+            updated: 0,
+            table_id: table_id(name, &table)?,
+            committed: true,
+            files_scanned: 0,
+        };
+        self.keep(name, table);
+        Ok(report)
+    }
+}
+
+/// At most this many key ranges narrow a merge: enough to skip most files of a table clustered
+/// by key, few enough that pruning them against every file's statistics stays cheap.
+const MAX_KEY_RANGES: usize = 128;
+
+/// How a batch is written once the keys it names are looked up in the table.
+enum Narrowed {
+    /// No key of the batch is stored yet.
+    Append(RecordBatch),
+    /// Some are: merge, reading only the files within `ranges` (a predicate on the target's
+    /// key) when they could be computed.
+    Merge {
+        batch: RecordBatch,
+        patches: Option<PatchSet>,
+        ranges: Option<Expr>,
+    },
+}
+
+/// Look up which of the batch's keys (and its patches' keys) the table holds, reading only the
+/// key column of the files whose statistics may hold them (docs/ARCHITECTURE.md, "Layout and
+/// merges"). Tables keyed by text, and patches matched on another column than the key, are
+/// merged as they are.
+async fn narrow(
+    name: &str,
+    spec: &Table,
+    table: &DeltaTable,
+    batch: RecordBatch,
+    patches: Option<PatchSet>,
+) -> Result<Narrowed> {
+    let key = spec.primary_key.as_str();
+    let patches = patches.filter(|p| p.rows.num_rows() > 0);
+    let as_is = |batch, patches| {
+        Ok(Narrowed::Merge {
+            batch,
+            patches,
+            ranges: None,
+        })
+    };
+    if patches.as_ref().is_some_and(|p| p.column != key) {
+        return as_is(batch, patches);
+    }
+    let Some(mut keys) = int_keys(&batch, key) else {
+        return as_is(batch, patches);
+    };
+    if let Some(patches) = &patches {
+        match int_keys(&patches.rows, key) {
+            Some(more) => keys.extend(more),
+            None => return as_is(batch, patches.clone().into()),
+        }
+    }
+    keys.sort_unstable();
+    keys.dedup();
+    let stored = stored_keys(name, table, key, &keys).await?;
+    if stored.is_empty() {
+        // Patches match no stored row, and rows of this batch were patched in memory already.
+        return Ok(Narrowed::Append(batch));
+    }
+    let target = format!("target.{key}");
+    let ranges = key_ranges(&stored, MAX_KEY_RANGES)
+        .into_iter()
+        .map(|(lo, hi)| match lo == hi {
+            true => col(target.as_str()).eq(lit(lo)),
+            false => col(target.as_str()).between(lit(lo), lit(hi)),
+        })
+        .reduce(Expr::or);
+    Ok(Narrowed::Merge {
+        batch,
+        patches,
+        ranges,
+    })
+}
+
+/// The values of an int64 key column, `None` when the column is not one.
+fn int_keys(batch: &RecordBatch, key: &str) -> Option<Vec<i64>> {
+    use deltalake::arrow::array::AsArray;
+    use deltalake::arrow::datatypes::Int64Type;
+    let column = batch.column_by_name(key)?.as_primitive_opt::<Int64Type>()?;
+    Some(column.iter().flatten().collect())
+}
+
+/// Which of `keys` (sorted, distinct) the table holds, sorted.
+async fn stored_keys(name: &str, table: &DeltaTable, key: &str, keys: &[i64]) -> Result<Vec<i64>> {
+    use deltalake::arrow::array::AsArray;
+    use deltalake::arrow::datatypes::Int64Type;
+    let filter = key_ranges(keys, MAX_KEY_RANGES)
+        .into_iter()
+        .map(|(lo, hi)| format!("(\"{key}\" BETWEEN {lo} AND {hi})"))
+        .collect::<Vec<_>>()
+        .join(" OR ");
+    if filter.is_empty() {
+        return Ok(Vec::new());
+    }
+    let sql = format!("SELECT \"{key}\" FROM \"{name}\" WHERE {filter}");
+    let mut stored = Vec::new();
+    for batch in super::query_one(name, table, &sql).await? {
+        let column = batch
+            .column(0)
+            .as_primitive_opt::<Int64Type>()
+            .ok_or_else(|| Error::Invalid {
+                table: name.to_owned(),
+                detail: format!("its key {key} is not an int64 column"),
+            })?;
+        stored.extend(
+            column
+                .iter()
+                .flatten()
+                .filter(|k| keys.binary_search(k).is_ok()),
+        );
+    }
+    stored.sort_unstable();
+    stored.dedup();
+    Ok(stored)
+}
+
+/// At most `max` closed ranges covering every one of `keys` (sorted, distinct): the largest
+/// gaps between neighbouring keys are left out.
+fn key_ranges(keys: &[i64], max: usize) -> Vec<(i64, i64)> {
+    let (Some(&first), Some(&last)) = (keys.first(), keys.last()) else {
+        return Vec::new();
+    };
+    let mut gaps: Vec<(i64, usize)> = keys
+        .windows(2)
+        .enumerate()
+        .map(|(i, pair)| (pair[1] - pair[0], i))
+        .filter(|&(gap, _)| gap > 1)
+        .collect();
+    // The widest gaps first; ties by position, so the result does not depend on sort order.
+    gaps.sort_unstable_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+    gaps.truncate(max.saturating_sub(1));
+    let mut breaks: Vec<usize> = gaps.into_iter().map(|(_, i)| i).collect();
+    breaks.sort_unstable();
+    let mut ranges = Vec::with_capacity(breaks.len() + 1);
+    let mut start = first;
+    for i in breaks {
+        ranges.push((start, keys[i]));
+        start = keys[i + 1];
+    }
+    ranges.push((start, last));
+    ranges
 }
 
 /// The version of the application transaction `app` in `table` (named `name` in errors).
@@ -370,4 +614,173 @@ fn check_schema(spec: &Table, table: &deltalake::DeltaTable) -> Result<()> {
         )));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::{BTreeMap, HashSet};
+
+    use serde_json::Value;
+
+    use super::*;
+    use crate::lake::ControlRow;
+    use crate::sim::{SimConfig, Simulator};
+
+    #[test]
+    fn key_ranges_cover_every_key_within_the_limit() {
+        assert!(key_ranges(&[], 4).is_empty());
+        assert_eq!(key_ranges(&[7], 4), vec![(7, 7)]);
+        // Neighbours never need a break; the widest gaps are left out first.
+        assert_eq!(
+            key_ranges(&[1, 2, 3, 10, 11, 50], 8),
+            vec![(1, 3), (10, 11), (50, 50)]
+        );
+        assert_eq!(
+            key_ranges(&[1, 2, 3, 10, 11, 50], 2),
+            vec![(1, 11), (50, 50)]
+        );
+        assert_eq!(key_ranges(&[1, 5, 9], 1), vec![(1, 9)]);
+        let keys: Vec<i64> = (0..1000).map(|i| i * i % 7919 + i * 13).collect();
+        let mut keys = keys;
+        keys.sort_unstable();
+        keys.dedup();
+        for max in [1, 2, 16, 128, 5000] {
+            let ranges = key_ranges(&keys, max);
+            assert!(ranges.len() <= max.max(1), "{max}: {}", ranges.len());
+            assert!(
+                ranges.windows(2).all(|w| w[0].1 < w[1].0),
+                "sorted, disjoint"
+            );
+            for key in &keys {
+                assert!(
+                    ranges.iter().any(|(lo, hi)| lo <= key && key <= hi),
+                    "{key}"
+                );
+            }
+        }
+    }
+
+    fn draft(seq: i64) -> CommitDraft {
+        CommitDraft {
+            row: ControlRow {
+                stream: "tickets".into(),
+                seq,
+                epoch: "test".into(),
+                position: Value::Null,
+                watermark: None,
+                tables: BTreeMap::new(),
+                run_id: "test".into(),
+                committed_at: 0,
+            },
+            writes: vec!["tickets".into()],
+        }
+    }
+
+    fn files(table: &DeltaTable) -> HashSet<String> {
+        table
+            .snapshot()
+            .unwrap()
+            .log_data()
+            .iter()
+            .map(|f| f.path().into_owned())
+            .collect()
+    }
+
+    /// A merge reads and rewrites only the files whose key range holds a stored key of the
+    /// batch, and a batch of new keys only appends.
+    #[tokio::test]
+    async fn merges_rewrite_only_the_files_holding_changed_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let lake = Lake::try_new(dir.path().to_str().unwrap(), HashMap::new()).unwrap();
+        let spec = crate::spec::find("tickets").unwrap();
+        let sim = Simulator::new(SimConfig {
+            tickets: 60,
+            ..SimConfig::default()
+        });
+        let mut records = sim.records("tickets");
+        records.sort_by_key(|r| r["id"].as_i64());
+        let now = chrono::Utc::now();
+        let decode = |records: &[Value]| crate::decode::decode(spec, records, now).unwrap().batch;
+        // Two files with disjoint key ranges: the lower and the upper half of the ids.
+        let (low, high) = records.split_at(30);
+        let first = lake
+            .upsert(spec, decode(low), None, &draft(1), 0)
+            .await
+            .unwrap();
+        let second = lake
+            .upsert(spec, decode(high), None, &draft(2), 1)
+            .await
+            .unwrap();
+        assert!(first.committed && second.committed);
+        let table = lake.open("tickets").await.unwrap().unwrap();
+        let before = files(&table);
+        assert_eq!(before.len(), 2);
+
+        // One changed ticket of the lower half, as a newer version, and a new ticket above
+        // every stored id: the batch's keys span both files, the stored one only the lower.
+        let top = records.last().unwrap()["id"].as_i64().unwrap();
+        let mut changed = low[3].clone();
+        changed["subject"] = Value::from("changed by the test");
+        let stamp = changed["generated_timestamp"].as_i64().unwrap() + 10;
+        changed["generated_timestamp"] = Value::from(stamp);
+        let mut highest = high[0].clone();
+        highest["id"] = Value::from(top + 1000);
+        let report = lake
+            .upsert(
+                spec,
+                decode(&[changed.clone(), highest]),
+                None,
+                &draft(3),
+                2,
+            )
+            .await
+            .unwrap();
+        assert_eq!((report.inserted, report.updated), (1, 1));
+        assert_eq!(
+            report.files_scanned, 1,
+            "only the file holding the stored key is read"
+        );
+        let table = lake.open("tickets").await.unwrap().unwrap();
+        let after = files(&table);
+        let kept: Vec<_> = before.intersection(&after).collect();
+        assert_eq!(
+            kept.len(),
+            1,
+            "the upper half's file is untouched: {before:?} {after:?}"
+        );
+
+        // New keys only: nothing is rewritten.
+        let mut new = high[0].clone();
+        new["id"] = Value::from(top + 2000);
+        let report = lake
+            .upsert(spec, decode(&[new]), None, &draft(4), 3)
+            .await
+            .unwrap();
+        assert_eq!((report.inserted, report.updated), (1, 0));
+        assert_eq!(
+            report.files_scanned, 0,
+            "new keys are appended without reading the table"
+        );
+        let table = lake.open("tickets").await.unwrap().unwrap();
+        assert!(
+            files(&table).is_superset(&after),
+            "an append removes no file"
+        );
+
+        // Every key once, the changed subject stored.
+        let rows = crate::lake::query_one(
+            "tickets",
+            &table,
+            "SELECT count(*) AS n, count(DISTINCT id) AS k, \
+             sum(CASE WHEN subject = 'changed by the test' THEN 1 ELSE 0 END) AS c FROM tickets",
+        )
+        .await
+        .unwrap();
+        use deltalake::arrow::array::AsArray;
+        use deltalake::arrow::datatypes::Int64Type;
+        let value = |i: usize| rows[0].column(i).as_primitive::<Int64Type>().value(0);
+        assert_eq!((value(0), value(1), value(2)), (62, 62, 1));
+        let id = changed["id"].as_i64().unwrap();
+        assert!(records.iter().any(|r| r["id"].as_i64() == Some(id)));
+    }
 }

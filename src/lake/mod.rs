@@ -86,6 +86,9 @@ pub struct Lake {
     storage: HashMap<String, String>,
     /// Serialises control-table appends of the streams of one run.
     control_lock: Arc<tokio::sync::Mutex<()>>,
+    /// Each table's handle after this process's last commit to it, so that the next commit of
+    /// the run reads only the log entries since (each table is written by one stream at a time).
+    handles: Arc<std::sync::Mutex<HashMap<String, DeltaTable>>>,
 }
 
 impl Lake {
@@ -125,6 +128,7 @@ impl Lake {
             root,
             storage,
             control_lock: Arc::default(),
+            handles: Arc::default(),
         })
     }
 

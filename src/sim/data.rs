@@ -332,6 +332,8 @@ pub(crate) struct State {
     pub(crate) content: Content,
     /// What follows from tickets' history: events, comments, metric sets, side conversations.
     pub(crate) activity: Activity,
+    /// How rounds choose the tickets they update ([`super::Simulator::set_recent_bias`]).
+    pub(crate) bias: Option<super::RecentBias>,
 }
 
 impl State {
@@ -345,6 +347,7 @@ impl State {
             organizations: Table::default(),
             content: Content::default(),
             activity: Activity::default(),
+            bias: None,
         };
         let lo = EPOCH - YEAR_SECS;
         let hi = EPOCH - MIN_AGE_SECS - GENERATED_LAG_MAX;
@@ -554,8 +557,10 @@ impl State {
         let changes = round.updates + round.silent_updates;
         let mut rng = self.rng(Object::Tickets);
         let clock = Clock::new(&mut rng, (window_start, hi), touched(round), 2, 0.4);
-        let (mut updates, deletes) =
-            pick_targets(&mut rng, &self.tickets, None, changes, round.deletes);
+        let (mut updates, deletes) = match self.bias {
+            None => pick_targets(&mut rng, &self.tickets, None, changes, round.deletes),
+            Some(bias) => pick_biased(&mut rng, &self.tickets, bias, changes, round.deletes),
+        };
         let silent = updates.split_off(round.updates.min(updates.len()));
         for id in updates {
             let ts = clock.pick(&mut rng);
@@ -946,6 +951,44 @@ fn pick_targets(
         .map(|i| live[i])
         .collect();
     let deleted = chosen.split_off(changes.min(chosen.len()));
+    (chosen, deleted)
+}
+
+/// [`pick_targets`], with `bias.share` of the changes among the newest `bias.newest` of the live
+/// records (by id) and the rest among the older ones; deletions anywhere.
+fn pick_biased(
+    rng: &mut StdRng,
+    table: &Table,
+    bias: super::RecentBias,
+    changes: usize,
+    deletes: usize,
+) -> (Vec<i64>, Vec<i64>) {
+    let live = table.live_ids(None);
+    let newest = ((live.len() as f64 * bias.newest.clamp(0.0, 1.0)) as usize).min(live.len());
+    let (old, recent) = live.split_at(live.len() - newest);
+    let wanted_recent = ((changes as f64 * bias.share.clamp(0.0, 1.0)) as usize).min(recent.len());
+    let wanted_old = (changes - wanted_recent).min(old.len());
+    let mut chosen: Vec<i64> = index::sample(rng, recent.len(), wanted_recent)
+        .into_iter()
+        .map(|i| recent[i])
+        .chain(
+            index::sample(rng, old.len(), wanted_old)
+                .into_iter()
+                .map(|i| old[i]),
+        )
+        .collect();
+    let taken: BTreeSet<i64> = chosen.iter().copied().collect();
+    let rest: Vec<i64> = live
+        .iter()
+        .copied()
+        .filter(|id| !taken.contains(id))
+        .collect();
+    let deleted: Vec<i64> = index::sample(rng, rest.len(), deletes.min(rest.len()))
+        .into_iter()
+        .map(|i| rest[i])
+        .collect();
+    // Visible and silent updates both reach recent and old tickets.
+    rand::seq::SliceRandom::shuffle(chosen.as_mut_slice(), rng);
     (chosen, deleted)
 }
 

@@ -66,8 +66,19 @@ async fn serve_connection(
             Action::Send(Response::error(431, "RequestHeaderFieldsTooLarge"))
         }
         Head::Complete(bytes) => match parse_head(&bytes) {
-            // Runs in this connection's task, so a delayed answer holds up no other connection.
-            Some(request) => sim.handle(&request, base_url).await,
+            Some(request) => {
+                if let Some(message) = sim.replayed(&request.target) {
+                    stream.write_all(&message).await?;
+                    return stream.shutdown().await;
+                }
+                // Runs in this connection's task, so a delayed answer holds up no other
+                // connection.
+                let action = sim.handle(&request, base_url).await;
+                if let Action::Send(response) = &action {
+                    sim.rendered(&request.target, response);
+                }
+                action
+            }
             None => {
                 sim.record_request("<malformed request>");
                 Action::Send(Response::error(400, "BadRequest"))
@@ -156,6 +167,13 @@ async fn write_response(
     response: &Response,
     send: usize,
 ) -> io::Result<()> {
+    // One write, so Nagle's algorithm never holds back a short tail waiting for a delayed ACK.
+    stream.write_all(&render(response, send)).await?;
+    stream.flush().await
+}
+
+/// The whole HTTP message of a response, with only the first `send` bytes of its body.
+pub(crate) fn render(response: &Response, send: usize) -> Vec<u8> {
     let mut head = format!(
         "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nConnection: close\r\n",
         response.status,
@@ -170,11 +188,9 @@ async fn write_response(
         head.push_str("\r\n");
     }
     head.push_str("\r\n");
-    // One write, so Nagle's algorithm never holds back a short tail waiting for a delayed ACK.
     let mut message = head.into_bytes();
     message.extend_from_slice(&response.body[..send.min(response.body.len())]);
-    stream.write_all(&message).await?;
-    stream.flush().await
+    message
 }
 
 fn reason(status: u16) -> &'static str {

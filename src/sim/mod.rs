@@ -33,7 +33,7 @@ mod data;
 mod endpoints;
 mod http;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -120,6 +120,16 @@ pub struct Round {
     pub deletes: usize,
 }
 
+/// How rounds choose the tickets they update: `share` of the updates (silent ones included) go
+/// to the newest `newest` fraction of the live tickets by id, the rest to older ones, as on a
+/// real account, where open tickets are recent and closed ones rarely change. Deletions are
+/// chosen among all.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RecentBias {
+    pub share: f64,
+    pub newest: f64,
+}
+
 /// Failures to inject, by request number (1-based, counting every request received).
 ///
 /// Every "every n" rule hits requests numbered n, 2n, ... (0 never hits). Faults are decided
@@ -197,6 +207,12 @@ struct Inner {
     /// When each logged request arrived.
     arrivals: Mutex<Vec<std::time::Instant>>,
     requests: AtomicU64,
+    /// Rendered answers by request target, while [`Simulator::set_response_cache`] is on.
+    rendered: Mutex<Option<HashMap<String, Arc<Vec<u8>>>>>,
+    /// Requests answered by rendering while the cache was on (not from it).
+    cache_misses: AtomicU64,
+    /// Bytes of HTTP messages answered from the cache.
+    replayed_bytes: AtomicU64,
 }
 
 /// The simulated account; cheap to clone (all clones share one account).
@@ -226,6 +242,9 @@ impl Simulator {
                 log: Mutex::new(Vec::new()),
                 arrivals: Mutex::new(Vec::new()),
                 requests: AtomicU64::new(0),
+                rendered: Mutex::new(None),
+                cache_misses: AtomicU64::new(0),
+                replayed_bytes: AtomicU64::new(0),
             }),
         }
     }
@@ -356,6 +375,11 @@ impl Simulator {
         }
     }
 
+    /// Make later rounds update mostly recent tickets (None: uniformly, the default).
+    pub fn set_recent_bias(&self, bias: Option<RecentBias>) {
+        self.state().bias = bias;
+    }
+
     /// Replaces the injected faults; request numbering is not reset.
     pub fn set_faults(&self, faults: Faults) {
         // Poisoning needs a panic while holding the lock, which only a bug can cause.
@@ -364,6 +388,54 @@ impl Simulator {
             .faults
             .lock()
             .expect("simulator faults lock poisoned") = faults;
+    }
+
+    /// Serve pre-rendered answers (for benchmarks, so that the simulator is not what is
+    /// measured): while on, every successful answer is kept whole, by request path and query, and
+    /// the same request is answered again from it without consulting the account. Rounds applied
+    /// meanwhile are not seen by cached requests. Off drops the cache.
+    pub fn set_response_cache(&self, on: bool) {
+        *self.rendered_lock() = on.then(HashMap::new);
+    }
+
+    /// Requests answered by rendering (not from the cache) while the cache was on.
+    pub fn cache_misses(&self) -> u64 {
+        self.inner.cache_misses.load(Ordering::SeqCst)
+    }
+
+    /// Bytes of the HTTP messages answered from the cache so far.
+    pub fn replayed_bytes(&self) -> u64 {
+        self.inner.replayed_bytes.load(Ordering::SeqCst)
+    }
+
+    /// The cached answer to `target`, counted as a request.
+    fn replayed(&self, target: &str) -> Option<Arc<Vec<u8>>> {
+        let message = self.rendered_lock().as_ref()?.get(target).cloned()?;
+        self.record_request(target);
+        self.inner
+            .replayed_bytes
+            .fetch_add(message.len() as u64, Ordering::SeqCst);
+        Some(message)
+    }
+
+    /// Keep a successful answer while the cache is on.
+    fn rendered(&self, target: &str, response: &api::Response) {
+        let mut cache = self.rendered_lock();
+        if let Some(cache) = cache.as_mut() {
+            self.inner.cache_misses.fetch_add(1, Ordering::SeqCst);
+            if response.status == 200 {
+                let message = http::render(response, response.body.len());
+                cache.insert(target.to_owned(), Arc::new(message));
+            }
+        }
+    }
+
+    fn rendered_lock(&self) -> MutexGuard<'_, Option<HashMap<String, Arc<Vec<u8>>>>> {
+        // Poisoning needs a panic while holding the lock, which only a bug can cause.
+        self.inner
+            .rendered
+            .lock()
+            .expect("simulator cache lock poisoned")
     }
 
     /// Number of HTTP requests received so far (including failed/faulted ones).

@@ -831,7 +831,7 @@ impl Snapshot {
 }
 
 /// The `include` values the stream's tables need.
-fn includes(tables: &[&Table]) -> Vec<String> {
+pub(crate) fn includes(tables: &[&Table]) -> Vec<String> {
     let mut includes: Vec<String> = Vec::new();
     for table in tables {
         if let Some(include) = table.rows.include() {

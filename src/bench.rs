@@ -1,0 +1,563 @@
+//! `zendesk-lake bench`: the benchmark suite (docs/ARCHITECTURE.md, "Benchmarks").
+//!
+//! The built-in simulator serves a large account on loopback with every answer pre-rendered
+//! (each page is rendered once, in an unmeasured pass that reads every stream from the position
+//! the measured run will start from; the measured run is then answered from memory, and the
+//! report says how many of its requests missed that cache). Each measured run is a child
+//! process, `zendesk-lake sync`, with the rate budgets lifted, so that its wall time, CPU time
+//! and peak RSS are the program's own, not the simulator's. What it wrote is read off the Delta
+//! tables (the files of each table before and after the run), never from the run's own report.
+//!
+//! Scenarios, in order on one lake:
+//! 1. `backfill`: an empty lake, the whole account;
+//! 2. `incremental`: one round changing 1% of the tickets (most of them recent, some old) with
+//!    their events, plus creates and deletes; the tickets' streams and the ticket-event stream
+//!    are measured as two runs, so the second shows the cost of an incremental run into the
+//!    largest table (`ticket_field_history`);
+//! 3. `after-runs`: the same round after `runs` earlier small incremental runs (small files and
+//!    log growth).
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::config::{PipelineFile, Settings};
+use crate::lake::Lake;
+use crate::sim::{RecentBias, Round, SimConfig, Simulator};
+use crate::sync;
+use crate::zendesk::readers::{self, Context};
+use crate::zendesk::{Client, RequestStats};
+
+/// Tables of the tickets', users' and organizations' streams.
+const ACCOUNT_TABLES: [&str; 4] = ["tickets", "ticket_metrics", "users", "organizations"];
+/// Tables of the ticket-event stream.
+const EVENT_TABLES: [&str; 2] = ["ticket_comments", "ticket_field_history"];
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct BenchConfig {
+    pub tickets: usize,
+    /// Where the lake and the runs' logs go (emptied first).
+    pub dir: PathBuf,
+    /// Earlier incremental runs before the `after-runs` scenario.
+    pub runs: usize,
+    /// The `zendesk-lake` binary the measured runs execute.
+    pub exe: PathBuf,
+}
+
+/// One measured child run.
+#[derive(Debug, Clone, Default)]
+pub struct Measured {
+    pub label: String,
+    pub wall: f64,
+    pub cpu: f64,
+    pub max_rss_mb: f64,
+    pub requests: u64,
+    pub minimum_requests: u64,
+    pub cache_misses: u64,
+    pub json_bytes: u64,
+    /// Records the pages held, by stream.
+    pub records: BTreeMap<String, u64>,
+    /// Per table: files added, bytes added, files removed, bytes removed, files and bytes after,
+    /// rows after.
+    pub tables: BTreeMap<String, TableDelta>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct TableDelta {
+    pub files_added: u64,
+    pub bytes_added: u64,
+    pub files_removed: u64,
+    pub bytes_removed: u64,
+    pub files_before: u64,
+    pub bytes_before: u64,
+    pub files_after: u64,
+    pub bytes_after: u64,
+    pub versions: i64,
+}
+
+/// Every scenario's runs.
+#[derive(Debug, Clone, Default)]
+pub struct BenchReport {
+    pub setup_seconds: f64,
+    pub runs: Vec<Measured>,
+    pub earlier_runs_seconds: f64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("bench: {0}")]
+    Setup(String),
+}
+
+fn setup<E: std::fmt::Display>(what: &str) -> impl FnOnce(E) -> Error + '_ {
+    move |e| Error::Setup(format!("{what}: {e}"))
+}
+
+/// The account: `tickets` tickets, a user per four tickets, an organization per forty.
+pub fn account(tickets: usize) -> SimConfig {
+    SimConfig {
+        tickets,
+        users: (tickets / 4).max(1),
+        organizations: (tickets / 40).max(1),
+        ..SimConfig::default()
+    }
+}
+
+/// The round of the incremental scenarios: 1% of the tickets updated (90% of them among the
+/// newest 5%, the rest among older tickets; a fifth of them system updates), 0.1% created and
+/// 0.02% deleted; users and organizations alike.
+pub fn one_percent(tickets: usize) -> Round {
+    let changed = (tickets / 100).max(1);
+    Round {
+        creates: (tickets / 1000).max(1),
+        updates: changed * 4 / 5,
+        silent_updates: changed / 5,
+        deletes: (tickets / 5000).max(1),
+    }
+}
+
+const BIAS: RecentBias = RecentBias {
+    share: 0.9,
+    newest: 0.05,
+};
+
+pub async fn run(config: &BenchConfig) -> Result<BenchReport, Error> {
+    let mut report = BenchReport::default();
+    if config.dir.exists() {
+        std::fs::remove_dir_all(&config.dir).map_err(setup("emptying the bench directory"))?;
+    }
+    std::fs::create_dir_all(&config.dir).map_err(setup("creating the bench directory"))?;
+    let started = Instant::now();
+    let account = account(config.tickets);
+    let sim = Simulator::new(account.clone());
+    sim.set_recent_bias(Some(BIAS));
+    let server = sim.serve(0).await.map_err(setup("serving the simulator"))?;
+    report.setup_seconds = started.elapsed().as_secs_f64();
+    tracing::info!(
+        seconds = report.setup_seconds,
+        "bench: simulated account generated"
+    );
+    let lake_dir = config.dir.join("lake");
+    let bench = Bench {
+        config,
+        account: &account,
+        sim: &sim,
+        base_url: server.base_url().to_owned(),
+        lake_dir: &lake_dir,
+    };
+    let all: Vec<&str> = ACCOUNT_TABLES
+        .iter()
+        .chain(&EVENT_TABLES)
+        .copied()
+        .collect();
+
+    report.runs.push(bench.measured("backfill", &all).await?);
+
+    sim.apply_round(&one_percent(config.tickets));
+    report.runs.push(
+        bench
+            .measured(
+                "incremental 1%: tickets, users, organizations",
+                &ACCOUNT_TABLES,
+            )
+            .await?,
+    );
+    report.runs.push(
+        bench
+            .measured("incremental 1%: ticket events", &EVENT_TABLES)
+            .await?,
+    );
+
+    let earlier = Instant::now();
+    let small = Round {
+        creates: (config.tickets / 10_000).max(1),
+        updates: (config.tickets / 2_000).max(1),
+        silent_updates: (config.tickets / 10_000).max(1),
+        deletes: 1,
+    };
+    for n in 0..config.runs {
+        sim.apply_round(&small);
+        let settings = bench.settings(&all)?;
+        let result = sync::run(&settings)
+            .await
+            .map_err(setup("an earlier incremental run"))?;
+        if result.failed() {
+            return Err(Error::Setup(format!("earlier incremental run {n} failed")));
+        }
+    }
+    report.earlier_runs_seconds = earlier.elapsed().as_secs_f64();
+
+    sim.apply_round(&one_percent(config.tickets));
+    let label = format!(
+        "after {} runs, incremental 1%: tickets, users, organizations",
+        config.runs
+    );
+    report
+        .runs
+        .push(bench.measured(&label, &ACCOUNT_TABLES).await?);
+    let label = format!("after {} runs, incremental 1%: ticket events", config.runs);
+    report
+        .runs
+        .push(bench.measured(&label, &EVENT_TABLES).await?);
+    server.shutdown().await;
+    Ok(report)
+}
+
+struct Bench<'a> {
+    config: &'a BenchConfig,
+    account: &'a SimConfig,
+    sim: &'a Simulator,
+    base_url: String,
+    lake_dir: &'a Path,
+}
+
+impl Bench<'_> {
+    fn pipeline(&self, tables: &[&str]) -> String {
+        let objects: Vec<String> = tables.iter().map(|t| format!("{t:?}")).collect();
+        format!(
+            "lake = {lake:?}\nobjects = [{objects}]\nstart_time = 0\n\n[zendesk]\n\
+             account_requests_per_minute = 100000000\nincremental_requests_per_minute = 100000000\n\
+             retry_base_ms = 50\n\n[sync]\npage_size = 1000\n",
+            lake = self.lake_dir.display().to_string(),
+            objects = objects.join(", "),
+        )
+    }
+
+    fn env(&self) -> HashMap<String, String> {
+        HashMap::from([
+            ("ZENDESK_BASE_URL".to_owned(), self.base_url.clone()),
+            ("ZENDESK_EMAIL".to_owned(), self.account.email.clone()),
+            (
+                "ZENDESK_API_TOKEN".to_owned(),
+                self.account.api_token.clone(),
+            ),
+        ])
+    }
+
+    fn settings(&self, tables: &[&str]) -> Result<Settings, Error> {
+        let file = PipelineFile::parse(&self.pipeline(tables), "bench pipeline")
+            .map_err(setup("the bench pipeline"))?;
+        let env = self.env();
+        Settings::resolve(file, Default::default(), &|name| env.get(name).cloned())
+            .map_err(setup("the bench pipeline"))
+    }
+
+    /// Pre-render the pages a run of `tables` will ask for, then run it as a child process.
+    async fn measured(&self, label: &str, tables: &[&str]) -> Result<Measured, Error> {
+        let settings = self.settings(tables)?;
+        let lake = Lake::try_new(&settings.lake, HashMap::new()).map_err(setup("the lake"))?;
+        self.sim.set_response_cache(true);
+        let rendering = Instant::now();
+        let records = prerender(&settings, &lake).await?;
+        tracing::info!(
+            label,
+            seconds = rendering.elapsed().as_secs_f64(),
+            "bench: pages rendered"
+        );
+        let misses = self.sim.cache_misses();
+        let before = files(&lake, tables).await?;
+        let requests = self.sim.request_count();
+        let bytes = self.sim.replayed_bytes();
+
+        let pipeline = self.config.dir.join("pipeline.toml");
+        std::fs::write(&pipeline, self.pipeline(tables)).map_err(setup("writing the pipeline"))?;
+        let log = self.config.dir.join(format!(
+            "run-{}.log",
+            label.replace([' ', ':', ',', '%'], "_")
+        ));
+        let log = std::fs::File::create(&log).map_err(setup("creating the run's log"))?;
+        let mut command = std::process::Command::new(&self.config.exe);
+        command
+            .arg("sync")
+            .arg("--pipeline")
+            .arg(&pipeline)
+            .envs(self.env())
+            .stdout(log.try_clone().map_err(setup("the run's log"))?)
+            .stderr(log);
+        let usage = tokio::task::spawn_blocking(move || measure(command))
+            .await
+            .map_err(setup("the measured run"))??;
+        if usage.exit != 0 {
+            return Err(Error::Setup(format!(
+                "the measured run {label:?} exited with {}; see its log in {}",
+                usage.exit,
+                self.config.dir.display()
+            )));
+        }
+        let after = files(&lake, tables).await?;
+        let mut measured = Measured {
+            label: label.to_owned(),
+            wall: usage.wall.as_secs_f64(),
+            cpu: usage.cpu.as_secs_f64(),
+            max_rss_mb: usage.max_rss_kb as f64 / 1024.0,
+            requests: self.sim.request_count() - requests,
+            // One page per 1000 records of each stream (at least one), and the credentials check.
+            minimum_requests: 1 + records
+                .values()
+                .map(|&n| n.div_ceil(1000).max(1))
+                .sum::<u64>(),
+            cache_misses: self.sim.cache_misses() - misses,
+            json_bytes: self.sim.replayed_bytes() - bytes,
+            records,
+            tables: BTreeMap::new(),
+        };
+        for table in tables {
+            let (b, a) = (&before[*table], &after[*table]);
+            let added: Vec<_> = a
+                .files
+                .iter()
+                .filter(|(p, _)| !b.files.contains_key(*p))
+                .collect();
+            let removed: Vec<_> = b
+                .files
+                .iter()
+                .filter(|(p, _)| !a.files.contains_key(*p))
+                .collect();
+            measured.tables.insert(
+                (*table).to_owned(),
+                TableDelta {
+                    files_added: added.len() as u64,
+                    bytes_added: added.iter().map(|(_, s)| **s).sum(),
+                    files_removed: removed.len() as u64,
+                    bytes_removed: removed.iter().map(|(_, s)| **s).sum(),
+                    files_before: b.files.len() as u64,
+                    bytes_before: b.files.values().sum(),
+                    files_after: a.files.len() as u64,
+                    bytes_after: a.files.values().sum(),
+                    versions: a.version - b.version,
+                },
+            );
+        }
+        self.sim.set_response_cache(false);
+        tracing::info!(label, wall = measured.wall, "bench: measured");
+        Ok(measured)
+    }
+}
+
+/// Read every stream of the settings' tables from the lake's positions, as the sync will, so
+/// that the simulator renders (and caches) every page the sync will ask for. Returns the
+/// records per stream.
+async fn prerender(settings: &Settings, lake: &Lake) -> Result<BTreeMap<String, u64>, Error> {
+    let client = Client::try_new(&settings.zendesk).map_err(setup("the client"))?;
+    let stats = Arc::new(RequestStats::default());
+    client
+        .me(&stats)
+        .await
+        .map_err(setup("the credentials check"))?;
+    let state = lake
+        .latest_state()
+        .await
+        .map_err(setup("the lake's state"))?;
+    let mut reads = Vec::new();
+    for (stream, tables) in sync::streams_of(&settings.objects) {
+        let context = Context {
+            client: client.clone(),
+            stream,
+            page_size: settings.page_size,
+            stats: stats.clone(),
+            includes: sync::includes(&tables),
+            parents: Vec::new(),
+        };
+        let position = state.get(&stream.name).map(|row| row.position.clone());
+        let start_time = settings.start_time;
+        reads.push(async move {
+            let mut reader = readers::open(context, position.as_ref(), start_time)
+                .map_err(setup("opening a reader"))?;
+            let mut records = 0u64;
+            while let Some(page) = reader.next_page().await.map_err(setup("pre-rendering"))? {
+                records += page.records.len() as u64;
+                if page.end_of_stream {
+                    break;
+                }
+            }
+            Ok::<_, Error>((stream.name.clone(), records))
+        });
+    }
+    futures::future::try_join_all(reads)
+        .await
+        .map(|counts| counts.into_iter().collect())
+}
+
+struct Files {
+    version: i64,
+    files: HashMap<String, u64>,
+}
+
+/// The data files of each table (path → bytes) and its version.
+async fn files(lake: &Lake, tables: &[&str]) -> Result<HashMap<String, Files>, Error> {
+    let mut all = HashMap::new();
+    for table in tables {
+        let files = match lake.open(table).await.map_err(setup("opening a table"))? {
+            None => Files {
+                version: -1,
+                files: HashMap::new(),
+            },
+            Some(delta) => {
+                let snapshot = delta.snapshot().map_err(setup("a table's snapshot"))?;
+                Files {
+                    version: delta.version().map_or(-1, |v| v as i64),
+                    files: snapshot
+                        .log_data()
+                        .iter()
+                        .map(|f| (f.path().into_owned(), f.size().max(0) as u64))
+                        .collect(),
+                }
+            }
+        };
+        all.insert((*table).to_owned(), files);
+    }
+    Ok(all)
+}
+
+struct Usage {
+    wall: Duration,
+    cpu: Duration,
+    max_rss_kb: i64,
+    exit: i32,
+}
+
+/// Run a command to its end, with its CPU time and peak RSS (`wait4`'s resource usage).
+fn measure(mut command: std::process::Command) -> Result<Usage, Error> {
+    let started = Instant::now();
+    let child = command
+        .spawn()
+        .map_err(setup("starting the measured run"))?;
+    let pid = child.id() as libc::pid_t;
+    let mut status = 0;
+    // SAFETY: rusage is plain data that wait4 fills in; zeroed is a valid initial value.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: `pid` is our child, not yet waited for; both pointers are to live locals.
+    let waited = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+    let wall = started.elapsed();
+    if waited != pid {
+        return Err(Error::Setup(format!(
+            "waiting for the measured run: {}",
+            std::io::Error::last_os_error()
+        )));
+    }
+    let seconds = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    Ok(Usage {
+        wall,
+        cpu: seconds(usage.ru_utime) + seconds(usage.ru_stime),
+        max_rss_kb: usage.ru_maxrss,
+        exit: if libc::WIFEXITED(status) {
+            libc::WEXITSTATUS(status)
+        } else {
+            -1
+        },
+    })
+}
+
+/// The machine, for the report: cores, memory, CPU model.
+pub fn machine() -> String {
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let memory = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .find(|l| l.starts_with("MemTotal:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<f64>().ok())
+        })
+        .map_or("unknown".to_owned(), |kb| {
+            format!("{:.1} GiB", kb / 1048576.0)
+        });
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|m| m.trim().to_owned())
+        })
+        .unwrap_or_else(|| "unknown".to_owned());
+    format!("{cores} cores ({cpu}), {memory} memory")
+}
+
+/// The report as Markdown tables.
+pub fn markdown(config: &BenchConfig, report: &BenchReport) -> String {
+    let mut out = String::new();
+    let mb = |b: u64| b as f64 / 1_048_576.0;
+    let _ = writeln!(
+        out,
+        "Account: {} tickets, {} users, {} organizations (generated in {:.0} s, not measured).\n",
+        config.tickets,
+        account(config.tickets).users,
+        account(config.tickets).organizations,
+        report.setup_seconds
+    );
+    let _ = writeln!(
+        out,
+        "| run | wall s | records | records/s | tickets/s | JSON MB/s | CPU s | peak RSS MB | requests (minimum) | cache misses |"
+    );
+    let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|---|");
+    for run in &report.runs {
+        let records: u64 = run.records.values().sum();
+        let tickets = run.records.get("tickets").copied().unwrap_or(0);
+        let _ = writeln!(
+            out,
+            "| {} | {:.2} | {} | {:.0} | {} | {:.1} | {:.2} | {:.0} | {} ({}) | {} |",
+            run.label,
+            run.wall,
+            records,
+            records as f64 / run.wall,
+            if tickets > 0 {
+                format!("{:.0}", tickets as f64 / run.wall)
+            } else {
+                "-".to_owned()
+            },
+            mb(run.json_bytes) / run.wall,
+            run.cpu,
+            run.max_rss_mb,
+            run.requests,
+            run.minimum_requests,
+            run.cache_misses,
+        );
+    }
+    let _ = writeln!(
+        out,
+        "\nData files per table and run (files and MB added / removed, i.e. rewritten; the table after):\n"
+    );
+    let _ = writeln!(
+        out,
+        "| run | table | commits | files added | MB added | files removed | MB removed (share of table) | files after | MB after |"
+    );
+    let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|");
+    for run in &report.runs {
+        for (table, t) in &run.tables {
+            let share = if t.bytes_before > 0 {
+                format!(
+                    "{:.1}%",
+                    100.0 * t.bytes_removed as f64 / t.bytes_before as f64
+                )
+            } else {
+                "-".to_owned()
+            };
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} | {} | {:.1} | {} | {:.1} ({}) | {} | {:.1} |",
+                run.label,
+                table,
+                t.versions,
+                t.files_added,
+                mb(t.bytes_added),
+                t.files_removed,
+                mb(t.bytes_removed),
+                share,
+                t.files_after,
+                mb(t.bytes_after)
+            );
+        }
+    }
+    if config.runs > 0 {
+        let _ = writeln!(
+            out,
+            "\nThe {} earlier incremental runs took {:.0} s in all (in the bench process, not measured).",
+            config.runs, report.earlier_runs_seconds
+        );
+    }
+    out
+}
