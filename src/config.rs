@@ -12,6 +12,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use url::Url;
 
+use crate::lake::maintenance::{self, Policy};
 use crate::spec::{self, Table};
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -84,6 +85,8 @@ pub struct PipelineFile {
     pub zendesk: ZendeskFile,
     #[serde(default)]
     pub sync: SyncFile,
+    #[serde(default)]
+    pub maintenance: MaintenanceFile,
     /// object_store options (`aws_region`, `azure_storage_account_name`, ...).
     #[serde(default)]
     pub storage: HashMap<String, String>,
@@ -138,6 +141,50 @@ impl Default for SyncFile {
     }
 }
 
+/// `[maintenance]`: what a sync does to keep the tables' files few (docs/ARCHITECTURE.md,
+/// "Layout and maintenance").
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MaintenanceFile {
+    /// Compact a table after a sync when it has more than `small_files` small files.
+    pub auto_optimize: bool,
+    /// Small files (under a quarter of `target_file_size_mb`) a table may have.
+    pub small_files: usize,
+    /// File size compaction and `zendesk-lake optimize` aim for.
+    pub target_file_size_mb: u64,
+}
+
+impl Default for MaintenanceFile {
+    fn default() -> Self {
+        MaintenanceFile {
+            auto_optimize: true,
+            small_files: maintenance::DEFAULT_SMALL_FILES,
+            target_file_size_mb: maintenance::DEFAULT_TARGET_FILE_SIZE_MB,
+        }
+    }
+}
+
+impl MaintenanceFile {
+    /// The validated policy.
+    pub fn policy(&self) -> Result<Policy> {
+        if self.small_files == 0 {
+            return Err(Error::Invalid(
+                "maintenance.small_files must be at least 1".into(),
+            ));
+        }
+        if !(1..=1 << 20).contains(&self.target_file_size_mb) {
+            return Err(Error::Invalid(
+                "maintenance.target_file_size_mb must be within 1..=1048576".into(),
+            ));
+        }
+        Ok(Policy {
+            auto_optimize: self.auto_optimize,
+            small_files: self.small_files,
+            target_file_size: self.target_file_size_mb << 20,
+        })
+    }
+}
+
 impl PipelineFile {
     pub fn load(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path).map_err(|source| Error::Read {
@@ -166,6 +213,7 @@ pub struct Settings {
     pub page_size: u32,
     pub commit_rows: usize,
     pub channel_pages: usize,
+    pub maintenance: Policy,
 }
 
 #[derive(Debug, Clone)]
@@ -252,6 +300,7 @@ impl Settings {
                 "sync.commit_rows and sync.channel_pages must be at least 1".into(),
             ));
         }
+        let maintenance = file.maintenance.policy()?;
         Ok(Settings {
             lake,
             objects: selected,
@@ -270,6 +319,7 @@ impl Settings {
             page_size: sync.page_size,
             commit_rows: sync.commit_rows,
             channel_pages: sync.channel_pages,
+            maintenance,
         })
     }
 }
@@ -484,6 +534,27 @@ mod tests {
         };
         let err = Settings::resolve(PipelineFile::default(), overrides, &env(&vars)).unwrap_err();
         assert!(err.to_string().contains("nope"));
+    }
+
+    #[test]
+    fn maintenance_defaults_and_limits() {
+        let policy = PipelineFile::default().maintenance.policy().unwrap();
+        assert_eq!(policy, Policy::default());
+        assert!(policy.auto_optimize);
+        assert_eq!(policy.target_file_size, 128 << 20);
+        let off = PipelineFile::parse(
+            "[maintenance]\nauto_optimize = false\nsmall_files = 8\ntarget_file_size_mb = 64",
+            "t",
+        )
+        .unwrap();
+        let policy = off.maintenance.policy().unwrap();
+        assert!(!policy.auto_optimize);
+        assert_eq!((policy.small_files, policy.target_file_size), (8, 64 << 20));
+        for bad in ["small_files = 0", "target_file_size_mb = 0"] {
+            let file = PipelineFile::parse(&format!("[maintenance]\n{bad}"), "t").unwrap();
+            assert!(file.maintenance.policy().is_err(), "{bad}");
+        }
+        assert!(PipelineFile::parse("[maintenance]\nauto_compact = true", "t").is_err());
     }
 
     #[test]

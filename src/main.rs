@@ -11,6 +11,7 @@ use chrono::{DateTime, Utc};
 use clap::{Parser, Subcommand, ValueEnum};
 use zendesk_lake::arrow::util::pretty::pretty_format_batches;
 use zendesk_lake::config::{self, Overrides, PipelineFile, Settings};
+use zendesk_lake::lake::maintenance::{self, Layout, OptimizeOptions, VacuumOptions};
 use zendesk_lake::lake::Lake;
 use zendesk_lake::sim::{Round, SimConfig, Simulator};
 use zendesk_lake::sync::check::Readable;
@@ -94,6 +95,38 @@ enum Command {
         /// The Markdown file whose generated section receives the figures.
         #[arg(long, default_value = "BENCHMARKS.md")]
         out: PathBuf,
+    },
+    /// Rewrite tables into few large files sorted by their key (rows and versions' contents
+    /// unchanged); writes a checkpoint.
+    Optimize {
+        #[command(flatten)]
+        target: Target,
+        /// Only these tables (and `_sync_state`), comma-separated; default every table.
+        #[arg(long, value_delimiter = ',')]
+        tables: Option<Vec<String>>,
+        /// File size to aim for, in MiB (default: maintenance.target_file_size_mb, 128).
+        #[arg(long)]
+        target_size_mb: Option<u64>,
+        /// Only bin-pack small files together, without sorting every file by key.
+        #[arg(long)]
+        compact_only: bool,
+    },
+    /// Delete files that no version within the retention reads (replaced files, and orphans of
+    /// killed runs); versions older than the retention can no longer be read.
+    Vacuum {
+        #[command(flatten)]
+        target: Target,
+        /// Only these tables (and `_sync_state`), comma-separated; default every table.
+        #[arg(long, value_delimiter = ',')]
+        tables: Option<Vec<String>>,
+        /// Keep files needed by the versions of the last N hours [default: 168]. Below 168,
+        /// a sync running at the same time can lose its files (its commit then fails and the
+        /// next run fetches the batch again); 0 keeps only the current version.
+        #[arg(long)]
+        retention_hours: Option<u64>,
+        /// List the files that would be deleted, delete nothing.
+        #[arg(long)]
+        dry_run: bool,
     },
     /// Serve the simulated Zendesk account until interrupted.
     Simulate {
@@ -225,6 +258,36 @@ async fn run(command: Command) -> Result<ExitCode> {
             };
             std::fs::write(&out, text).with_context(|| format!("writing {}", out.display()))?;
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Optimize {
+            target,
+            tables,
+            target_size_mb,
+            compact_only,
+        } => {
+            let file = pipeline_file(&target)?.unwrap_or_default();
+            let mb = target_size_mb.unwrap_or(file.maintenance.target_file_size_mb);
+            let options = OptimizeOptions {
+                layout: if compact_only {
+                    Layout::Compact
+                } else {
+                    Layout::Cluster
+                },
+                target_file_size: mb.max(1) << 20,
+            };
+            optimize(&lake_of(&target)?, tables.as_deref(), &options).await
+        }
+        Command::Vacuum {
+            target,
+            tables,
+            retention_hours,
+            dry_run,
+        } => {
+            let options = VacuumOptions {
+                retention_hours,
+                dry_run,
+            };
+            vacuum(&lake_of(&target)?, tables.as_deref(), &options).await
         }
         Command::Simulate {
             port,
@@ -456,6 +519,82 @@ async fn status(lake: &Lake) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+async fn optimize(
+    lake: &Lake,
+    tables: Option<&[String]>,
+    options: &OptimizeOptions,
+) -> Result<ExitCode> {
+    println!(
+        "{:<22} {:<10} {:>7} {:>7} {:>8} {:>7} {:>12} {:>12}  version",
+        "table", "layout", "files", "after", "removed", "added", "bytes before", "bytes after"
+    );
+    for name in maintenance::tables(tables)? {
+        let Some(r) = lake.optimize(&name, options).await? else {
+            continue;
+        };
+        println!(
+            "{:<22} {:<10} {:>7} {:>7} {:>8} {:>7} {:>12} {:>12}  {}",
+            r.table,
+            r.clustered_by
+                .map(|key| format!("by {key}"))
+                .unwrap_or_else(|| "compacted".into()),
+            r.files_before,
+            r.files_after,
+            r.files_removed,
+            r.files_added,
+            r.bytes_removed,
+            r.bytes_added,
+            versions(r.version_before, r.version),
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn vacuum(
+    lake: &Lake,
+    tables: Option<&[String]>,
+    options: &VacuumOptions,
+) -> Result<ExitCode> {
+    let hours = options.retention_hours();
+    if hours < maintenance::DEFAULT_RETENTION_HOURS {
+        eprintln!(
+            "warning: a retention of {hours} hours: versions older than that can no longer be \
+             read, and a sync running now may have to fetch its batch again"
+        );
+    }
+    let verb = if options.dry_run {
+        "would delete"
+    } else {
+        "deleted"
+    };
+    for name in maintenance::tables(tables)? {
+        let Some(r) = lake.vacuum(&name, options).await? else {
+            continue;
+        };
+        println!(
+            "{:<22} {verb} {} files (retention {hours} h)  version {}",
+            r.table,
+            r.files.len(),
+            versions(r.version_before, r.version)
+        );
+        if options.dry_run {
+            for file in &r.files {
+                println!("  {file}");
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `7` when nothing was committed, `7 -> 9` when something was.
+fn versions(before: u64, after: u64) -> String {
+    if before == after {
+        before.to_string()
+    } else {
+        format!("{before} -> {after}")
+    }
+}
+
 /// A lag in seconds as its two largest units, truncated: `45s`, `12m 5s`, `3h 20m`, `1059d 3h`.
 fn format_lag(seconds: i64) -> String {
     if seconds < 0 {
@@ -518,6 +657,38 @@ mod tests {
         ] {
             assert_eq!(format_lag(seconds), shown, "{seconds}");
         }
+    }
+
+    #[test]
+    fn vacuum_keeps_a_week_unless_a_retention_is_given() {
+        let parse = |args: &[&str]| match Cli::try_parse_from(args).unwrap().command {
+            Command::Vacuum {
+                retention_hours,
+                dry_run,
+                ..
+            } => VacuumOptions {
+                retention_hours,
+                dry_run,
+            },
+            _ => panic!("not vacuum"),
+        };
+        let default = parse(&["zendesk-lake", "vacuum"]);
+        assert_eq!(
+            (default.retention_hours, default.retention_hours()),
+            (None, 168)
+        );
+        assert!(!default.dry_run);
+        let zero = parse(&[
+            "zendesk-lake",
+            "vacuum",
+            "--retention-hours",
+            "0",
+            "--dry-run",
+        ]);
+        assert_eq!((zero.retention_hours, zero.dry_run), (Some(0), true));
+        assert!(
+            Cli::try_parse_from(["zendesk-lake", "vacuum", "--retention-hours", "-1"]).is_err()
+        );
     }
 
     #[test]

@@ -19,7 +19,6 @@ use deltalake::arrow::json::ReaderBuilder;
 use deltalake::kernel::transaction::CommitProperties;
 use deltalake::kernel::Transaction;
 use deltalake::protocol::SaveMode;
-use futures::TryStreamExt as _;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tracing::{debug, info, warn};
@@ -452,7 +451,15 @@ impl Lake {
     }
 }
 
+/// How far back, in commits, the commit of a batch is looked for.
+const DRAFT_LOOKBACK: u64 = 1000;
+
 /// The commit of `table` that applied batch `seq` of `stream`: its draft and Delta version.
+///
+/// The batch's commit is the table's newest unless something else committed to it since (an
+/// optimize, a vacuum, a change of table properties: none carries a draft), so commits are read
+/// one by one from the version loaded downwards, each by its own version number, never by its
+/// place in a listing, which a commit made meanwhile would shift.
 async fn find_draft(
     name: &str,
     table: &deltalake::DeltaTable,
@@ -464,22 +471,21 @@ async fn find_draft(
         source,
     };
     let latest = table.version().unwrap_or_default();
-    // The batch's commit is the table's newest unless something else (an OPTIMIZE, say)
-    // committed to it since.
-    let infos: Vec<_> = table
-        .history(Some(1000))
-        .try_collect()
-        .await
-        .map_err(delta)?;
-    for (age, info) in infos.iter().enumerate() {
-        let Some(meta) = info.info.get(CONTROL_METADATA) else {
-            continue;
+    let store = table.log_store();
+    for version in (latest.saturating_sub(DRAFT_LOOKBACK - 1)..=latest).rev() {
+        // A commit removed by log cleanup (older than delta.logRetentionDuration) ends the search.
+        let Some(bytes) = store.read_commit_entry(version).await.map_err(delta)? else {
+            break;
         };
-        let Some(draft) = parse_draft(meta) else {
-            continue;
-        };
-        if draft.row.stream == stream && draft.row.seq == seq {
-            return Ok(Some((draft, (latest - age as u64) as i64)));
+        let actions = deltalake::logstore::get_actions(version, &bytes).map_err(delta)?;
+        let draft = actions.iter().find_map(|action| match action {
+            deltalake::kernel::Action::CommitInfo(info) => {
+                info.info.get(CONTROL_METADATA).and_then(parse_draft)
+            }
+            _ => None,
+        });
+        if let Some(draft) = draft.filter(|d| d.row.stream == stream && d.row.seq == seq) {
+            return Ok(Some((draft, version as i64)));
         }
     }
     Ok(None)

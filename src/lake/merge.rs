@@ -100,6 +100,7 @@ impl Lake {
                     .with_save_mode(SaveMode::Append)
                     .with_table_name(name)
                     .with_description(spec.description.clone())
+                    .with_configuration(super::maintenance::table_configuration())
                     .with_commit_properties(commit)
                     .await
                     .map_err(delta)?;
@@ -260,6 +261,7 @@ impl Lake {
             .with_save_mode(SaveMode::Append)
             .with_table_name(name)
             .with_description(description)
+            .with_configuration(super::maintenance::table_configuration())
             .await;
         let error = match created {
             Ok(table) => return Ok(table),

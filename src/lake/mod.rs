@@ -3,7 +3,8 @@
 //! `az://`; credentials from object_store's usual environment variables or storage options).
 //!
 //! [`merge`] writes a table's batches (append when the table is new, merge-upsert by primary key
-//! after), [`control`] keeps the position of every stream. The lake knows Delta and nothing of
+//! after), [`control`] keeps the position of every stream, [`maintenance`] keeps the tables'
+//! files and logs few (checkpoints, optimize, vacuum). The lake knows Delta and nothing of
 //! Zendesk: a stream's position is JSON it stores without reading.
 //!
 //! # Exactly-once protocol (docs/ARCHITECTURE.md, "Exactly once")
@@ -34,6 +35,7 @@
 
 pub mod control;
 pub mod failstore;
+pub mod maintenance;
 pub mod merge;
 
 use std::collections::HashMap;
@@ -75,6 +77,15 @@ pub enum Error {
          this run's batch was not applied, and the next run continues from the lake's state"
     )]
     Concurrent { table: String, detail: String },
+    #[error(
+        "table {table}: another writer committed while {operation} ran ({detail}); the {operation} \
+         changed nothing, run it again"
+    )]
+    Busy {
+        table: String,
+        operation: &'static str,
+        detail: String,
+    },
     #[error("query: {0}")]
     Query(#[source] deltalake::datafusion::error::DataFusionError),
 }

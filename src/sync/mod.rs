@@ -135,6 +135,12 @@ pub async fn run(settings: &Settings) -> Result<SyncReport, Error> {
     for phase in [first, then] {
         objects.extend(run_streams(&phase, &client, &lake, &shared, &run_id, &state).await);
     }
+    // Checkpoint interval and compaction of the tables this run wrote (logged; never fails it).
+    let written = objects
+        .iter()
+        .filter(|o| o.outcome == Outcome::Ok && o.commits > 0);
+    lake.after_sync(&settings.maintenance, written.map(|o| o.object.as_str()))
+        .await;
     Ok(SyncReport { run_id, objects })
 }
 

@@ -1,0 +1,475 @@
+//! Table maintenance (docs/ARCHITECTURE.md, "Layout and maintenance"): checkpoints, compaction
+//! and clustering by key (`zendesk-lake optimize`), removal of files no version within the
+//! retention needs (`zendesk-lake vacuum`), and the policy a sync applies to the tables it wrote.
+//!
+//! Every sync commits at least one small file per table per batch, and the control table one per
+//! batch of every stream: without maintenance, reads and merges open more and more files and
+//! replay a longer and longer log. Three things keep them short:
+//! - every table is created with `delta.checkpointInterval` = [`CHECKPOINT_INTERVAL`] (tables of
+//!   older versions get it on their next sync or maintenance command), and an optimize or vacuum
+//!   that committed writes a checkpoint at once;
+//! - optimize rewrites a table's files into files of about the target size, sorted (z-ordered)
+//!   by its primary key so that each file holds its own range of keys, which lets a merge skip
+//!   the files whose range its batch does not touch; the control table, which has no key, is
+//!   bin-packed;
+//! - vacuum deletes the files that no version within the retention reads: files replaced by
+//!   merges and optimize, and orphans (files of a killed run that no commit ever referenced).
+//!
+//! None of these commits carries an application transaction or a draft, so the exactly-once
+//! protocol does not see them: a table's transaction version is read from its snapshot, which
+//! keeps it across any commit, and reconcile looks for drafts commit by commit.
+
+use std::collections::HashMap;
+use std::num::NonZeroU64;
+
+use deltalake::operations::optimize::OptimizeType;
+use deltalake::operations::vacuum::VacuumMode;
+use deltalake::{DeltaTable, DeltaTableError};
+use tracing::{info, warn};
+
+use super::merge::is_conflict;
+use super::{Error, Lake, Result, CONTROL_TABLE};
+use crate::spec;
+
+/// Commits between two checkpoints of every table: a sync makes one commit per batch in each
+/// table it writes and in the control table, so a reader replays at most this many JSON
+/// commits after the newest checkpoint.
+pub const CHECKPOINT_INTERVAL: u64 = 10;
+
+/// The table property holding the checkpoint interval.
+pub const CHECKPOINT_PROPERTY: &str = "delta.checkpointInterval";
+
+/// How long vacuum keeps files that the current version no longer reads (7 days, Delta's own
+/// default): readers and writers running now, and time travel within it, still find them.
+pub const DEFAULT_RETENTION_HOURS: u64 = 168;
+
+/// The size optimize aims for, in MiB.
+pub const DEFAULT_TARGET_FILE_SIZE_MB: u64 = 128;
+
+/// How many small files (under a quarter of the target size) a table may have before a sync
+/// compacts it.
+pub const DEFAULT_SMALL_FILES: usize = 32;
+
+/// The properties a table of the lake is created with.
+pub(crate) fn table_configuration() -> [(&'static str, Option<String>); 1] {
+    [(CHECKPOINT_PROPERTY, Some(CHECKPOINT_INTERVAL.to_string()))]
+}
+
+/// How optimize rewrites a table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Layout {
+    /// Every file rewritten, sorted (z-ordered) by the primary key: files hold disjoint key
+    /// ranges. The control table, which has no key, is compacted instead.
+    Cluster,
+    /// Only files under the target size are bin-packed together; large files stay as they are.
+    Compact,
+}
+
+/// What `optimize` does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OptimizeOptions {
+    pub layout: Layout,
+    /// Bytes per file to aim for.
+    pub target_file_size: u64,
+}
+
+impl Default for OptimizeOptions {
+    fn default() -> Self {
+        OptimizeOptions {
+            layout: Layout::Cluster,
+            target_file_size: DEFAULT_TARGET_FILE_SIZE_MB << 20,
+        }
+    }
+}
+
+/// What `optimize` did to one table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OptimizeReport {
+    pub table: String,
+    /// The key the files were sorted by (none when bin-packed).
+    pub clustered_by: Option<String>,
+    /// Data files of the version read, and of the version written.
+    pub files_before: usize,
+    pub files_after: usize,
+    pub files_removed: u64,
+    pub files_added: u64,
+    pub bytes_removed: u64,
+    pub bytes_added: u64,
+    /// The version optimized, and the version after (equal when nothing was rewritten).
+    pub version_before: u64,
+    pub version: u64,
+}
+
+/// What `vacuum` does.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct VacuumOptions {
+    /// Hours a file no longer read is kept. `None` is [`DEFAULT_RETENTION_HOURS`], checked
+    /// against the table's `delta.deletedFileRetentionDuration`; a value given explicitly is
+    /// taken as it is, 0 included (then versions older than the current one cannot be read any
+    /// more, and a sync committing at that moment may lose its new files: the commit then fails
+    /// and the next run fetches the batch again).
+    pub retention_hours: Option<u64>,
+    /// Only list the files that would be deleted.
+    pub dry_run: bool,
+}
+
+impl VacuumOptions {
+    pub fn retention_hours(&self) -> u64 {
+        self.retention_hours.unwrap_or(DEFAULT_RETENTION_HOURS)
+    }
+}
+
+/// What `vacuum` did to one table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VacuumReport {
+    pub table: String,
+    pub dry_run: bool,
+    /// Files deleted (or that would be, on a dry run), relative to the table's root.
+    pub files: Vec<String>,
+    /// The version vacuumed, and the version after (vacuum records itself in two commits).
+    pub version_before: u64,
+    pub version: u64,
+}
+
+/// The maintenance a sync does after a run (`[maintenance]` in the pipeline file).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Policy {
+    /// Compact a table written by the run when it has more than `small_files` small files.
+    pub auto_optimize: bool,
+    pub small_files: usize,
+    /// Bytes per file compaction aims for; a file under a quarter of it is small.
+    pub target_file_size: u64,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Policy {
+            auto_optimize: true,
+            small_files: DEFAULT_SMALL_FILES,
+            target_file_size: DEFAULT_TARGET_FILE_SIZE_MB << 20,
+        }
+    }
+}
+
+/// The data files of a table's current version.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FileStats {
+    pub files: usize,
+    pub bytes: u64,
+    /// Files under a quarter of the target size.
+    pub small: usize,
+}
+
+/// The tables maintenance applies to: the named ones (table names or `_sync_state`), or every
+/// table the registry knows and the control table.
+pub fn tables(names: Option<&[String]>) -> Result<Vec<String>> {
+    let all = || {
+        spec::names()
+            .into_iter()
+            .chain(std::iter::once(CONTROL_TABLE))
+    };
+    let Some(names) = names else {
+        return Ok(all().map(str::to_owned).collect());
+    };
+    let mut out: Vec<String> = Vec::new();
+    for name in names.iter().map(|n| n.trim()) {
+        if !all().any(|known| known == name) {
+            return Err(Error::Invalid {
+                table: name.to_owned(),
+                detail: format!(
+                    "no such table; known tables: {}",
+                    all().collect::<Vec<_>>().join(", ")
+                ),
+            });
+        }
+        if !out.iter().any(|n| n == name) {
+            out.push(name.to_owned());
+        }
+    }
+    Ok(out)
+}
+
+impl Lake {
+    /// Open a table and give it the lake's table properties if it lacks them (one metadata
+    /// commit, once in the table's life). `None` when the table does not exist.
+    pub async fn open_maintained(&self, name: &str) -> Result<Option<DeltaTable>> {
+        let Some(table) = self.open(name).await? else {
+            return Ok(None);
+        };
+        let configured = snapshot(name, &table)?
+            .metadata()
+            .configuration()
+            .contains_key(CHECKPOINT_PROPERTY);
+        if configured {
+            return Ok(Some(table));
+        }
+        let properties: HashMap<String, String> = table_configuration()
+            .into_iter()
+            .filter_map(|(k, v)| Some((k.to_owned(), v?)))
+            .collect();
+        match table.set_tbl_properties().with_properties(properties).await {
+            Ok(table) => {
+                info!(
+                    table = name,
+                    "checkpoint interval set to {CHECKPOINT_INTERVAL}"
+                );
+                Ok(Some(table))
+            }
+            // Another writer committed first: the property is set next time.
+            Err(source) if is_conflict(&source) => self.open(name).await,
+            Err(source) => Err(delta(name, source)),
+        }
+    }
+
+    /// The data files of a table's current version (`None` when it does not exist); files
+    /// under `small_below` bytes count as small.
+    pub async fn file_stats(&self, name: &str, small_below: u64) -> Result<Option<FileStats>> {
+        let Some(table) = self.open(name).await? else {
+            return Ok(None);
+        };
+        Ok(Some(stats(name, &table, small_below)?))
+    }
+
+    /// Rewrite a table's files (see [`Layout`]), in one commit that changes no row. `None` when
+    /// the table does not exist.
+    pub async fn optimize(
+        &self,
+        name: &str,
+        options: &OptimizeOptions,
+    ) -> Result<Option<OptimizeReport>> {
+        let Some(table) = self.open_maintained(name).await? else {
+            return Ok(None);
+        };
+        let target = NonZeroU64::new(options.target_file_size).ok_or_else(|| Error::Invalid {
+            table: name.to_owned(),
+            detail: "the target file size must be at least 1 byte".into(),
+        })?;
+        let before = stats(name, &table, 0)?;
+        let version_before = table.version().unwrap_or_default();
+        let key = match (options.layout, spec::find(name)) {
+            (Layout::Cluster, Some(spec)) => Some(spec.primary_key.clone()),
+            _ => None,
+        };
+        let kind = match &key {
+            Some(key) => OptimizeType::ZOrder(vec![key.clone()]),
+            None => OptimizeType::Compact,
+        };
+        let (table, metrics) = table
+            .optimize()
+            .with_type(kind)
+            .with_target_size(target)
+            .await
+            .map_err(|source| busy_or_delta(name, "optimize", source))?;
+        let version = table.version().unwrap_or_default();
+        if version != version_before {
+            checkpoint(name, &table).await?;
+        }
+        let after = stats(name, &table, 0)?;
+        let report = OptimizeReport {
+            table: name.to_owned(),
+            clustered_by: key,
+            files_before: before.files,
+            files_after: after.files,
+            files_removed: metrics.num_files_removed,
+            files_added: metrics.num_files_added,
+            bytes_removed: metrics.files_removed.total_size.max(0) as u64,
+            bytes_added: metrics.files_added.total_size.max(0) as u64,
+            version_before,
+            version,
+        };
+        info!(
+            table = name,
+            files_before = report.files_before,
+            files_after = report.files_after,
+            version = report.version,
+            "optimized"
+        );
+        Ok(Some(report))
+    }
+
+    /// Delete the files of a table that no version within the retention reads: files removed
+    /// by earlier commits once their removal is older than the retention, and files no commit
+    /// references (a killed run's) once they are older than it. `None` when the table does not
+    /// exist.
+    pub async fn vacuum(
+        &self,
+        name: &str,
+        options: &VacuumOptions,
+    ) -> Result<Option<VacuumReport>> {
+        let Some(table) = self.open_maintained(name).await? else {
+            return Ok(None);
+        };
+        let version_before = table.version().unwrap_or_default();
+        let hours = options.retention_hours();
+        let retention = i64::try_from(hours)
+            .ok()
+            .and_then(chrono::Duration::try_hours)
+            .ok_or_else(|| Error::Invalid {
+                table: name.to_owned(),
+                detail: format!("a retention of {hours} hours is too long"),
+            })?;
+        let (table, metrics) = table
+            .vacuum()
+            .with_mode(VacuumMode::Full)
+            .with_retention_period(retention)
+            // A retention given explicitly is what the user asked for, below the table's
+            // `delta.deletedFileRetentionDuration` too.
+            .with_enforce_retention_duration(options.retention_hours.is_none())
+            .with_dry_run(options.dry_run)
+            .await
+            .map_err(|source| busy_or_delta(name, "vacuum", source))?;
+        let version = table.version().unwrap_or_default();
+        if version != version_before {
+            checkpoint(name, &table).await?;
+        }
+        let mut files = metrics.files_deleted;
+        files.sort();
+        info!(
+            table = name,
+            files = files.len(),
+            dry_run = options.dry_run,
+            retention_hours = hours,
+            "vacuumed"
+        );
+        Ok(Some(VacuumReport {
+            table: name.to_owned(),
+            dry_run: options.dry_run,
+            files,
+            version_before,
+            version,
+        }))
+    }
+
+    /// The maintenance of a sync, for the tables its run wrote (and the control table): set
+    /// the checkpoint interval where it is missing and, unless the policy is off, compact a
+    /// table with more than `policy.small_files` small files. Never fails the run: the data is
+    /// committed already, so a failure is logged and the next run tries again. Returns the
+    /// compactions done.
+    pub async fn after_sync<'a>(
+        &self,
+        policy: &Policy,
+        written: impl IntoIterator<Item = &'a str>,
+    ) -> Vec<OptimizeReport> {
+        let mut names: Vec<&str> = written.into_iter().collect();
+        if !names.is_empty() {
+            names.push(CONTROL_TABLE);
+        }
+        let mut done = Vec::new();
+        for name in names {
+            match self.maintain(name, policy).await {
+                Ok(Some(report)) => {
+                    info!(
+                        table = name,
+                        files_before = report.files_before,
+                        files_after = report.files_after,
+                        version = report.version,
+                        "compacted the table's small files"
+                    );
+                    done.push(report);
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    warn!(table = name, error = %e, "table maintenance failed; the next run tries again")
+                }
+            }
+        }
+        done
+    }
+
+    async fn maintain(&self, name: &str, policy: &Policy) -> Result<Option<OptimizeReport>> {
+        let Some(table) = self.open_maintained(name).await? else {
+            return Ok(None);
+        };
+        if !policy.auto_optimize {
+            return Ok(None);
+        }
+        let small = stats(name, &table, policy.target_file_size / 4)?.small;
+        if small <= policy.small_files {
+            return Ok(None);
+        }
+        let options = OptimizeOptions {
+            layout: Layout::Compact,
+            target_file_size: policy.target_file_size,
+        };
+        self.optimize(name, &options).await
+    }
+}
+
+fn delta(name: &str, source: DeltaTableError) -> Error {
+    Error::Delta {
+        table: name.to_owned(),
+        source,
+    }
+}
+
+/// A maintenance commit that lost to another writer changed nothing: say so.
+fn busy_or_delta(name: &str, operation: &'static str, source: DeltaTableError) -> Error {
+    if is_conflict(&source) {
+        Error::Busy {
+            table: name.to_owned(),
+            operation,
+            detail: source.to_string(),
+        }
+    } else {
+        delta(name, source)
+    }
+}
+
+fn snapshot<'t>(
+    name: &str,
+    table: &'t DeltaTable,
+) -> Result<&'t deltalake::table::state::DeltaTableState> {
+    table.snapshot().map_err(|source| delta(name, source))
+}
+
+fn stats(name: &str, table: &DeltaTable, small_below: u64) -> Result<FileStats> {
+    let mut stats = FileStats::default();
+    for file in snapshot(name, table)?.log_data().iter() {
+        let size = file.size().max(0) as u64;
+        stats.files += 1;
+        stats.bytes += size;
+        if size < small_below {
+            stats.small += 1;
+        }
+    }
+    Ok(stats)
+}
+
+/// A checkpoint of the table's current version, so that readers replay no commit before it.
+async fn checkpoint(name: &str, table: &DeltaTable) -> Result<()> {
+    deltalake::checkpoints::create_checkpoint(table, None)
+        .await
+        .map_err(|source| delta(name, source))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tables_are_checked_against_the_registry() {
+        let all = tables(None).unwrap();
+        assert!(all.iter().any(|t| t == "tickets"));
+        assert!(all.iter().any(|t| t == CONTROL_TABLE));
+        let some = tables(Some(&[
+            "users".into(),
+            "_sync_state".into(),
+            "users".into(),
+        ]))
+        .unwrap();
+        assert_eq!(some, ["users", "_sync_state"]);
+        let err = tables(Some(&["tickets".into(), "nope".into()])).unwrap_err();
+        assert!(err.to_string().contains("nope") && err.to_string().contains("tickets"));
+    }
+
+    #[test]
+    fn vacuum_keeps_a_week_unless_told_otherwise() {
+        let default = VacuumOptions::default();
+        assert_eq!(default.retention_hours(), 168);
+        let explicit = VacuumOptions {
+            retention_hours: Some(0),
+            dry_run: false,
+        };
+        assert_eq!(explicit.retention_hours(), 0);
+    }
+}
