@@ -1,10 +1,14 @@
 //! The `zendesk-lake` command: parse, set up logging, run the library, map errors to exit codes
 //! (0 ok, 1 some objects failed, 2 fatal or configuration error).
 
+mod terminal;
+
 use std::collections::HashMap;
+use std::io::IsTerminal as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result};
 use chrono::{DateTime, Utc};
@@ -14,7 +18,10 @@ use zendesk_lake::config::{self, Overrides, PipelineFile, Settings};
 use zendesk_lake::lake::Lake;
 use zendesk_lake::sim::{Round, SimConfig, Simulator};
 use zendesk_lake::sync::check::Readable;
+use zendesk_lake::sync::progress::{self, Tracker};
 use zendesk_lake::sync::{self, Outcome, SyncReport};
+
+use terminal::{Logs, Screen};
 
 const DEMO_PIPELINE: &str = include_str!("../pipelines/demo.toml");
 
@@ -36,6 +43,16 @@ struct Cli {
 enum LogFormat {
     Text,
     Json,
+}
+
+/// When `sync` draws its progress block on stderr.
+#[derive(Clone, Copy, Default, ValueEnum)]
+enum ProgressMode {
+    /// Only when stderr is a terminal.
+    #[default]
+    Auto,
+    Always,
+    Never,
 }
 
 #[derive(clap::Args, Clone, Default)]
@@ -60,6 +77,10 @@ enum Command {
         /// Sync the built-in simulated account (started on loopback) into ./lake or --lake.
         #[arg(long)]
         demo: bool,
+        /// Draw a progress line per stream on stderr (auto: when stderr is a terminal); logs
+        /// print above it.
+        #[arg(long, value_enum, default_value_t = ProgressMode::Auto)]
+        progress: ProgressMode,
     },
     /// Check credentials and which objects are readable.
     Check {
@@ -98,7 +119,17 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.log_format);
+    let terminal = std::io::stderr().is_terminal();
+    let drawing = match &cli.command {
+        Command::Sync { progress, .. } => match progress {
+            ProgressMode::Auto => terminal,
+            ProgressMode::Always => true,
+            ProgressMode::Never => false,
+        },
+        _ => false,
+    };
+    let screen = Screen::new(Box::new(std::io::stderr()), drawing, terminal);
+    init_logging(cli.log_format, &screen);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -106,7 +137,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match runtime.block_on(run(cli.command)) {
+    match runtime.block_on(run(cli.command, screen)) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {}", describe(&e));
@@ -115,33 +146,36 @@ fn main() -> ExitCode {
     }
 }
 
-fn init_logging(format: LogFormat) {
+fn init_logging(format: LogFormat, screen: &Arc<Screen>) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,zendesk_lake=info"));
+    // Through the screen, so that log lines print above the progress block.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(Logs(screen.clone()));
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
     }
 }
 
-async fn run(command: Command) -> Result<ExitCode> {
+async fn run(command: Command, screen: Arc<Screen>) -> Result<ExitCode> {
     match command {
         Command::Sync {
             target,
             objects,
             demo: false,
+            ..
         } => {
             let file = pipeline_file(&target)?.unwrap_or_default();
             let settings = settings(&target, file, objects, &config::process_env)?;
-            sync_and_report(&settings).await
+            sync_and_report(&settings, &screen).await
         }
         Command::Sync {
             target,
             objects,
             demo: true,
+            ..
         } => {
             let config = demo_config();
             let sim = Simulator::new(config.clone());
@@ -158,7 +192,7 @@ async fn run(command: Command) -> Result<ExitCode> {
             let env = sim_env(&config, server.base_url());
             let settings = settings(&target, file, objects, &|name| env.get(name).cloned())?;
             eprintln!("demo: simulated Zendesk account at {}", server.base_url());
-            let code = sync_and_report(&settings).await?;
+            let code = sync_and_report(&settings, &screen).await?;
             println!(
                 "\nTry: zendesk-lake query --lake {} \"SELECT status, count(*) FROM tickets GROUP BY status\"",
                 settings.lake
@@ -279,8 +313,33 @@ fn lake_of(target: &Target) -> Result<Lake> {
     Ok(Lake::try_new(&uri, file.storage)?)
 }
 
-async fn sync_and_report(settings: &Settings) -> Result<ExitCode> {
-    let report = sync::run(settings).await?;
+async fn sync_and_report(settings: &Settings, screen: &Arc<Screen>) -> Result<ExitCode> {
+    let tracker = Tracker::default();
+    let started = Instant::now();
+    let frame = {
+        let tracker = tracker.clone();
+        move || {
+            let now = Utc::now().timestamp();
+            progress::render(&tracker.views(), started.elapsed(), now)
+        }
+    };
+    let drawing = screen.is_active().then(|| {
+        let (screen, frame) = (screen.clone(), frame.clone());
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(PROGRESS_EVERY);
+            loop {
+                tick.tick().await;
+                screen.draw(frame());
+            }
+        })
+    });
+    let report = sync::run_watched(settings, &tracker).await;
+    if let Some(drawing) = drawing {
+        drawing.abort();
+        // The final state of every stream stays on screen above the summary.
+        screen.finish(frame());
+    }
+    let report = report?;
     print_report(&report);
     if report.failed() {
         for object in &report.objects {
@@ -293,10 +352,13 @@ async fn sync_and_report(settings: &Settings) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// How often the progress block is redrawn.
+const PROGRESS_EVERY: Duration = Duration::from_millis(300);
+
 fn print_report(report: &SyncReport) {
     println!("sync {}", report.run_id);
     println!(
-        "{:<22} {:<8} {:>9} {:>9} {:>8} {:>8} {:>9} {:>8} {:>8}  watermark",
+        "{:<22} {:<8} {:>9} {:>9} {:>8} {:>8} {:>9} {:>8} {:>8} {:>6} {:>10} {:>6} {:>10}  watermark",
         "table",
         "result",
         "fetched",
@@ -305,7 +367,11 @@ fn print_report(report: &SyncReport) {
         "commits",
         "requests",
         "retries",
-        "seconds"
+        "seconds",
+        "files+",
+        "bytes+",
+        "files-",
+        "bytes-"
     );
     for o in &report.objects {
         let result = match &o.outcome {
@@ -314,7 +380,7 @@ fn print_report(report: &SyncReport) {
             Outcome::Failed(_) => "FAILED",
         };
         println!(
-            "{:<22} {:<8} {:>9} {:>9} {:>8} {:>8} {:>9} {:>8} {:>8.2}  {}",
+            "{:<22} {:<8} {:>9} {:>9} {:>8} {:>8} {:>9} {:>8} {:>8.2} {:>6} {:>10} {:>6} {:>10}  {}",
             o.object,
             result,
             o.fetched,
@@ -324,6 +390,10 @@ fn print_report(report: &SyncReport) {
             o.requests,
             o.retries,
             o.seconds,
+            o.files_written,
+            o.bytes_written,
+            o.files_removed,
+            o.bytes_removed,
             o.watermark.map(format_time).unwrap_or_else(|| "-".into())
         );
     }
