@@ -13,7 +13,7 @@ use deltalake::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use deltalake::datafusion::prelude::{col, lit, not, Expr, SessionContext};
 use deltalake::kernel::transaction::CommitProperties;
 use deltalake::kernel::transaction::TransactionError;
-use deltalake::kernel::Transaction;
+use deltalake::kernel::{Action, Transaction};
 use deltalake::protocol::SaveMode;
 use deltalake::{DeltaTable, DeltaTableError};
 use tracing::debug;
@@ -35,6 +35,27 @@ pub struct CommitReport {
     pub committed: bool,
     /// Data files of the table the write read (a merge's target scan; none for an append).
     pub files_scanned: u64,
+    /// The data files the commit added and removed.
+    pub files: CommitFiles,
+}
+
+/// The data files one commit (or several, summed) added and removed, with their bytes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CommitFiles {
+    pub added: u64,
+    pub added_bytes: u64,
+    /// Files removed: rewritten by a merge (their live rows are in the added files).
+    pub removed: u64,
+    pub removed_bytes: u64,
+}
+
+impl CommitFiles {
+    pub fn add(&mut self, other: &CommitFiles) {
+        self.added += other.added;
+        self.added_bytes += other.added_bytes;
+        self.removed += other.removed;
+        self.removed_bytes += other.removed_bytes;
+    }
 }
 
 /// Key of the commit-info entry holding the control row of a data commit, so that a crash
@@ -111,6 +132,7 @@ impl Lake {
                     table_id: table_id(name, &table)?,
                     committed: true,
                     files_scanned: 0,
+                    files: commit_files(name, &table, table.version()).await?,
                 };
                 self.keep(name, table);
                 Ok(report)
@@ -221,13 +243,18 @@ impl Lake {
                     files_removed = metrics.num_target_files_removed,
                     "merged"
                 );
+                let committed = table.version() != before;
                 let report = CommitReport {
                     version: table.version().unwrap_or_default() as i64,
                     inserted: metrics.num_target_rows_inserted as u64,
                     updated: metrics.num_target_rows_updated as u64,
                     table_id: table_id(name, &table)?,
-                    committed: table.version() != before,
+                    committed,
                     files_scanned: metrics.num_target_files_scanned as u64,
+                    files: match committed {
+                        true => commit_files(name, &table, table.version()).await?,
+                        false => CommitFiles::default(),
+                    },
                 };
                 self.keep(name, table);
                 Ok(report)
@@ -326,6 +353,7 @@ impl Lake {
                 table_id: table_id(name, &table)?,
                 committed: false,
                 files_scanned: 0,
+                files: CommitFiles::default(),
             };
             self.keep(name, table);
             return Ok(report);
@@ -343,6 +371,7 @@ impl Lake {
             table_id: table_id(name, &table)?,
             committed: true,
             files_scanned: 0,
+            files: commit_files(name, &table, table.version()).await?,
         };
         self.keep(name, table);
         Ok(report)
@@ -504,6 +533,46 @@ pub(crate) async fn txn_version(
         .transaction_version(table.log_store().as_ref(), app)
         .await
         .map_err(delta)
+}
+
+/// The data files that commit `version` of `table` added and removed, from its log entry: one
+/// small read, whatever the size of the table (its file list is not loaded).
+async fn commit_files(
+    name: &str,
+    table: &deltalake::DeltaTable,
+    version: Option<deltalake::kernel::Version>,
+) -> Result<CommitFiles> {
+    let mut files = CommitFiles::default();
+    let Some(version) = version else {
+        return Ok(files);
+    };
+    let delta = |source| Error::Delta {
+        table: name.to_owned(),
+        source,
+    };
+    let Some(entry) = table
+        .log_store()
+        .read_commit_entry(version)
+        .await
+        .map_err(delta)?
+    else {
+        return Ok(files);
+    };
+    let size = |bytes: i64| u64::try_from(bytes).unwrap_or(0);
+    for action in deltalake::logstore::get_actions(version, &entry).map_err(delta)? {
+        match action {
+            Action::Add(add) if add.data_change => {
+                files.added += 1;
+                files.added_bytes += size(add.size);
+            }
+            Action::Remove(remove) if remove.data_change => {
+                files.removed += 1;
+                files.removed_bytes += remove.size.map_or(0, size);
+            }
+            _ => {}
+        }
+    }
+    Ok(files)
 }
 
 /// The table's Delta metadata id: it identifies one life of the table, from its creation.

@@ -50,7 +50,7 @@ use url::Url;
 use crate::spec;
 
 pub use control::{CommitDraft, ControlRow, Resume, TableCommit, CONTROL_TABLE};
-pub use merge::{CommitReport, PatchSet};
+pub use merge::{CommitFiles, CommitReport, PatchSet};
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 

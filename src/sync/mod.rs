@@ -10,6 +10,7 @@
 //! its last recorded commit, and the next run resumes from there.
 
 pub mod check;
+pub mod progress;
 pub mod status;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -30,6 +31,7 @@ use crate::spec::{Stream, Table, WriteMode, DELETED_COLUMN};
 use crate::zendesk::readers::children::{Parent, ParentPage};
 use crate::zendesk::readers::{self, Context};
 use crate::zendesk::{self, Client, Page, RequestStats};
+use progress::{StreamState, StreamTracker, Tracker};
 
 /// Errors that stop the whole run before any stream starts.
 #[derive(Debug, thiserror::Error)]
@@ -86,6 +88,12 @@ pub struct ObjectReport {
     pub seconds: f64,
     /// The stream's watermark after the run (µs since the epoch).
     pub watermark: Option<i64>,
+    /// Data files this run added to the table, and their bytes.
+    pub files_written: u64,
+    pub bytes_written: u64,
+    /// Data files this run removed from the table (rewritten by merges), and their bytes.
+    pub files_removed: u64,
+    pub bytes_removed: u64,
 }
 
 /// What a run did, table by table.
@@ -117,6 +125,11 @@ pub fn streams_of(tables: &[&'static Table]) -> Vec<(&'static Stream, Vec<&'stat
 
 /// Run one sync of every configured table.
 pub async fn run(settings: &Settings) -> Result<SyncReport, Error> {
+    run_watched(settings, &Tracker::default()).await
+}
+
+/// [`run`], reporting each stream's progress to `tracker` as it goes.
+pub async fn run_watched(settings: &Settings, tracker: &Tracker) -> Result<SyncReport, Error> {
     let client = Client::try_new(&settings.zendesk).map_err(Error::Client)?;
     let lake = Lake::try_new(&settings.lake, settings.storage.clone())?;
     let run_id = uuid::Uuid::new_v4().to_string();
@@ -125,6 +138,9 @@ pub async fn run(settings: &Settings) -> Result<SyncReport, Error> {
     lake.migrate().await?;
     let state = lake.latest_state().await?;
     let streams = streams_of(&settings.objects);
+    for (stream, _) in &streams {
+        tracker.stream(&stream.name);
+    }
     info!(%run_id, lake = %lake.root(), streams = streams.len(), "sync started");
     let shared = Arc::new(settings.clone());
     // Streams that read their parents from the lake run after the others committed, so that
@@ -133,7 +149,15 @@ pub async fn run(settings: &Settings) -> Result<SyncReport, Error> {
         streams.into_iter().partition(|(s, _)| s.parents.is_none());
     let mut objects = Vec::new();
     for phase in [first, then] {
-        objects.extend(run_streams(&phase, &client, &lake, &shared, &run_id, &state).await);
+        let run = Run {
+            client: &client,
+            lake: &lake,
+            settings: &shared,
+            run_id: &run_id,
+            state: &state,
+            tracker,
+        };
+        objects.extend(run_streams(&phase, run).await);
     }
     // Checkpoint interval and compaction of the tables this run wrote (logged; never fails it).
     let written = objects
@@ -144,26 +168,34 @@ pub async fn run(settings: &Settings) -> Result<SyncReport, Error> {
     Ok(SyncReport { run_id, objects })
 }
 
+/// What every stream of a run shares.
+#[derive(Clone, Copy)]
+struct Run<'a> {
+    client: &'a Client,
+    lake: &'a Lake,
+    settings: &'a Arc<Settings>,
+    run_id: &'a str,
+    state: &'a HashMap<String, ControlRow>,
+    tracker: &'a Tracker,
+}
+
 /// Run streams concurrently, and report on their tables in order.
 async fn run_streams(
     streams: &[(&'static Stream, Vec<&'static Table>)],
-    client: &Client,
-    lake: &Lake,
-    shared: &Arc<Settings>,
-    run_id: &str,
-    state: &HashMap<String, ControlRow>,
+    run: Run<'_>,
 ) -> Vec<ObjectReport> {
     let mut tasks = Vec::new();
     for (stream, tables) in streams {
         let job = StreamJob {
             stream,
             tables: tables.clone(),
-            client: client.clone(),
-            lake: lake.clone(),
-            settings: shared.clone(),
-            run_id: run_id.to_owned(),
-            last: state.get(&stream.name).cloned(),
+            client: run.client.clone(),
+            lake: run.lake.clone(),
+            settings: run.settings.clone(),
+            run_id: run.run_id.to_owned(),
+            last: run.state.get(&stream.name).cloned(),
             stats: Arc::new(RequestStats::default()),
+            watch: run.tracker.stream(&stream.name),
         };
         let span = info_span!("stream", stream = %stream.name);
         tasks.push(tokio::spawn(job.run().instrument(span)));
@@ -172,9 +204,12 @@ async fn run_streams(
     for (task, (stream, tables)) in tasks.into_iter().zip(streams) {
         match task.await {
             Ok(reports) => objects.extend(reports),
-            Err(e) => objects.extend(tables.iter().map(|t| ObjectReport {
-                outcome: Outcome::Failed(format!("{}: task failed: {e}", stream.name)),
-                ..ObjectReport::empty(t)
+            Err(e) => objects.extend(tables.iter().map(|t| {
+                run.tracker.stream(&stream.name).finish(StreamState::Failed);
+                ObjectReport {
+                    outcome: Outcome::Failed(format!("{}: task failed: {e}", stream.name)),
+                    ..ObjectReport::empty(t)
+                }
             })),
         }
     }
@@ -195,6 +230,10 @@ impl ObjectReport {
             retries: 0,
             seconds: 0.0,
             watermark: None,
+            files_written: 0,
+            bytes_written: 0,
+            files_removed: 0,
+            bytes_removed: 0,
         }
     }
 }
@@ -209,6 +248,8 @@ struct StreamJob {
     last: Option<ControlRow>,
     /// The stream's requests, listings included.
     stats: Arc<RequestStats>,
+    /// Where the stream's progress is shown.
+    watch: Arc<StreamTracker>,
 }
 
 /// Counters of one table that the writer stage keeps.
@@ -218,6 +259,7 @@ struct Written {
     upserted: u64,
     deleted: u64,
     commits: u64,
+    files: lake::CommitFiles,
 }
 
 /// What the writer stage carries from batch to batch.
@@ -292,6 +334,7 @@ impl StreamJob {
     async fn run(self) -> Vec<ObjectReport> {
         let started = Instant::now();
         let stats = self.stats.clone();
+        self.watch.start(stats.clone());
         info!(from = ?self.last.as_ref().map(|l| &l.position), "stream started");
         let mut progress = None;
         let result = self.pipeline(&stats, &mut progress).await;
@@ -311,6 +354,11 @@ impl StreamJob {
                 Outcome::Failed(e.to_string())
             }
         };
+        self.watch.finish(match outcome {
+            Outcome::Ok => StreamState::Done,
+            Outcome::Skipped(_) => StreamState::Skipped,
+            Outcome::Failed(_) => StreamState::Failed,
+        });
         let seconds = started.elapsed().as_secs_f64();
         let mut reports = Vec::with_capacity(self.tables.len());
         for (i, table) in self.tables.iter().enumerate() {
@@ -341,6 +389,10 @@ impl StreamJob {
                     .as_ref()
                     .and_then(|p| p.row.watermark)
                     .or_else(|| self.last.as_ref().and_then(|l| l.watermark)),
+                files_written: written.files.added,
+                bytes_written: written.files.added_bytes,
+                files_removed: written.files.removed,
+                bytes_removed: written.files.removed_bytes,
                 ..ObjectReport::empty(table)
             };
             info!(
@@ -352,6 +404,8 @@ impl StreamJob {
                 requests = report.requests,
                 retries = report.retries,
                 seconds = report.seconds,
+                files_written = report.files_written,
+                bytes_written = report.bytes_written,
                 "table finished"
             );
             reports.push(report);
@@ -445,6 +499,10 @@ impl StreamJob {
             }
             None => Vec::new(),
         };
+        if stream.parents.is_some() {
+            // One page per parent: the stream knows how much is left.
+            self.watch.total_pages(parents.len() as u64);
+        }
         let context = Context {
             client: self.client.clone(),
             stream,
@@ -459,8 +517,10 @@ impl StreamJob {
 
         let fetch = readers::drive(reader, page_tx);
         let tables = self.tables.clone();
+        let watch = self.watch.clone();
         let decode = async move {
             while let Some(page) = page_rx.recv().await {
+                watch.page(page.records.len(), page.until);
                 let tables = tables.clone();
                 let decoded =
                     tokio::task::spawn_blocking(move || decode_page(stream, &tables, page))
@@ -671,6 +731,7 @@ impl StreamJob {
             // Nothing to write and no progress to record (a list that did not change).
             return Ok(());
         }
+        self.watch.committing(true);
         for (n, (i, table, batch, patches)) in batches.into_iter().enumerate() {
             if n > 0 {
                 failpoint::hit("between_data_commits");
@@ -721,6 +782,7 @@ impl StreamJob {
             written.upserted += upserted;
             written.deleted += deleted;
             written.commits += 1;
+            written.files.add(&commit.files);
             info!(
                 table = %table.name,
                 seq = row.seq,
@@ -733,6 +795,7 @@ impl StreamJob {
         row.committed_at = Utc::now().timestamp_micros();
         self.lake.record(&row).await?;
         failpoint::hit("after_control_commit");
+        self.watch.committing(false);
         progress.row = row;
         Ok(())
     }

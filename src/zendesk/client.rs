@@ -10,7 +10,7 @@
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
@@ -29,6 +29,8 @@ use crate::spec::LimitClass;
 pub struct RequestStats {
     pub requests: AtomicU64,
     pub retries: AtomicU64,
+    /// Time spent waiting on the rate budgets before requests were sent (µs).
+    pub waited: AtomicU64,
 }
 
 impl RequestStats {
@@ -37,6 +39,10 @@ impl RequestStats {
     }
     pub fn retries(&self) -> u64 {
         self.retries.load(Ordering::Relaxed)
+    }
+    /// Time spent waiting on the rate budgets before requests were sent.
+    pub fn waited(&self) -> Duration {
+        Duration::from_micros(self.waited.load(Ordering::Relaxed))
     }
 }
 
@@ -176,10 +182,13 @@ impl Client {
         let mut attempt = 0;
         loop {
             attempt += 1;
+            let waiting = Instant::now();
             if class == LimitClass::Incremental {
                 self.incremental.until_ready().await;
             }
             self.account.until_ready().await;
+            let waited = u64::try_from(waiting.elapsed().as_micros()).unwrap_or(u64::MAX);
+            stats.waited.fetch_add(waited, Ordering::Relaxed);
             stats.requests.fetch_add(1, Ordering::Relaxed);
             let err = match self.try_once(object, url).await {
                 Ok(value) => return Ok(value),

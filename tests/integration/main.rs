@@ -8,6 +8,7 @@ mod crash;
 mod faults;
 mod hostile;
 mod migrate;
+mod progress;
 mod s3;
 mod samples;
 mod stores;

@@ -180,6 +180,7 @@ fn page(records: Vec<Value>, sideloads: Vec<(String, Vec<Value>)>) -> zendesk_la
         position: Value::Null,
         end_of_stream: true,
         parent: None,
+        until: None,
     }
 }
 

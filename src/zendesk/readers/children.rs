@@ -139,6 +139,7 @@ impl Reader for Children {
                 id: parent.id,
                 gone,
             }),
+            until: Some(parent.cursor.div_euclid(1_000_000)),
         }))
     }
 

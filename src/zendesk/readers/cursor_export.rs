@@ -9,6 +9,7 @@ use tracing::debug;
 use url::Url;
 
 use super::{parse_position, set_includes, to_json, Context, Page, Reader, MAX_IDLE_PAGES};
+use crate::decode::timestamp_micros;
 use crate::zendesk::Result;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -106,12 +107,20 @@ impl Reader for CursorExport {
             };
         }
         debug!(stream = %context.name(), records = records.len(), end_of_stream, "cursor page");
+        // The export is ordered by its watermark field: the newest record is where it stands.
+        let until = records
+            .iter()
+            .filter_map(|r| r.get(&context.stream.watermark_field))
+            .filter_map(timestamp_micros)
+            .max()
+            .map(|us| us.div_euclid(1_000_000));
         Ok(Some(Page {
             records,
             sideloads,
             position: self.position(),
             end_of_stream,
             parent: None,
+            until,
         }))
     }
 

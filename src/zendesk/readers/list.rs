@@ -76,6 +76,7 @@ impl Reader for List {
             position: Value::Null,
             end_of_stream: !has_more,
             parent: None,
+            until: None,
         }))
     }
 

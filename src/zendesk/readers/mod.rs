@@ -38,6 +38,10 @@ pub struct Page {
     pub end_of_stream: bool,
     /// Children streams: the parent whose children the page holds.
     pub parent: Option<children::ParentPage>,
+    /// Where the stream stands in time after this page (unix seconds), for readers whose
+    /// position is one: a time export's `end_time`, the newest record of a cursor export, the
+    /// cursor of a children stream's parent. Progress display only; never stored.
+    pub until: Option<i64>,
 }
 
 impl Page {
@@ -199,6 +203,7 @@ pub async fn drive(mut reader: Box<dyn Reader>, pages: mpsc::Sender<Page>) -> Re
                 position: reader.position(),
                 end_of_stream: true,
                 parent: None,
+                until: None,
             },
         };
         crate::failpoint::hit("page_fetched");

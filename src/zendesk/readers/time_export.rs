@@ -180,6 +180,7 @@ impl Reader for TimeExport {
                 position: self.position(),
                 end_of_stream,
                 parent: None,
+                until: Some(end_time),
             }));
         }
     }
