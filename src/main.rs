@@ -296,7 +296,7 @@ async fn sync_and_report(settings: &Settings) -> Result<ExitCode> {
 fn print_report(report: &SyncReport) {
     println!("sync {}", report.run_id);
     println!(
-        "{:<22} {:<8} {:>9} {:>9} {:>8} {:>8} {:>9} {:>8} {:>8}  watermark",
+        "{:<22} {:<8} {:>9} {:>9} {:>8} {:>8} {:>9} {:>8} {:>8} {:>8}  watermark",
         "table",
         "result",
         "fetched",
@@ -305,7 +305,8 @@ fn print_report(report: &SyncReport) {
         "commits",
         "requests",
         "retries",
-        "seconds"
+        "seconds",
+        "waited"
     );
     for o in &report.objects {
         let result = match &o.outcome {
@@ -314,7 +315,7 @@ fn print_report(report: &SyncReport) {
             Outcome::Failed(_) => "FAILED",
         };
         println!(
-            "{:<22} {:<8} {:>9} {:>9} {:>8} {:>8} {:>9} {:>8} {:>8.2}  {}",
+            "{:<22} {:<8} {:>9} {:>9} {:>8} {:>8} {:>9} {:>8} {:>8.2} {:>8.2}  {}",
             o.object,
             result,
             o.fetched,
@@ -324,6 +325,7 @@ fn print_report(report: &SyncReport) {
             o.requests,
             o.retries,
             o.seconds,
+            o.budget_wait_seconds,
             o.watermark.map(format_time).unwrap_or_else(|| "-".into())
         );
     }
