@@ -85,6 +85,10 @@ async fn a_budget_drained_by_another_integration_slows_the_sync_down_without_429
         windows.iter().all(|w| w.incremental_exports <= 4),
         "{windows:?}"
     );
+    // Each table has a stream of its own here: their requests, and the credential check, are
+    // every request the simulator received.
+    let counted: u64 = report.objects.iter().map(|o| o.requests).sum();
+    assert_eq!(counted + 1, sim.request_count(), "{:?}", report.objects);
     assert!(
         report.objects.iter().any(|o| o.budget_wait_seconds > 0.0),
         "the waits are reported: {:?}",
