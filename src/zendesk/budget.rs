@@ -821,6 +821,30 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn waiting_requests_are_served_in_turn() {
+        // One request per 40 ms: five streams asking at once get it in the order they asked.
+        let budget = Arc::new(Budget::new("t", 1, Duration::from_millis(40)));
+        budget.acquire().await;
+        budget.learn(None, true);
+        let served = Arc::new(Mutex::new(Vec::new()));
+        let tasks: Vec<_> = (0..5)
+            .map(|stream| {
+                let (budget, served) = (budget.clone(), served.clone());
+                // On this single-threaded runtime, tasks first run in the order spawned.
+                tokio::spawn(async move {
+                    budget.acquire().await;
+                    served.lock().unwrap().push(stream);
+                    budget.learn(None, true);
+                })
+            })
+            .collect();
+        for task in tasks {
+            task.await.unwrap();
+        }
+        assert_eq!(*served.lock().unwrap(), vec![0, 1, 2, 3, 4]);
+    }
+
+    #[tokio::test]
     async fn an_export_whose_answers_name_another_bucket_draws_from_that_one() {
         let budgets = Budgets::new(1000, 1000, MINUTE);
         let users = "/api/v2/incremental/users/cursor.json";
