@@ -227,6 +227,9 @@ pub struct ZendeskSettings {
     pub retry_max: Duration,
     pub account_requests_per_minute: u32,
     pub incremental_requests_per_minute: u32,
+    /// The window Zendesk's budgets are counted in: a minute (the `*_per_minute` numbers are per
+    /// window). Not a pipeline key: only tests shorten it, together with the simulator's.
+    pub rate_window: Duration,
 }
 
 /// Values given on the command line, which win over the file.
@@ -315,6 +318,7 @@ impl Settings {
                 retry_max: Duration::from_secs(z.retry_max_secs),
                 account_requests_per_minute: z.account_requests_per_minute,
                 incremental_requests_per_minute: z.incremental_requests_per_minute,
+                rate_window: Duration::from_secs(60),
             },
             page_size: sync.page_size,
             commit_rows: sync.commit_rows,

@@ -472,7 +472,7 @@ const PROGRESS_EVERY: Duration = Duration::from_millis(300);
 fn print_report(report: &SyncReport) {
     println!("sync {}", report.run_id);
     println!(
-        "{:<22} {:<8} {:>9} {:>9} {:>8} {:>8} {:>9} {:>8} {:>8} {:>6} {:>10} {:>6} {:>10}  watermark",
+        "{:<22} {:<8} {:>9} {:>9} {:>8} {:>8} {:>9} {:>8} {:>8} {:>8} {:>6} {:>10} {:>6} {:>10}  watermark",
         "table",
         "result",
         "fetched",
@@ -482,6 +482,7 @@ fn print_report(report: &SyncReport) {
         "requests",
         "retries",
         "seconds",
+        "waited",
         "files+",
         "bytes+",
         "files-",
@@ -494,7 +495,7 @@ fn print_report(report: &SyncReport) {
             Outcome::Failed(_) => "FAILED",
         };
         println!(
-            "{:<22} {:<8} {:>9} {:>9} {:>8} {:>8} {:>9} {:>8} {:>8.2} {:>6} {:>10} {:>6} {:>10}  {}",
+            "{:<22} {:<8} {:>9} {:>9} {:>8} {:>8} {:>9} {:>8} {:>8.2} {:>8.2} {:>6} {:>10} {:>6} {:>10}  {}",
             o.object,
             result,
             o.fetched,
@@ -504,6 +505,7 @@ fn print_report(report: &SyncReport) {
             o.requests,
             o.retries,
             o.seconds,
+            o.budget_wait_seconds,
             o.files_written,
             o.bytes_written,
             o.files_removed,

@@ -19,9 +19,6 @@ use super::{Faults, Simulator};
 const MAX_PER_PAGE: usize = 1000;
 /// Zendesk refuses start times younger than this.
 const HOLD_BACK_SECS: i64 = 60;
-const RATE_LIMIT: u64 = 700;
-/// Help Center (and community) endpoints report a budget of their own (docs/ARCHITECTURE.md, "Zendesk facts" 6).
-const HELP_CENTER_RATE_LIMIT: u64 = 400;
 /// Where `Faults::foreign_next_url` points export links.
 const FOREIGN_BASE_URL: &str = "https://evil.example.com";
 
@@ -197,6 +194,9 @@ impl Simulator {
             Response::error(401, "Couldn't authenticate you")
         } else if let Some(response) = denied(&faults, &request.path) {
             response
+        } else if let Some(response) = self.meter().spend(&request.path, std::time::Instant::now())
+        {
+            response
         } else {
             let export = Export {
                 link_base: if faults.foreign_next_url {
@@ -204,41 +204,24 @@ impl Simulator {
                 } else {
                     base_url
                 },
-                max_page_size: faults.max_page_size,
+                max_page_size: faults
+                    .max_page_size
+                    .filter(|_| faults.max_page_size_until.is_none_or(|last| number <= last)),
                 stall_over: faults.stall_time_export_over,
                 empty_page: hits(faults.empty_page_every),
                 duplicate_first: hits(faults.duplicate_in_page_every),
             };
             self.route(request, &export)
         };
-        let exhausted = response.status == 429 || hits(faults.budget_exhausted_every);
-        let limit = if ["/api/v2/help_center", "/api/v2/community"]
-            .iter()
-            .any(|prefix| request.path.starts_with(prefix))
-        {
-            HELP_CENTER_RATE_LIMIT
-        } else {
-            RATE_LIMIT
-        };
-        let remaining = if exhausted {
-            0
-        } else {
-            // Never 0 on success: an exhausted budget makes clients wait for the reset.
-            limit - 1 - (number.saturating_sub(1) % (limit - 1))
-        };
-        response.headers.extend([
-            ("x-rate-limit", limit.to_string()),
-            ("x-rate-limit-remaining", remaining.to_string()),
-            ("ratelimit-limit", limit.to_string()),
-            ("ratelimit-remaining", remaining.to_string()),
-            (
-                "ratelimit-reset",
-                faults
-                    .budget_reset
-                    .clone()
-                    .unwrap_or_else(|| String::from("60")),
-            ),
-        ]);
+        // An injected 429 (`rate_limit_every`) is a passing fault, not a spent budget: the
+        // headers say what the budgets hold (a 429 of a spent budget says 0 by itself).
+        let exhausted = hits(faults.budget_exhausted_every);
+        response.headers.extend(self.meter().headers(
+            &request.path,
+            std::time::Instant::now(),
+            exhausted,
+            faults.budget_reset.clone(),
+        ));
         tracing::debug!(number, status = response.status, truncate, path = %request.target, "simulated request");
         if truncate {
             Action::Truncate(response)

@@ -24,10 +24,15 @@
 //!   `/api/v2/community/posts.json` (the community also under `/api/v2/help_center/community/`)
 //! - offset-paginated `/api/v2/tickets/{id}/side_conversations.json` (`page`, `per_page`)
 //!
-//! Ground truth for tests: [`Simulator::records`] and [`Simulator::deleted_keys`].
+//! Every answer carries Zendesk's rate headers, and the budgets are enforced per window (429
+//! with `Retry-After` once spent): see [`Budget`], set by [`Simulator::set_budget`].
+//!
+//! Ground truth for tests: [`Simulator::records`], [`Simulator::deleted_keys`] and
+//! [`Simulator::budget_windows`].
 
 mod activity;
 mod api;
+mod budget;
 mod content;
 mod data;
 mod endpoints;
@@ -44,6 +49,8 @@ use tokio::task::JoinHandle;
 
 use content::Kind;
 use data::{Object, State};
+
+pub use budget::{Budget, BudgetWindow};
 
 /// The size and identity of the simulated account.
 #[derive(Debug, Clone)]
@@ -156,6 +163,9 @@ pub struct Faults {
     /// than this (Zendesk does this on heavy pages); smaller pages succeed. An explicit per_page
     /// above 1000 counts as the 1000 it is clamped to.
     pub max_page_size: Option<usize>,
+    /// `max_page_size` holds only for requests numbered up to this (heavy pages time out for a
+    /// while, then Zendesk serves them again); None: for every request.
+    pub max_page_size_until: Option<u64>,
     /// Every n-th request: close the connection right after reading the request, without sending
     /// any response bytes (a connection reset).
     pub reset_every: Option<u64>,
@@ -187,9 +197,9 @@ pub struct Faults {
     /// start_time gets the cursor of that start time.
     pub empty_page_every: Option<u64>,
     /// Every n-th request succeeds but reports the account budget spent
-    /// (`x-rate-limit-remaining: 0`, `ratelimit-remaining: 0`) with `ratelimit-reset` set to
-    /// `budget_reset` (seconds, default "60"): a client should wait before its next request
-    /// instead of running into 429s.
+    /// (`x-rate-limit-remaining: 0`, `ratelimit-remaining: 0`): a client should wait before its
+    /// next request instead of running into 429s. `budget_reset` (seconds), when set, replaces
+    /// every answer's `ratelimit-reset` (by default the time left of the [`Budget`] window).
     pub budget_exhausted_every: Option<u64>,
     pub budget_reset: Option<String>,
     /// Plan gating: a request whose path starts with one of these prefixes (e.g.
@@ -203,6 +213,7 @@ struct Inner {
     config: SimConfig,
     state: Mutex<State>,
     faults: Mutex<Faults>,
+    budget: Mutex<budget::Meter>,
     log: Mutex<Vec<String>>,
     /// When each logged request arrived.
     arrivals: Mutex<Vec<std::time::Instant>>,
@@ -239,6 +250,7 @@ impl Simulator {
                 config,
                 state: Mutex::new(state),
                 faults: Mutex::new(Faults::default()),
+                budget: Mutex::new(budget::Meter::default()),
                 log: Mutex::new(Vec::new()),
                 arrivals: Mutex::new(Vec::new()),
                 requests: AtomicU64::new(0),
@@ -436,6 +448,25 @@ impl Simulator {
             .rendered
             .lock()
             .expect("simulator cache lock poisoned")
+    }
+
+    /// Replaces the rate budgets the account announces and enforces; its windows start now.
+    pub fn set_budget(&self, budget: Budget) {
+        *self.meter() = budget::Meter::new(budget);
+    }
+
+    /// What each window of the current [`Budget`] spent, from its first window on (ground truth
+    /// for tests of pacing: requests per window, and the 429s answered for a spent budget).
+    pub fn budget_windows(&self) -> Vec<BudgetWindow> {
+        self.meter().windows()
+    }
+
+    fn meter(&self) -> MutexGuard<'_, budget::Meter> {
+        // Poisoning needs a panic while holding the lock, which only a bug can cause.
+        self.inner
+            .budget
+            .lock()
+            .expect("simulator budget lock poisoned")
     }
 
     /// Number of HTTP requests received so far (including failed/faulted ones).

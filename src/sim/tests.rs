@@ -534,7 +534,7 @@ async fn credentials_are_checked() {
             .headers
             .get("x-rate-limit")
             .and_then(|v| v.to_str().ok()),
-        Some("700")
+        Some(Budget::default().account.to_string().as_str())
     );
     assert!(basic.headers.contains_key("x-rate-limit-remaining"));
     assert!(basic.headers.contains_key("ratelimit-remaining"));

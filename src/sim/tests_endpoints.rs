@@ -1085,6 +1085,11 @@ async fn deny_answers_plan_gated_paths() {
     let sim = busy();
     let server = serve(&sim).await;
     let base = server.base_url();
+    sim.set_budget(Budget {
+        account: 700,
+        help_center: 400,
+        ..Budget::default()
+    });
     sim.set_faults(Faults {
         deny: vec![
             (String::from("/api/v2/help_center"), 403),

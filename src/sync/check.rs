@@ -84,6 +84,7 @@ pub async fn check(settings: &Settings) -> Result<CheckReport, Error> {
             client: client.clone(),
             stream,
             page_size: 1,
+            sizing: Default::default(),
             stats: stats.clone(),
             includes: super::includes(&members),
             parents,

@@ -86,6 +86,8 @@ pub struct ObjectReport {
     pub requests: u64,
     pub retries: u64,
     pub seconds: f64,
+    /// Time the stream's requests waited for the rate budgets (shared by its tables).
+    pub budget_wait_seconds: f64,
     /// The stream's watermark after the run (µs since the epoch).
     pub watermark: Option<i64>,
     /// Data files this run added to the table, and their bytes.
@@ -229,6 +231,7 @@ impl ObjectReport {
             requests: 0,
             retries: 0,
             seconds: 0.0,
+            budget_wait_seconds: 0.0,
             watermark: None,
             files_written: 0,
             bytes_written: 0,
@@ -385,6 +388,7 @@ impl StreamJob {
                 requests: stats.requests(),
                 retries: stats.retries(),
                 seconds,
+                budget_wait_seconds: stats.waited().as_secs_f64(),
                 watermark: progress
                     .as_ref()
                     .and_then(|p| p.row.watermark)
@@ -507,6 +511,7 @@ impl StreamJob {
             client: self.client.clone(),
             stream,
             page_size: settings.page_size,
+            sizing: Default::default(),
             stats: stats.clone(),
             includes: includes(&self.tables),
             parents,
@@ -607,6 +612,7 @@ impl StreamJob {
             client: self.client.clone(),
             stream: listing,
             page_size: self.settings.page_size,
+            sizing: Default::default(),
             stats: self.stats.clone(),
             includes: Vec::new(),
             parents: Vec::new(),

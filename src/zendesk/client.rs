@@ -1,25 +1,26 @@
 //! The HTTP client: authentication, rate budgets, retries with backoff, host pinning.
 //!
-//! Every request draws from a governor budget before it is sent, so that a run stays inside
+//! Every request draws from the rate budgets before it is sent, so that a run stays inside
 //! Zendesk's limits instead of discovering them through 429s: the account budget for every
-//! request and, for incremental exports, also the export budget. Retries are driven by
+//! request and, for incremental exports, also the export budget, each starting from the
+//! configured number and then following what Zendesk's headers announce ([`super::budget`]).
+//! Retries are driven by
 //! [`Error::is_retryable`]; a 429 waits what `Retry-After` says (fractional seconds allowed),
 //! everything else backs off exponentially with jitter. Redirects are never followed and
 //! pagination URLs are only followed on the configured origin, so credentials go nowhere else.
 
-use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
-use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use rand::Rng as _;
 use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION};
 use serde_json::Value;
 use tracing::{debug, warn};
 use url::Url;
 
+use super::budget::{Budgets, Grant};
 use super::{Error, Result};
 use crate::config::{Auth, ZendeskSettings};
 use crate::spec::LimitClass;
@@ -29,7 +30,8 @@ use crate::spec::LimitClass;
 pub struct RequestStats {
     pub requests: AtomicU64,
     pub retries: AtomicU64,
-    /// Time spent waiting on the rate budgets before requests were sent (µs).
+    /// Time requests waited for the rate budgets before they were sent, in µs (retry
+    /// back-offs not included).
     pub waited: AtomicU64,
 }
 
@@ -40,7 +42,7 @@ impl RequestStats {
     pub fn retries(&self) -> u64 {
         self.retries.load(Ordering::Relaxed)
     }
-    /// Time spent waiting on the rate budgets before requests were sent.
+    /// Time requests waited for the rate budgets.
     pub fn waited(&self) -> Duration {
         Duration::from_micros(self.waited.load(Ordering::Relaxed))
     }
@@ -52,8 +54,7 @@ pub struct Client {
     http: reqwest::Client,
     base: Url,
     auth: HeaderValue,
-    account: Arc<DefaultDirectRateLimiter>,
-    incremental: Arc<DefaultDirectRateLimiter>,
+    budgets: Arc<Budgets>,
     max_attempts: u32,
     retry_base: Duration,
     retry_max: Duration,
@@ -90,24 +91,24 @@ impl Client {
             .gzip(true)
             .build()
             .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
-        let per_minute = |n: u32| {
-            // `Settings::resolve` rejects 0.
-            Quota::per_minute(NonZeroU32::new(n).unwrap_or(NonZeroU32::MIN))
-        };
         Ok(Client {
             http,
             base: settings.base_url.clone(),
             auth,
-            account: Arc::new(RateLimiter::direct(per_minute(
+            budgets: Arc::new(Budgets::new(
                 settings.account_requests_per_minute,
-            ))),
-            incremental: Arc::new(RateLimiter::direct(per_minute(
                 settings.incremental_requests_per_minute,
-            ))),
+                settings.rate_window,
+            )),
             max_attempts: settings.max_attempts,
             retry_base: settings.retry_base,
             retry_max: settings.retry_max,
         })
+    }
+
+    /// The rate budgets every clone of this client shares.
+    pub fn budgets(&self) -> &Budgets {
+        &self.budgets
     }
 
     /// The configured origin, e.g. `https://acme.zendesk.com/`.
@@ -182,15 +183,14 @@ impl Client {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let waiting = Instant::now();
-            if class == LimitClass::Incremental {
-                self.incremental.until_ready().await;
-            }
-            self.account.until_ready().await;
-            let waited = u64::try_from(waiting.elapsed().as_micros()).unwrap_or(u64::MAX);
-            stats.waited.fetch_add(waited, Ordering::Relaxed);
+            let started = tokio::time::Instant::now();
+            let grant = self.budgets.acquire(url.path(), class).await;
+            let waited = started.elapsed().as_micros();
+            stats
+                .waited
+                .fetch_add(u64::try_from(waited).unwrap_or(u64::MAX), Ordering::Relaxed);
             stats.requests.fetch_add(1, Ordering::Relaxed);
-            let err = match self.try_once(object, url).await {
+            let err = match self.try_once(object, url, grant).await {
                 Ok(value) => return Ok(value),
                 Err(err) => err,
             };
@@ -213,7 +213,9 @@ impl Client {
         }
     }
 
-    async fn try_once(&self, object: &str, url: &Url) -> Result<Value> {
+    /// Send one GET under `grant`, which the answer's rate headers settle (a request that got no
+    /// answer gives it back on drop).
+    async fn try_once(&self, object: &str, url: &Url, grant: Grant) -> Result<Value> {
         let endpoint = endpoint_of(url);
         let response = self
             .http
@@ -237,6 +239,7 @@ impl Client {
             })?;
         let status = response.status();
         let headers = response.headers().clone();
+        self.budgets.settle(grant, url.path(), &headers);
         let body = response.bytes().await.map_err(|e| Error::Body {
             object: object.to_owned(),
             endpoint: endpoint.clone(),
@@ -251,7 +254,6 @@ impl Client {
                 retry_after: retry_after(&headers),
             });
         }
-        self.respect_remaining_budget(object, &headers).await;
         debug!(%object, %endpoint, bytes = body.len(), "page");
         match serde_json::from_slice(&body) {
             Ok(value) => Ok(value),
@@ -266,23 +268,6 @@ impl Client {
                     detail: format!("not JSON ({e}); starts with: {}", snippet(&body)),
                 }),
             },
-        }
-    }
-
-    /// When Zendesk says the account budget is spent, wait for its reset instead of running into
-    /// 429s (the budget is shared with every other integration of the account).
-    async fn respect_remaining_budget(&self, object: &str, headers: &HeaderMap) {
-        let number = |name: &str| {
-            headers
-                .get(name)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.trim().parse::<f64>().ok())
-        };
-        let remaining = number("x-rate-limit-remaining").or_else(|| number("ratelimit-remaining"));
-        if remaining.is_some_and(|r| r <= 0.0) {
-            let reset = number("ratelimit-reset").unwrap_or(1.0).clamp(0.0, 60.0);
-            warn!(%object, wait_secs = reset, "account rate budget exhausted; waiting for its reset");
-            tokio::time::sleep(Duration::from_secs_f64(reset)).await;
         }
     }
 
@@ -429,6 +414,7 @@ mod tests {
             retry_max: Duration::from_secs(1),
             account_requests_per_minute: 1000,
             incremental_requests_per_minute: 1000,
+            rate_window: Duration::from_secs(60),
         }
     }
 

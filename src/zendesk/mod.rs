@@ -1,7 +1,8 @@
-//! Everything that knows Zendesk's HTTP API: authentication, rate budgets, retries and host
-//! pinning ([`client`]), and the endpoints as sequences of pages, one reader per stream kind
+//! Everything that knows Zendesk's HTTP API: authentication, retries and host pinning
+//! ([`client`]), the rate budgets learned from Zendesk's headers ([`budget`]), and the endpoints as sequences of pages, one reader per stream kind
 //! ([`readers`]).
 
+pub mod budget;
 pub mod client;
 pub mod readers;
 

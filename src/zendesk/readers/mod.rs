@@ -69,8 +69,10 @@ pub trait Reader: Send {
 pub struct Context {
     pub client: Client,
     pub stream: &'static Stream,
-    /// Records asked for per page (shrunk for the rest of the run on 504).
+    /// Records asked for per page (halved on 504, grown back after a run of answered pages).
     pub page_size: u32,
+    /// How the page size recovers from 504s (`PageSizing::default()` to start).
+    pub sizing: PageSizing,
     pub stats: Arc<RequestStats>,
     /// Sideloads and child objects the stream's tables need (`include=metric_sets`).
     pub includes: Vec<String>,
@@ -137,9 +139,9 @@ impl Context {
     }
 
     /// GET one page. A 504 (Zendesk's answer to a page too heavy to build in time) halves the
-    /// page size for the rest of the run, down to [`MIN_PAGE_SIZE`], where 504 is retried like
-    /// any server error. `None` when the start time is less than a minute old: nothing to fetch
-    /// yet.
+    /// page size, down to [`MIN_PAGE_SIZE`], where 504 is retried like any server error; a run
+    /// of answered pages doubles it back up to the size asked for before ([`PageSizing`]).
+    /// `None` when the start time is less than a minute old: nothing to fetch yet.
     async fn get_page(&mut self, url: &mut Url) -> Result<Option<Value>> {
         let object = self.stream.name.as_str();
         loop {
@@ -159,15 +161,78 @@ impl Context {
                     return Ok(None);
                 }
                 Err(err) if err.status() == Some(504) && self.page_size > MIN_PAGE_SIZE => {
+                    self.sizing.shrunk(self.page_size);
                     self.page_size = (self.page_size / 2).max(MIN_PAGE_SIZE);
                     warn!(%object, page_size = self.page_size, "504 on a large page: asking for smaller pages");
                     self.stats
                         .retries
                         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 }
-                other => return other.map(Some),
+                other => {
+                    if other.is_ok() {
+                        if let Some(size) = self.sizing.answered(self.page_size) {
+                            self.page_size = size;
+                            info!(%object, page_size = size, "pages answered again: asking for larger ones");
+                        }
+                    }
+                    return other.map(Some);
+                }
             }
         }
+    }
+}
+
+/// Answered pages in a row after which a page size halved by a 504 is doubled again.
+const GROW_AFTER: u32 = 5;
+
+/// The most answered pages in a row a grow may wait for (after repeated 504s on grown pages).
+const GROW_AFTER_MAX: u32 = 160;
+
+/// How a stream's page size recovers from 504s: a 504 may be a moment's load, so after
+/// [`GROW_AFTER`] answered pages in a row the size doubles, up to the size asked for before the
+/// first 504 (at most [`MAX_PAGE_SIZE`]). When a grown size meets a 504 again, the run of
+/// successes the next grow waits for doubles, so a page size Zendesk cannot serve costs a
+/// failed request ever more rarely.
+#[derive(Debug, Clone, Default)]
+pub struct PageSizing {
+    /// The page size asked for before the first 504.
+    full: Option<u32>,
+    /// Pages answered in a row since the last change of size.
+    streak: u32,
+    /// Answered pages the next grow waits for (0: [`GROW_AFTER`]).
+    needed: u32,
+    /// The size was grown and has not met a 504 since.
+    grown: bool,
+}
+
+impl PageSizing {
+    /// A 504 on a page of `size`, which is about to be halved.
+    fn shrunk(&mut self, size: u32) {
+        let full = *self.full.get_or_insert(size);
+        self.full = Some(full.max(size));
+        let needed = self.needed.max(GROW_AFTER);
+        self.needed = if self.grown {
+            (needed * 2).min(GROW_AFTER_MAX)
+        } else {
+            needed
+        };
+        self.grown = false;
+        self.streak = 0;
+    }
+
+    /// A page of `size` was answered: the size to ask for next, when it changes.
+    fn answered(&mut self, size: u32) -> Option<u32> {
+        let full = self.full?.min(MAX_PAGE_SIZE);
+        if size >= full {
+            return None;
+        }
+        self.streak += 1;
+        if self.streak < self.needed.max(GROW_AFTER) {
+            return None;
+        }
+        self.streak = 0;
+        self.grown = true;
+        Some(size.saturating_mul(2).min(full))
     }
 }
 
@@ -264,4 +329,51 @@ fn set_includes(url: &mut Url, includes: &[String]) {
 fn is_start_time_too_recent(err: &Error) -> bool {
     matches!(err, Error::Status { status: 400, snippet, .. }
         if snippet.contains("StartTimeTooRecent") || snippet.contains("Too recent start_time"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The sizes asked for, starting at `start`, when the pages of sizes in `fails` answer 504.
+    fn sizes(start: u32, pages: usize, fails: impl Fn(usize, u32) -> bool) -> Vec<u32> {
+        let mut sizing = PageSizing::default();
+        let mut size = start;
+        let mut asked = Vec::new();
+        for request in 0..pages {
+            asked.push(size);
+            if fails(request, size) {
+                sizing.shrunk(size);
+                size = (size / 2).max(MIN_PAGE_SIZE);
+            } else if let Some(next) = sizing.answered(size) {
+                size = next;
+            }
+        }
+        asked
+    }
+
+    #[test]
+    fn a_504_halves_the_page_and_five_answered_pages_double_it_back() {
+        let asked = sizes(1000, 14, |request, _| request == 0);
+        assert_eq!(
+            asked,
+            [1000, 500, 500, 500, 500, 500, 1000, 1000, 1000, 1000, 1000, 1000, 1000, 1000]
+        );
+    }
+
+    #[test]
+    fn grows_back_only_to_the_size_asked_for_before() {
+        let asked = sizes(25, 13, |request, _| request == 0);
+        assert_eq!(asked, [25, 12, 12, 12, 12, 12, 24, 24, 24, 24, 24, 25, 25]);
+    }
+
+    #[test]
+    fn a_size_that_keeps_failing_is_tried_ever_more_rarely() {
+        // Zendesk never serves more than 300: every grow to 500 fails.
+        let asked = sizes(1000, 60, |_, size| size > 300);
+        let failures: Vec<usize> = (0..asked.len()).filter(|&i| asked[i] > 300).collect();
+        let gaps: Vec<usize> = failures.windows(2).map(|w| w[1] - w[0]).collect();
+        assert_eq!(&gaps[..3], &[1, 6, 11], "{asked:?}");
+        assert!(asked.iter().all(|s| (MIN_PAGE_SIZE..=1000).contains(s)));
+    }
 }
