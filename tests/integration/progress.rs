@@ -202,3 +202,47 @@ async fn the_summary_counts_the_files_and_bytes_each_table_logged_in_the_run() {
         "tickets rewrote files: {tickets:?}"
     );
 }
+
+/// The tracker a library run updates: every stream done, each export's records counted and its
+/// position at its newest record (the time the export tells, from which it estimates what is
+/// left), each read request counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_tracker_follows_each_export_to_its_newest_record() {
+    use zendesk_lake::sync::progress::{StreamState, Tracker};
+    let (sim, server) = start(small()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let settings = settings(&server, &dir.path().join("lake"), "");
+    let tracker = Tracker::default();
+    let report = zendesk_lake::sync::run_watched(&settings, &tracker)
+        .await
+        .unwrap();
+    assert!(!report.failed(), "{:?}", report.objects);
+    let views = tracker.views();
+    assert_eq!(
+        views.iter().map(|v| v.name.as_str()).collect::<Vec<_>>(),
+        core_streams()
+    );
+    for view in &views {
+        assert_eq!(view.state, StreamState::Done, "{view:?}");
+        let requests = report
+            .objects
+            .iter()
+            .find(|o| o.stream == view.name)
+            .unwrap()
+            .requests;
+        assert_eq!(view.requests, requests, "{view:?}");
+        assert!(view.pages > 0, "{view:?}");
+    }
+    for stream in OBJECTS {
+        let view = views.iter().find(|v| v.name == stream).unwrap();
+        let field = &spec::find(stream).unwrap().source().watermark_field;
+        let records = sim.records(stream);
+        let newest = records
+            .iter()
+            .filter_map(|r| zendesk_lake::decode::timestamp_micros(&r[field]))
+            .max()
+            .map(|us| us.div_euclid(1_000_000));
+        assert_eq!(view.rows, records.len() as u64, "{view:?}");
+        assert_eq!(view.position, newest, "{view:?}");
+    }
+}
