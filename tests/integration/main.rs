@@ -7,6 +7,7 @@ mod common;
 mod crash;
 mod faults;
 mod hostile;
+mod maintenance;
 mod migrate;
 mod s3;
 mod samples;
