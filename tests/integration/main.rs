@@ -8,6 +8,7 @@ mod common;
 mod crash;
 mod faults;
 mod hostile;
+mod maintenance;
 mod migrate;
 mod progress;
 mod s3;
