@@ -126,7 +126,7 @@ enum Command {
         #[arg(long, value_delimiter = ',')]
         tables: Option<Vec<String>>,
         /// File size to aim for, in MiB (default: maintenance.target_file_size_mb, 128).
-        #[arg(long)]
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..=1 << 20))]
         target_size_mb: Option<u64>,
         /// Only bin-pack small files together, without sorting every file by key.
         #[arg(long)]
@@ -300,14 +300,17 @@ async fn run(command: Command, screen: Arc<Screen>) -> Result<ExitCode> {
             compact_only,
         } => {
             let file = pipeline_file(&target)?.unwrap_or_default();
-            let mb = target_size_mb.unwrap_or(file.maintenance.target_file_size_mb);
+            let target_file_size = match target_size_mb {
+                Some(mb) => mb << 20,
+                None => file.maintenance.policy()?.target_file_size,
+            };
             let options = OptimizeOptions {
                 layout: if compact_only {
                     Layout::Compact
                 } else {
                     Layout::Cluster
                 },
-                target_file_size: mb.max(1) << 20,
+                target_file_size,
             };
             optimize(&lake_of(&target)?, tables.as_deref(), &options).await
         }
@@ -600,9 +603,16 @@ async fn optimize(
         "{:<22} {:<10} {:>7} {:>7} {:>8} {:>7} {:>12} {:>12}  version",
         "table", "layout", "files", "after", "removed", "added", "bytes before", "bytes after"
     );
+    let mut failed = false;
     for name in maintenance::tables(tables)? {
-        let Some(r) = lake.optimize(&name, options).await? else {
-            continue;
+        let r = match lake.optimize(&name, options).await {
+            Ok(Some(r)) => r,
+            Ok(None) => continue,
+            Err(e) => {
+                eprintln!("error: {e}");
+                failed = true;
+                continue;
+            }
         };
         println!(
             "{:<22} {:<10} {:>7} {:>7} {:>8} {:>7} {:>12} {:>12}  {}",
@@ -619,7 +629,16 @@ async fn optimize(
             versions(r.version_before, r.version),
         );
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(exit_code(failed))
+}
+
+/// 1 when some table failed (the others were done), 0 otherwise.
+fn exit_code(failed: bool) -> ExitCode {
+    if failed {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    }
 }
 
 async fn vacuum(
@@ -639,9 +658,16 @@ async fn vacuum(
     } else {
         "deleted"
     };
+    let mut failed = false;
     for name in maintenance::tables(tables)? {
-        let Some(r) = lake.vacuum(&name, options).await? else {
-            continue;
+        let r = match lake.vacuum(&name, options).await {
+            Ok(Some(r)) => r,
+            Ok(None) => continue,
+            Err(e) => {
+                eprintln!("error: {e}");
+                failed = true;
+                continue;
+            }
         };
         println!(
             "{:<22} {verb} {} files (retention {hours} h)  version {}",
@@ -655,7 +681,7 @@ async fn vacuum(
             }
         }
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(exit_code(failed))
 }
 
 /// `7` when nothing was committed, `7 -> 9` when something was.

@@ -250,6 +250,21 @@ impl Lake {
             (Layout::Cluster, Some(spec)) => Some(spec.primary_key.clone()),
             _ => None,
         };
+        if before.files <= 1 {
+            // Nothing to merge or sort: running optimize again rewrites nothing.
+            return Ok(Some(OptimizeReport {
+                table: name.to_owned(),
+                clustered_by: key,
+                files_before: before.files,
+                files_after: before.files,
+                files_removed: 0,
+                files_added: 0,
+                bytes_removed: 0,
+                bytes_added: 0,
+                version_before,
+                version: version_before,
+            }));
+        }
         let kind = match &key {
             Some(key) => OptimizeType::ZOrder(vec![key.clone()]),
             None => OptimizeType::Compact,
@@ -296,7 +311,12 @@ impl Lake {
         name: &str,
         options: &VacuumOptions,
     ) -> Result<Option<VacuumReport>> {
-        let Some(table) = self.open_maintained(name).await? else {
+        // A dry run commits nothing, the table properties included.
+        let table = match options.dry_run {
+            true => self.open(name).await?,
+            false => self.open_maintained(name).await?,
+        };
+        let Some(table) = table else {
             return Ok(None);
         };
         let version_before = table.version().unwrap_or_default();
@@ -460,6 +480,40 @@ mod tests {
         assert_eq!(some, ["users", "_sync_state"]);
         let err = tables(Some(&["tickets".into(), "nope".into()])).unwrap_err();
         assert!(err.to_string().contains("nope") && err.to_string().contains("tickets"));
+    }
+
+    #[tokio::test]
+    async fn tables_without_the_checkpoint_interval_get_it_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let lake = Lake::try_new(dir.path().to_str().unwrap(), HashMap::new()).unwrap();
+        // A table as an earlier version created it: no properties.
+        let spec = spec::find("groups").unwrap();
+        lake.handle("groups")
+            .unwrap()
+            .write(vec![deltalake::arrow::array::RecordBatch::new_empty(
+                spec.schema(),
+            )])
+            .await
+            .unwrap();
+        let interval = |table: &DeltaTable| {
+            let config = table.snapshot().unwrap().metadata().configuration().clone();
+            config.get(CHECKPOINT_PROPERTY).cloned()
+        };
+        let table = lake.open("groups").await.unwrap().unwrap();
+        assert_eq!(interval(&table), None);
+        let table = lake.open_maintained("groups").await.unwrap().unwrap();
+        assert_eq!(interval(&table).as_deref(), Some("10"));
+        assert_eq!(table.version(), Some(1));
+        // Once: the next open commits nothing.
+        let table = lake.open_maintained("groups").await.unwrap().unwrap();
+        assert_eq!(table.version(), Some(1));
+        assert!(lake.open_maintained("tickets").await.unwrap().is_none());
+        // A table this version creates has it from the start.
+        lake.ensure_table(spec::find("users").unwrap())
+            .await
+            .unwrap();
+        let table = lake.open("users").await.unwrap().unwrap();
+        assert_eq!(interval(&table).as_deref(), Some("10"));
     }
 
     #[test]
