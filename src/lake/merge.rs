@@ -125,17 +125,7 @@ impl Lake {
                     .with_commit_properties(commit)
                     .await
                     .map_err(delta)?;
-                let report = CommitReport {
-                    version: table.version().unwrap_or_default() as i64,
-                    inserted: rows,
-                    updated: 0,
-                    table_id: table_id(name, &table)?,
-                    committed: true,
-                    files_scanned: 0,
-                    files: commit_files(name, &table, table.version()).await?,
-                };
-                self.keep(name, table);
-                Ok(report)
+                self.appended(name, table, rows).await
             }
             Some(table) => {
                 check_schema(spec, &table)?;
@@ -364,6 +354,12 @@ impl Lake {
             .with_commit_properties(commit)
             .await
             .map_err(|source| commit_error(name, seq, source))?;
+        self.appended(name, table, rows).await
+    }
+
+    /// The report of an append of `rows` rows that made the table's current version; its handle
+    /// is kept for the next commit.
+    async fn appended(&self, name: &str, table: DeltaTable, rows: u64) -> Result<CommitReport> {
         let report = CommitReport {
             version: table.version().unwrap_or_default() as i64,
             inserted: rows,
