@@ -8,7 +8,7 @@
 //! - every table is created with `delta.checkpointInterval` = [`CHECKPOINT_INTERVAL`] (tables of
 //!   older versions get it on their next sync or maintenance command), and an optimize or vacuum
 //!   that committed writes a checkpoint at once;
-//! - optimize rewrites a table's files into files of about the target size, sorted (z-ordered)
+//! - optimize rewrites a table's files into files of about the target size, sorted
 //!   by its primary key so that each file holds its own range of keys, which lets a merge skip
 //!   the files whose range its batch does not touch; the control table, which has no key, is
 //!   bin-packed;
@@ -19,15 +19,15 @@
 //! protocol does not see them: a table's transaction version is read from its snapshot, which
 //! keeps it across any commit, and reconcile looks for drafts commit by commit.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::num::NonZeroU64;
 
-use deltalake::operations::optimize::OptimizeType;
 use deltalake::operations::vacuum::VacuumMode;
 use deltalake::{DeltaTable, DeltaTableError};
 use tracing::{info, warn};
 
 use super::merge::is_conflict;
+use super::rewrite::{rewrite, Rewritten};
 use super::{Error, Lake, Result, CONTROL_TABLE};
 use crate::spec;
 
@@ -58,7 +58,7 @@ pub(crate) fn table_configuration() -> [(&'static str, Option<String>); 1] {
 /// How optimize rewrites a table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Layout {
-    /// Every file rewritten, sorted (z-ordered) by the primary key: files hold disjoint key
+    /// Every file rewritten, sorted by the primary key: files hold disjoint key
     /// ranges. The control table, which has no key, is compacted instead.
     Cluster,
     /// Only files under the target size are bin-packed together; large files stay as they are.
@@ -240,68 +240,8 @@ impl Lake {
         let Some(table) = self.open_maintained(name).await? else {
             return Ok(None);
         };
-        let target = NonZeroU64::new(options.target_file_size).ok_or_else(|| Error::Invalid {
-            table: name.to_owned(),
-            detail: "the target file size must be at least 1 byte".into(),
-        })?;
-        let before = stats(name, &table, 0)?;
-        let version_before = table.version().unwrap_or_default();
-        let key = match (options.layout, spec::find(name)) {
-            (Layout::Cluster, Some(spec)) => Some(spec.primary_key.clone()),
-            _ => None,
-        };
-        if before.files <= 1 {
-            // Nothing to merge or sort: running optimize again rewrites nothing.
-            return Ok(Some(OptimizeReport {
-                table: name.to_owned(),
-                clustered_by: key,
-                files_before: before.files,
-                files_after: before.files,
-                files_removed: 0,
-                files_added: 0,
-                bytes_removed: 0,
-                bytes_added: 0,
-                version_before,
-                version: version_before,
-            }));
-        }
-        let kind = match &key {
-            Some(key) => OptimizeType::ZOrder(vec![key.clone()]),
-            None => OptimizeType::Compact,
-        };
-        let (table, metrics) = table
-            .optimize()
-            .with_type(kind)
-            .with_target_size(target)
-            .await
-            .map_err(|source| busy_or_delta(name, "optimize", source))?;
-        let version = table.version().unwrap_or_default();
-        if version != version_before {
-            checkpoint(name, &table).await?;
-        }
-        let after = stats(name, &table, 0)?;
-        let report = OptimizeReport {
-            table: name.to_owned(),
-            clustered_by: key,
-            files_before: before.files,
-            files_after: after.files,
-            files_removed: metrics.num_files_removed,
-            files_added: metrics.num_files_added,
-            bytes_removed: metrics.files_removed.total_size.max(0) as u64,
-            bytes_added: metrics.files_added.total_size.max(0) as u64,
-            version_before,
-            version,
-        };
-        info!(
-            table = name,
-            files_before = report.files_before,
-            files_after = report.files_after,
-            version = report.version,
-            "optimized"
-        );
-        Ok(Some(report))
+        optimize_table(name, table, options).await.map(Some)
     }
-
     /// Delete the files of a table that no version within the retention reads: files removed
     /// by earlier commits once their removal is older than the retention, and files no commit
     /// references (a killed run's) once they are older than it. `None` when the table does not
@@ -415,6 +355,77 @@ impl Lake {
     }
 }
 
+/// [`Lake::optimize`] of the table as `table` holds it: a rewrite that another writer's commit
+/// since then makes unsafe fails as [`Error::Busy`].
+pub(crate) async fn optimize_table(
+    name: &str,
+    mut table: DeltaTable,
+    options: &OptimizeOptions,
+) -> Result<OptimizeReport> {
+    let target = NonZeroU64::new(options.target_file_size).ok_or_else(|| Error::Invalid {
+        table: name.to_owned(),
+        detail: "the target file size must be at least 1 byte".into(),
+    })?;
+    let before = stats(name, &table, 0)?;
+    let version_before = table.version().unwrap_or_default();
+    let key = match (options.layout, spec::find(name)) {
+        (Layout::Cluster, Some(spec)) => Some(spec.primary_key.clone()),
+        _ => None,
+    };
+    if before.files <= 1 {
+        // Nothing to merge or sort: running optimize again rewrites nothing.
+        return Ok(OptimizeReport {
+            table: name.to_owned(),
+            clustered_by: key,
+            files_before: before.files,
+            files_after: before.files,
+            files_removed: 0,
+            files_added: 0,
+            bytes_removed: 0,
+            bytes_added: 0,
+            version_before,
+            version: version_before,
+        });
+    }
+    // Clustering rewrites every file, sorted by the key; compaction the files under the
+    // target size, when there are two or more.
+    let chosen: HashSet<String> = snapshot(name, &table)?
+        .log_data()
+        .iter()
+        .filter(|file| key.is_some() || (file.size().max(0) as u64) < target.get())
+        .map(|file| file.path().into_owned())
+        .collect();
+    let metrics = match chosen.len() {
+        0 | 1 => Rewritten::default(),
+        _ => rewrite(name, &mut table, &chosen, key.as_deref(), target).await?,
+    };
+    let version = table.version().unwrap_or_default();
+    if version != version_before {
+        checkpoint(name, &table).await?;
+    }
+    let after = stats(name, &table, 0)?;
+    let report = OptimizeReport {
+        table: name.to_owned(),
+        clustered_by: key,
+        files_before: before.files,
+        files_after: after.files,
+        files_removed: metrics.files_removed,
+        files_added: metrics.files_added,
+        bytes_removed: metrics.bytes_removed,
+        bytes_added: metrics.bytes_added,
+        version_before,
+        version,
+    };
+    info!(
+        table = name,
+        files_before = report.files_before,
+        files_after = report.files_after,
+        version = report.version,
+        "optimized"
+    );
+    Ok(report)
+}
+
 fn delta(name: &str, source: DeltaTableError) -> Error {
     Error::Delta {
         table: name.to_owned(),
@@ -514,6 +525,106 @@ mod tests {
             .unwrap();
         let table = lake.open("users").await.unwrap().unwrap();
         assert_eq!(interval(&table).as_deref(), Some("10"));
+    }
+
+    /// Two optimizes of one table from the same version (overlapping runs compacting it, or
+    /// `zendesk-lake optimize` during a sync's compaction): one commits, the other finds its
+    /// files replaced, changes nothing and leaves no file behind. A commit that touched none of
+    /// the files read (a batch of new rows) does not stop a rewrite. Every row stays once.
+    #[tokio::test]
+    async fn optimizes_racing_on_one_table_never_duplicate_rows() {
+        use crate::lake::merge::tests::{draft, files};
+        use crate::sim::{SimConfig, Simulator};
+        use deltalake::arrow::array::AsArray;
+        use deltalake::arrow::datatypes::Int64Type;
+        use deltalake::arrow::util::pretty::pretty_format_batches;
+
+        let dir = tempfile::tempdir().unwrap();
+        let lake = Lake::try_new(dir.path().to_str().unwrap(), HashMap::new()).unwrap();
+        let spec = spec::find("tickets").unwrap();
+        let sim = Simulator::new(SimConfig {
+            tickets: 50,
+            ..SimConfig::default()
+        });
+        let mut records = sim.records("tickets");
+        records.sort_by_key(|r| r["id"].as_i64());
+        let now = chrono::Utc::now();
+        let decode = |records: &[serde_json::Value]| {
+            crate::decode::decode(spec, records, now).unwrap().batch
+        };
+        let (old, new) = records.split_at(40);
+        for (i, chunk) in old.chunks(10).enumerate() {
+            lake.upsert(spec, decode(chunk), None, &draft(i as i64 + 1), i as i64)
+                .await
+                .unwrap();
+        }
+        let rows = || async {
+            let batches = lake
+                .query("SELECT * FROM tickets ORDER BY id")
+                .await
+                .unwrap();
+            pretty_format_batches(&batches).unwrap().to_string()
+        };
+        let stored = rows().await;
+        let on_disk = || {
+            std::fs::read_dir(dir.path().join("tickets"))
+                .unwrap()
+                .filter(|e| e.as_ref().unwrap().path().extension() == Some("parquet".as_ref()))
+                .count()
+        };
+        let compact = OptimizeOptions {
+            layout: Layout::Compact,
+            target_file_size: 64 << 20,
+        };
+
+        let first = lake.open("tickets").await.unwrap().unwrap();
+        let second = lake.open("tickets").await.unwrap().unwrap();
+        assert_eq!(files(&first).len(), 4);
+        let won = optimize_table("tickets", first, &compact).await.unwrap();
+        assert_eq!((won.files_removed, won.files_added), (4, 1));
+        let files_before_loser = on_disk();
+        let lost = optimize_table("tickets", second, &compact)
+            .await
+            .unwrap_err();
+        assert!(matches!(lost, Error::Busy { .. }), "{lost}");
+        assert_eq!(
+            on_disk(),
+            files_before_loser,
+            "the loser's files are deleted"
+        );
+        let table = lake.open("tickets").await.unwrap().unwrap();
+        assert_eq!(table.version(), Some(won.version));
+        assert_eq!(rows().await, stored);
+
+        // A stale handle, then a batch of new tickets: clustering commits on top of it.
+        let (newer, newest) = new.split_at(5);
+        lake.upsert(spec, decode(newer), None, &draft(5), 4)
+            .await
+            .unwrap();
+        let stale = lake.open("tickets").await.unwrap().unwrap();
+        lake.upsert(spec, decode(newest), None, &draft(6), 5)
+            .await
+            .unwrap();
+        let with_new = rows().await;
+        let cluster = OptimizeOptions {
+            layout: Layout::Cluster,
+            target_file_size: 64 << 20,
+        };
+        let report = optimize_table("tickets", stale, &cluster).await.unwrap();
+        assert_eq!(
+            report.files_removed, 2,
+            "only the files of the version read"
+        );
+        let table = lake.open("tickets").await.unwrap().unwrap();
+        assert_eq!(files(&table).len(), 2);
+        assert_eq!(rows().await, with_new);
+        let all = lake
+            .query("SELECT count(*) AS n, count(DISTINCT id) AS ids FROM tickets")
+            .await
+            .unwrap();
+        let count = |c: usize| all[0].column(c).as_primitive::<Int64Type>().value(0);
+        let expected = records.len() as i64;
+        assert_eq!((count(0), count(1)), (expected, expected));
     }
 
     #[test]

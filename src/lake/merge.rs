@@ -684,7 +684,7 @@ fn check_schema(spec: &Table, table: &deltalake::DeltaTable) -> Result<()> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::collections::{BTreeMap, HashSet};
 
     use serde_json::Value;
@@ -727,7 +727,8 @@ mod tests {
         }
     }
 
-    fn draft(seq: i64) -> CommitDraft {
+    /// The draft of batch `seq` of the tickets stream.
+    pub(crate) fn draft(seq: i64) -> CommitDraft {
         CommitDraft {
             row: ControlRow {
                 stream: "tickets".into(),
@@ -743,7 +744,8 @@ mod tests {
         }
     }
 
-    fn files(table: &DeltaTable) -> HashSet<String> {
+    /// The data files of the table's version.
+    pub(crate) fn files(table: &DeltaTable) -> HashSet<String> {
         table
             .snapshot()
             .unwrap()

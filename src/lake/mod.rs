@@ -4,7 +4,8 @@
 //!
 //! [`merge`] writes a table's batches (append when the table is new, merge-upsert by primary key
 //! after), [`control`] keeps the position of every stream, [`maintenance`] keeps the tables'
-//! files and logs few (checkpoints, optimize, vacuum). The lake knows Delta and nothing of
+//! files and logs few (checkpoints, optimize, vacuum), rewriting files through [`rewrite`],
+//! whose commits no concurrent rewrite can slip under. The lake knows Delta and nothing of
 //! Zendesk: a stream's position is JSON it stores without reading.
 //!
 //! # Exactly-once protocol (docs/ARCHITECTURE.md, "Exactly once")
@@ -37,6 +38,7 @@ pub mod control;
 pub mod failstore;
 pub mod maintenance;
 pub mod merge;
+mod rewrite;
 
 use std::collections::HashMap;
 use std::path::Path;

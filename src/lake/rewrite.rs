@@ -1,0 +1,323 @@
+//! Rewriting some files of a table into new ones, in one commit that a concurrent change of
+//! those files can never slip under (docs/ARCHITECTURE.md, "Layout and maintenance").
+//!
+//! deltalake's own optimize retries its commit over any concurrent commit whose removes say
+//! `dataChange = false`, which is what every optimize writes: two optimizes of one table at the
+//! same moment (two overlapping syncs compacting the control table, or `zendesk-lake optimize`
+//! during a sync's compaction) both commit, and each adds a copy of the same rows. This module
+//! does the rewrite itself:
+//! 1. the chosen files are read through the table's DataFusion provider (restricted to them),
+//!    sorted by a column when asked, within a bounded memory pool that spills to disk;
+//! 2. the rows are written into new files of about the target size, with file statistics;
+//! 3. removes of the old files and adds of the new ones are committed with no automatic retry.
+//!    When another writer committed first, its commits are read: if none of them removed one of
+//!    the files read, the commit is made on top of them; otherwise the new files are deleted and
+//!    the table is reported busy ([`Error::Busy`]), with nothing changed.
+
+use std::collections::HashSet;
+use std::num::NonZeroU64;
+
+use deltalake::arrow::array::RecordBatch;
+use deltalake::arrow::compute::cast;
+use deltalake::arrow::datatypes::SchemaRef;
+use deltalake::datafile::writer::{DeltaWriter, WriterConfig};
+use deltalake::datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use deltalake::datafusion::prelude::{col, SessionConfig, SessionContext};
+use deltalake::kernel::transaction::CommitBuilder;
+use deltalake::kernel::{Action, Add, Remove};
+use deltalake::logstore::object_store::ObjectStoreExt;
+use deltalake::protocol::DeltaOperation;
+use deltalake::table::config::TablePropertiesExt;
+use deltalake::{DeltaTable, ObjectStore};
+use futures::StreamExt;
+use tracing::{debug, warn};
+
+use super::merge::is_conflict;
+use super::{Error, Result};
+
+/// Memory a sort may hold before it spills to disk.
+const SORT_MEMORY: usize = 512 << 20;
+
+/// How many times a rewrite is committed on top of other writers' commits before it gives up.
+const ATTEMPTS: usize = 5;
+
+/// The files a rewrite replaced and wrote.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Rewritten {
+    pub files_removed: u64,
+    pub bytes_removed: u64,
+    pub files_added: u64,
+    pub bytes_added: u64,
+}
+
+/// Rewrite the files `paths` of `table` (paths as the snapshot lists them) into files of about
+/// `target` bytes, sorted by `sort_by` when given, in one commit that changes no row. Returns the
+/// table at that commit. [`Error::Busy`] when another writer removed one of the files meanwhile.
+pub(crate) async fn rewrite(
+    name: &str,
+    table: &mut DeltaTable,
+    paths: &HashSet<String>,
+    sort_by: Option<&str>,
+    target: NonZeroU64,
+) -> Result<Rewritten> {
+    let delta = |source| Error::Delta {
+        table: name.to_owned(),
+        source,
+    };
+    let datafusion = |source| Error::DataFusion {
+        table: name.to_owned(),
+        source,
+    };
+    let state = table.snapshot().map_err(delta)?;
+    let read_version = state.version();
+    let schema = state.snapshot().arrow_schema();
+    let files: Vec<_> = state
+        .log_data()
+        .iter()
+        .filter(|file| paths.contains(file.path().as_ref()))
+        .collect();
+    if files.len() != paths.len() {
+        return Err(Error::Invalid {
+            table: name.to_owned(),
+            detail: format!(
+                "{} of the {} files to rewrite are not in version {read_version}",
+                paths.len() - files.len(),
+                paths.len()
+            ),
+        });
+    }
+    #[allow(deprecated)] // The provider's file selection takes Add actions.
+    let adds: Vec<Add> = files.iter().map(|file| file.add_action()).collect();
+    let removes: Vec<Remove> = files.iter().map(|file| file.remove_action(false)).collect();
+    let properties = state.table_config();
+    let config = WriterConfig::new(
+        schema.clone(),
+        Vec::new(),
+        None,
+        Some(target),
+        None,
+        properties.num_indexed_cols(),
+        properties
+            .data_skipping_stats_columns
+            .as_ref()
+            .map(|columns| columns.iter().map(|c| c.to_string()).collect()),
+    );
+
+    // Read, sort and write.
+    let runtime = RuntimeEnvBuilder::new()
+        .with_memory_limit(SORT_MEMORY, 1.0)
+        .build_arc()
+        .map_err(datafusion)?;
+    let ctx = SessionContext::new_with_config_rt(SessionConfig::new(), runtime);
+    table
+        .update_datafusion_session(&ctx.state())
+        .map_err(delta)?;
+    let provider = table
+        .table_provider()
+        .with_adds(adds)
+        .await
+        .map_err(datafusion)?;
+    let mut frame = ctx.read_table(provider).map_err(datafusion)?;
+    if let Some(column) = sort_by {
+        frame = frame
+            .sort(vec![col(column).sort(true, false)])
+            .map_err(datafusion)?;
+    }
+    let store = table.log_store().object_store(None);
+    let mut writer = DeltaWriter::new(store.clone(), config);
+    let mut rows = frame.execute_stream().await.map_err(datafusion)?;
+    let written = async {
+        while let Some(batch) = rows.next().await {
+            let batch = as_table(name, &schema, batch.map_err(datafusion)?)?;
+            writer.write(&batch).await.map_err(delta)?;
+        }
+        Ok::<_, Error>(())
+    }
+    .await;
+    let added = match written {
+        Ok(()) => writer.close().await.map_err(delta)?,
+        Err(e) => {
+            if let Err(abort) = writer.abort().await {
+                warn!(table = name, error = %abort, "could not abort the files being written");
+            }
+            return Err(e);
+        }
+    };
+    let report = Rewritten {
+        files_removed: removes.len() as u64,
+        bytes_removed: removes.iter().filter_map(|r| r.size).sum::<i64>().max(0) as u64,
+        files_added: added.len() as u64,
+        bytes_added: added.iter().map(|a| a.size).sum::<i64>().max(0) as u64,
+    };
+    let read: HashSet<String> = removes.iter().map(|r| decoded(&r.path)).collect();
+    let actions: Vec<Action> = removes
+        .into_iter()
+        .map(Action::Remove)
+        .chain(added.iter().cloned().map(|mut add| {
+            add.data_change = false;
+            Action::Add(add)
+        }))
+        .collect();
+
+    // Commit, on top of other writers' commits only when none touched the files read.
+    let operation = || DeltaOperation::Optimize {
+        predicate: None,
+        target_size: target.get() as i64,
+    };
+    let mut checked = read_version;
+    for attempt in 1..=ATTEMPTS {
+        let committed = CommitBuilder::default()
+            .with_actions(actions.clone())
+            .with_max_retries(0)
+            .build(
+                Some(table.snapshot().map_err(delta)?),
+                table.log_store(),
+                operation(),
+            )
+            .await;
+        let error = match committed {
+            Ok(commit) => {
+                table
+                    .update_incremental(Some(commit.version()))
+                    .await
+                    .map_err(delta)?;
+                return Ok(report);
+            }
+            Err(source) if is_conflict(&source) => source,
+            Err(source) => {
+                delete(name, store.as_ref(), &added).await;
+                return Err(delta(source));
+            }
+        };
+        table.update_incremental(None).await.map_err(delta)?;
+        let latest = table.version().unwrap_or_default();
+        if let Some(why) = touched(table, checked + 1, latest, &read).await? {
+            delete(name, store.as_ref(), &added).await;
+            return Err(Error::Busy {
+                table: name.to_owned(),
+                operation: "optimize",
+                detail: format!("{why} after version {read_version}: {error}"),
+            });
+        }
+        debug!(
+            table = name,
+            attempt, latest, "other writers committed meanwhile, none to these files: retrying"
+        );
+        checked = latest;
+    }
+    delete(name, store.as_ref(), &added).await;
+    Err(Error::Busy {
+        table: name.to_owned(),
+        operation: "optimize",
+        detail: format!("other writers committed {ATTEMPTS} times while it tried to commit"),
+    })
+}
+
+/// Why the commits `from..=to` forbid a rewrite of the files `read`: one of them removed such a
+/// file (whatever its `dataChange`), or changed the table's schema or protocol.
+async fn touched(
+    table: &DeltaTable,
+    from: u64,
+    to: u64,
+    read: &HashSet<String>,
+) -> Result<Option<String>> {
+    let delta = |source| Error::Delta {
+        table: String::new(),
+        source,
+    };
+    for version in from..=to {
+        let Some(entry) = table
+            .log_store()
+            .read_commit_entry(version)
+            .await
+            .map_err(delta)?
+        else {
+            continue;
+        };
+        for action in deltalake::logstore::get_actions(version, &entry).map_err(delta)? {
+            match action {
+                Action::Remove(remove) if read.contains(&decoded(&remove.path)) => {
+                    return Ok(Some(format!(
+                        "version {version} replaced {} already",
+                        remove.path
+                    )))
+                }
+                Action::Metadata(_) | Action::Protocol(_) => {
+                    return Ok(Some(format!(
+                        "version {version} changed the table's metadata"
+                    )))
+                }
+                _ => {}
+            }
+        }
+    }
+    Ok(None)
+}
+
+/// A batch as the table stores it: DataFusion may read text as views; the files keep the
+/// table's own types.
+fn as_table(name: &str, schema: &SchemaRef, batch: RecordBatch) -> Result<RecordBatch> {
+    if batch.schema().fields() == schema.fields() {
+        return Ok(batch);
+    }
+    let invalid = |detail: String| Error::Invalid {
+        table: name.to_owned(),
+        detail,
+    };
+    let columns = schema
+        .fields()
+        .iter()
+        .zip(batch.columns())
+        .map(|(field, column)| {
+            cast(column, field.data_type())
+                .map_err(|e| invalid(format!("column {}: {e}", field.name())))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    RecordBatch::try_new(schema.clone(), columns)
+        .map_err(|e| invalid(format!("rewritten rows do not fit the table's schema: {e}")))
+}
+
+/// Delete files written for a commit that will not be made (vacuum would remove them past the
+/// retention otherwise).
+async fn delete(name: &str, store: &dyn ObjectStore, added: &[Add]) {
+    for add in added {
+        let path = deltalake::Path::from(decoded(&add.path));
+        if let Err(e) = store.delete(&path).await {
+            warn!(table = name, file = %add.path, error = %e, "could not delete an unused file");
+        }
+    }
+}
+
+/// A path of the Delta log, percent-decoded (the log encodes them; the snapshot's file views
+/// decode them).
+fn decoded(path: &str) -> String {
+    let bytes = path.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or("");
+            if let Ok(byte) = u8::from_str_radix(hex, 16) {
+                out.push(byte);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8(out).unwrap_or_else(|_| path.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_paths_are_decoded() {
+        assert_eq!(decoded("part-0001.parquet"), "part-0001.parquet");
+        assert_eq!(decoded("a%20b/c%3Dd.parquet"), "a b/c=d.parquet");
+        assert_eq!(decoded("odd%2"), "odd%2");
+        assert_eq!(decoded("100%"), "100%");
+    }
+}
