@@ -10,7 +10,7 @@ use std::sync::Arc;
 use deltalake::arrow::array::{new_null_array, ArrayRef, BooleanArray, RecordBatch};
 use deltalake::arrow::compute::concat_batches;
 use deltalake::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
-use deltalake::datafusion::prelude::{col, lit, not, Expr, SessionContext};
+use deltalake::datafusion::prelude::{col, not, SessionContext};
 use deltalake::kernel::transaction::CommitProperties;
 use deltalake::kernel::transaction::TransactionError;
 use deltalake::kernel::{Action, Transaction};
@@ -18,6 +18,7 @@ use deltalake::protocol::SaveMode;
 use deltalake::{DeltaTable, DeltaTableError};
 use tracing::debug;
 
+use super::splice::splice;
 use super::{CommitDraft, Error, Lake, Result};
 use crate::spec::Table;
 
@@ -129,17 +130,37 @@ impl Lake {
             }
             Some(table) => {
                 check_schema(spec, &table)?;
-                let (batch, patches, ranges) =
-                    match narrow(name, spec, &table, batch, patches).await? {
-                        Narrowed::Append(batch) => {
-                            return self.append(spec, table, batch, commit, seq).await
-                        }
-                        Narrowed::Merge {
-                            batch,
-                            patches,
-                            ranges,
-                        } => (batch, patches, ranges),
-                    };
+                let (batch, patches) = match narrow(name, spec, &table, batch, patches).await? {
+                    Narrowed::Append(batch) => {
+                        return self.append(spec, table, batch, commit, seq).await
+                    }
+                    Narrowed::Splice {
+                        batch,
+                        patches,
+                        stored,
+                    } => {
+                        let mut table = table;
+                        let before = table.version();
+                        let done =
+                            splice(spec, &mut table, batch, patches, &stored, commit, seq).await?;
+                        let report = CommitReport {
+                            version: table.version().unwrap_or_default() as i64,
+                            inserted: done.inserted,
+                            updated: done.updated,
+                            table_id: table_id(name, &table)?,
+                            committed: done.committed,
+                            files_scanned: done.files_scanned,
+                            files: match done.committed {
+                                true => commit_files(name, &table, table.version()).await?,
+                                false => CommitFiles::default(),
+                            },
+                        };
+                        debug_assert!(done.committed == (table.version() != before));
+                        self.keep(name, table);
+                        return Ok(report);
+                    }
+                    Narrowed::Merge { batch, patches } => (batch, patches),
+                };
                 let before = table.version();
                 let datafusion = |source| Error::DataFusion {
                     table: name.to_owned(),
@@ -154,12 +175,6 @@ impl Lake {
                     .map(|f| f.name().clone())
                     .collect();
                 let by_key = col(format!("target.{key}")).eq(col(format!("source.{key}")));
-                // Only the files whose key range holds a key already in the table are read and
-                // rewritten (the ranges cover every stored key the batch names).
-                let by_key = match ranges {
-                    Some(ranges) => by_key.and(ranges),
-                    None => by_key,
-                };
                 let newer = col(format!("source.{cursor}")).gt_eq(col(format!("target.{cursor}")));
                 let is_patch = col(format!("source.{PATCH_COLUMN}"));
                 let patch = patches.filter(|p| p.rows.num_rows() > 0);
@@ -382,12 +397,18 @@ const MAX_KEY_RANGES: usize = 128;
 enum Narrowed {
     /// No key of the batch is stored yet.
     Append(RecordBatch),
-    /// Some are: merge, reading only the files within `ranges` (a predicate on the target's
-    /// key) when they could be computed.
+    /// Some are, `stored` (sorted): the batch is spliced into the files holding them
+    /// ([`splice`]).
+    Splice {
+        batch: RecordBatch,
+        patches: Option<PatchSet>,
+        stored: Vec<i64>,
+    },
+    /// Keys that are not int64, or patches matched on another column than the key: a
+    /// deltalake merge over the whole table.
     Merge {
         batch: RecordBatch,
         patches: Option<PatchSet>,
-        ranges: Option<Expr>,
     },
 }
 
@@ -404,13 +425,7 @@ async fn narrow(
 ) -> Result<Narrowed> {
     let key = spec.primary_key.as_str();
     let patches = patches.filter(|p| p.rows.num_rows() > 0);
-    let as_is = |batch, patches| {
-        Ok(Narrowed::Merge {
-            batch,
-            patches,
-            ranges: None,
-        })
-    };
+    let as_is = |batch, patches| Ok(Narrowed::Merge { batch, patches });
     if patches.as_ref().is_some_and(|p| p.column != key) {
         return as_is(batch, patches);
     }
@@ -430,18 +445,10 @@ async fn narrow(
         // Patches match no stored row, and rows of this batch were patched in memory already.
         return Ok(Narrowed::Append(batch));
     }
-    let target = format!("target.{key}");
-    let ranges = key_ranges(&stored, MAX_KEY_RANGES)
-        .into_iter()
-        .map(|(lo, hi)| match lo == hi {
-            true => col(target.as_str()).eq(lit(lo)),
-            false => col(target.as_str()).between(lit(lo), lit(hi)),
-        })
-        .reduce(Expr::or);
-    Ok(Narrowed::Merge {
+    Ok(Narrowed::Splice {
         batch,
         patches,
-        ranges,
+        stored,
     })
 }
 
@@ -640,7 +647,7 @@ pub(crate) fn is_conflict(error: &DeltaTableError) -> bool {
 }
 
 /// A commit that lost to a concurrent writer is reported as such; other errors as they are.
-fn commit_error(table: &str, seq: i64, source: DeltaTableError) -> Error {
+pub(crate) fn commit_error(table: &str, seq: i64, source: DeltaTableError) -> Error {
     if is_conflict(&source) {
         Error::Concurrent {
             table: table.to_owned(),
@@ -817,6 +824,11 @@ pub(crate) mod tests {
             1,
             "the upper half's file is untouched: {before:?} {after:?}"
         );
+        assert_eq!(
+            (report.files.removed, report.files.added),
+            (1, 2),
+            "the lower half rewritten as it was, the new row in a file of its own"
+        );
 
         // New keys only: nothing is rewritten.
         let mut new = high[0].clone();
@@ -851,5 +863,106 @@ pub(crate) mod tests {
         assert_eq!((value(0), value(1), value(2)), (62, 62, 1));
         let id = changed["id"].as_i64().unwrap();
         assert!(records.iter().any(|r| r["id"].as_i64() == Some(id)));
+    }
+
+    /// A splice replaces a stored row only by a version at least as new, applies patches to
+    /// the rows they name (and inserts none), and changes nothing when nothing is newer.
+    #[tokio::test]
+    async fn splices_keep_newer_rows_and_apply_patches() {
+        use crate::decode::Key;
+        use deltalake::arrow::array::AsArray;
+        use deltalake::arrow::datatypes::Int64Type;
+
+        let dir = tempfile::tempdir().unwrap();
+        let lake = Lake::try_new(dir.path().to_str().unwrap(), HashMap::new()).unwrap();
+        let spec = crate::spec::find("tickets").unwrap();
+        let sim = Simulator::new(SimConfig {
+            tickets: 20,
+            ..SimConfig::default()
+        });
+        let mut records = sim.records("tickets");
+        records.sort_by_key(|r| r["id"].as_i64());
+        let now = chrono::Utc::now();
+        let decode = |records: &[Value]| crate::decode::decode(spec, records, now).unwrap().batch;
+        lake.upsert(spec, decode(&records), None, &draft(1), 0)
+            .await
+            .unwrap();
+        let stamped = |record: &Value, by: i64, subject: &str| {
+            let mut record = record.clone();
+            let stamp = record["generated_timestamp"].as_i64().unwrap() + by;
+            record["generated_timestamp"] = Value::from(stamp);
+            record["subject"] = Value::from(subject);
+            record
+        };
+        let id = |i: usize| records[i]["id"].as_i64().unwrap();
+        let older = stamped(&records[1], -10, "older");
+        let same = stamped(&records[2], 0, "same");
+        let newer = stamped(&records[3], 10, "newer");
+        let patches = PatchSet {
+            column: "id".into(),
+            sets: vec![crate::spec::DELETED_COLUMN.into()],
+            rows: crate::decode::deletions(spec, &[Key::Int(id(4)), Key::Int(-1)], now).unwrap(),
+        };
+        let report = lake
+            .upsert(
+                spec,
+                decode(&[older.clone(), same, newer]),
+                Some(patches),
+                &draft(2),
+                1,
+            )
+            .await
+            .unwrap();
+        assert!(report.committed);
+        assert_eq!((report.inserted, report.updated), (0, 3));
+        let table = lake.open("tickets").await.unwrap().unwrap();
+        let rows = crate::lake::query_one(
+            "tickets",
+            &table,
+            "SELECT id, subject, CAST(_deleted AS BIGINT) AS d FROM tickets ORDER BY id",
+        )
+        .await
+        .unwrap();
+        let rows = concat_batches(&rows[0].schema(), &rows).unwrap();
+        assert_eq!(
+            rows.num_rows(),
+            records.len(),
+            "no row added, the patch of -1 included"
+        );
+        let ids = rows.column(0).as_primitive::<Int64Type>();
+        let subjects = rows.column(1).as_string_view_opt().map(|s| {
+            (0..rows.num_rows())
+                .map(|i| s.value(i).to_owned())
+                .collect::<Vec<_>>()
+        });
+        let subjects = subjects.unwrap_or_else(|| {
+            let s = rows.column(1).as_string::<i32>();
+            (0..rows.num_rows())
+                .map(|i| s.value(i).to_owned())
+                .collect()
+        });
+        let deleted = rows.column(2).as_primitive::<Int64Type>();
+        for (i, record) in records.iter().enumerate() {
+            assert_eq!(ids.value(i), record["id"].as_i64().unwrap());
+            let expected = match i {
+                2 => "same",
+                3 => "newer",
+                _ => record["subject"].as_str().unwrap(),
+            };
+            assert_eq!(subjects[i], expected, "ticket {}", ids.value(i));
+            let gone = i == 4 || record["status"] == "deleted";
+            assert_eq!(deleted.value(i) == 1, gone, "ticket {}", ids.value(i));
+        }
+
+        // Only an older version: nothing changes and nothing is committed.
+        let version = table.version();
+        let report = lake
+            .upsert(spec, decode(&[older]), None, &draft(3), 2)
+            .await
+            .unwrap();
+        assert!(!report.committed);
+        assert_eq!((report.inserted, report.updated), (0, 0));
+        let table = lake.open("tickets").await.unwrap().unwrap();
+        assert_eq!(table.version(), version);
     }
 }

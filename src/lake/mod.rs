@@ -39,6 +39,7 @@ pub mod failstore;
 pub mod maintenance;
 pub mod merge;
 mod rewrite;
+mod splice;
 
 use std::collections::HashMap;
 use std::path::Path;

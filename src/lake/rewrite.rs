@@ -22,13 +22,14 @@ use deltalake::arrow::compute::cast;
 use deltalake::arrow::datatypes::SchemaRef;
 use deltalake::datafile::writer::{DeltaWriter, WriterConfig};
 use deltalake::datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use deltalake::datafusion::execution::SendableRecordBatchStream;
 use deltalake::datafusion::prelude::{col, SessionConfig, SessionContext};
 use deltalake::kernel::transaction::CommitBuilder;
 use deltalake::kernel::{Action, Add, Remove};
 use deltalake::logstore::object_store::ObjectStoreExt;
 use deltalake::protocol::DeltaOperation;
 use deltalake::table::config::TablePropertiesExt;
-use deltalake::{DeltaTable, ObjectStore};
+use deltalake::{DeltaResult, DeltaTable, ObjectStore};
 use futures::StreamExt;
 use tracing::{debug, warn};
 
@@ -89,43 +90,9 @@ pub(crate) async fn rewrite(
     #[allow(deprecated)] // The provider's file selection takes Add actions.
     let adds: Vec<Add> = files.iter().map(|file| file.add_action()).collect();
     let removes: Vec<Remove> = files.iter().map(|file| file.remove_action(false)).collect();
-    let properties = state.table_config();
-    let config = WriterConfig::new(
-        schema.clone(),
-        Vec::new(),
-        None,
-        Some(target),
-        None,
-        properties.num_indexed_cols(),
-        properties
-            .data_skipping_stats_columns
-            .as_ref()
-            .map(|columns| columns.iter().map(|c| c.to_string()).collect()),
-    );
-
-    // Read, sort and write.
-    let runtime = RuntimeEnvBuilder::new()
-        .with_memory_limit(SORT_MEMORY, 1.0)
-        .build_arc()
-        .map_err(datafusion)?;
-    let ctx = SessionContext::new_with_config_rt(SessionConfig::new(), runtime);
-    table
-        .update_datafusion_session(&ctx.state())
-        .map_err(delta)?;
-    let provider = table
-        .table_provider()
-        .with_adds(adds)
-        .await
-        .map_err(datafusion)?;
-    let mut frame = ctx.read_table(provider).map_err(datafusion)?;
-    if let Some(column) = sort_by {
-        frame = frame
-            .sort(vec![col(column).sort(true, false)])
-            .map_err(datafusion)?;
-    }
     let store = table.log_store().object_store(None);
-    let mut writer = DeltaWriter::new(store.clone(), config);
-    let mut rows = frame.execute_stream().await.map_err(datafusion)?;
+    let mut writer = writer(table, target).map_err(delta)?;
+    let mut rows = scan(name, table, adds, sort_by).await?;
     let written = async {
         while let Some(batch) = rows.next().await {
             let batch = as_table(name, &schema, batch.map_err(datafusion)?)?;
@@ -213,6 +180,66 @@ pub(crate) async fn rewrite(
     })
 }
 
+/// A writer of data files of `table` of about `target` bytes, with the statistics the table's
+/// properties ask for.
+pub(crate) fn writer(table: &DeltaTable, target: NonZeroU64) -> DeltaResult<DeltaWriter> {
+    let state = table.snapshot()?;
+    let properties = state.table_config();
+    let config = WriterConfig::new(
+        state.snapshot().arrow_schema(),
+        Vec::new(),
+        None,
+        Some(target),
+        None,
+        properties.num_indexed_cols(),
+        properties
+            .data_skipping_stats_columns
+            .as_ref()
+            .map(|columns| columns.iter().map(|c| c.to_string()).collect()),
+    );
+    Ok(DeltaWriter::new(
+        table.log_store().object_store(None),
+        config,
+    ))
+}
+
+/// The rows of the files `adds` of `table`, sorted by `sort_by` when given (in a memory pool of
+/// [`SORT_MEMORY`] that spills to disk). Batches may carry text as views: see [`as_table`].
+pub(crate) async fn scan(
+    name: &str,
+    table: &DeltaTable,
+    adds: Vec<Add>,
+    sort_by: Option<&str>,
+) -> Result<SendableRecordBatchStream> {
+    let datafusion = |source| Error::DataFusion {
+        table: name.to_owned(),
+        source,
+    };
+    let runtime = RuntimeEnvBuilder::new()
+        .with_memory_limit(SORT_MEMORY, 1.0)
+        .build_arc()
+        .map_err(datafusion)?;
+    let ctx = SessionContext::new_with_config_rt(SessionConfig::new(), runtime);
+    table
+        .update_datafusion_session(&ctx.state())
+        .map_err(|source| Error::Delta {
+            table: name.to_owned(),
+            source,
+        })?;
+    let provider = table
+        .table_provider()
+        .with_adds(adds)
+        .await
+        .map_err(datafusion)?;
+    let mut frame = ctx.read_table(provider).map_err(datafusion)?;
+    if let Some(column) = sort_by {
+        frame = frame
+            .sort(vec![col(column).sort(true, false)])
+            .map_err(datafusion)?;
+    }
+    frame.execute_stream().await.map_err(datafusion)
+}
+
 /// Why the commits `from..=to` forbid a rewrite of the files `read`: one of them removed such a
 /// file (whatever its `dataChange`), or changed the table's schema or protocol.
 async fn touched(
@@ -256,7 +283,7 @@ async fn touched(
 
 /// A batch as the table stores it: DataFusion may read text as views; the files keep the
 /// table's own types.
-fn as_table(name: &str, schema: &SchemaRef, batch: RecordBatch) -> Result<RecordBatch> {
+pub(crate) fn as_table(name: &str, schema: &SchemaRef, batch: RecordBatch) -> Result<RecordBatch> {
     if batch.schema().fields() == schema.fields() {
         return Ok(batch);
     }
@@ -279,7 +306,7 @@ fn as_table(name: &str, schema: &SchemaRef, batch: RecordBatch) -> Result<Record
 
 /// Delete files written for a commit that will not be made (vacuum would remove them past the
 /// retention otherwise).
-async fn delete(name: &str, store: &dyn ObjectStore, added: &[Add]) {
+pub(crate) async fn delete(name: &str, store: &dyn ObjectStore, added: &[Add]) {
     for add in added {
         let path = deltalake::Path::from(decoded(&add.path));
         if let Err(e) = store.delete(&path).await {

@@ -1,0 +1,361 @@
+//! The merge writer of tables keyed by an int64 id (docs/ARCHITECTURE.md, "Layout and merges").
+//!
+//! deltalake's MERGE writes the rows it copies and the rows it inserts into one new file, and
+//! rewrites every file that holds a matched row. A table that grows batch by batch while each
+//! batch also changes a few rows it holds (comments whose privacy changed, tickets updated
+//! again) is then copied whole by every batch: its one file holds everything. A splice instead:
+//! - reads only the files whose key statistics cover a key the table holds (looked up before,
+//!   from the key column alone), one file at a time;
+//! - rewrites a file only when one of its rows changes: replaced by the batch's version of it
+//!   when that is at least as new by the cursor (as the merge does, so re-applying an older
+//!   batch never rolls a row back), or patched;
+//! - writes the batch's new rows into files of their own, sorted by key, so the files it
+//!   rewrites do not grow;
+//! - commits the removes and adds in one commit carrying the batch's application transaction
+//!   and draft, with no retry, exactly as the merge's commit.
+
+use std::collections::HashMap;
+
+use deltalake::arrow::array::{ArrayRef, AsArray, RecordBatch};
+use deltalake::arrow::compute::{cast, concat_batches, interleave, sort_to_indices, take};
+use deltalake::arrow::datatypes::{DataType, Int64Type, SchemaRef};
+use deltalake::kernel::transaction::{CommitBuilder, CommitProperties};
+use deltalake::kernel::{Action, Add, Remove};
+use deltalake::protocol::DeltaOperation;
+use deltalake::table::config::TablePropertiesExt;
+use deltalake::DeltaTable;
+use futures::TryStreamExt;
+use serde_json::Value;
+
+use super::merge::{commit_error, PatchSet};
+use super::rewrite::{as_table, delete, scan, writer};
+use super::{Error, Result};
+use crate::spec::Table;
+
+/// What a splice changed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Spliced {
+    pub inserted: u64,
+    pub updated: u64,
+    pub files_scanned: u64,
+    /// Whether it committed (a batch that changes no row makes no commit, as a merge).
+    pub committed: bool,
+}
+
+/// Upsert `batch` (one row per key) and `patches` (matched on the key, none for a key of the
+/// batch) into `table`, whose stored keys among theirs are `stored` (sorted). On success the
+/// table is at the new commit.
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn splice(
+    spec: &Table,
+    table: &mut DeltaTable,
+    batch: RecordBatch,
+    patches: Option<PatchSet>,
+    stored: &[i64],
+    commit: CommitProperties,
+    seq: i64,
+) -> Result<Spliced> {
+    let name = spec.name.as_str();
+    let delta = |source| Error::Delta {
+        table: name.to_owned(),
+        source,
+    };
+    let invalid = |detail: String| Error::Invalid {
+        table: name.to_owned(),
+        detail,
+    };
+    let arrow = |e: deltalake::arrow::error::ArrowError| invalid(format!("splicing: {e}"));
+    let key = spec.primary_key.as_str();
+    let schema = table.snapshot().map_err(delta)?.snapshot().arrow_schema();
+    let batch = as_table(name, &schema, batch)?;
+    let source = Source::new(spec, &batch, patches.as_ref()).map_err(invalid)?;
+
+    // The files that may hold a stored key, by their statistics.
+    let candidates: Vec<(Add, Remove)> = {
+        let state = table.snapshot().map_err(delta)?;
+        #[allow(deprecated)] // The provider's file selection takes Add actions.
+        let files = state
+            .log_data()
+            .iter()
+            .filter(|file| covers(file.stats().as_deref(), key, stored))
+            .map(|file| (file.add_action(), file.remove_action(true)))
+            .collect();
+        files
+    };
+    let target = table
+        .snapshot()
+        .map_err(delta)?
+        .table_config()
+        .target_file_size();
+    let mut rewritten = writer(table, target).map_err(delta)?;
+    let mut removes = Vec::new();
+    let mut matched = vec![false; batch.num_rows()];
+    let mut updated = 0;
+    for (add, remove) in &candidates {
+        let rows: Vec<RecordBatch> = scan(name, table, vec![add.clone()], None)
+            .await?
+            .try_collect()
+            .await
+            .map_err(|source| Error::DataFusion {
+                table: name.to_owned(),
+                source,
+            })?;
+        let rows = rows
+            .into_iter()
+            .map(|b| as_table(name, &schema, b))
+            .collect::<Result<Vec<_>>>()?;
+        let rows = concat_batches(&schema, &rows).map_err(arrow)?;
+        let Some((spliced, changed)) = source
+            .apply(&rows, &mut matched)
+            .map_err(|e| invalid(format!("file {}: {e}", add.path)))?
+        else {
+            continue;
+        };
+        updated += changed;
+        rewritten.write(&spliced).await.map_err(delta)?;
+        removes.push(remove.clone());
+    }
+    let mut added = rewritten.close().await.map_err(delta)?;
+    let fresh: Vec<u32> = (0..batch.num_rows() as u32)
+        .filter(|&i| !matched[i as usize])
+        .collect();
+    let inserted = fresh.len() as u64;
+    if inserted > 0 {
+        let fresh = take_rows(&batch, &fresh.into()).map_err(arrow)?;
+        let order = sort_to_indices(fresh.column_by_name(key).expect("key column"), None, None)
+            .map_err(arrow)?;
+        let fresh = take_rows(&fresh, &order).map_err(arrow)?;
+        let mut writer = writer(table, target).map_err(delta)?;
+        writer.write(&fresh).await.map_err(delta)?;
+        added.extend(writer.close().await.map_err(delta)?);
+    }
+    let files_scanned = candidates.len() as u64;
+    if inserted == 0 && updated == 0 {
+        return Ok(Spliced {
+            files_scanned,
+            ..Spliced::default()
+        });
+    }
+    let actions: Vec<Action> = removes
+        .into_iter()
+        .map(Action::Remove)
+        .chain(added.iter().cloned().map(Action::Add))
+        .collect();
+    let operation = DeltaOperation::Merge {
+        predicate: Some(format!("{key} of {} stored keys", stored.len())),
+        merge_predicate: Some(format!("target.{key} = source.{key}")),
+        matched_predicates: Vec::new(),
+        not_matched_predicates: Vec::new(),
+        not_matched_by_source_predicates: Vec::new(),
+    };
+    let committed = CommitBuilder::from(commit)
+        .with_actions(actions)
+        .build(
+            Some(table.snapshot().map_err(delta)?),
+            table.log_store(),
+            operation,
+        )
+        .await;
+    let store = table.log_store().object_store(None);
+    match committed {
+        Ok(commit) => {
+            table
+                .update_incremental(Some(commit.version()))
+                .await
+                .map_err(delta)?;
+            Ok(Spliced {
+                inserted,
+                updated,
+                files_scanned,
+                committed: true,
+            })
+        }
+        Err(source) => {
+            delete(name, store.as_ref(), &added).await;
+            Err(commit_error(name, seq, source))
+        }
+    }
+}
+
+/// Whether a file whose statistics are `stats` may hold one of `keys` (sorted): a file without
+/// statistics for the key may hold any.
+fn covers(stats: Option<&str>, key: &str, keys: &[i64]) -> bool {
+    let bound = |stats: &Value, which: &str| stats.get(which)?.get(key)?.as_i64();
+    let Some(stats) = stats.and_then(|s| serde_json::from_str::<Value>(s).ok()) else {
+        return true;
+    };
+    let (Some(min), Some(max)) = (bound(&stats, "minValues"), bound(&stats, "maxValues")) else {
+        return true;
+    };
+    let first = keys.partition_point(|&k| k < min);
+    keys.get(first).is_some_and(|&k| k <= max)
+}
+
+fn take_rows(
+    batch: &RecordBatch,
+    indices: &deltalake::arrow::array::UInt32Array,
+) -> std::result::Result<RecordBatch, deltalake::arrow::error::ArrowError> {
+    let columns = batch
+        .columns()
+        .iter()
+        .map(|c| take(c.as_ref(), indices, None))
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+    RecordBatch::try_new(batch.schema(), columns)
+}
+
+/// The batch and its patches, indexed by key.
+struct Source<'a> {
+    batch: &'a RecordBatch,
+    key: usize,
+    /// The cursor column's name, and its values in the batch as int64 (µs for timestamps).
+    cursor_field: &'a str,
+    cursor: Vec<Option<i64>>,
+    rows: HashMap<i64, usize>,
+    patches: Option<(&'a RecordBatch, HashMap<i64, usize>)>,
+    /// For each column of the table, the patches' column that sets it.
+    sets: Vec<Option<ArrayRef>>,
+}
+
+impl<'a> Source<'a> {
+    fn new(
+        spec: &'a Table,
+        batch: &'a RecordBatch,
+        patches: Option<&'a PatchSet>,
+    ) -> std::result::Result<Self, String> {
+        let schema = batch.schema();
+        let (key, _) = schema
+            .column_with_name(&spec.primary_key)
+            .ok_or("the batch has no key column")?;
+        let cursor = int64s(batch, &spec.cursor_field)?;
+        let rows = keys(batch.column(key))?
+            .into_iter()
+            .enumerate()
+            .filter_map(|(i, k)| Some((k?, i)))
+            .collect();
+        let mut sets = vec![None; schema.fields().len()];
+        let patches = match patches.filter(|p| p.rows.num_rows() > 0) {
+            None => None,
+            Some(patch) => {
+                let column = patch
+                    .rows
+                    .column_by_name(&patch.column)
+                    .ok_or("the patches have no key column")?;
+                let index = keys(column)?
+                    .into_iter()
+                    .enumerate()
+                    .filter_map(|(i, k)| Some((k?, i)))
+                    .collect();
+                for name in patch
+                    .sets
+                    .iter()
+                    .map(String::as_str)
+                    .chain([crate::spec::SYNCED_AT_COLUMN])
+                {
+                    let (at, field) = schema
+                        .column_with_name(name)
+                        .ok_or_else(|| format!("patches set {name}, which the table lacks"))?;
+                    let values = patch
+                        .rows
+                        .column_by_name(name)
+                        .ok_or_else(|| format!("the patches carry no {name}"))?;
+                    sets[at] = Some(cast(values, field.data_type()).map_err(|e| e.to_string())?);
+                }
+                Some((&patch.rows, index))
+            }
+        };
+        Ok(Source {
+            batch,
+            key,
+            cursor_field: &spec.cursor_field,
+            cursor,
+            rows,
+            patches,
+            sets,
+        })
+    }
+
+    /// The stored rows `rows` (one file's) with the batch applied, and how many changed; `None`
+    /// when none did. Marks the batch rows whose key the file holds in `matched`.
+    fn apply(
+        &self,
+        rows: &RecordBatch,
+        matched: &mut [bool],
+    ) -> std::result::Result<Option<(RecordBatch, u64)>, String> {
+        #[derive(Clone, Copy)]
+        enum Pick {
+            Stored,
+            Row(usize),
+            Patch(usize),
+        }
+        let schema: SchemaRef = rows.schema();
+        let stored_keys = keys(rows.column(self.key))?;
+        let stored_cursor = int64s(rows, self.cursor_field)?;
+        let mut picks = Vec::with_capacity(rows.num_rows());
+        let mut changed = 0;
+        for (i, key) in stored_keys.iter().enumerate() {
+            let pick = match key {
+                None => Pick::Stored,
+                Some(key) => match (self.rows.get(key), &self.patches) {
+                    (Some(&row), _) => {
+                        matched[row] = true;
+                        match (self.cursor[row], stored_cursor[i]) {
+                            (Some(new), Some(old)) if new >= old => Pick::Row(row),
+                            _ => Pick::Stored,
+                        }
+                    }
+                    (None, Some((_, patches))) => match patches.get(key) {
+                        Some(&p) => Pick::Patch(p),
+                        None => Pick::Stored,
+                    },
+                    (None, None) => Pick::Stored,
+                },
+            };
+            if !matches!(pick, Pick::Stored) {
+                changed += 1;
+            }
+            picks.push(pick);
+        }
+        if changed == 0 {
+            return Ok(None);
+        }
+        let columns = (0..schema.fields().len())
+            .map(|c| {
+                let stored = rows.column(c).as_ref();
+                let batch = self.batch.column(c).as_ref();
+                let indices: Vec<(usize, usize)> = picks
+                    .iter()
+                    .enumerate()
+                    .map(|(i, pick)| match (pick, &self.sets[c]) {
+                        (Pick::Row(row), _) => (1, *row),
+                        (Pick::Patch(p), Some(_)) => (2, *p),
+                        _ => (0, i),
+                    })
+                    .collect();
+                match &self.sets[c] {
+                    Some(patched) => interleave(&[stored, batch, patched.as_ref()], &indices),
+                    None => interleave(&[stored, batch], &indices),
+                }
+            })
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(|e| e.to_string())?;
+        let spliced = RecordBatch::try_new(schema, columns).map_err(|e| e.to_string())?;
+        Ok(Some((spliced, changed)))
+    }
+}
+
+/// The values of an int64 key column, by row.
+fn keys(column: &ArrayRef) -> std::result::Result<Vec<Option<i64>>, String> {
+    let keys = column
+        .as_primitive_opt::<Int64Type>()
+        .ok_or("the key is not an int64 column")?;
+    Ok(keys.iter().collect())
+}
+
+/// A column as int64 values (timestamps as their µs), by row.
+fn int64s(batch: &RecordBatch, name: &str) -> std::result::Result<Vec<Option<i64>>, String> {
+    let column = batch
+        .column_by_name(name)
+        .ok_or_else(|| format!("no column {name}"))?;
+    let column = cast(column, &DataType::Int64).map_err(|e| format!("{name}: {e}"))?;
+    Ok(column.as_primitive::<Int64Type>().iter().collect())
+}
