@@ -15,7 +15,11 @@
 //!    are measured as two runs, so the second shows the cost of an incremental run into the
 //!    largest table (`ticket_field_history`);
 //! 3. `after-runs`: the same round after `runs` earlier small incremental runs (small files and
-//!    log growth).
+//!    log growth);
+//! 4. `budgeted backfill`: a smaller account back-filled at Zendesk's budgets, enforced by the
+//!    simulator in minute windows: 10 export requests a minute, then 30 announced in the headers
+//!    while the pipeline says 10 (the High Volume add-on). Its wall time is compared with the
+//!    export requests divided by the budget, and its 429s are counted.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
@@ -25,7 +29,7 @@ use std::time::{Duration, Instant};
 
 use crate::config::{PipelineFile, Settings};
 use crate::lake::Lake;
-use crate::sim::{RecentBias, Round, SimConfig, Simulator};
+use crate::sim::{Budget, RecentBias, Round, SimConfig, Simulator};
 use crate::sync;
 use crate::zendesk::readers::{self, Context};
 use crate::zendesk::{Client, RequestStats};
@@ -45,6 +49,8 @@ pub struct BenchConfig {
     pub runs: usize,
     /// The `zendesk-lake` binary the measured runs execute.
     pub exe: PathBuf,
+    /// Tickets of the account the budgeted backfills read (0: skip them).
+    pub budget_tickets: usize,
 }
 
 /// One measured child run.
@@ -84,6 +90,30 @@ pub struct BenchReport {
     pub setup_seconds: f64,
     pub runs: Vec<Measured>,
     pub earlier_runs_seconds: f64,
+    pub budgeted: Vec<Budgeted>,
+}
+
+/// A backfill at Zendesk's budgets.
+#[derive(Debug, Clone, Default)]
+pub struct Budgeted {
+    /// Export requests a minute the pipeline is configured with, and the simulator announces
+    /// and enforces.
+    pub configured: u64,
+    pub announced: u64,
+    pub wall: f64,
+    /// Requests the simulator answered from the export budget, and from the account budget
+    /// only.
+    pub export_requests: u64,
+    pub other_requests: u64,
+    /// 429s the simulator answered because a budget was spent.
+    pub refused: u64,
+}
+
+impl Budgeted {
+    /// The floor the budget sets: export requests ÷ export requests per second.
+    pub fn floor(&self) -> f64 {
+        self.export_requests as f64 * 60.0 / self.announced as f64
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -130,6 +160,11 @@ pub async fn run(config: &BenchConfig) -> Result<BenchReport, Error> {
         std::fs::remove_dir_all(&config.dir).map_err(setup("emptying the bench directory"))?;
     }
     std::fs::create_dir_all(&config.dir).map_err(setup("creating the bench directory"))?;
+    if config.budget_tickets > 0 {
+        for announced in [10, 30] {
+            report.budgeted.push(budgeted(config, 10, announced).await?);
+        }
+    }
     let started = Instant::now();
     let account = account(config.tickets);
     let sim = Simulator::new(account.clone());
@@ -216,25 +251,11 @@ struct Bench<'a> {
 
 impl Bench<'_> {
     fn pipeline(&self, tables: &[&str]) -> String {
-        let objects: Vec<String> = tables.iter().map(|t| format!("{t:?}")).collect();
-        format!(
-            "lake = {lake:?}\nobjects = [{objects}]\nstart_time = 0\n\n[zendesk]\n\
-             account_requests_per_minute = 100000000\nincremental_requests_per_minute = 100000000\n\
-             retry_base_ms = 50\n\n[sync]\npage_size = 1000\n",
-            lake = self.lake_dir.display().to_string(),
-            objects = objects.join(", "),
-        )
+        pipeline(self.lake_dir, tables, LIFTED, LIFTED)
     }
 
     fn env(&self) -> HashMap<String, String> {
-        HashMap::from([
-            ("ZENDESK_BASE_URL".to_owned(), self.base_url.clone()),
-            ("ZENDESK_EMAIL".to_owned(), self.account.email.clone()),
-            (
-                "ZENDESK_API_TOKEN".to_owned(),
-                self.account.api_token.clone(),
-            ),
-        ])
+        env(&self.base_url, self.account)
     }
 
     fn settings(&self, tables: &[&str]) -> Result<Settings, Error> {
@@ -335,6 +356,102 @@ impl Bench<'_> {
         tracing::info!(label, wall = measured.wall, "bench: measured");
         Ok(measured)
     }
+}
+
+/// Requests a minute that never limit a run.
+const LIFTED: u64 = 100_000_000;
+
+/// The pipeline file of a run of `tables` into `lake` with these budgets a minute.
+fn pipeline(lake: &Path, tables: &[&str], account: u64, exports: u64) -> String {
+    let objects: Vec<String> = tables.iter().map(|t| format!("{t:?}")).collect();
+    format!(
+        "lake = {lake:?}\nobjects = [{objects}]\nstart_time = 0\n\n[zendesk]\n\
+         account_requests_per_minute = {account}\nincremental_requests_per_minute = {exports}\n\
+         retry_base_ms = 50\n\n[sync]\npage_size = 1000\n",
+        lake = lake.display().to_string(),
+        objects = objects.join(", "),
+    )
+}
+
+/// The environment of a run against the simulator at `base_url`.
+fn env(base_url: &str, account: &SimConfig) -> HashMap<String, String> {
+    HashMap::from([
+        ("ZENDESK_BASE_URL".to_owned(), base_url.to_owned()),
+        ("ZENDESK_EMAIL".to_owned(), account.email.clone()),
+        ("ZENDESK_API_TOKEN".to_owned(), account.api_token.clone()),
+    ])
+}
+
+/// Zendesk's Support budget of the largest plan (Enterprise: 700 requests a minute).
+const ACCOUNT_BUDGET: u64 = 700;
+
+/// Back-fill an account of `budget_tickets` tickets into a lake of its own, the pipeline
+/// configured for `configured` export requests a minute and the simulator announcing and
+/// enforcing `announced` in minute windows.
+async fn budgeted(
+    config: &BenchConfig,
+    configured: u64,
+    announced: u64,
+) -> Result<Budgeted, Error> {
+    let account = account(config.budget_tickets);
+    let sim = Simulator::new(account.clone());
+    let server = sim.serve(0).await.map_err(setup("serving the simulator"))?;
+    sim.set_budget(Budget {
+        window: Duration::from_secs(60),
+        account: ACCOUNT_BUDGET,
+        help_center: ACCOUNT_BUDGET,
+        incremental_exports: Some(announced),
+        ..Budget::default()
+    });
+    let dir = config.dir.join(format!("budget-{announced}"));
+    let tables: Vec<&str> = ACCOUNT_TABLES
+        .iter()
+        .chain(&EVENT_TABLES)
+        .copied()
+        .collect();
+    let text = pipeline(&dir.join("lake"), &tables, ACCOUNT_BUDGET, configured);
+    std::fs::create_dir_all(&dir).map_err(setup("creating the budget run's directory"))?;
+    let file = dir.join("pipeline.toml");
+    std::fs::write(&file, text).map_err(setup("writing the pipeline"))?;
+    let log = std::fs::File::create(dir.join("run.log")).map_err(setup("the run's log"))?;
+    let mut command = std::process::Command::new(&config.exe);
+    command
+        .arg("sync")
+        .arg("--pipeline")
+        .arg(&file)
+        .envs(env(server.base_url(), &account))
+        .stdout(log.try_clone().map_err(setup("the run's log"))?)
+        .stderr(log);
+    tracing::info!(announced, "bench: backfill at Zendesk's budgets");
+    let usage = tokio::task::spawn_blocking(move || measure(command))
+        .await
+        .map_err(setup("the budgeted run"))??;
+    server.shutdown().await;
+    if usage.exit != 0 {
+        return Err(Error::Setup(format!(
+            "the budgeted run ({announced} a minute) exited with {}; see {}",
+            usage.exit,
+            dir.join("run.log").display()
+        )));
+    }
+    let windows = sim.budget_windows();
+    let export_requests: u64 = windows.iter().map(|w| w.incremental_exports).sum();
+    let account_requests: u64 = windows.iter().map(|w| w.account).sum();
+    let run = Budgeted {
+        configured,
+        announced,
+        wall: usage.wall.as_secs_f64(),
+        export_requests,
+        other_requests: account_requests.saturating_sub(export_requests),
+        refused: windows.iter().map(|w| w.refused).sum(),
+    };
+    tracing::info!(
+        announced,
+        wall = run.wall,
+        floor = run.floor(),
+        "bench: budgeted run measured"
+    );
+    Ok(run)
 }
 
 /// Read every stream of the settings' tables from the lake's positions, as the sync will, so
@@ -559,6 +676,35 @@ pub fn markdown(config: &BenchConfig, report: &BenchReport) -> String {
             "\nThe {} earlier incremental runs took {:.0} s in all (in the bench process, not measured).",
             config.runs, report.earlier_runs_seconds
         );
+    }
+    if !report.budgeted.is_empty() {
+        let _ = writeln!(
+            out,
+            "\nBackfills of {} tickets ({} users, {} organizations) at Zendesk's budgets, enforced \
+             by the simulator in minute windows (Support: {ACCOUNT_BUDGET} a minute):\n",
+            config.budget_tickets,
+            account(config.budget_tickets).users,
+            account(config.budget_tickets).organizations,
+        );
+        let _ = writeln!(
+            out,
+            "| export budget a minute: configured, announced | export requests | other requests | 429s | wall s | export requests ÷ budget, s | wall ÷ that |"
+        );
+        let _ = writeln!(out, "|---|---|---|---|---|---|---|");
+        for run in &report.budgeted {
+            let _ = writeln!(
+                out,
+                "| {}, {} | {} | {} | {} | {:.1} | {:.1} | {:.3} |",
+                run.configured,
+                run.announced,
+                run.export_requests,
+                run.other_requests,
+                run.refused,
+                run.wall,
+                run.floor(),
+                run.wall / run.floor(),
+            );
+        }
     }
     out
 }

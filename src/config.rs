@@ -152,6 +152,9 @@ pub struct MaintenanceFile {
     pub small_files: usize,
     /// File size compaction and `zendesk-lake optimize` aim for.
     pub target_file_size_mb: u64,
+    /// Merges hide replaced rows with deletion vectors instead of rewriting their files (readers
+    /// need Delta reader version 3 with `deletionVectors`).
+    pub deletion_vectors: bool,
 }
 
 impl Default for MaintenanceFile {
@@ -160,6 +163,7 @@ impl Default for MaintenanceFile {
             auto_optimize: true,
             small_files: maintenance::DEFAULT_SMALL_FILES,
             target_file_size_mb: maintenance::DEFAULT_TARGET_FILE_SIZE_MB,
+            deletion_vectors: true,
         }
     }
 }
@@ -181,6 +185,7 @@ impl MaintenanceFile {
             auto_optimize: self.auto_optimize,
             small_files: self.small_files,
             target_file_size: self.target_file_size_mb << 20,
+            deletion_vectors: self.deletion_vectors,
         })
     }
 }

@@ -116,6 +116,10 @@ enum Command {
         /// The Markdown file whose generated section receives the figures.
         #[arg(long, default_value = "BENCHMARKS.md")]
         out: PathBuf,
+        /// Tickets of the account back-filled at Zendesk's budgets (10, then 30 export
+        /// requests a minute; minutes of wall time); 0 skips these runs.
+        #[arg(long, default_value_t = 10_000)]
+        budget_tickets: usize,
     },
     /// Rewrite tables into few large files sorted by their key (rows and versions' contents
     /// unchanged); writes a checkpoint.
@@ -168,6 +172,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    limit_malloc_arenas();
     let cli = Cli::parse();
     let terminal = std::io::stderr().is_terminal();
     let drawing = match &cli.command {
@@ -195,6 +200,21 @@ fn main() -> ExitCode {
         }
     }
 }
+
+/// glibc gives each thread that meets contention an arena of its own, and returns little of
+/// their memory: with tokio's workers and blocking threads decoding and writing batches, arenas
+/// held about 40% of a backfill's peak RSS (BENCHMARKS.md). Two arenas, one per core of the
+/// machines this runs on, unless the environment sets `MALLOC_ARENA_MAX` itself.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn limit_malloc_arenas() {
+    if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
+        // SAFETY: mallopt only sets an allocator parameter; no other thread runs yet.
+        unsafe { libc::mallopt(libc::M_ARENA_MAX, 2) };
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn limit_malloc_arenas() {}
 
 fn init_logging(format: LogFormat, screen: &Arc<Screen>) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
@@ -264,11 +284,13 @@ async fn run(command: Command, screen: Arc<Screen>) -> Result<ExitCode> {
             runs,
             dir,
             out,
+            budget_tickets,
         } => {
             let config = zendesk_lake::bench::BenchConfig {
                 tickets,
                 dir,
                 runs,
+                budget_tickets,
                 exe: std::env::current_exe().context("locating this binary")?,
             };
             let report = zendesk_lake::bench::run(&config).await?;

@@ -139,6 +139,8 @@ pub struct Policy {
     pub small_files: usize,
     /// Bytes per file compaction aims for; a file under a quarter of it is small.
     pub target_file_size: u64,
+    /// Merges write deletion vectors ([`crate::lake::dv`]).
+    pub deletion_vectors: bool,
 }
 
 impl Default for Policy {
@@ -147,6 +149,7 @@ impl Default for Policy {
             auto_optimize: true,
             small_files: DEFAULT_SMALL_FILES,
             target_file_size: DEFAULT_TARGET_FILE_SIZE_MB << 20,
+            deletion_vectors: true,
         }
     }
 }

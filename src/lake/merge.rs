@@ -140,9 +140,15 @@ impl Lake {
                         stored,
                     } => {
                         let mut table = table;
+                        let vectors = match self.deletion_vectors {
+                            true => self.enable_deletion_vectors(name, &mut table, seq).await?,
+                            false => false,
+                        };
                         let before = table.version();
-                        let done =
-                            splice(spec, &mut table, batch, patches, &stored, commit, seq).await?;
+                        let done = splice(
+                            spec, &mut table, batch, patches, &stored, vectors, commit, seq,
+                        )
+                        .await?;
                         let report = CommitReport {
                             version: table.version().unwrap_or_default() as i64,
                             inserted: done.inserted,
@@ -325,6 +331,39 @@ impl Lake {
             }
         }
         self.open(name).await
+    }
+
+    /// Whether `table` has deletion vectors, enabling them first (one commit of the table's
+    /// properties and protocol, once in its life) unless it holds a batch of another run.
+    async fn enable_deletion_vectors(
+        &self,
+        name: &str,
+        table: &mut DeltaTable,
+        seq: i64,
+    ) -> Result<bool> {
+        let state = table.snapshot().map_err(|source| Error::Delta {
+            table: name.to_owned(),
+            source,
+        })?;
+        let enabled = state
+            .metadata()
+            .configuration()
+            .get(super::dv::PROPERTY)
+            .is_some_and(|v| v.eq_ignore_ascii_case("true"));
+        if enabled {
+            return Ok(true);
+        }
+        let properties = HashMap::from([(super::dv::PROPERTY.to_owned(), "true".to_owned())]);
+        let commit = CommitProperties::default().with_max_retries(0);
+        *table = table
+            .clone()
+            .set_tbl_properties()
+            .with_properties(properties)
+            .with_commit_properties(commit)
+            .await
+            .map_err(|source| commit_error(name, seq, source))?;
+        debug!(table = name, "deletion vectors enabled");
+        Ok(true)
     }
 
     /// Keep a table's handle after a commit, for the next commit of the run.
@@ -766,8 +805,21 @@ pub(crate) mod tests {
     /// batch, and a batch of new keys only appends.
     #[tokio::test]
     async fn merges_rewrite_only_the_files_holding_changed_keys() {
+        merges_touch_only_the_files_holding_changed_keys(false).await;
+    }
+
+    /// With deletion vectors, a merge rewrites no file at all: the file holding the changed
+    /// key stays, with a vector hiding the old version.
+    #[tokio::test]
+    async fn merges_with_deletion_vectors_rewrite_no_file() {
+        merges_touch_only_the_files_holding_changed_keys(true).await;
+    }
+
+    async fn merges_touch_only_the_files_holding_changed_keys(vectors: bool) {
         let dir = tempfile::tempdir().unwrap();
-        let lake = Lake::try_new(dir.path().to_str().unwrap(), HashMap::new()).unwrap();
+        let lake = Lake::try_new(dir.path().to_str().unwrap(), HashMap::new())
+            .unwrap()
+            .with_deletion_vectors(vectors);
         let spec = crate::spec::find("tickets").unwrap();
         let sim = Simulator::new(SimConfig {
             tickets: 60,
@@ -819,16 +871,40 @@ pub(crate) mod tests {
         let table = lake.open("tickets").await.unwrap().unwrap();
         let after = files(&table);
         let kept: Vec<_> = before.intersection(&after).collect();
-        assert_eq!(
-            kept.len(),
-            1,
-            "the upper half's file is untouched: {before:?} {after:?}"
-        );
-        assert_eq!(
-            (report.files.removed, report.files.added),
-            (1, 2),
-            "the lower half rewritten as it was, the new row in a file of its own"
-        );
+        let vectors_of = |table: &DeltaTable| {
+            table
+                .snapshot()
+                .unwrap()
+                .log_data()
+                .iter()
+                .filter(|f| f.deletion_vector_descriptor().is_some())
+                .count()
+        };
+        if vectors {
+            assert_eq!(kept.len(), 2, "no file is rewritten: {before:?} {after:?}");
+            assert_eq!(
+                after.len(),
+                3,
+                "the changed and the new row in a file of their own"
+            );
+            assert_eq!(
+                vectors_of(&table),
+                1,
+                "the lower half's file hides the old version"
+            );
+        } else {
+            assert_eq!(
+                kept.len(),
+                1,
+                "the upper half's file is untouched: {before:?} {after:?}"
+            );
+            assert_eq!(
+                (report.files.removed, report.files.added),
+                (1, 2),
+                "the lower half rewritten as it was, the new row in a file of its own"
+            );
+            assert_eq!(vectors_of(&table), 0);
+        }
 
         // New keys only: nothing is rewritten.
         let mut new = high[0].clone();
@@ -964,5 +1040,51 @@ pub(crate) mod tests {
         assert_eq!((report.inserted, report.updated), (0, 0));
         let table = lake.open("tickets").await.unwrap().unwrap();
         assert_eq!(table.version(), version);
+
+        // Rows of the file changed again, one of them twice: its vector grows, the moved row's
+        // file gets its own; then compaction drops every hidden row for good.
+        let again = stamped(&records[3], 20, "newer again");
+        let other = stamped(&records[5], 10, "other");
+        lake.upsert(spec, decode(&[again, other]), None, &draft(3), 2)
+            .await
+            .unwrap();
+        let subjects = || async {
+            let rows = lake
+                .query("SELECT id, subject FROM tickets ORDER BY id")
+                .await
+                .unwrap();
+            let rows = concat_batches(&rows[0].schema(), &rows).unwrap();
+            let text = deltalake::arrow::compute::cast(rows.column(1), &DataType::Utf8).unwrap();
+            let text = text.as_string::<i32>();
+            (0..rows.num_rows())
+                .map(|i| {
+                    (
+                        rows.column(0).as_primitive::<Int64Type>().value(i),
+                        text.value(i).to_owned(),
+                    )
+                })
+                .collect::<Vec<_>>()
+        };
+        let spliced = subjects().await;
+        assert_eq!(spliced.len(), records.len());
+        assert_eq!(spliced[3].1, "newer again");
+        assert_eq!(spliced[5].1, "other");
+        assert_eq!(spliced[2].1, "same");
+        let table = lake.open("tickets").await.unwrap().unwrap();
+        let compact = crate::lake::maintenance::OptimizeOptions {
+            layout: crate::lake::maintenance::Layout::Compact,
+            target_file_size: 64 << 20,
+        };
+        crate::lake::maintenance::optimize_table("tickets", table, &compact)
+            .await
+            .unwrap();
+        let table = lake.open("tickets").await.unwrap().unwrap();
+        let state = table.snapshot().unwrap();
+        assert_eq!(state.log_data().iter().count(), 1);
+        assert!(state
+            .log_data()
+            .iter()
+            .all(|f| f.deletion_vector_descriptor().is_none()));
+        assert_eq!(subjects().await, spliced);
     }
 }

@@ -35,6 +35,7 @@
 //! could never roll data back.
 
 pub mod control;
+pub mod dv;
 pub mod failstore;
 pub mod maintenance;
 pub mod merge;
@@ -103,6 +104,9 @@ pub struct Lake {
     /// Each table's handle after this process's last commit to it, so that the next commit of
     /// the run reads only the log entries since (each table is written by one stream at a time).
     handles: Arc<std::sync::Mutex<HashMap<String, DeltaTable>>>,
+    /// Whether merges hide replaced rows with deletion vectors (see [`dv`]) instead of
+    /// rewriting their files.
+    deletion_vectors: bool,
 }
 
 impl Lake {
@@ -143,7 +147,15 @@ impl Lake {
             storage,
             control_lock: Arc::default(),
             handles: Arc::default(),
+            deletion_vectors: true,
         })
+    }
+
+    /// Whether merges write deletion vectors (on unless turned off): readers of the lake then
+    /// need Delta reader version 3 with the `deletionVectors` feature.
+    pub fn with_deletion_vectors(mut self, on: bool) -> Self {
+        self.deletion_vectors = on;
+        self
     }
 
     pub fn root(&self) -> &Url {

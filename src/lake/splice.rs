@@ -6,11 +6,14 @@
 //! again) is then copied whole by every batch: its one file holds everything. A splice instead:
 //! - reads only the files whose key statistics cover a key the table holds (looked up before,
 //!   from the key column alone), one file at a time;
-//! - rewrites a file only when one of its rows changes: replaced by the batch's version of it
+//! - changes a file only when one of its rows changes: replaced by the batch's version of it
 //!   when that is at least as new by the cursor (as the merge does, so re-applying an older
 //!   batch never rolls a row back), or patched;
-//! - writes the batch's new rows into files of their own, sorted by key, so the files it
-//!   rewrites do not grow;
+//! - with deletion vectors ([`super::dv`]), hides the old versions of the changed rows in the
+//!   file's vector instead of rewriting the file: the file stays, re-added with its new vector,
+//!   and the new versions join the batch's new rows; without, rewrites the file;
+//! - writes the batch's new rows (and the moved ones) into files of their own, sorted by key,
+//!   so the files it rewrites do not grow;
 //! - commits the removes and adds in one commit carrying the batch's application transaction
 //!   and draft, with no retry, exactly as the merge's commit.
 
@@ -21,12 +24,16 @@ use deltalake::arrow::compute::{cast, concat_batches, interleave, sort_to_indice
 use deltalake::arrow::datatypes::{DataType, Int64Type, SchemaRef};
 use deltalake::kernel::transaction::{CommitBuilder, CommitProperties};
 use deltalake::kernel::{Action, Add, Remove};
+use deltalake::logstore::object_store::ObjectStoreExt;
+use deltalake::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use deltalake::protocol::DeltaOperation;
 use deltalake::table::config::TablePropertiesExt;
-use deltalake::DeltaTable;
+use deltalake::{DeltaTable, Path};
 use futures::TryStreamExt;
+use roaring::RoaringTreemap;
 use serde_json::Value;
 
+use super::dv;
 use super::merge::{commit_error, PatchSet};
 use super::rewrite::{as_table, delete, scan, writer};
 use super::{Error, Result};
@@ -43,8 +50,10 @@ pub(crate) struct Spliced {
 }
 
 /// Upsert `batch` (one row per key) and `patches` (matched on the key, none for a key of the
-/// batch) into `table`, whose stored keys among theirs are `stored` (sorted). On success the
-/// table is at the new commit.
+/// batch) into `table`, whose stored keys among theirs are `stored` (sorted). With
+/// `deletion_vectors` (the table has the feature), a changed row's old version is hidden by its
+/// file's deletion vector instead of the file being rewritten. On success the table is at the
+/// new commit.
 #[allow(clippy::too_many_arguments)]
 pub(crate) async fn splice(
     spec: &Table,
@@ -52,6 +61,7 @@ pub(crate) async fn splice(
     batch: RecordBatch,
     patches: Option<PatchSet>,
     stored: &[i64],
+    deletion_vectors: bool,
     commit: CommitProperties,
     seq: i64,
 ) -> Result<Spliced> {
@@ -71,14 +81,20 @@ pub(crate) async fn splice(
     let source = Source::new(spec, &batch, patches.as_ref()).map_err(invalid)?;
 
     // The files that may hold a stored key, by their statistics.
-    let candidates: Vec<(Add, Remove)> = {
+    let candidates: Vec<(Add, Remove, Path)> = {
         let state = table.snapshot().map_err(delta)?;
         #[allow(deprecated)] // The provider's file selection takes Add actions.
         let files = state
             .log_data()
             .iter()
             .filter(|file| covers(file.stats().as_deref(), key, stored))
-            .map(|file| (file.add_action(), file.remove_action(true)))
+            .map(|file| {
+                (
+                    file.add_action(),
+                    file.remove_action(true),
+                    file.object_store_path(),
+                )
+            })
             .collect();
         files
     };
@@ -89,39 +105,81 @@ pub(crate) async fn splice(
         .target_file_size();
     let mut rewritten = writer(table, target).map_err(delta)?;
     let mut removes = Vec::new();
+    let mut kept = Vec::new();
+    // New versions of rows that a deletion vector now hides in their old file.
+    let mut moved = Vec::new();
     let mut matched = vec![false; batch.num_rows()];
     let mut updated = 0;
-    for (add, remove) in &candidates {
-        let rows: Vec<RecordBatch> = scan(name, table, vec![add.clone()], None)
-            .await?
-            .try_collect()
-            .await
-            .map_err(|source| Error::DataFusion {
-                table: name.to_owned(),
-                source,
-            })?;
-        let rows = rows
-            .into_iter()
-            .map(|b| as_table(name, &schema, b))
-            .collect::<Result<Vec<_>>>()?;
-        let rows = concat_batches(&schema, &rows).map_err(arrow)?;
-        let Some((spliced, changed)) = source
-            .apply(&rows, &mut matched)
-            .map_err(|e| invalid(format!("file {}: {e}", add.path)))?
-        else {
-            continue;
+    for (add, remove, path) in &candidates {
+        let in_file = |e: String| invalid(format!("file {}: {e}", add.path));
+        // With deletion vectors, the file's rows as stored (positions are what a vector
+        // names) and the rows its vector hides already; without, its live rows.
+        let hidden = match (&add.deletion_vector, deletion_vectors) {
+            (_, false) => None,
+            (None, true) => Some(RoaringTreemap::new()),
+            (Some(vector), true) => dv::read_inline(vector).map_err(in_file)?,
         };
+        let rows = match &hidden {
+            Some(_) => physical(name, table, path, &schema).await?,
+            None => {
+                let rows: Vec<RecordBatch> = scan(name, table, vec![add.clone()], None)
+                    .await?
+                    .try_collect()
+                    .await
+                    .map_err(|source| Error::DataFusion {
+                        table: name.to_owned(),
+                        source,
+                    })?;
+                let rows = rows
+                    .into_iter()
+                    .map(|b| as_table(name, &schema, b))
+                    .collect::<Result<Vec<_>>>()?;
+                concat_batches(&schema, &rows).map_err(arrow)?
+            }
+        };
+        let none = RoaringTreemap::new();
+        let (picks, changed) = source
+            .picks(&rows, hidden.as_ref().unwrap_or(&none), &mut matched)
+            .map_err(in_file)?;
+        if changed == 0 {
+            continue;
+        }
         updated += changed;
-        rewritten.write(&spliced).await.map_err(delta)?;
         removes.push(remove.clone());
+        match hidden {
+            Some(mut hidden) => {
+                let positions: Vec<usize> = picks
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, pick)| !matches!(pick, Pick::Stored))
+                    .map(|(i, _)| i)
+                    .collect();
+                moved.push(
+                    source
+                        .assemble(&rows, &picks, &positions)
+                        .map_err(in_file)?,
+                );
+                hidden.extend(positions.iter().map(|&i| i as u64));
+                if hidden.len() < rows.num_rows() as u64 {
+                    kept.push(dv::with_deleted(add, &hidden));
+                }
+            }
+            None => {
+                let all: Vec<usize> = (0..rows.num_rows()).collect();
+                let spliced = source.assemble(&rows, &picks, &all).map_err(in_file)?;
+                rewritten.write(&spliced).await.map_err(delta)?;
+            }
+        }
     }
     let mut added = rewritten.close().await.map_err(delta)?;
     let fresh: Vec<u32> = (0..batch.num_rows() as u32)
         .filter(|&i| !matched[i as usize])
         .collect();
     let inserted = fresh.len() as u64;
-    if inserted > 0 {
-        let fresh = take_rows(&batch, &fresh.into()).map_err(arrow)?;
+    // The batch's new rows and the moved ones, in files of their own sorted by key.
+    moved.push(take_rows(&batch, &fresh.into()).map_err(arrow)?);
+    let fresh = concat_batches(&schema, &moved).map_err(arrow)?;
+    if fresh.num_rows() > 0 {
         let order = sort_to_indices(fresh.column_by_name(key).expect("key column"), None, None)
             .map_err(arrow)?;
         let fresh = take_rows(&fresh, &order).map_err(arrow)?;
@@ -139,6 +197,7 @@ pub(crate) async fn splice(
     let actions: Vec<Action> = removes
         .into_iter()
         .map(Action::Remove)
+        .chain(kept.into_iter().map(Action::Add))
         .chain(added.iter().cloned().map(Action::Add))
         .collect();
     let operation = DeltaOperation::Merge {
@@ -274,26 +333,22 @@ impl<'a> Source<'a> {
         })
     }
 
-    /// The stored rows `rows` (one file's) with the batch applied, and how many changed; `None`
-    /// when none did. Marks the batch rows whose key the file holds in `matched`.
-    fn apply(
+    /// What becomes of each of `rows` (one file's, `hidden` ones not live): kept, replaced by
+    /// a row of the batch, or patched; and how many change. Marks the batch rows whose key the
+    /// file holds live in `matched`.
+    fn picks(
         &self,
         rows: &RecordBatch,
+        hidden: &RoaringTreemap,
         matched: &mut [bool],
-    ) -> std::result::Result<Option<(RecordBatch, u64)>, String> {
-        #[derive(Clone, Copy)]
-        enum Pick {
-            Stored,
-            Row(usize),
-            Patch(usize),
-        }
-        let schema: SchemaRef = rows.schema();
+    ) -> std::result::Result<(Vec<Pick>, u64), String> {
         let stored_keys = keys(rows.column(self.key))?;
         let stored_cursor = int64s(rows, self.cursor_field)?;
         let mut picks = Vec::with_capacity(rows.num_rows());
         let mut changed = 0;
         for (i, key) in stored_keys.iter().enumerate() {
             let pick = match key {
+                Some(_) if hidden.contains(i as u64) => Pick::Stored,
                 None => Pick::Stored,
                 Some(key) => match (self.rows.get(key), &self.patches) {
                     (Some(&row), _) => {
@@ -315,19 +370,26 @@ impl<'a> Source<'a> {
             }
             picks.push(pick);
         }
-        if changed == 0 {
-            return Ok(None);
-        }
+        Ok((picks, changed))
+    }
+
+    /// The rows `which` of `rows`, as `picks` say.
+    fn assemble(
+        &self,
+        rows: &RecordBatch,
+        picks: &[Pick],
+        which: &[usize],
+    ) -> std::result::Result<RecordBatch, String> {
+        let schema: SchemaRef = rows.schema();
         let columns = (0..schema.fields().len())
             .map(|c| {
                 let stored = rows.column(c).as_ref();
                 let batch = self.batch.column(c).as_ref();
-                let indices: Vec<(usize, usize)> = picks
+                let indices: Vec<(usize, usize)> = which
                     .iter()
-                    .enumerate()
-                    .map(|(i, pick)| match (pick, &self.sets[c]) {
-                        (Pick::Row(row), _) => (1, *row),
-                        (Pick::Patch(p), Some(_)) => (2, *p),
+                    .map(|&i| match (picks[i], &self.sets[c]) {
+                        (Pick::Row(row), _) => (1, row),
+                        (Pick::Patch(p), Some(_)) => (2, p),
                         _ => (0, i),
                     })
                     .collect();
@@ -338,9 +400,63 @@ impl<'a> Source<'a> {
             })
             .collect::<std::result::Result<Vec<_>, _>>()
             .map_err(|e| e.to_string())?;
-        let spliced = RecordBatch::try_new(schema, columns).map_err(|e| e.to_string())?;
-        Ok(Some((spliced, changed)))
+        RecordBatch::try_new(schema, columns).map_err(|e| e.to_string())
     }
+}
+
+/// What becomes of a stored row.
+#[derive(Debug, Clone, Copy)]
+enum Pick {
+    Stored,
+    /// Replaced by this row of the batch.
+    Row(usize),
+    /// Patched by this row of the patches.
+    Patch(usize),
+}
+
+/// A file's rows as stored, deleted ones included, in their order (the positions deletion
+/// vectors name).
+async fn physical(
+    name: &str,
+    table: &DeltaTable,
+    path: &Path,
+    schema: &SchemaRef,
+) -> Result<RecordBatch> {
+    let parquet = |e: deltalake::parquet::errors::ParquetError| Error::Invalid {
+        table: name.to_owned(),
+        detail: format!("reading {path}: {e}"),
+    };
+    let store = table.log_store().object_store(None);
+    let bytes = store
+        .get(path)
+        .await
+        .map_err(|e| Error::Invalid {
+            table: name.to_owned(),
+            detail: format!("reading {path}: {e}"),
+        })?
+        .bytes()
+        .await
+        .map_err(|e| Error::Invalid {
+            table: name.to_owned(),
+            detail: format!("reading {path}: {e}"),
+        })?;
+    let batches: Vec<RecordBatch> = ParquetRecordBatchReaderBuilder::try_new(bytes)
+        .map_err(parquet)?
+        .build()
+        .map_err(parquet)?
+        .collect::<std::result::Result<_, _>>()
+        .map_err(|e| Error::Invalid {
+            table: name.to_owned(),
+            detail: format!("reading {path}: {e}"),
+        })?;
+    let batches = batches
+        .into_iter()
+        .map(|b| as_table(name, schema, b))
+        .collect::<Result<Vec<_>>>()?;
+    concat_batches(schema, &batches).map_err(|e| Error::Invalid {
+        table: name.to_owned(),
+        detail: format!("reading {path}: {e}"),
+    })
 }
 
 /// The values of an int64 key column, by row.

@@ -133,7 +133,8 @@ pub async fn run(settings: &Settings) -> Result<SyncReport, Error> {
 /// [`run`], reporting each stream's progress to `tracker` as it goes.
 pub async fn run_watched(settings: &Settings, tracker: &Tracker) -> Result<SyncReport, Error> {
     let client = Client::try_new(&settings.zendesk).map_err(Error::Client)?;
-    let lake = Lake::try_new(&settings.lake, settings.storage.clone())?;
+    let lake = Lake::try_new(&settings.lake, settings.storage.clone())?
+        .with_deletion_vectors(settings.maintenance.deletion_vectors);
     let run_id = uuid::Uuid::new_v4().to_string();
     // Wrong credentials fail the run here, before anything is read from or written to the lake.
     client.me(&RequestStats::default()).await?;
