@@ -50,6 +50,10 @@ pub const DEFAULT_TARGET_FILE_SIZE_MB: u64 = 128;
 /// compacts it.
 pub const DEFAULT_SMALL_FILES: usize = 32;
 
+/// The share of a table's stored rows that deletion vectors may hide before a sync compacts
+/// the table.
+pub const HIDDEN_SHARE: f64 = 0.1;
+
 /// The properties a table of the lake is created with.
 pub(crate) fn table_configuration() -> [(&'static str, Option<String>); 1] {
     [(CHECKPOINT_PROPERTY, Some(CHECKPOINT_INTERVAL.to_string()))]
@@ -161,6 +165,9 @@ pub struct FileStats {
     pub bytes: u64,
     /// Files under a quarter of the target size.
     pub small: usize,
+    /// Rows the files hold, and of them the rows deletion vectors hide.
+    pub rows: u64,
+    pub hidden: u64,
 }
 
 /// The tables maintenance applies to: the named ones (table names or `_sync_state`), or every
@@ -346,8 +353,10 @@ impl Lake {
         if !policy.auto_optimize {
             return Ok(None);
         }
-        let small = stats(name, &table, policy.target_file_size / 4)?.small;
-        if small <= policy.small_files {
+        let stats = stats(name, &table, policy.target_file_size / 4)?;
+        // Rows hidden by deletion vectors are still read by every scan of their files.
+        let hidden = stats.hidden as f64 > HIDDEN_SHARE * stats.rows as f64;
+        if stats.small <= policy.small_files && !hidden {
             return Ok(None);
         }
         let options = OptimizeOptions {
@@ -375,8 +384,8 @@ pub(crate) async fn optimize_table(
         (Layout::Cluster, Some(spec)) => Some(spec.primary_key.clone()),
         _ => None,
     };
-    if before.files <= 1 {
-        // Nothing to merge or sort: running optimize again rewrites nothing.
+    if before.files <= 1 && before.hidden == 0 {
+        // Nothing to merge, sort or drop: running optimize again rewrites nothing.
         return Ok(OptimizeReport {
             table: name.to_owned(),
             clustered_by: key,
@@ -391,15 +400,20 @@ pub(crate) async fn optimize_table(
         });
     }
     // Clustering rewrites every file, sorted by the key; compaction the files under the
-    // target size, when there are two or more.
+    // target size and those with rows hidden by a deletion vector.
     let chosen: HashSet<String> = snapshot(name, &table)?
         .log_data()
         .iter()
-        .filter(|file| key.is_some() || (file.size().max(0) as u64) < target.get())
+        .filter(|file| {
+            key.is_some()
+                || (file.size().max(0) as u64) < target.get()
+                || file.deletion_vector_descriptor().is_some()
+        })
         .map(|file| file.path().into_owned())
         .collect();
     let metrics = match chosen.len() {
-        0 | 1 => Rewritten::default(),
+        0 => Rewritten::default(),
+        1 if before.hidden == 0 => Rewritten::default(),
         _ => rewrite(name, &mut table, &chosen, key.as_deref(), target).await?,
     };
     let version = table.version().unwrap_or_default();
@@ -465,6 +479,10 @@ fn stats(name: &str, table: &DeltaTable, small_below: u64) -> Result<FileStats> 
         if size < small_below {
             stats.small += 1;
         }
+        stats.rows += file.num_records().unwrap_or(0) as u64;
+        stats.hidden += file
+            .deletion_vector_descriptor()
+            .map_or(0, |dv| dv.cardinality.max(0) as u64);
     }
     Ok(stats)
 }

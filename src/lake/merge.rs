@@ -4,7 +4,7 @@
 //! replaced by a source row whose cursor is at least as new, so re-applying an older batch (a
 //! retry after a crash) can never roll a row back.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use deltalake::arrow::array::{new_null_array, ArrayRef, BooleanArray, RecordBatch};
@@ -601,13 +601,30 @@ async fn commit_files(
         return Ok(files);
     };
     let size = |bytes: i64| u64::try_from(bytes).unwrap_or(0);
-    for action in deltalake::logstore::get_actions(version, &entry).map_err(delta)? {
+    let actions = deltalake::logstore::get_actions(version, &entry).map_err(delta)?;
+    // A file removed and added again in one commit only changed its deletion vector: nothing
+    // of it was written.
+    let readded: HashSet<&str> = actions
+        .iter()
+        .filter_map(|action| match action {
+            Action::Add(add) if add.deletion_vector.is_some() => Some(add.path.as_str()),
+            _ => None,
+        })
+        .filter(|path| {
+            actions
+                .iter()
+                .any(|a| matches!(a, Action::Remove(r) if r.path == *path))
+        })
+        .collect();
+    for action in &actions {
         match action {
-            Action::Add(add) if add.data_change => {
+            Action::Add(add) if add.data_change && !readded.contains(add.path.as_str()) => {
                 files.added += 1;
                 files.added_bytes += size(add.size);
             }
-            Action::Remove(remove) if remove.data_change => {
+            Action::Remove(remove)
+                if remove.data_change && !readded.contains(remove.path.as_str()) =>
+            {
                 files.removed += 1;
                 files.removed_bytes += remove.size.map_or(0, size);
             }
