@@ -51,6 +51,8 @@ pub struct BenchConfig {
     pub exe: PathBuf,
     /// Tickets of the account the budgeted backfills read (0: skip them).
     pub budget_tickets: usize,
+    /// Whether the runs' merges write deletion vectors (`maintenance.deletion_vectors`).
+    pub deletion_vectors: bool,
 }
 
 /// One measured child run.
@@ -251,7 +253,13 @@ struct Bench<'a> {
 
 impl Bench<'_> {
     fn pipeline(&self, tables: &[&str]) -> String {
-        pipeline(self.lake_dir, tables, LIFTED, LIFTED)
+        pipeline(
+            self.lake_dir,
+            tables,
+            LIFTED,
+            LIFTED,
+            self.config.deletion_vectors,
+        )
     }
 
     fn env(&self) -> HashMap<String, String> {
@@ -362,12 +370,13 @@ impl Bench<'_> {
 const LIFTED: u64 = 100_000_000;
 
 /// The pipeline file of a run of `tables` into `lake` with these budgets a minute.
-fn pipeline(lake: &Path, tables: &[&str], account: u64, exports: u64) -> String {
+fn pipeline(lake: &Path, tables: &[&str], account: u64, exports: u64, vectors: bool) -> String {
     let objects: Vec<String> = tables.iter().map(|t| format!("{t:?}")).collect();
     format!(
         "lake = {lake:?}\nobjects = [{objects}]\nstart_time = 0\n\n[zendesk]\n\
          account_requests_per_minute = {account}\nincremental_requests_per_minute = {exports}\n\
-         retry_base_ms = 50\n\n[sync]\npage_size = 1000\n",
+         retry_base_ms = 50\n\n[sync]\npage_size = 1000\n\n\
+         [maintenance]\ndeletion_vectors = {vectors}\n",
         lake = lake.display().to_string(),
         objects = objects.join(", "),
     )
@@ -409,7 +418,13 @@ async fn budgeted(
         .chain(&EVENT_TABLES)
         .copied()
         .collect();
-    let text = pipeline(&dir.join("lake"), &tables, ACCOUNT_BUDGET, configured);
+    let text = pipeline(
+        &dir.join("lake"),
+        &tables,
+        ACCOUNT_BUDGET,
+        configured,
+        config.deletion_vectors,
+    );
     std::fs::create_dir_all(&dir).map_err(setup("creating the budget run's directory"))?;
     let file = dir.join("pipeline.toml");
     std::fs::write(&file, text).map_err(setup("writing the pipeline"))?;
@@ -601,11 +616,13 @@ pub fn markdown(config: &BenchConfig, report: &BenchReport) -> String {
     let mb = |b: u64| b as f64 / 1_048_576.0;
     let _ = writeln!(
         out,
-        "Account: {} tickets, {} users, {} organizations (generated in {:.0} s, not measured).\n",
+        "Account: {} tickets, {} users, {} organizations (generated in {:.0} s, not measured). \
+         Deletion vectors: {}.\n",
         config.tickets,
         account(config.tickets).users,
         account(config.tickets).organizations,
-        report.setup_seconds
+        report.setup_seconds,
+        if config.deletion_vectors { "on" } else { "off" },
     );
     let _ = writeln!(
         out,

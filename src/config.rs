@@ -153,7 +153,8 @@ pub struct MaintenanceFile {
     /// File size compaction and `zendesk-lake optimize` aim for.
     pub target_file_size_mb: u64,
     /// Merges hide replaced rows with deletion vectors instead of rewriting their files (readers
-    /// need Delta reader version 3 with `deletionVectors`).
+    /// need Delta reader version 3 with `deletionVectors`; off by default, as some readers,
+    /// Polars among them, refuse such tables).
     pub deletion_vectors: bool,
 }
 
@@ -163,7 +164,7 @@ impl Default for MaintenanceFile {
             auto_optimize: true,
             small_files: maintenance::DEFAULT_SMALL_FILES,
             target_file_size_mb: maintenance::DEFAULT_TARGET_FILE_SIZE_MB,
-            deletion_vectors: true,
+            deletion_vectors: false,
         }
     }
 }

@@ -120,6 +120,9 @@ enum Command {
         /// requests a minute; minutes of wall time); 0 skips these runs.
         #[arg(long, default_value_t = 10_000)]
         budget_tickets: usize,
+        /// Whether the runs write deletion vectors (`maintenance.deletion_vectors`).
+        #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+        deletion_vectors: bool,
     },
     /// Rewrite tables into few large files sorted by their key (rows and versions' contents
     /// unchanged); writes a checkpoint.
@@ -285,12 +288,14 @@ async fn run(command: Command, screen: Arc<Screen>) -> Result<ExitCode> {
             dir,
             out,
             budget_tickets,
+            deletion_vectors,
         } => {
             let config = zendesk_lake::bench::BenchConfig {
                 tickets,
                 dir,
                 runs,
                 budget_tickets,
+                deletion_vectors,
                 exe: std::env::current_exe().context("locating this binary")?,
             };
             let report = zendesk_lake::bench::run(&config).await?;

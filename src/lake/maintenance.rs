@@ -153,7 +153,7 @@ impl Default for Policy {
             auto_optimize: true,
             small_files: DEFAULT_SMALL_FILES,
             target_file_size: DEFAULT_TARGET_FILE_SIZE_MB << 20,
-            deletion_vectors: true,
+            deletion_vectors: false,
         }
     }
 }

@@ -443,8 +443,8 @@ enum Narrowed {
         patches: Option<PatchSet>,
         stored: Vec<i64>,
     },
-    /// Keys that are not int64, or patches matched on another column than the key: a
-    /// deltalake merge over the whole table.
+    /// Keys that are not int64, or patches matched on a column that is not: a deltalake merge
+    /// over the whole table.
     Merge {
         batch: RecordBatch,
         patches: Option<PatchSet>,
@@ -465,9 +465,17 @@ async fn narrow(
     let key = spec.primary_key.as_str();
     let patches = patches.filter(|p| p.rows.num_rows() > 0);
     let as_is = |batch, patches| Ok(Narrowed::Merge { batch, patches });
-    if patches.as_ref().is_some_and(|p| p.column != key) {
-        return as_is(batch, patches);
-    }
+    // Patches matched on another column (a deleted ticket's metric set, by `ticket_id`) become
+    // patches of the stored rows they match, by key.
+    let patches = match patches {
+        Some(patch) if patch.column != key => {
+            match patches_by_key(name, spec, table, &patch).await? {
+                Some(by_key) => Some(by_key).filter(|p| p.rows.num_rows() > 0),
+                None => return as_is(batch, Some(patch)),
+            }
+        }
+        other => other,
+    };
     let Some(mut keys) = int_keys(&batch, key) else {
         return as_is(batch, patches);
     };
@@ -491,6 +499,101 @@ async fn narrow(
     })
 }
 
+/// `patch` (matched on a column other than the key) as patches of the stored rows it matches,
+/// by key: the last patch of each value applies to every stored row holding that value. `None`
+/// when the key or the column is not int64.
+async fn patches_by_key(
+    name: &str,
+    spec: &Table,
+    table: &DeltaTable,
+    patch: &PatchSet,
+) -> Result<Option<PatchSet>> {
+    use deltalake::arrow::array::{AsArray, Int64Array, UInt32Array};
+    use deltalake::arrow::datatypes::Int64Type;
+    let key = spec.primary_key.as_str();
+    let Some(values) = patch
+        .rows
+        .column_by_name(&patch.column)
+        .and_then(|c| c.as_primitive_opt::<Int64Type>())
+    else {
+        return Ok(None);
+    };
+    let mut latest: HashMap<i64, u32> = HashMap::new();
+    for (row, value) in values.iter().enumerate() {
+        if let Some(value) = value {
+            latest.insert(value, row as u32);
+        }
+    }
+    let mut wanted: Vec<i64> = latest.keys().copied().collect();
+    wanted.sort_unstable();
+    let filter = ranges_filter(&patch.column, &wanted);
+    if filter.is_empty() {
+        return Ok(None);
+    }
+    let sql = format!(
+        "SELECT \"{key}\", \"{column}\" FROM \"{name}\" WHERE {filter}",
+        column = patch.column
+    );
+    let (mut keys, mut picks) = (Vec::new(), Vec::new());
+    for batch in super::query_one(name, table, &sql).await? {
+        let (Some(stored), Some(held)) = (
+            batch.column(0).as_primitive_opt::<Int64Type>(),
+            batch.column(1).as_primitive_opt::<Int64Type>(),
+        ) else {
+            return Ok(None);
+        };
+        for (stored, held) in stored.iter().zip(held.iter()) {
+            if let (Some(stored), Some(&row)) = (stored, held.and_then(|h| latest.get(&h))) {
+                keys.push(stored);
+                picks.push(row);
+            }
+        }
+    }
+    let picks = UInt32Array::from(picks);
+    let arrow = |e: deltalake::arrow::error::ArrowError| Error::Invalid {
+        table: name.to_owned(),
+        detail: format!("patches by {key}: {e}"),
+    };
+    let mut fields = vec![Field::new(key, DataType::Int64, false)];
+    let mut columns: Vec<ArrayRef> = vec![Arc::new(Int64Array::from(keys))];
+    for set in patch
+        .sets
+        .iter()
+        .map(String::as_str)
+        .chain([crate::spec::SYNCED_AT_COLUMN])
+    {
+        let (at, field) = patch
+            .rows
+            .schema()
+            .column_with_name(set)
+            .map(|(at, f)| (at, f.clone()))
+            .ok_or_else(|| Error::Invalid {
+                table: name.to_owned(),
+                detail: format!("its patches carry no {set}"),
+            })?;
+        columns.push(
+            deltalake::arrow::compute::take(patch.rows.column(at), &picks, None).map_err(arrow)?,
+        );
+        fields.push(field);
+    }
+    let rows = RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).map_err(arrow)?;
+    Ok(Some(PatchSet {
+        column: key.to_owned(),
+        sets: patch.sets.clone(),
+        rows,
+    }))
+}
+
+/// A SQL filter on the int64 column `column` covering `values` (sorted, distinct) in at most
+/// [`MAX_KEY_RANGES`] ranges; empty for no values.
+fn ranges_filter(column: &str, values: &[i64]) -> String {
+    key_ranges(values, MAX_KEY_RANGES)
+        .into_iter()
+        .map(|(lo, hi)| format!("(\"{column}\" BETWEEN {lo} AND {hi})"))
+        .collect::<Vec<_>>()
+        .join(" OR ")
+}
+
 /// The values of an int64 key column, `None` when the column is not one.
 fn int_keys(batch: &RecordBatch, key: &str) -> Option<Vec<i64>> {
     use deltalake::arrow::array::AsArray;
@@ -503,11 +606,7 @@ fn int_keys(batch: &RecordBatch, key: &str) -> Option<Vec<i64>> {
 async fn stored_keys(name: &str, table: &DeltaTable, key: &str, keys: &[i64]) -> Result<Vec<i64>> {
     use deltalake::arrow::array::AsArray;
     use deltalake::arrow::datatypes::Int64Type;
-    let filter = key_ranges(keys, MAX_KEY_RANGES)
-        .into_iter()
-        .map(|(lo, hi)| format!("(\"{key}\" BETWEEN {lo} AND {hi})"))
-        .collect::<Vec<_>>()
-        .join(" OR ");
+    let filter = ranges_filter(key, keys);
     if filter.is_empty() {
         return Ok(Vec::new());
     }
@@ -588,20 +687,8 @@ async fn commit_files(
     let Some(version) = version else {
         return Ok(files);
     };
-    let delta = |source| Error::Delta {
-        table: name.to_owned(),
-        source,
-    };
-    let Some(entry) = table
-        .log_store()
-        .read_commit_entry(version)
-        .await
-        .map_err(delta)?
-    else {
-        return Ok(files);
-    };
     let size = |bytes: i64| u64::try_from(bytes).unwrap_or(0);
-    let actions = deltalake::logstore::get_actions(version, &entry).map_err(delta)?;
+    let actions = commit_actions(name, table, version).await?;
     // A file removed and added again in one commit only changed its deletion vector: nothing
     // of it was written.
     let readded: HashSet<&str> = actions
@@ -632,6 +719,28 @@ async fn commit_files(
         }
     }
     Ok(files)
+}
+
+/// The actions of commit `version` of `table`, from its log entry (none when it has no JSON
+/// entry any more).
+pub(crate) async fn commit_actions(
+    name: &str,
+    table: &DeltaTable,
+    version: deltalake::kernel::Version,
+) -> Result<Vec<Action>> {
+    let delta = |source| Error::Delta {
+        table: name.to_owned(),
+        source,
+    };
+    let Some(entry) = table
+        .log_store()
+        .read_commit_entry(version)
+        .await
+        .map_err(delta)?
+    else {
+        return Ok(Vec::new());
+    };
+    deltalake::logstore::get_actions(version, &entry).map_err(delta)
 }
 
 /// The table's Delta metadata id: it identifies one life of the table, from its creation.
@@ -967,7 +1076,9 @@ pub(crate) mod tests {
         use deltalake::arrow::datatypes::Int64Type;
 
         let dir = tempfile::tempdir().unwrap();
-        let lake = Lake::try_new(dir.path().to_str().unwrap(), HashMap::new()).unwrap();
+        let lake = Lake::try_new(dir.path().to_str().unwrap(), HashMap::new())
+            .unwrap()
+            .with_deletion_vectors(true);
         let spec = crate::spec::find("tickets").unwrap();
         let sim = Simulator::new(SimConfig {
             tickets: 20,

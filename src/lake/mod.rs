@@ -147,11 +147,11 @@ impl Lake {
             storage,
             control_lock: Arc::default(),
             handles: Arc::default(),
-            deletion_vectors: true,
+            deletion_vectors: false,
         })
     }
 
-    /// Whether merges write deletion vectors (on unless turned off): readers of the lake then
+    /// Whether merges write deletion vectors (off unless turned on): readers of the lake then
     /// need Delta reader version 3 with the `deletionVectors` feature.
     pub fn with_deletion_vectors(mut self, on: bool) -> Self {
         self.deletion_vectors = on;

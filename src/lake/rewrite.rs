@@ -33,7 +33,7 @@ use deltalake::{DeltaResult, DeltaTable, ObjectStore};
 use futures::StreamExt;
 use tracing::{debug, warn};
 
-use super::merge::is_conflict;
+use super::merge::{commit_actions, is_conflict};
 use super::{Error, Result};
 
 /// Memory a sort may hold before it spills to disk.
@@ -158,7 +158,7 @@ pub(crate) async fn rewrite(
         };
         table.update_incremental(None).await.map_err(delta)?;
         let latest = table.version().unwrap_or_default();
-        if let Some(why) = touched(table, checked + 1, latest, &read).await? {
+        if let Some(why) = touched(name, table, checked + 1, latest, &read).await? {
             delete(name, store.as_ref(), &added).await;
             return Err(Error::Busy {
                 table: name.to_owned(),
@@ -243,25 +243,14 @@ pub(crate) async fn scan(
 /// Why the commits `from..=to` forbid a rewrite of the files `read`: one of them removed such a
 /// file (whatever its `dataChange`), or changed the table's schema or protocol.
 async fn touched(
+    name: &str,
     table: &DeltaTable,
     from: u64,
     to: u64,
     read: &HashSet<String>,
 ) -> Result<Option<String>> {
-    let delta = |source| Error::Delta {
-        table: String::new(),
-        source,
-    };
     for version in from..=to {
-        let Some(entry) = table
-            .log_store()
-            .read_commit_entry(version)
-            .await
-            .map_err(delta)?
-        else {
-            continue;
-        };
-        for action in deltalake::logstore::get_actions(version, &entry).map_err(delta)? {
+        for action in commit_actions(name, table, version).await? {
             match action {
                 Action::Remove(remove) if read.contains(&decoded(&remove.path)) => {
                     return Ok(Some(format!(

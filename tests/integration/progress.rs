@@ -21,7 +21,8 @@ async fn sync(base_url: &str, dir: &Path, lake: &Path, args: &[&str]) -> Output 
     std::fs::write(
         &pipeline,
         "[sync]\npage_size = 25\ncommit_rows = 60\n[zendesk]\naccount_requests_per_minute = 1000000\n\
-         incremental_requests_per_minute = 1000000\nretry_base_ms = 5\n",
+         incremental_requests_per_minute = 1000000\nretry_base_ms = 5\n\
+         [maintenance]\ndeletion_vectors = true\n",
     )
     .unwrap();
     let config = zendesk_lake::sim::SimConfig::default();

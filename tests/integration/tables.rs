@@ -29,10 +29,21 @@ fn requests_to(sim: &Simulator, from: usize, prefix: &str) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_table_equals_the_account_after_each_round() {
+    every_table_follows_the_rounds("").await;
+}
+
+/// The same with deletion vectors: changed rows are hidden in their files instead of the files
+/// being rewritten, and every table still equals the account.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_table_equals_the_account_after_each_round_with_deletion_vectors() {
+    every_table_follows_the_rounds("[maintenance]\ndeletion_vectors = true").await;
+}
+
+async fn every_table_follows_the_rounds(extra_toml: &str) {
     let (sim, server) = start(small()).await;
     sim.apply_round(&round(0));
     let dir = tempfile::tempdir().unwrap();
-    let settings = settings_all(&server, dir.path(), "");
+    let settings = settings_all(&server, dir.path(), extra_toml);
     sync_ok(&settings).await;
     assert_lake_matches_objects(&sim, dir.path(), &all_tables()).await;
     for n in 1..=3 {
@@ -77,6 +88,15 @@ async fn every_table_equals_the_account_after_each_round() {
         .filter(|r| r["public"] == false)
         .count();
     assert!(private > 0);
+    if extra_toml.contains("deletion_vectors = true") {
+        for table in ["tickets", "ticket_metrics", "ticket_comments"] {
+            let logged = std::fs::read_dir(dir.path().join(table).join("_delta_log"))
+                .unwrap()
+                .filter_map(|e| std::fs::read_to_string(e.unwrap().path()).ok())
+                .any(|text| text.contains("\"deletionVector\":{"));
+            assert!(logged, "{table}: the rounds' merges wrote deletion vectors");
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
