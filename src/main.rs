@@ -175,7 +175,6 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    limit_malloc_arenas();
     let cli = Cli::parse();
     let terminal = std::io::stderr().is_terminal();
     let drawing = match &cli.command {
@@ -203,21 +202,6 @@ fn main() -> ExitCode {
         }
     }
 }
-
-/// glibc gives each thread that meets contention an arena of its own, and returns little of
-/// their memory: with tokio's workers and blocking threads decoding and writing batches, arenas
-/// held about 40% of a backfill's peak RSS (BENCHMARKS.md). Two arenas, one per core of the
-/// machines this runs on, unless the environment sets `MALLOC_ARENA_MAX` itself.
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-fn limit_malloc_arenas() {
-    if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
-        // SAFETY: mallopt only sets an allocator parameter; no other thread runs yet.
-        unsafe { libc::mallopt(libc::M_ARENA_MAX, 2) };
-    }
-}
-
-#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-fn limit_malloc_arenas() {}
 
 fn init_logging(format: LogFormat, screen: &Arc<Screen>) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
