@@ -614,42 +614,51 @@ async fn optimize(
         "{:<22} {:<10} {:>7} {:>7} {:>8} {:>7} {:>12} {:>12}  version",
         "table", "layout", "files", "after", "removed", "added", "bytes before", "bytes after"
     );
+    each_table(
+        tables,
+        async |name| lake.optimize(name, options).await,
+        |r| {
+            println!(
+                "{:<22} {:<10} {:>7} {:>7} {:>8} {:>7} {:>12} {:>12}  {}",
+                r.table,
+                r.clustered_by
+                    .map(|key| format!("by {key}"))
+                    .unwrap_or_else(|| "compacted".into()),
+                r.files_before,
+                r.files_after,
+                r.files_removed,
+                r.files_added,
+                r.bytes_removed,
+                r.bytes_added,
+                versions(r.version_before, r.version),
+            );
+        },
+    )
+    .await
+}
+
+/// Run `op` on each table named (default: every table and `_sync_state`) and `show` what it
+/// did; a table that fails is reported and the others are done, and the exit code is then 1.
+async fn each_table<R>(
+    tables: Option<&[String]>,
+    mut op: impl AsyncFnMut(&str) -> zendesk_lake::lake::Result<Option<R>>,
+    mut show: impl FnMut(R),
+) -> Result<ExitCode> {
     let mut failed = false;
     for name in maintenance::tables(tables)? {
-        let r = match lake.optimize(&name, options).await {
-            Ok(Some(r)) => r,
-            Ok(None) => continue,
+        match op(&name).await {
+            Ok(Some(report)) => show(report),
+            Ok(None) => {}
             Err(e) => {
                 eprintln!("error: {e}");
                 failed = true;
-                continue;
             }
-        };
-        println!(
-            "{:<22} {:<10} {:>7} {:>7} {:>8} {:>7} {:>12} {:>12}  {}",
-            r.table,
-            r.clustered_by
-                .map(|key| format!("by {key}"))
-                .unwrap_or_else(|| "compacted".into()),
-            r.files_before,
-            r.files_after,
-            r.files_removed,
-            r.files_added,
-            r.bytes_removed,
-            r.bytes_added,
-            versions(r.version_before, r.version),
-        );
+        }
     }
-    Ok(exit_code(failed))
-}
-
-/// 1 when some table failed (the others were done), 0 otherwise.
-fn exit_code(failed: bool) -> ExitCode {
-    if failed {
-        ExitCode::from(1)
-    } else {
-        ExitCode::SUCCESS
-    }
+    Ok(match failed {
+        true => ExitCode::from(1),
+        false => ExitCode::SUCCESS,
+    })
 }
 
 async fn vacuum(
@@ -669,30 +678,24 @@ async fn vacuum(
     } else {
         "deleted"
     };
-    let mut failed = false;
-    for name in maintenance::tables(tables)? {
-        let r = match lake.vacuum(&name, options).await {
-            Ok(Some(r)) => r,
-            Ok(None) => continue,
-            Err(e) => {
-                eprintln!("error: {e}");
-                failed = true;
-                continue;
+    each_table(
+        tables,
+        async |name| lake.vacuum(name, options).await,
+        |r| {
+            println!(
+                "{:<22} {verb} {} files (retention {hours} h)  version {}",
+                r.table,
+                r.files.len(),
+                versions(r.version_before, r.version)
+            );
+            if options.dry_run {
+                for file in &r.files {
+                    println!("  {file}");
+                }
             }
-        };
-        println!(
-            "{:<22} {verb} {} files (retention {hours} h)  version {}",
-            r.table,
-            r.files.len(),
-            versions(r.version_before, r.version)
-        );
-        if options.dry_run {
-            for file in &r.files {
-                println!("  {file}");
-            }
-        }
-    }
-    Ok(exit_code(failed))
+        },
+    )
+    .await
 }
 
 /// `7` when nothing was committed, `7 -> 9` when something was.

@@ -326,17 +326,9 @@ impl Lake {
         }
         let mut done = Vec::new();
         for name in names {
+            // `optimize_table` logs what it did.
             match self.maintain(name, policy).await {
-                Ok(Some(report)) => {
-                    info!(
-                        table = name,
-                        files_before = report.files_before,
-                        files_after = report.files_after,
-                        version = report.version,
-                        "compacted the table's small files"
-                    );
-                    done.push(report);
-                }
+                Ok(Some(report)) => done.push(report),
                 Ok(None) => {}
                 Err(e) => {
                     warn!(table = name, error = %e, "table maintenance failed; the next run tries again")

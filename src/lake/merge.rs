@@ -126,7 +126,7 @@ impl Lake {
                     .with_commit_properties(commit)
                     .await
                     .map_err(delta)?;
-                self.appended(name, table, rows).await
+                self.report(name, table, true, rows, 0).await
             }
             Some(table) => {
                 check_schema(spec, &table)?;
@@ -149,21 +149,14 @@ impl Lake {
                             spec, &mut table, batch, patches, &stored, vectors, commit, seq,
                         )
                         .await?;
-                        let report = CommitReport {
-                            version: table.version().unwrap_or_default() as i64,
-                            inserted: done.inserted,
-                            updated: done.updated,
-                            table_id: table_id(name, &table)?,
-                            committed: done.committed,
-                            files_scanned: done.files_scanned,
-                            files: match done.committed {
-                                true => commit_files(name, &table, table.version()).await?,
-                                false => CommitFiles::default(),
-                            },
-                        };
                         debug_assert!(done.committed == (table.version() != before));
-                        self.keep(name, table);
-                        return Ok(report);
+                        return self
+                            .report(name, table, done.committed, done.inserted, done.updated)
+                            .await
+                            .map(|r| CommitReport {
+                                files_scanned: done.files_scanned,
+                                ..r
+                            });
                     }
                     Narrowed::Merge { batch, patches } => (batch, patches),
                 };
@@ -255,20 +248,15 @@ impl Lake {
                     "merged"
                 );
                 let committed = table.version() != before;
-                let report = CommitReport {
-                    version: table.version().unwrap_or_default() as i64,
-                    inserted: metrics.num_target_rows_inserted as u64,
-                    updated: metrics.num_target_rows_updated as u64,
-                    table_id: table_id(name, &table)?,
-                    committed,
+                let inserted = metrics.num_target_rows_inserted as u64;
+                let updated = metrics.num_target_rows_updated as u64;
+                let report = self
+                    .report(name, table, committed, inserted, updated)
+                    .await?;
+                Ok(CommitReport {
                     files_scanned: metrics.num_target_files_scanned as u64,
-                    files: match committed {
-                        true => commit_files(name, &table, table.version()).await?,
-                        false => CommitFiles::default(),
-                    },
-                };
-                self.keep(name, table);
-                Ok(report)
+                    ..report
+                })
             }
         }
     }
@@ -390,17 +378,7 @@ impl Lake {
         let rows = batch.num_rows() as u64;
         if rows == 0 {
             // Only patches, for rows the table does not hold: nothing to change, no commit.
-            let report = CommitReport {
-                version: table.version().unwrap_or_default() as i64,
-                inserted: 0,
-                updated: 0,
-                table_id: table_id(name, &table)?,
-                committed: false,
-                files_scanned: 0,
-                files: CommitFiles::default(),
-            };
-            self.keep(name, table);
-            return Ok(report);
+            return self.report(name, table, false, 0, 0).await;
         }
         let table = table
             .write(vec![batch])
@@ -408,20 +386,31 @@ impl Lake {
             .with_commit_properties(commit)
             .await
             .map_err(|source| commit_error(name, seq, source))?;
-        self.appended(name, table, rows).await
+        self.report(name, table, true, rows, 0).await
     }
 
-    /// The report of an append of `rows` rows that made the table's current version; its handle
-    /// is kept for the next commit.
-    async fn appended(&self, name: &str, table: DeltaTable, rows: u64) -> Result<CommitReport> {
+    /// The report of a write that left `table` at its current version (`committed`: the write
+    /// made that version, whose files it reports), reading no file of the table; its handle is
+    /// kept for the next commit.
+    async fn report(
+        &self,
+        name: &str,
+        table: DeltaTable,
+        committed: bool,
+        inserted: u64,
+        updated: u64,
+    ) -> Result<CommitReport> {
         let report = CommitReport {
             version: table.version().unwrap_or_default() as i64,
-            inserted: rows,
-            updated: 0,
+            inserted,
+            updated,
             table_id: table_id(name, &table)?,
-            committed: true,
+            committed,
             files_scanned: 0,
-            files: commit_files(name, &table, table.version()).await?,
+            files: match committed {
+                true => commit_files(name, &table, table.version()).await?,
+                false => CommitFiles::default(),
+            },
         };
         self.keep(name, table);
         Ok(report)
