@@ -53,6 +53,9 @@ pub struct BenchConfig {
     pub budget_tickets: usize,
     /// Whether the runs' merges write deletion vectors (`maintenance.deletion_vectors`).
     pub deletion_vectors: bool,
+    /// A command (and its arguments) each measured run executes `exe` under, e.g. a profiler;
+    /// empty: `exe` itself.
+    pub wrap: Vec<String>,
 }
 
 /// One measured child run.
@@ -278,7 +281,9 @@ impl Bench<'_> {
     async fn measured(&self, label: &str, tables: &[&str]) -> Result<Measured, Error> {
         let settings = self.settings(tables)?;
         let lake = Lake::try_new(&settings.lake, HashMap::new()).map_err(setup("the lake"))?;
-        self.sim.set_response_cache(true);
+        self.sim
+            .set_response_cache(Some(&self.config.dir.join("pages.cache")))
+            .map_err(setup("the simulator's page cache"))?;
         let rendering = Instant::now();
         let records = prerender(&settings, &lake).await?;
         tracing::info!(
@@ -298,7 +303,8 @@ impl Bench<'_> {
             label.replace([' ', ':', ',', '%'], "_")
         ));
         let log = std::fs::File::create(&log).map_err(setup("creating the run's log"))?;
-        let mut command = std::process::Command::new(&self.config.exe);
+        let usage_file = self.config.dir.join("usage.json");
+        let mut command = launcher(&self.config.exe, &usage_file, &self.config.wrap);
         command
             .arg("sync")
             .arg("--pipeline")
@@ -306,7 +312,7 @@ impl Bench<'_> {
             .envs(self.env())
             .stdout(log.try_clone().map_err(setup("the run's log"))?)
             .stderr(log);
-        let usage = tokio::task::spawn_blocking(move || measure(command))
+        let usage = tokio::task::spawn_blocking(move || measure(command, &usage_file))
             .await
             .map_err(setup("the measured run"))??;
         if usage.exit != 0 {
@@ -319,8 +325,8 @@ impl Bench<'_> {
         let after = files(&lake, tables).await?;
         let mut measured = Measured {
             label: label.to_owned(),
-            wall: usage.wall.as_secs_f64(),
-            cpu: usage.cpu.as_secs_f64(),
+            wall: usage.wall_seconds,
+            cpu: usage.cpu_seconds,
             max_rss_mb: usage.max_rss_kb as f64 / 1024.0,
             requests: self.sim.request_count() - requests,
             // One page per 1000 records of each stream (at least one), and the credentials check.
@@ -360,7 +366,9 @@ impl Bench<'_> {
                 },
             );
         }
-        self.sim.set_response_cache(false);
+        self.sim
+            .set_response_cache(None)
+            .map_err(setup("the simulator's page cache"))?;
         tracing::info!(label, wall = measured.wall, "bench: measured");
         Ok(measured)
     }
@@ -429,7 +437,8 @@ async fn budgeted(
     let file = dir.join("pipeline.toml");
     std::fs::write(&file, text).map_err(setup("writing the pipeline"))?;
     let log = std::fs::File::create(dir.join("run.log")).map_err(setup("the run's log"))?;
-    let mut command = std::process::Command::new(&config.exe);
+    let usage_file = dir.join("usage.json");
+    let mut command = launcher(&config.exe, &usage_file, &config.wrap);
     command
         .arg("sync")
         .arg("--pipeline")
@@ -438,7 +447,7 @@ async fn budgeted(
         .stdout(log.try_clone().map_err(setup("the run's log"))?)
         .stderr(log);
     tracing::info!(announced, "bench: backfill at Zendesk's budgets");
-    let usage = tokio::task::spawn_blocking(move || measure(command))
+    let usage = tokio::task::spawn_blocking(move || measure(command, &usage_file))
         .await
         .map_err(setup("the budgeted run"))??;
     server.shutdown().await;
@@ -455,7 +464,7 @@ async fn budgeted(
     let run = Budgeted {
         configured,
         announced,
-        wall: usage.wall.as_secs_f64(),
+        wall: usage.wall_seconds,
         export_requests,
         other_requests: account_requests.saturating_sub(export_requests),
         refused: windows.iter().map(|w| w.refused).sum(),
@@ -545,43 +554,84 @@ async fn files(lake: &Lake, tables: &[&str]) -> Result<HashMap<String, Files>, E
     Ok(all)
 }
 
-struct Usage {
-    wall: Duration,
-    cpu: Duration,
-    max_rss_kb: i64,
-    exit: i32,
+/// What a measured run used, as the launcher writes it.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub struct Usage {
+    pub wall_seconds: f64,
+    pub cpu_seconds: f64,
+    pub max_rss_kb: i64,
+    /// The exit status, -1 when a signal ended the run.
+    pub exit: i32,
 }
 
-/// Run a command to its end, with its CPU time and peak RSS (`wait4`'s resource usage).
-fn measure(mut command: std::process::Command) -> Result<Usage, Error> {
-    let started = Instant::now();
-    let child = command
-        .spawn()
+/// The hidden subcommand that starts a measured run (see [`launcher`]).
+pub const LAUNCHER: &str = "__measure";
+
+/// `exe __measure --usage FILE -- [wrap…] exe`, to which the caller adds the run's arguments.
+///
+/// The run is started by a small process of its own, not by the bench: Linux carries the
+/// largest resident set of the process that spawns a child into the child's `ru_maxrss` (exec
+/// keeps the old memory map's high-water mark), so a run spawned by the bench, which holds the
+/// whole simulated account, would report the bench's memory as its own.
+fn launcher(exe: &Path, usage: &Path, wrap: &[String]) -> std::process::Command {
+    let mut command = std::process::Command::new(exe);
+    command
+        .arg(LAUNCHER)
+        .arg("--usage")
+        .arg(usage)
+        .arg("--")
+        .args(wrap)
+        .arg(exe);
+    command
+}
+
+/// Run the launcher `command` to its end and read the usage it wrote to `usage`.
+fn measure(mut command: std::process::Command, usage: &Path) -> Result<Usage, Error> {
+    let _ = std::fs::remove_file(usage);
+    let status = command
+        .status()
         .map_err(setup("starting the measured run"))?;
+    let text = std::fs::read_to_string(usage).map_err(|e| {
+        Error::Setup(format!(
+            "the measured run's launcher ({status}) left no usage in {}: {e}",
+            usage.display()
+        ))
+    })?;
+    serde_json::from_str(&text).map_err(setup("the measured run's usage"))
+}
+
+/// The launcher's work: run `argv` to its end, write its [`Usage`] (`wait4`'s resource usage
+/// and the wall time) as JSON to `usage`, and return its exit status.
+pub fn launch(argv: &[std::ffi::OsString], usage: &Path) -> std::io::Result<i32> {
+    let (program, args) = argv.split_first().ok_or_else(|| {
+        std::io::Error::new(std::io::ErrorKind::InvalidInput, "no command to measure")
+    })?;
+    let started = Instant::now();
+    let child = std::process::Command::new(program).args(args).spawn()?;
     let pid = child.id() as libc::pid_t;
     let mut status = 0;
     // SAFETY: rusage is plain data that wait4 fills in; zeroed is a valid initial value.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    let mut rusage: libc::rusage = unsafe { std::mem::zeroed() };
     // SAFETY: `pid` is our child, not yet waited for; both pointers are to live locals.
-    let waited = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+    let waited = unsafe { libc::wait4(pid, &mut status, 0, &mut rusage) };
     let wall = started.elapsed();
     if waited != pid {
-        return Err(Error::Setup(format!(
-            "waiting for the measured run: {}",
-            std::io::Error::last_os_error()
-        )));
+        return Err(std::io::Error::last_os_error());
     }
-    let seconds = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
-    Ok(Usage {
-        wall,
-        cpu: seconds(usage.ru_utime) + seconds(usage.ru_stime),
-        max_rss_kb: usage.ru_maxrss,
-        exit: if libc::WIFEXITED(status) {
-            libc::WEXITSTATUS(status)
-        } else {
-            -1
-        },
-    })
+    let seconds = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    let exit = if libc::WIFEXITED(status) {
+        libc::WEXITSTATUS(status)
+    } else {
+        -1
+    };
+    let measured = Usage {
+        wall_seconds: wall.as_secs_f64(),
+        cpu_seconds: seconds(rusage.ru_utime) + seconds(rusage.ru_stime),
+        max_rss_kb: rusage.ru_maxrss,
+        exit,
+    };
+    std::fs::write(usage, serde_json::to_string(&measured)?)?;
+    Ok(exit)
 }
 
 /// The machine, for the report: cores, memory, CPU model.

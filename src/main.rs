@@ -123,6 +123,19 @@ enum Command {
         /// Whether the runs write deletion vectors (`maintenance.deletion_vectors`).
         #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
         deletion_vectors: bool,
+        /// Run each measured sync under this command, split at spaces (a profiler, e.g.
+        /// `heaptrack -o prof/sync`); the figures then include the profiler's own cost.
+        #[arg(long)]
+        wrap: Option<String>,
+    },
+    /// Run a command and write its wall time, CPU time and peak RSS as JSON (the bench's
+    /// launcher of measured runs; see src/bench.rs).
+    #[command(name = "__measure", hide = true)]
+    Measure {
+        #[arg(long)]
+        usage: PathBuf,
+        #[arg(last = true, required = true)]
+        command: Vec<std::ffi::OsString>,
     },
     /// Rewrite tables into few large files sorted by their key (rows and versions' contents
     /// unchanged); writes a checkpoint.
@@ -266,6 +279,11 @@ async fn run(command: Command, screen: Arc<Screen>) -> Result<ExitCode> {
             println!("{}", pretty_format_batches(&batches)?);
             Ok(ExitCode::SUCCESS)
         }
+        Command::Measure { usage, command } => {
+            let exit = zendesk_lake::bench::launch(&command, &usage)
+                .with_context(|| format!("measuring {command:?}"))?;
+            Ok(ExitCode::from(u8::try_from(exit).unwrap_or(1)))
+        }
         Command::Bench {
             tickets,
             runs,
@@ -273,6 +291,7 @@ async fn run(command: Command, screen: Arc<Screen>) -> Result<ExitCode> {
             out,
             budget_tickets,
             deletion_vectors,
+            wrap,
         } => {
             let config = zendesk_lake::bench::BenchConfig {
                 tickets,
@@ -281,6 +300,9 @@ async fn run(command: Command, screen: Arc<Screen>) -> Result<ExitCode> {
                 budget_tickets,
                 deletion_vectors,
                 exe: std::env::current_exe().context("locating this binary")?,
+                wrap: wrap
+                    .map(|w| w.split_whitespace().map(str::to_owned).collect())
+                    .unwrap_or_default(),
             };
             let report = zendesk_lake::bench::run(&config).await?;
             let command = std::env::args().collect::<Vec<_>>().join(" ");

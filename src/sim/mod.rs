@@ -218,12 +218,46 @@ struct Inner {
     /// When each logged request arrived.
     arrivals: Mutex<Vec<std::time::Instant>>,
     requests: AtomicU64,
-    /// Rendered answers by request target, while [`Simulator::set_response_cache`] is on.
-    rendered: Mutex<Option<HashMap<String, Arc<Vec<u8>>>>>,
+    /// Rendered answers, while [`Simulator::set_response_cache`] is on.
+    rendered: Mutex<Option<PageCache>>,
     /// Requests answered by rendering while the cache was on (not from it).
     cache_misses: AtomicU64,
     /// Bytes of HTTP messages answered from the cache.
     replayed_bytes: AtomicU64,
+}
+
+/// Pre-rendered HTTP messages, appended to one file, with where each request's message is.
+struct PageCache {
+    file: Arc<std::fs::File>,
+    path: std::path::PathBuf,
+    /// Bytes written so far.
+    len: u64,
+    /// Offset and length of each request target's message.
+    index: HashMap<String, (u64, usize)>,
+}
+
+impl PageCache {
+    fn create(path: &std::path::Path) -> io::Result<Self> {
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(path)?;
+        Ok(Self {
+            file: Arc::new(file),
+            path: path.to_owned(),
+            len: 0,
+            index: HashMap::new(),
+        })
+    }
+}
+
+impl Drop for PageCache {
+    fn drop(&mut self) {
+        // Best effort: the file is only a cache.
+        let _ = std::fs::remove_file(&self.path);
+    }
 }
 
 /// The simulated account; cheap to clone (all clones share one account).
@@ -403,11 +437,18 @@ impl Simulator {
     }
 
     /// Serve pre-rendered answers (for benchmarks, so that the simulator is not what is
-    /// measured): while on, every successful answer is kept whole, by request path and query, and
-    /// the same request is answered again from it without consulting the account. Rounds applied
-    /// meanwhile are not seen by cached requests. Off drops the cache.
-    pub fn set_response_cache(&self, on: bool) {
-        *self.rendered_lock() = on.then(HashMap::new);
+    /// measured): while on, every successful answer is kept whole, by request path and query, in
+    /// the file `path` (created or truncated; in the page cache rather than in this process's
+    /// memory, which at a million tickets would hold the account twice), and the same request is
+    /// answered again from it without consulting the account. Rounds applied meanwhile are not
+    /// seen by cached requests. `None` drops the cache and removes its file.
+    pub fn set_response_cache(&self, path: Option<&std::path::Path>) -> io::Result<()> {
+        let cache = match path {
+            Some(path) => Some(PageCache::create(path)?),
+            None => None,
+        };
+        *self.rendered_lock() = cache;
+        Ok(())
     }
 
     /// Requests answered by rendering (not from the cache) while the cache was on.
@@ -421,8 +462,17 @@ impl Simulator {
     }
 
     /// The cached answer to `target`, counted as a request.
-    fn replayed(&self, target: &str) -> Option<Arc<Vec<u8>>> {
-        let message = self.rendered_lock().as_ref()?.get(target).cloned()?;
+    fn replayed(&self, target: &str) -> Option<Vec<u8>> {
+        let (file, offset, len) = {
+            let cache = self.rendered_lock();
+            let cache = cache.as_ref()?;
+            let &(offset, len) = cache.index.get(target)?;
+            (Arc::clone(&cache.file), offset, len)
+        };
+        let mut message = vec![0; len];
+        // The file is this process's own, written before; a failed read is a broken machine.
+        std::os::unix::fs::FileExt::read_exact_at(&*file, &mut message, offset)
+            .expect("reading the simulator's page cache");
         self.record_request(target);
         self.inner
             .replayed_bytes
@@ -437,12 +487,17 @@ impl Simulator {
             self.inner.cache_misses.fetch_add(1, Ordering::SeqCst);
             if response.status == 200 {
                 let message = http::render(response, response.body.len());
-                cache.insert(target.to_owned(), Arc::new(message));
+                std::os::unix::fs::FileExt::write_all_at(&*cache.file, &message, cache.len)
+                    .expect("writing the simulator's page cache");
+                cache
+                    .index
+                    .insert(target.to_owned(), (cache.len, message.len()));
+                cache.len += message.len() as u64;
             }
         }
     }
 
-    fn rendered_lock(&self) -> MutexGuard<'_, Option<HashMap<String, Arc<Vec<u8>>>>> {
+    fn rendered_lock(&self) -> MutexGuard<'_, Option<PageCache>> {
         // Poisoning needs a panic while holding the lock, which only a bug can cause.
         self.inner
             .rendered

@@ -2,6 +2,7 @@
 //! the real Zendesk samples in tests/data. One test binary, so the heavy dependencies link once.
 
 mod azure;
+mod bench;
 mod budget;
 mod cli;
 mod common;

@@ -1,0 +1,70 @@
+//! The benchmark suite end to end on a small account: every measured run is answered from the
+//! pre-rendered pages (no cache misses), makes no more requests than the minimum, and leaves the
+//! lake holding every ticket the account's rounds created.
+
+use zendesk_lake::bench::{self, BenchConfig};
+use zendesk_lake::lake::Lake;
+
+const BIN: &str = env!("CARGO_BIN_EXE_zendesk-lake");
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bench_runs_every_scenario_from_pre_rendered_pages() {
+    let dir = tempfile::tempdir().unwrap();
+    let tickets = 400;
+    let config = BenchConfig {
+        tickets,
+        dir: dir.path().join("bench"),
+        runs: 3,
+        exe: BIN.into(),
+        budget_tickets: 0,
+        deletion_vectors: true,
+        wrap: Vec::new(),
+    };
+    let report = bench::run(&config).await.unwrap();
+
+    let labels: Vec<&str> = report.runs.iter().map(|r| r.label.as_str()).collect();
+    assert_eq!(labels.len(), 5, "{labels:?}");
+    for run in &report.runs {
+        assert_eq!(run.cache_misses, 0, "{}: answered by rendering", run.label);
+        assert!(
+            run.requests <= run.minimum_requests && run.requests > 1,
+            "{}: {} requests for a minimum of {}",
+            run.label,
+            run.requests,
+            run.minimum_requests
+        );
+        assert!(run.json_bytes > 0, "{}: no page bytes counted", run.label);
+    }
+    let backfill = &report.runs[0];
+    assert!(backfill.records.values().sum::<u64>() > tickets as u64);
+    for (table, delta) in &backfill.tables {
+        assert!(delta.files_after > 0, "backfill wrote no file of {table}");
+        assert_eq!(delta.files_removed, 0, "backfill removed files of {table}");
+    }
+    // With deletion vectors, the 1% run changes rows of `tickets` without rewriting a file.
+    let incremental = &report.runs[1];
+    let tickets_delta = &incremental.tables["tickets"];
+    assert_eq!(tickets_delta.files_removed, 0, "{tickets_delta:?}");
+    assert!(tickets_delta.versions > 0, "{tickets_delta:?}");
+
+    // The page cache is gone with the bench's simulator.
+    assert!(!config.dir.join("pages.cache").exists());
+
+    // Every created ticket is in the lake (deletes are soft): the account's tickets, a
+    // thousandth created by each of the two 1% rounds (at least one), a ten-thousandth by each
+    // earlier run (at least one).
+    let created = 2 * (tickets / 1000).max(1) + config.runs * (tickets / 10_000).max(1);
+    let lake = Lake::try_new(
+        config.dir.join("lake").to_str().unwrap(),
+        Default::default(),
+    )
+    .unwrap();
+    let rows: usize = lake
+        .scan("tickets")
+        .await
+        .unwrap()
+        .iter()
+        .map(|b| b.num_rows())
+        .sum();
+    assert_eq!(rows, tickets + created);
+}
