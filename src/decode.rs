@@ -1,17 +1,26 @@
 //! Zendesk JSON records → Arrow record batches, by the object's schema.
 //!
-//! Each record is first normalised column by column (flattened paths, JSON-text columns, custom
-//! fields, timestamps as microseconds, the `_deleted` flag) so that type problems are reported with
-//! the object, record id and field; `arrow_json` then builds the columns. Unknown fields are
-//! ignored: Zendesk adds fields without notice, and the table contract is the schema file.
+//! Each record's values go column by column (flattened paths, JSON-text columns, custom fields,
+//! timestamps as microseconds, the `_deleted` flag) straight into the columns' Arrow builders, so
+//! that type problems are reported with the object, record id and field and no intermediate row
+//! is built (docs/ARCHITECTURE.md, "Decoding"). Unknown fields are ignored: Zendesk adds fields
+//! without notice, and the table contract is the schema file.
 
 use std::borrow::Cow;
 use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
-use deltalake::arrow::array::{Array, AsArray, RecordBatch, UInt32Array};
+use std::sync::Arc;
+
+use deltalake::arrow::array::{
+    Array, ArrayRef, AsArray, BooleanBuilder, Float64Builder, Int64Builder, ListBuilder,
+    RecordBatch, StringBuilder, StructBuilder, TimestampMicrosecondArray,
+    TimestampMicrosecondBuilder, UInt32Array,
+};
 use deltalake::arrow::compute::{cast, concat_batches, interleave, take_record_batch};
-use deltalake::arrow::datatypes::{Int64Type, Schema, SchemaRef, TimestampMicrosecondType};
+use deltalake::arrow::datatypes::{
+    DataType, Field, Int64Type, Schema, SchemaRef, TimestampMicrosecondType,
+};
 use deltalake::arrow::error::ArrowError;
 use deltalake::arrow::json::ReaderBuilder;
 use deltalake::arrow::row::{RowConverter, SortField};
@@ -441,9 +450,36 @@ pub fn apply_patches(
 }
 
 /// Decode the records of one page. `synced_at` is stamped on every row.
+///
+/// Each value goes from the record straight into its column's Arrow builder (no row map, no
+/// JSON round trip); a value the fast path does not take is given to [`convert`], whose error
+/// names the record and field, or whose lossless coercion is appended.
 pub fn decode(spec: &Table, records: &[Value], synced_at: DateTime<Utc>) -> Result<Decoded> {
     let synced_at = synced_at.timestamp_micros();
-    let mut rows = Vec::with_capacity(records.len());
+    let schema = spec.schema();
+    let arrow = |source| Error::Arrow {
+        object: spec.name.clone(),
+        source,
+    };
+    let mut builders: Vec<ColumnBuilder> = spec
+        .columns
+        .iter()
+        .zip(schema.fields())
+        .map(|(column, field)| ColumnBuilder::new(column.kind, field, records.len()))
+        .collect();
+    let cursor_at = spec
+        .columns
+        .iter()
+        .position(|c| c.name == spec.cursor_field);
+    let fallback = spec
+        .cursor_fallback
+        .as_ref()
+        .and_then(|name| spec.column(name));
+    let deleted_rule = spec
+        .deleted
+        .as_ref()
+        .map(|rule| (rule, spec.column(&rule.column)));
+    let mut deleted = BooleanBuilder::with_capacity(records.len());
     let mut max_cursor: Option<i64> = None;
     for (index, record) in records.iter().enumerate() {
         let Some(record) = record.as_object() else {
@@ -452,33 +488,75 @@ pub fn decode(spec: &Table, records: &[Value], synced_at: DateTime<Utc>) -> Resu
                 index,
             });
         };
-        let row = normalize(spec, record)?;
-        let is_deleted = spec
-            .deleted
-            .as_ref()
-            .is_some_and(|rule| rule.is_deleted(row.get(&rule.column).unwrap_or(&Value::Null)));
-        if let Some(cursor) = row.get(&spec.cursor_field).and_then(Value::as_i64) {
-            max_cursor = Some(max_cursor.map_or(cursor, |m| m.max(cursor)));
+        let id = || {
+            record
+                .get(&spec.primary_key)
+                .map(|v| v.to_string())
+                .unwrap_or_else(|| "(no id)".into())
+        };
+        let field_error = |field: &str, detail: String| Error::Field {
+            object: spec.name.clone(),
+            id: id(),
+            field: field.to_owned(),
+            detail,
+        };
+        let mut key_missing = false;
+        let mut cursor = None;
+        for (at, (column, builder)) in spec.columns.iter().zip(&mut builders).enumerate() {
+            let mut raw = lookup(record, column.path()).unwrap_or(&Value::Null);
+            if Some(at) == cursor_at && raw.is_null() {
+                if let Some(fallback) = fallback {
+                    raw = lookup(record, fallback.path()).unwrap_or(&Value::Null);
+                    // The fallback must itself be valid for its own column.
+                    convert(fallback.kind, raw).map_err(|d| field_error(fallback.path(), d))?;
+                }
+            }
+            let appended = builder
+                .append(column.kind, raw)
+                .map_err(|detail| field_error(column.path(), detail))?;
+            if column.name == spec.primary_key {
+                key_missing = appended.is_none();
+            }
+            if Some(at) == cursor_at {
+                cursor = Some(appended);
+            }
         }
-        let mut row = row;
-        row.insert(DELETED_COLUMN.into(), Value::Bool(is_deleted));
-        row.insert(SYNCED_AT_COLUMN.into(), Value::from(synced_at));
-        rows.push(row);
+        if key_missing {
+            return Err(field_error(
+                &spec.primary_key,
+                "the primary key is missing".into(),
+            ));
+        }
+        match cursor {
+            Some(Some(Some(cursor))) => {
+                max_cursor = Some(max_cursor.map_or(cursor, |m| m.max(cursor)));
+            }
+            Some(Some(None)) => {}
+            _ => {
+                return Err(field_error(
+                    &spec.cursor_field,
+                    "the cursor field is missing".into(),
+                ))
+            }
+        }
+        let is_deleted = deleted_rule.is_some_and(|(rule, column)| {
+            let value = column.map_or(Value::Null, |column| {
+                let raw = lookup(record, column.path()).unwrap_or(&Value::Null);
+                // Converted without error above, as every column was.
+                convert(column.kind, raw).unwrap_or(Value::Null)
+            });
+            rule.is_deleted(&value)
+        });
+        deleted.append_value(is_deleted);
     }
-    let arrow = |source| Error::Arrow {
-        object: spec.name.clone(),
-        source,
-    };
-    let schema = spec.schema();
-    let mut decoder = ReaderBuilder::new(schema.clone())
-        .with_batch_size(rows.len().max(1))
-        .build_decoder()
-        .map_err(arrow)?;
-    decoder.serialize(&rows).map_err(arrow)?;
-    let batch = decoder
-        .flush()
-        .map_err(arrow)?
-        .unwrap_or_else(|| RecordBatch::new_empty(schema));
+    let rows = records.len();
+    let mut columns: Vec<ArrayRef> = builders.into_iter().map(ColumnBuilder::finish).collect();
+    columns.push(Arc::new(deleted.finish()));
+    columns.push(Arc::new(
+        TimestampMicrosecondArray::from(vec![synced_at; rows])
+            .with_data_type(schema.field(schema.fields().len() - 1).data_type().clone()),
+    ));
+    let batch = RecordBatch::try_new(schema, columns).map_err(arrow)?;
     Ok(Decoded {
         batch,
         max_cursor,
@@ -486,49 +564,150 @@ pub fn decode(spec: &Table, records: &[Value], synced_at: DateTime<Utc>) -> Resu
     })
 }
 
-/// The record's values in column order, each converted to what `arrow_json` expects for the
-/// column's type. Values that convert without loss are accepted (integers sent as strings or as
-/// `12.0`, anything in a string column as its JSON text); others are errors naming the record
-/// and field.
-fn normalize(spec: &Table, record: &Map<String, Value>) -> Result<Map<String, Value>> {
-    let id = record
-        .get(&spec.primary_key)
-        .map(|v| v.to_string())
-        .unwrap_or_else(|| "(no id)".into());
-    let mut row = Map::with_capacity(spec.columns.len() + 2);
-    for column in &spec.columns {
-        let raw = lookup(record, column.path()).unwrap_or(&Value::Null);
-        let value = convert(column.kind, raw).map_err(|detail| Error::Field {
-            object: spec.name.clone(),
-            id: id.clone(),
-            field: column.path().to_owned(),
-            detail,
-        })?;
-        row.insert(column.name.clone(), value);
-    }
-    if row.get(&spec.primary_key).is_none_or(Value::is_null) {
-        return Err(Error::Field {
-            object: spec.name.clone(),
-            id,
-            field: spec.primary_key.clone(),
-            detail: "the primary key is missing".into(),
-        });
-    }
-    if let Some(fallback) = &spec.cursor_fallback {
-        if row.get(&spec.cursor_field).is_none_or(Value::is_null) {
-            let value = row.get(fallback).cloned().unwrap_or(Value::Null);
-            row.insert(spec.cursor_field.clone(), value);
+/// The Arrow builder of one column.
+enum ColumnBuilder {
+    Int64(Int64Builder),
+    Float64(Float64Builder),
+    Boolean(BooleanBuilder),
+    Utf8(StringBuilder),
+    Timestamp(TimestampMicrosecondBuilder),
+    ListUtf8(ListBuilder<StringBuilder>),
+    ListInt64(ListBuilder<Int64Builder>),
+    /// `custom_fields` and `attachments`: lists of structs of int64 and string fields.
+    ListStruct(ListBuilder<StructBuilder>),
+}
+
+impl ColumnBuilder {
+    fn new(kind: ColumnType, field: &Field, capacity: usize) -> Self {
+        let item = match field.data_type() {
+            DataType::List(item) => Some(item.clone()),
+            _ => None,
+        };
+        match (kind, item) {
+            (ColumnType::Int64, _) => Self::Int64(Int64Builder::with_capacity(capacity)),
+            (ColumnType::Float64, _) => Self::Float64(Float64Builder::with_capacity(capacity)),
+            (ColumnType::Boolean, _) => Self::Boolean(BooleanBuilder::with_capacity(capacity)),
+            (ColumnType::Timestamp, _) => Self::Timestamp(
+                TimestampMicrosecondBuilder::with_capacity(capacity)
+                    .with_data_type(field.data_type().clone()),
+            ),
+            (ColumnType::ListString, Some(item)) => Self::ListUtf8(
+                ListBuilder::with_capacity(StringBuilder::new(), capacity).with_field(item),
+            ),
+            (ColumnType::ListInt64, Some(item)) => Self::ListInt64(
+                ListBuilder::with_capacity(Int64Builder::new(), capacity).with_field(item),
+            ),
+            (ColumnType::CustomFields | ColumnType::Attachments, Some(item)) => {
+                let fields = match item.data_type() {
+                    DataType::Struct(fields) => fields.clone(),
+                    _ => Default::default(),
+                };
+                let values = StructBuilder::from_fields(fields, 0);
+                Self::ListStruct(ListBuilder::with_capacity(values, capacity).with_field(item))
+            }
+            // String and JSON text; a list type always has its item field.
+            _ => Self::Utf8(StringBuilder::with_capacity(capacity, capacity * 16)),
         }
     }
-    if row.get(&spec.cursor_field).is_none_or(Value::is_null) {
-        return Err(Error::Field {
-            object: spec.name.clone(),
-            id,
-            field: spec.cursor_field.clone(),
-            detail: "the cursor field is missing".into(),
-        });
+
+    /// Append `raw` (a value of a column of type `kind`). `Ok(None)` for a null; otherwise
+    /// `Ok(Some(v))` where `v` is the value as an integer for int64 and timestamp columns (the
+    /// key and the cursor), `None` for others. `Err` is [`convert`]'s message.
+    fn append(
+        &mut self,
+        kind: ColumnType,
+        raw: &Value,
+    ) -> std::result::Result<Option<Option<i64>>, String> {
+        if raw.is_null() {
+            self.append_null();
+            return Ok(None);
+        }
+        // The fast paths; anything else goes through `convert`, for its coercion or its error.
+        let integer = match (&mut *self, raw) {
+            (Self::Int64(b), _) => int64(raw).inspect(|&v| b.append_value(v)),
+            (Self::Timestamp(b), _) => timestamp_micros(raw).inspect(|&v| b.append_value(v)),
+            (Self::Utf8(b), Value::String(text)) if kind == ColumnType::String => {
+                b.append_value(text);
+                return Ok(Some(None));
+            }
+            (Self::Boolean(b), Value::Bool(v)) => {
+                b.append_value(*v);
+                return Ok(Some(None));
+            }
+            _ => None,
+        };
+        if integer.is_some() {
+            return Ok(Some(integer));
+        }
+        let converted = convert(kind, raw)?;
+        match (self, &converted) {
+            (Self::Float64(b), v) => b.append_option(v.as_f64()),
+            (Self::Boolean(b), v) => b.append_option(v.as_bool()),
+            (Self::Utf8(b), v) => b.append_option(v.as_str()),
+            (Self::ListUtf8(b), Value::Array(items)) => {
+                for item in items {
+                    b.values().append_option(item.as_str());
+                }
+                b.append(true);
+            }
+            (Self::ListInt64(b), Value::Array(items)) => {
+                for item in items {
+                    b.values().append_option(item.as_i64());
+                }
+                b.append(true);
+            }
+            (Self::ListStruct(b), Value::Array(items)) => {
+                let values = b.values();
+                for item in items {
+                    for (at, field) in values.fields().clone().iter().enumerate() {
+                        let value = item.get(field.name()).unwrap_or(&Value::Null);
+                        match field.data_type() {
+                            DataType::Int64 => values
+                                .field_builder::<Int64Builder>(at)
+                                .expect("int64 field builder")
+                                .append_option(value.as_i64()),
+                            _ => values
+                                .field_builder::<StringBuilder>(at)
+                                .expect("string field builder")
+                                .append_option(value.as_str()),
+                        }
+                    }
+                    values.append(true);
+                }
+                b.append(true);
+            }
+            // `convert` gives what the column's type takes: int64 and timestamps never get
+            // here (their fast path takes every value `convert` accepts).
+            (builder, _) => builder.append_null(),
+        }
+        Ok(Some(None))
     }
-    Ok(row)
+
+    fn append_null(&mut self) {
+        match self {
+            Self::Int64(b) => b.append_null(),
+            Self::Float64(b) => b.append_null(),
+            Self::Boolean(b) => b.append_null(),
+            Self::Utf8(b) => b.append_null(),
+            Self::Timestamp(b) => b.append_null(),
+            Self::ListUtf8(b) => b.append_null(),
+            Self::ListInt64(b) => b.append_null(),
+            Self::ListStruct(b) => b.append_null(),
+        }
+    }
+
+    fn finish(self) -> ArrayRef {
+        match self {
+            Self::Int64(mut b) => Arc::new(b.finish()),
+            Self::Float64(mut b) => Arc::new(b.finish()),
+            Self::Boolean(mut b) => Arc::new(b.finish()),
+            Self::Utf8(mut b) => Arc::new(b.finish()),
+            Self::Timestamp(mut b) => Arc::new(b.finish()),
+            Self::ListUtf8(mut b) => Arc::new(b.finish()),
+            Self::ListInt64(mut b) => Arc::new(b.finish()),
+            Self::ListStruct(mut b) => Arc::new(b.finish()),
+        }
+    }
 }
 
 fn lookup<'a>(record: &'a Map<String, Value>, path: &str) -> Option<&'a Value> {
