@@ -8,10 +8,9 @@
 
 use std::borrow::Cow;
 use std::collections::HashMap;
-
-use chrono::{DateTime, Utc};
 use std::sync::Arc;
 
+use chrono::{DateTime, Utc};
 use deltalake::arrow::array::{
     Array, ArrayRef, AsArray, BooleanBuilder, Float64Builder, Int64Builder, ListBuilder,
     RecordBatch, StringBuilder, StructBuilder, TimestampMicrosecondArray,
@@ -475,10 +474,15 @@ pub fn decode(spec: &Table, records: &[Value], synced_at: DateTime<Utc>) -> Resu
         .cursor_fallback
         .as_ref()
         .and_then(|name| spec.column(name));
-    let deleted_rule = spec
+    // The column the deletion rule reads, and what the rule says of a row without it.
+    let deleted_at = spec
         .deleted
         .as_ref()
-        .map(|rule| (rule, spec.column(&rule.column)));
+        .and_then(|rule| spec.columns.iter().position(|c| c.name == rule.column));
+    let deleted_without = spec
+        .deleted
+        .as_ref()
+        .is_some_and(|rule| rule.is_deleted(&Value::Null));
     let mut deleted = BooleanBuilder::with_capacity(records.len());
     let mut max_cursor: Option<i64> = None;
     for (index, record) in records.iter().enumerate() {
@@ -502,6 +506,7 @@ pub fn decode(spec: &Table, records: &[Value], synced_at: DateTime<Utc>) -> Resu
         };
         let mut key_missing = false;
         let mut cursor = None;
+        let mut is_deleted = deleted_without;
         for (at, (column, builder)) in spec.columns.iter().zip(&mut builders).enumerate() {
             let mut raw = lookup(record, column.path()).unwrap_or(&Value::Null);
             if Some(at) == cursor_at && raw.is_null() {
@@ -519,6 +524,10 @@ pub fn decode(spec: &Table, records: &[Value], synced_at: DateTime<Utc>) -> Resu
             }
             if Some(at) == cursor_at {
                 cursor = Some(appended);
+            }
+            if let (Some(rule), true) = (&spec.deleted, Some(at) == deleted_at) {
+                // Appended above, so `convert` accepts it.
+                is_deleted = rule.is_deleted(&convert(column.kind, raw).unwrap_or(Value::Null));
             }
         }
         if key_missing {
@@ -539,14 +548,6 @@ pub fn decode(spec: &Table, records: &[Value], synced_at: DateTime<Utc>) -> Resu
                 ))
             }
         }
-        let is_deleted = deleted_rule.is_some_and(|(rule, column)| {
-            let value = column.map_or(Value::Null, |column| {
-                let raw = lookup(record, column.path()).unwrap_or(&Value::Null);
-                // Converted without error above, as every column was.
-                convert(column.kind, raw).unwrap_or(Value::Null)
-            });
-            rule.is_deleted(&value)
-        });
         deleted.append_value(is_deleted);
     }
     let rows = records.len();
@@ -658,8 +659,9 @@ impl ColumnBuilder {
             }
             (Self::ListStruct(b), Value::Array(items)) => {
                 let values = b.values();
+                let fields = values.fields().clone();
                 for item in items {
-                    for (at, field) in values.fields().clone().iter().enumerate() {
+                    for (at, field) in fields.iter().enumerate() {
                         let value = item.get(field.name()).unwrap_or(&Value::Null);
                         match field.data_type() {
                             DataType::Int64 => values
