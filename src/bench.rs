@@ -71,7 +71,7 @@ pub struct Measured {
     pub json_bytes: u64,
     /// Records the pages held, by stream.
     pub records: BTreeMap<String, u64>,
-    /// Per table: files added, bytes added, files removed, bytes removed, files and bytes after,
+    /// Per table: files added, bytes added, files removed, bytes removed, files, bytes and live
     /// rows after.
     pub tables: BTreeMap<String, TableDelta>,
 }
@@ -86,6 +86,7 @@ pub struct TableDelta {
     pub bytes_before: u64,
     pub files_after: u64,
     pub bytes_after: u64,
+    pub rows_after: u64,
     pub versions: i64,
 }
 
@@ -362,6 +363,7 @@ impl Bench<'_> {
                     bytes_before: b.files.values().sum(),
                     files_after: a.files.len() as u64,
                     bytes_after: a.files.values().sum(),
+                    rows_after: a.rows,
                     versions: a.version - b.version,
                 },
             );
@@ -526,6 +528,8 @@ async fn prerender(settings: &Settings, lake: &Lake) -> Result<BTreeMap<String, 
 struct Files {
     version: i64,
     files: HashMap<String, u64>,
+    /// Live rows (stored rows less those deletion vectors hide), by the files' statistics.
+    rows: u64,
 }
 
 /// The data files of each table (path → bytes) and its version.
@@ -536,6 +540,7 @@ async fn files(lake: &Lake, tables: &[&str]) -> Result<HashMap<String, Files>, E
             None => Files {
                 version: -1,
                 files: HashMap::new(),
+                rows: 0,
             },
             Some(delta) => {
                 let snapshot = delta.snapshot().map_err(setup("a table's snapshot"))?;
@@ -546,6 +551,16 @@ async fn files(lake: &Lake, tables: &[&str]) -> Result<HashMap<String, Files>, E
                         .iter()
                         .map(|f| (f.path().into_owned(), f.size().max(0) as u64))
                         .collect(),
+                    rows: snapshot
+                        .log_data()
+                        .iter()
+                        .map(|f| {
+                            let hidden = f
+                                .deletion_vector_descriptor()
+                                .map_or(0, |dv| dv.cardinality.max(0) as u64);
+                            (f.num_records().unwrap_or(0) as u64).saturating_sub(hidden)
+                        })
+                        .sum(),
                 }
             }
         };
@@ -708,9 +723,9 @@ pub fn markdown(config: &BenchConfig, report: &BenchReport) -> String {
     );
     let _ = writeln!(
         out,
-        "| run | table | commits | files added | MB added | files removed | MB removed (share of table) | files after | MB after |"
+        "| run | table | commits | files added | MB added | files removed | MB removed (share of table) | files after | MB after | rows after |"
     );
-    let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|");
+    let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|---|");
     for run in &report.runs {
         for (table, t) in &run.tables {
             let share = if t.bytes_before > 0 {
@@ -723,7 +738,7 @@ pub fn markdown(config: &BenchConfig, report: &BenchReport) -> String {
             };
             let _ = writeln!(
                 out,
-                "| {} | {} | {} | {} | {:.1} | {} | {:.1} ({}) | {} | {:.1} |",
+                "| {} | {} | {} | {} | {:.1} | {} | {:.1} ({}) | {} | {:.1} | {} |",
                 run.label,
                 table,
                 t.versions,
@@ -733,7 +748,8 @@ pub fn markdown(config: &BenchConfig, report: &BenchReport) -> String {
                 mb(t.bytes_removed),
                 share,
                 t.files_after,
-                mb(t.bytes_after)
+                mb(t.bytes_after),
+                t.rows_after
             );
         }
     }

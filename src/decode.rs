@@ -43,6 +43,12 @@ pub enum Error {
     },
     #[error("{object}: record #{index} of the page is not a JSON object")]
     NotAnObject { object: String, index: usize },
+    #[error("{object}: record #{index} of the page cannot be read: {detail}")]
+    Unreadable {
+        object: String,
+        index: usize,
+        detail: String,
+    },
     #[error("{object}: building Arrow columns failed: {source}")]
     Arrow {
         object: String,

@@ -131,13 +131,10 @@ impl Lake {
             Some(table) => {
                 check_schema(spec, &table)?;
                 let (batch, patches) = match narrow(name, spec, &table, batch, patches).await? {
-                    Narrowed::Append(batch) => {
-                        return self.append(spec, table, batch, commit, seq).await
-                    }
                     Narrowed::Splice {
                         batch,
                         patches,
-                        stored,
+                        keys,
                     } => {
                         let mut table = table;
                         let vectors = match self.deletion_vectors {
@@ -146,7 +143,7 @@ impl Lake {
                         };
                         let before = table.version();
                         let done = splice(
-                            spec, &mut table, batch, patches, &stored, vectors, commit, seq,
+                            spec, &mut table, batch, patches, &keys, vectors, commit, seq,
                         )
                         .await?;
                         debug_assert!(done.committed == (table.version() != before));
@@ -364,31 +361,6 @@ impl Lake {
         self.handles.lock().expect("table handles lock poisoned")
     }
 
-    /// Append rows none of whose keys the table holds: no file of the table is read or
-    /// rewritten. The commit carries the same application transaction as a merge would.
-    async fn append(
-        &self,
-        spec: &Table,
-        table: DeltaTable,
-        batch: RecordBatch,
-        commit: CommitProperties,
-        seq: i64,
-    ) -> Result<CommitReport> {
-        let name = spec.name.as_str();
-        let rows = batch.num_rows() as u64;
-        if rows == 0 {
-            // Only patches, for rows the table does not hold: nothing to change, no commit.
-            return self.report(name, table, false, 0, 0).await;
-        }
-        let table = table
-            .write(vec![batch])
-            .with_save_mode(SaveMode::Append)
-            .with_commit_properties(commit)
-            .await
-            .map_err(|source| commit_error(name, seq, source))?;
-        self.report(name, table, true, rows, 0).await
-    }
-
     /// The report of a write that left `table` at its current version (`committed`: the write
     /// made that version, whose files it reports), reading no file of the table; its handle is
     /// kept for the next commit.
@@ -423,14 +395,12 @@ const MAX_KEY_RANGES: usize = 128;
 
 /// How a batch is written once the keys it names are looked up in the table.
 enum Narrowed {
-    /// No key of the batch is stored yet.
-    Append(RecordBatch),
-    /// Some are, `stored` (sorted): the batch is spliced into the files holding them
-    /// ([`splice`]).
+    /// Int64 keys, `keys` the batch's and its patches' (sorted, distinct): the batch is
+    /// spliced into the files that may hold them ([`splice`]).
     Splice {
         batch: RecordBatch,
         patches: Option<PatchSet>,
-        stored: Vec<i64>,
+        keys: Vec<i64>,
     },
     /// Keys that are not int64, or patches matched on a column that is not: a deltalake merge
     /// over the whole table.
@@ -440,10 +410,10 @@ enum Narrowed {
     },
 }
 
-/// Look up which of the batch's keys (and its patches' keys) the table holds, reading only the
-/// key column of the files whose statistics may hold them (docs/ARCHITECTURE.md, "Layout and
-/// merges"). Tables keyed by text, and patches matched on another column than the key, are
-/// merged as they are.
+/// How the batch is written: tables keyed by int64 are spliced, which reads only the key and
+/// cursor columns of the files whose statistics may hold the batch's keys before it changes
+/// any (docs/ARCHITECTURE.md, "Layout and merges"). Tables keyed by text, and patches matched
+/// on another column than the key, are merged as they are.
 async fn narrow(
     name: &str,
     spec: &Table,
@@ -476,15 +446,10 @@ async fn narrow(
     }
     keys.sort_unstable();
     keys.dedup();
-    let stored = stored_keys(name, table, key, &keys).await?;
-    if stored.is_empty() {
-        // Patches match no stored row, and rows of this batch were patched in memory already.
-        return Ok(Narrowed::Append(batch));
-    }
     Ok(Narrowed::Splice {
         batch,
         patches,
-        stored,
+        keys,
     })
 }
 
@@ -589,36 +554,6 @@ fn int_keys(batch: &RecordBatch, key: &str) -> Option<Vec<i64>> {
     use deltalake::arrow::datatypes::Int64Type;
     let column = batch.column_by_name(key)?.as_primitive_opt::<Int64Type>()?;
     Some(column.iter().flatten().collect())
-}
-
-/// Which of `keys` (sorted, distinct) the table holds, sorted.
-async fn stored_keys(name: &str, table: &DeltaTable, key: &str, keys: &[i64]) -> Result<Vec<i64>> {
-    use deltalake::arrow::array::AsArray;
-    use deltalake::arrow::datatypes::Int64Type;
-    let filter = ranges_filter(key, keys);
-    if filter.is_empty() {
-        return Ok(Vec::new());
-    }
-    let sql = format!("SELECT \"{key}\" FROM \"{name}\" WHERE {filter}");
-    let mut stored = Vec::new();
-    for batch in super::query_one(name, table, &sql).await? {
-        let column = batch
-            .column(0)
-            .as_primitive_opt::<Int64Type>()
-            .ok_or_else(|| Error::Invalid {
-                table: name.to_owned(),
-                detail: format!("its key {key} is not an int64 column"),
-            })?;
-        stored.extend(
-            column
-                .iter()
-                .flatten()
-                .filter(|k| keys.binary_search(k).is_ok()),
-        );
-    }
-    stored.sort_unstable();
-    stored.dedup();
-    Ok(stored)
 }
 
 /// At most `max` closed ranges covering every one of `keys` (sorted, distinct): the largest

@@ -4,8 +4,10 @@
 //! rewrites every file that holds a matched row. A table that grows batch by batch while each
 //! batch also changes a few rows it holds (comments whose privacy changed, tickets updated
 //! again) is then copied whole by every batch: its one file holds everything. A splice instead:
-//! - reads only the files whose key statistics cover a key the table holds (looked up before,
-//!   from the key column alone), one file at a time;
+//! - reads only the files whose key statistics cover a key of the batch, one file at a time,
+//!   and of them first only the key and the cursor: which rows change is known before any
+//!   file is read whole, and a file none of whose rows changes is read no further (a batch
+//!   of new keys only, a backfill's, reads key columns and appends);
 //! - changes a file only when one of its rows changes: replaced by the batch's version of it
 //!   when that is at least as new by the cursor (as the merge does, so re-applying an older
 //!   batch never rolls a row back), or patched;
@@ -18,18 +20,24 @@
 //!   and draft, with no retry, exactly as the merge's commit.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use deltalake::arrow::array::{ArrayRef, AsArray, RecordBatch};
 use deltalake::arrow::compute::{cast, concat_batches, interleave, sort_to_indices, take};
 use deltalake::arrow::datatypes::{DataType, Int64Type, SchemaRef};
 use deltalake::kernel::transaction::{CommitBuilder, CommitProperties};
 use deltalake::kernel::{Action, Add, Remove};
-use deltalake::logstore::object_store::ObjectStoreExt;
-use deltalake::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use deltalake::logstore::object_store::{ObjectStore, ObjectStoreExt};
+use deltalake::parquet::arrow::arrow_reader::ArrowReaderOptions;
+use deltalake::parquet::arrow::async_reader::AsyncFileReader;
+use deltalake::parquet::arrow::{ParquetRecordBatchStreamBuilder, ProjectionMask};
+use deltalake::parquet::errors::ParquetError;
+use deltalake::parquet::file::metadata::{ParquetMetaData, ParquetMetaDataReader};
 use deltalake::protocol::DeltaOperation;
 use deltalake::table::config::TablePropertiesExt;
 use deltalake::{DeltaTable, Path};
-use futures::TryStreamExt;
+use futures::future::BoxFuture;
+use futures::{FutureExt, TryFutureExt, TryStreamExt};
 use roaring::RoaringTreemap;
 use serde_json::Value;
 
@@ -50,7 +58,7 @@ pub(crate) struct Spliced {
 }
 
 /// Upsert `batch` (one row per key) and `patches` (matched on the key, none for a key of the
-/// batch) into `table`, whose stored keys among theirs are `stored` (sorted). With
+/// batch) into `table`; `keys` are theirs, sorted and distinct. With
 /// `deletion_vectors` (the table has the feature), a changed row's old version is hidden by its
 /// file's deletion vector instead of the file being rewritten. On success the table is at the
 /// new commit.
@@ -60,7 +68,7 @@ pub(crate) async fn splice(
     table: &mut DeltaTable,
     batch: RecordBatch,
     patches: Option<PatchSet>,
-    stored: &[i64],
+    keys: &[i64],
     deletion_vectors: bool,
     commit: CommitProperties,
     seq: i64,
@@ -80,14 +88,14 @@ pub(crate) async fn splice(
     let batch = as_table(name, &schema, batch)?;
     let source = Source::new(spec, &batch, patches.as_ref()).map_err(invalid)?;
 
-    // The files that may hold a stored key, by their statistics.
+    // The files that may hold one of the keys, by their statistics.
     let candidates: Vec<(Add, Remove, Path)> = {
         let state = table.snapshot().map_err(delta)?;
         #[allow(deprecated)] // The provider's file selection takes Add actions.
         let files = state
             .log_data()
             .iter()
-            .filter(|file| covers(file.stats().as_deref(), key, stored))
+            .filter(|file| covers(file.stats().as_deref(), key, keys))
             .map(|file| {
                 (
                     file.add_action(),
@@ -119,9 +127,12 @@ pub(crate) async fn splice(
             (None, true) => Some(RoaringTreemap::new()),
             (Some(vector), true) => dv::read_inline(vector).map_err(in_file)?,
         };
-        let rows = match &hidden {
-            Some(_) => physical(name, table, path, &schema).await?,
-            None => {
+        // Which rows change is read off the key and the cursor alone: the file is read whole
+        // only when it changes and is rewritten, or when a patch changes rows of it (replaced
+        // rows are the batch's). A vector this run does not write (deletion vectors turned off
+        // since) is applied by a scan of the file's live rows.
+        let keyed = match (&hidden, &add.deletion_vector) {
+            (None, Some(_)) => {
                 let rows: Vec<RecordBatch> = scan(name, table, vec![add.clone()], None)
                     .await?
                     .try_collect()
@@ -136,10 +147,15 @@ pub(crate) async fn splice(
                     .collect::<Result<Vec<_>>>()?;
                 concat_batches(&schema, &rows).map_err(arrow)?
             }
+            _ => {
+                let columns = [key, source.cursor_field];
+                physical(name, table, add, path, &schema, Some(&columns)).await?
+            }
         };
+        let rows = &keyed;
         let none = RoaringTreemap::new();
         let (picks, changed) = source
-            .picks(&rows, hidden.as_ref().unwrap_or(&none), &mut matched)
+            .picks(rows, key, hidden.as_ref().unwrap_or(&none), &mut matched)
             .map_err(in_file)?;
         if changed == 0 {
             continue;
@@ -154,10 +170,17 @@ pub(crate) async fn splice(
                     .filter(|(_, pick)| !matches!(pick, Pick::Stored))
                     .map(|(i, _)| i)
                     .collect();
+                let patched = positions
+                    .iter()
+                    .any(|&i| matches!(picks[i], Pick::Patch(_)));
                 moved.push(
-                    source
-                        .assemble(&rows, &picks, &positions)
-                        .map_err(in_file)?,
+                    if patched {
+                        let rows = physical(name, table, add, path, &schema, None).await?;
+                        source.assemble(&rows, &picks, &positions)
+                    } else {
+                        source.replaced(&picks, &positions)
+                    }
+                    .map_err(in_file)?,
                 );
                 hidden.extend(positions.iter().map(|&i| i as u64));
                 if hidden.len() < rows.num_rows() as u64 {
@@ -166,7 +189,13 @@ pub(crate) async fn splice(
             }
             None => {
                 let all: Vec<usize> = (0..rows.num_rows()).collect();
-                let spliced = source.assemble(&rows, &picks, &all).map_err(in_file)?;
+                let whole = match &add.deletion_vector {
+                    Some(_) => None,
+                    None => Some(physical(name, table, add, path, &schema, None).await?),
+                };
+                let spliced = source
+                    .assemble(whole.as_ref().unwrap_or(rows), &picks, &all)
+                    .map_err(in_file)?;
                 rewritten.write(&spliced).await.map_err(delta)?;
             }
         }
@@ -201,7 +230,7 @@ pub(crate) async fn splice(
         .chain(added.iter().cloned().map(Action::Add))
         .collect();
     let operation = DeltaOperation::Merge {
-        predicate: Some(format!("{key} of {} stored keys", stored.len())),
+        predicate: Some(format!("{key} of {} keys", keys.len())),
         merge_predicate: Some(format!("target.{key} = source.{key}")),
         matched_predicates: Vec::new(),
         not_matched_predicates: Vec::new(),
@@ -265,7 +294,6 @@ fn take_rows(
 /// The batch and its patches, indexed by key.
 struct Source<'a> {
     batch: &'a RecordBatch,
-    key: usize,
     /// The cursor column's name, and its values in the batch as int64 (µs for timestamps).
     cursor_field: &'a str,
     cursor: Vec<Option<i64>>,
@@ -324,7 +352,6 @@ impl<'a> Source<'a> {
         };
         Ok(Source {
             batch,
-            key,
             cursor_field: &spec.cursor_field,
             cursor,
             rows,
@@ -339,10 +366,11 @@ impl<'a> Source<'a> {
     fn picks(
         &self,
         rows: &RecordBatch,
+        key: &str,
         hidden: &RoaringTreemap,
         matched: &mut [bool],
     ) -> std::result::Result<(Vec<Pick>, u64), String> {
-        let stored_keys = keys(rows.column(self.key))?;
+        let stored_keys = keys(rows.column_by_name(key).ok_or("no key column")?)?;
         let stored_cursor = int64s(rows, self.cursor_field)?;
         let mut picks = Vec::with_capacity(rows.num_rows());
         let mut changed = 0;
@@ -371,6 +399,23 @@ impl<'a> Source<'a> {
             picks.push(pick);
         }
         Ok((picks, changed))
+    }
+
+    /// The rows `which` of a file, every one of them replaced by a row of the batch
+    /// ([`Pick::Row`]).
+    fn replaced(
+        &self,
+        picks: &[Pick],
+        which: &[usize],
+    ) -> std::result::Result<RecordBatch, String> {
+        let rows: Vec<u32> = which
+            .iter()
+            .map(|&i| match picks[i] {
+                Pick::Row(row) => Ok(row as u32),
+                _ => Err("a kept or patched row has no replacement".to_owned()),
+            })
+            .collect::<std::result::Result<_, _>>()?;
+        take_rows(self.batch, &rows.into()).map_err(|e| e.to_string())
     }
 
     /// The rows `which` of `rows`, as `picks` say.
@@ -415,48 +460,113 @@ enum Pick {
 }
 
 /// A file's rows as stored, deleted ones included, in their order (the positions deletion
-/// vectors name).
+/// vectors name): every column of the table, or only `columns`. Only the byte ranges of the
+/// columns read are fetched from the store.
 async fn physical(
     name: &str,
     table: &DeltaTable,
+    file: &Add,
     path: &Path,
     schema: &SchemaRef,
+    columns: Option<&[&str]>,
 ) -> Result<RecordBatch> {
-    let parquet = |e: deltalake::parquet::errors::ParquetError| Error::Invalid {
+    let failed = |e: &dyn std::fmt::Display| Error::Invalid {
         table: name.to_owned(),
         detail: format!("reading {path}: {e}"),
     };
     let store = table.log_store().object_store(None);
-    let bytes = store
-        .get(path)
+    let input = FileReader {
+        store,
+        path: path.clone(),
+        size: file.size.max(0) as u64,
+    };
+    let mut reader = ParquetRecordBatchStreamBuilder::new(input)
         .await
-        .map_err(|e| Error::Invalid {
-            table: name.to_owned(),
-            detail: format!("reading {path}: {e}"),
-        })?
-        .bytes()
-        .await
-        .map_err(|e| Error::Invalid {
-            table: name.to_owned(),
-            detail: format!("reading {path}: {e}"),
-        })?;
-    let batches: Vec<RecordBatch> = ParquetRecordBatchReaderBuilder::try_new(bytes)
-        .map_err(parquet)?
+        .map_err(|e| failed(&e))?;
+    let mut schema = schema.clone();
+    if let Some(columns) = columns {
+        let wanted = columns_in(&schema, columns);
+        let roots: Vec<usize> = reader
+            .schema()
+            .fields()
+            .iter()
+            .enumerate()
+            .filter(|(_, f)| columns.contains(&f.name().as_str()))
+            .map(|(i, _)| i)
+            .collect();
+        if roots.len() != wanted.len() {
+            return Err(failed(&format!("it lacks one of the columns {columns:?}")));
+        }
+        let mask = ProjectionMask::roots(reader.parquet_schema(), roots);
+        schema = Arc::new(schema.project(&wanted).map_err(|e| failed(&e))?);
+        reader = reader.with_projection(mask);
+    }
+    let batches: Vec<RecordBatch> = reader
         .build()
-        .map_err(parquet)?
-        .collect::<std::result::Result<_, _>>()
-        .map_err(|e| Error::Invalid {
-            table: name.to_owned(),
-            detail: format!("reading {path}: {e}"),
-        })?;
+        .map_err(|e| failed(&e))?
+        .try_collect()
+        .await
+        .map_err(|e| failed(&e))?;
     let batches = batches
         .into_iter()
-        .map(|b| as_table(name, schema, b))
+        .map(|b| as_table(name, &schema, b))
         .collect::<Result<Vec<_>>>()?;
-    concat_batches(schema, &batches).map_err(|e| Error::Invalid {
-        table: name.to_owned(),
-        detail: format!("reading {path}: {e}"),
-    })
+    concat_batches(&schema, &batches).map_err(|e| failed(&e))
+}
+
+/// A data file read by byte ranges from the table's store (parquet's reader of an object
+/// store, which it deprecates in favour of one's own).
+struct FileReader {
+    store: std::sync::Arc<dyn ObjectStore>,
+    path: Path,
+    size: u64,
+}
+
+impl AsyncFileReader for FileReader {
+    fn get_bytes(
+        &mut self,
+        range: std::ops::Range<u64>,
+    ) -> BoxFuture<'_, deltalake::parquet::errors::Result<bytes::Bytes>> {
+        self.store
+            .get_range(&self.path, range)
+            .map_err(|e| ParquetError::External(Box::new(e)))
+            .boxed()
+    }
+
+    fn get_byte_ranges(
+        &mut self,
+        ranges: Vec<std::ops::Range<u64>>,
+    ) -> BoxFuture<'_, deltalake::parquet::errors::Result<Vec<bytes::Bytes>>> {
+        async move {
+            self.store
+                .get_ranges(&self.path, &ranges)
+                .await
+                .map_err(|e| ParquetError::External(Box::new(e)))
+        }
+        .boxed()
+    }
+
+    fn get_metadata<'a>(
+        &'a mut self,
+        options: Option<&'a ArrowReaderOptions>,
+    ) -> BoxFuture<'a, deltalake::parquet::errors::Result<Arc<ParquetMetaData>>> {
+        async move {
+            let size = self.size;
+            let metadata = ParquetMetaDataReader::new()
+                .with_arrow_reader_options(options)
+                .load_and_finish(self, size)
+                .await?;
+            Ok(Arc::new(metadata))
+        }
+        .boxed()
+    }
+}
+
+/// The positions in `schema` of `columns`, in the schema's order.
+fn columns_in(schema: &SchemaRef, columns: &[&str]) -> Vec<usize> {
+    (0..schema.fields().len())
+        .filter(|&i| columns.contains(&schema.field(i).name().as_str()))
+        .collect()
 }
 
 /// The values of an int64 key column, by row.

@@ -29,8 +29,8 @@ use crate::failpoint;
 use crate::lake::{self, CommitDraft, ControlRow, Lake, PatchSet, TableCommit};
 use crate::spec::{Stream, Table, WriteMode, DELETED_COLUMN};
 use crate::zendesk::readers::children::{Parent, ParentPage};
-use crate::zendesk::readers::{self, Context};
-use crate::zendesk::{self, Client, Page, RequestStats};
+use crate::zendesk::readers::{self, body, Context};
+use crate::zendesk::{self, Client, RawPage, RequestStats};
 use progress::{StreamState, StreamTracker, Tracker};
 
 /// Errors that stop the whole run before any stream starts.
@@ -330,6 +330,9 @@ struct DecodedPage {
     end_of_stream: bool,
     /// Records of the page (progress, even when no table has rows from them).
     records: usize,
+    /// Records the page held, and where its stream stands in time after it (progress).
+    fetched: usize,
+    until: Option<i64>,
     /// Largest watermark-field value of the page's records (µs).
     watermark: Option<i64>,
 }
@@ -518,7 +521,7 @@ impl StreamJob {
             parents,
         };
         let reader = readers::open(context, position.as_ref(), settings.start_time)?;
-        let (page_tx, mut page_rx) = mpsc::channel::<Page>(settings.channel_pages);
+        let (page_tx, mut page_rx) = mpsc::channel::<RawPage>(settings.channel_pages);
         let (decoded_tx, decoded_rx) = mpsc::channel::<DecodedPage>(settings.channel_pages);
 
         let fetch = readers::drive(reader, page_tx);
@@ -526,7 +529,6 @@ impl StreamJob {
         let watch = self.watch.clone();
         let decode = async move {
             while let Some(page) = page_rx.recv().await {
-                watch.page(page.records.len(), page.until);
                 let tables = tables.clone();
                 let decoded =
                     tokio::task::spawn_blocking(move || decode_page(stream, &tables, page))
@@ -535,6 +537,7 @@ impl StreamJob {
                             stream: stream.name.clone(),
                             detail: e.to_string(),
                         })??;
+                watch.page(decoded.fetched, decoded.until);
                 failpoint::hit("page_decoded");
                 if decoded_tx.send(decoded).await.is_err() {
                     break;
@@ -622,7 +625,7 @@ impl StreamJob {
         let mut keys = HashSet::new();
         while let Some(page) = reader.next_page().await? {
             for record in &page.records {
-                let key = match record.get(&table.primary_key) {
+                let key = match body::field(record, &table.primary_key).as_ref() {
                     Some(Value::Number(n)) => n.as_i64().map(Key::Int),
                     Some(Value::String(s)) => Some(Key::Text(s.clone())),
                     _ => None,
@@ -923,8 +926,15 @@ pub(crate) fn includes(tables: &[&Table]) -> Vec<String> {
 fn decode_page(
     stream: &Stream,
     tables: &[&Table],
-    page: Page,
+    page: RawPage,
 ) -> Result<DecodedPage, decode::Error> {
+    let page = page
+        .parse(stream)
+        .map_err(|(index, detail)| decode::Error::Unreadable {
+            object: stream.name.clone(),
+            index,
+            detail,
+        })?;
     let now = Utc::now();
     let mut decoded = Vec::with_capacity(tables.len());
     for table in tables {
@@ -948,6 +958,8 @@ fn decode_page(
         position: page.position,
         end_of_stream: page.end_of_stream,
         records,
+        fetched: page.records.len(),
+        until: page.until,
         watermark,
     })
 }

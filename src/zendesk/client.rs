@@ -172,6 +172,23 @@ impl Client {
         stats: &RequestStats,
         handled: &[u16],
     ) -> Result<Value> {
+        self.get_parsed(object, url, class, stats, handled, |text| {
+            serde_json::from_slice(text)
+        })
+        .await
+    }
+
+    /// [`Client::get_json_except`] with the body read by `parse` (a body it refuses is
+    /// retried as a body that is not JSON is).
+    pub async fn get_parsed<T>(
+        &self,
+        object: &str,
+        url: &Url,
+        class: LimitClass,
+        stats: &RequestStats,
+        handled: &[u16],
+        parse: impl Fn(&[u8]) -> serde_json::Result<T>,
+    ) -> Result<T> {
         // Never send the credentials anywhere else, whoever built the URL.
         if url.origin() != self.base.origin() {
             return Err(Error::ForeignHost {
@@ -190,7 +207,7 @@ impl Client {
                 .waited
                 .fetch_add(u64::try_from(waited).unwrap_or(u64::MAX), Ordering::Relaxed);
             stats.requests.fetch_add(1, Ordering::Relaxed);
-            let err = match self.try_once(object, url, grant).await {
+            let err = match self.try_once(object, url, grant, &parse).await {
                 Ok(value) => return Ok(value),
                 Err(err) => err,
             };
@@ -215,7 +232,13 @@ impl Client {
 
     /// Send one GET under `grant`, which the answer's rate headers settle (a request that got no
     /// answer gives it back on drop).
-    async fn try_once(&self, object: &str, url: &Url, grant: Grant) -> Result<Value> {
+    async fn try_once<T>(
+        &self,
+        object: &str,
+        url: &Url,
+        grant: Grant,
+        parse: &impl Fn(&[u8]) -> serde_json::Result<T>,
+    ) -> Result<T> {
         let endpoint = endpoint_of(url);
         let response = self
             .http
@@ -255,9 +278,9 @@ impl Client {
             });
         }
         debug!(%object, %endpoint, bytes = body.len(), "page");
-        match serde_json::from_slice(&body) {
+        match parse(&body) {
             Ok(value) => Ok(value),
-            Err(e) => match repair_text(&body).and_then(|text| serde_json::from_str(&text).ok()) {
+            Err(e) => match repair_text(&body).and_then(|text| parse(text.as_bytes()).ok()) {
                 Some(value) => {
                     warn!(%object, %endpoint, error = %e, "the page held invalid UTF-8 or lone surrogate escapes; they were replaced by U+FFFD");
                     Ok(value)
@@ -284,7 +307,7 @@ impl Client {
 /// low half: text cut in the middle of an emoji) replaced by U+FFFD, or `None` when there was
 /// nothing to replace. Zendesk has been seen sending both; JSON parsers that reject them would
 /// stop the sync on one bad comment forever.
-fn repair_text(body: &[u8]) -> Option<String> {
+pub(crate) fn repair_text(body: &[u8]) -> Option<String> {
     let text = String::from_utf8_lossy(body);
     let mut changed = matches!(text, std::borrow::Cow::Owned(_));
     let bytes = text.as_bytes();

@@ -67,4 +67,11 @@ async fn bench_runs_every_scenario_from_pre_rendered_pages() {
         .map(|b| b.num_rows())
         .sum();
     assert_eq!(rows, tickets + created);
+    // The report's live rows, read off the files' statistics and deletion vectors, agree.
+    let last = report
+        .runs
+        .iter()
+        .rev()
+        .find(|r| r.tables.contains_key("tickets"));
+    assert_eq!(last.unwrap().tables["tickets"].rows_after, rows as u64);
 }

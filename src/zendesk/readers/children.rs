@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tracing::debug;
 
-use super::{parse_position, set_param, to_json, Context, Page, Reader};
+use super::{parse_position, set_param, to_json, Context, RawPage, Reader};
 use crate::zendesk::Result;
 
 /// A parent whose children are read.
@@ -79,7 +79,7 @@ impl Children {
 
 #[async_trait]
 impl Reader for Children {
-    async fn next_page(&mut self) -> Result<Option<Page>> {
+    async fn next_page(&mut self) -> Result<Option<RawPage>> {
         let Some(parent) = self.parents.pop_front() else {
             return Ok(None);
         };
@@ -106,13 +106,8 @@ impl Reader for Children {
                     }
                     Err(e) => return Err(e),
                 };
-                let mut page = context.records(&url, &mut body)?;
-                for child in &mut page {
-                    if let Some(child) = child.as_object_mut() {
-                        child.insert(PARENT_FIELD.into(), Value::from(parent.id));
-                    }
-                }
-                records.extend(page);
+                // Each child gets its parent's id when the page is parsed.
+                records.extend(context.records(&url, &mut body)?);
                 match body.get("next_page").and_then(Value::as_str) {
                     Some(next) => {
                         let next = context.client.pinned(context.name(), next)?;
@@ -130,7 +125,7 @@ impl Reader for Children {
             id: parent.id,
         };
         debug!(stream = %context.name(), parent = parent.id, records = records.len(), gone, "children");
-        Ok(Some(Page {
+        Ok(Some(RawPage {
             records,
             sideloads: Vec::new(),
             position: self.position(),
@@ -140,6 +135,7 @@ impl Reader for Children {
                 gone,
             }),
             until: Some(parent.cursor.div_euclid(1_000_000)),
+            until_is_newest: false,
         }))
     }
 

@@ -8,8 +8,7 @@ use serde_json::Value;
 use tracing::debug;
 use url::Url;
 
-use super::{parse_position, set_includes, to_json, Context, Page, Reader, MAX_IDLE_PAGES};
-use crate::decode::timestamp_micros;
+use super::{parse_position, set_includes, to_json, Context, RawPage, Reader, MAX_IDLE_PAGES};
 use crate::zendesk::Result;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -67,7 +66,7 @@ impl CursorExport {
 
 #[async_trait]
 impl Reader for CursorExport {
-    async fn next_page(&mut self) -> Result<Option<Page>> {
+    async fn next_page(&mut self) -> Result<Option<RawPage>> {
         let mut url = self.next.take().unwrap_or_else(|| self.url());
         let Some(mut body) = self.context.get_page(&mut url).await? else {
             return Ok(None);
@@ -107,20 +106,16 @@ impl Reader for CursorExport {
             };
         }
         debug!(stream = %context.name(), records = records.len(), end_of_stream, "cursor page");
-        // The export is ordered by its watermark field: the newest record is where it stands.
-        let until = records
-            .iter()
-            .filter_map(|r| r.get(&context.stream.watermark_field))
-            .filter_map(timestamp_micros)
-            .max()
-            .map(|us| us.div_euclid(1_000_000));
-        Ok(Some(Page {
+        Ok(Some(RawPage {
             records,
             sideloads,
             position: self.position(),
             end_of_stream,
             parent: None,
-            until,
+            // The export is ordered by its watermark field: the newest record is where it
+            // stands.
+            until: None,
+            until_is_newest: true,
         }))
     }
 

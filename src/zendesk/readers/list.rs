@@ -9,7 +9,7 @@ use serde_json::Value;
 use tracing::debug;
 use url::Url;
 
-use super::{set_param, Context, Page, Reader};
+use super::{set_param, Context, RawPage, Reader};
 use crate::zendesk::Result;
 
 /// Zendesk's largest list page (`page[size]=101` is a 400).
@@ -36,7 +36,7 @@ impl List {
 
 #[async_trait]
 impl Reader for List {
-    async fn next_page(&mut self) -> Result<Option<Page>> {
+    async fn next_page(&mut self) -> Result<Option<RawPage>> {
         let Some(url) = self.next.take().filter(|_| !self.done) else {
             return Ok(None);
         };
@@ -70,13 +70,14 @@ impl Reader for List {
             self.done = true;
         }
         debug!(stream = %context.name(), records = records.len(), has_more, "list page");
-        Ok(Some(Page {
+        Ok(Some(RawPage {
             records,
             sideloads: Vec::new(),
             position: Value::Null,
             end_of_stream: !has_more,
             parent: None,
             until: None,
+            until_is_newest: false,
         }))
     }
 

@@ -6,6 +6,7 @@
 //! being read, and handed back to [`open`] by the next run, which then fetches exactly what
 //! follows that page. Adding a stream kind is one file here plus its simulator endpoint.
 
+pub mod body;
 pub mod children;
 mod cursor_export;
 mod list;
@@ -19,11 +20,84 @@ use tokio::sync::mpsc;
 use tracing::{info, warn};
 use url::Url;
 
+use self::body::{Body, RawRecord};
 use super::client::endpoint_of;
 use super::{Client, Error, RequestStats, Result};
 use crate::spec::{Stream, StreamKind};
 
 pub use time_export::fingerprint;
+
+/// One page as a reader returns it: its records as their JSON text ([`body`]), parsed by the
+/// decode stage ([`RawPage::parse`]).
+#[derive(Debug)]
+pub struct RawPage {
+    pub records: Vec<RawRecord>,
+    pub sideloads: Vec<(String, Vec<RawRecord>)>,
+    pub position: Value,
+    pub end_of_stream: bool,
+    pub parent: Option<children::ParentPage>,
+    /// [`Page::until`], when the reader knows it without reading the records.
+    pub until: Option<i64>,
+    /// [`Page::until`] is the newest record's watermark field (a cursor export, ordered by
+    /// it).
+    pub until_is_newest: bool,
+}
+
+impl RawPage {
+    /// The page with its records parsed. A children stream's records get their parent's id
+    /// ([`children::PARENT_FIELD`]). Text the body's reading let through but a value cannot
+    /// hold, unpaired UTF-16 surrogate escapes (text cut in the middle of an emoji), is
+    /// repaired as the client repairs a body; fails only on what no repair helps (nesting
+    /// past serde_json's recursion limit), with the record's position.
+    pub fn parse(self, stream: &Stream) -> std::result::Result<Page, (usize, String)> {
+        let parse = |items: Vec<RawRecord>| -> std::result::Result<Vec<Value>, (usize, String)> {
+            items
+                .iter()
+                .enumerate()
+                .map(|(i, item)| match body::parse_record(item) {
+                    Ok((value, repaired)) => {
+                        if repaired {
+                            warn!(object = %stream.name, index = i, "a record held lone surrogate escapes; they were replaced by U+FFFD");
+                        }
+                        Ok(value)
+                    }
+                    Err(e) => Err((i, e.to_string())),
+                })
+                .collect()
+        };
+        let mut records = parse(self.records)?;
+        if let Some(parent) = &self.parent {
+            for child in &mut records {
+                if let Some(child) = child.as_object_mut() {
+                    child.insert(children::PARENT_FIELD.into(), Value::from(parent.id));
+                }
+            }
+        }
+        let sideloads = self
+            .sideloads
+            .into_iter()
+            .map(|(key, items)| Ok((key, parse(items)?)))
+            .collect::<std::result::Result<_, _>>()?;
+        let until = match self.until {
+            Some(until) => Some(until),
+            None if self.until_is_newest => records
+                .iter()
+                .filter_map(|r| r.get(&stream.watermark_field))
+                .filter_map(crate::decode::timestamp_micros)
+                .max()
+                .map(|us| us.div_euclid(1_000_000)),
+            None => None,
+        };
+        Ok(Page {
+            records,
+            sideloads,
+            position: self.position,
+            end_of_stream: self.end_of_stream,
+            parent: self.parent,
+            until,
+        })
+    }
+}
 
 /// One page of records and the position after it.
 #[derive(Debug, Clone)]
@@ -58,7 +132,7 @@ impl Page {
 #[async_trait]
 pub trait Reader: Send {
     /// The next page; `None` when this run has read everything Zendesk has for now.
-    async fn next_page(&mut self) -> Result<Option<Page>>;
+    async fn next_page(&mut self) -> Result<Option<RawPage>>;
 
     /// Where the stream continues after the last page returned.
     fn position(&self) -> Value;
@@ -95,10 +169,24 @@ impl Context {
         url
     }
 
-    /// GET one document of the stream under its rate budget, retried as the client retries.
-    async fn get(&self, url: &Url) -> Result<Value> {
+    /// GET one page of the stream under its rate budget, retried as the client retries.
+    async fn get(&self, url: &Url) -> Result<Body> {
+        self.get_except(url, &[]).await
+    }
+
+    /// [`Context::get`], with the statuses in `handled` returned unretried.
+    async fn get_except(&self, url: &Url, handled: &[u16]) -> Result<Body> {
+        let mut arrays: Vec<&str> = vec![self.stream.records_key.as_str()];
+        arrays.extend(self.includes.iter().map(String::as_str));
         self.client
-            .get_json(self.name(), url, self.stream.limit_class, &self.stats)
+            .get_parsed(
+                self.name(),
+                url,
+                self.stream.limit_class,
+                &self.stats,
+                handled,
+                |text| Body::parse(text, &arrays),
+            )
             .await
     }
 
@@ -111,28 +199,24 @@ impl Context {
     }
 
     /// Take the page's records out of its body.
-    fn records(&self, url: &Url, body: &mut Value) -> Result<Vec<Value>> {
-        match body.get_mut(&self.stream.records_key) {
-            Some(Value::Array(items)) => Ok(std::mem::take(items)),
-            _ => Err(self.shape(
+    fn records(&self, url: &Url, body: &mut Body) -> Result<Vec<RawRecord>> {
+        body.take_array(&self.stream.records_key).ok_or_else(|| {
+            self.shape(
                 url,
                 &format!("no `{}` array in the page", self.stream.records_key),
-            )),
-        }
+            )
+        })
     }
 
     /// Take the sideloaded arrays the stream asked for out of the body (absent means none).
-    fn sideloads(&self, body: &mut Value) -> Vec<(String, Vec<Value>)> {
+    fn sideloads(&self, body: &mut Body) -> Vec<(String, Vec<RawRecord>)> {
         self.includes
             .iter()
-            .filter_map(|key| match body.get_mut(key) {
-                Some(Value::Array(items)) => Some((key.clone(), std::mem::take(items))),
-                _ => None,
-            })
+            .filter_map(|key| Some((key.clone(), body.take_array(key)?)))
             .collect()
     }
 
-    fn flag(&self, url: &Url, body: &Value, name: &str) -> Result<bool> {
+    fn flag(&self, url: &Url, body: &Body, name: &str) -> Result<bool> {
         body.get(name)
             .and_then(Value::as_bool)
             .ok_or_else(|| self.shape(url, &format!("no boolean `{name}`")))
@@ -142,7 +226,7 @@ impl Context {
     /// page size, down to [`MIN_PAGE_SIZE`], where 504 is retried like any server error; a run
     /// of answered pages doubles it back up to the size asked for before ([`PageSizing`]).
     /// `None` when the start time is less than a minute old: nothing to fetch yet.
-    async fn get_page(&mut self, url: &mut Url) -> Result<Option<Value>> {
+    async fn get_page(&mut self, url: &mut Url) -> Result<Option<Body>> {
         let object = self.stream.name.as_str();
         loop {
             set_param(url, PAGE_SIZE_PARAM, &self.page_size.to_string());
@@ -151,11 +235,7 @@ impl Context {
             } else {
                 &[]
             };
-            match self
-                .client
-                .get_json_except(object, url, self.stream.limit_class, &self.stats, handled)
-                .await
-            {
+            match self.get_except(url, handled).await {
                 Err(err) if is_start_time_too_recent(&err) => {
                     info!(%object, "start_time is less than a minute old: nothing to fetch yet");
                     return Ok(None);
@@ -257,18 +337,19 @@ pub fn open(
 
 /// Read pages until the end of the stream, sending each down `pages`; the last one sent is
 /// marked `end_of_stream`. Stops early, without error, when the receiver has gone away.
-pub async fn drive(mut reader: Box<dyn Reader>, pages: mpsc::Sender<Page>) -> Result<()> {
+pub async fn drive(mut reader: Box<dyn Reader>, pages: mpsc::Sender<RawPage>) -> Result<()> {
     loop {
         let page = match reader.next_page().await? {
             Some(page) => page,
             // Nothing more for now: an empty last page carries the final position.
-            None => Page {
+            None => RawPage {
                 records: Vec::new(),
                 sideloads: Vec::new(),
                 position: reader.position(),
                 end_of_stream: true,
                 parent: None,
                 until: None,
+                until_is_newest: false,
             },
         };
         crate::failpoint::hit("page_fetched");

@@ -12,7 +12,8 @@ use serde_json::Value;
 use tracing::debug;
 use url::Url;
 
-use super::{parse_position, to_json, Context, Page, Reader, MAX_IDLE_PAGES, MAX_PAGE_SIZE};
+use super::body::{field, parse_record};
+use super::{parse_position, to_json, Context, RawPage, Reader, MAX_IDLE_PAGES, MAX_PAGE_SIZE};
 use crate::decode::timestamp_micros;
 use crate::zendesk::client::endpoint_of;
 use crate::zendesk::{Error, Result};
@@ -67,7 +68,7 @@ impl TimeExport {
 
 #[async_trait]
 impl Reader for TimeExport {
-    async fn next_page(&mut self) -> Result<Option<Page>> {
+    async fn next_page(&mut self) -> Result<Option<RawPage>> {
         loop {
             let mut url = self.url();
             let Some(mut body) = self.context.get_page(&mut url).await? else {
@@ -126,12 +127,14 @@ impl Reader for TimeExport {
             let mut records = Vec::with_capacity(all.len());
             let mut boundary = Vec::new();
             for record in all {
-                let second = record
-                    .get(&self.time_field)
+                let second = field(&record, &self.time_field)
+                    .as_ref()
                     .and_then(timestamp_micros)
                     .map(|us| us.div_euclid(1_000_000));
-                let print = (second == Some(start) || second == Some(end_time))
-                    .then(|| fingerprint(&record));
+                // The fingerprint is of the parsed record, as stored positions have it.
+                let print = (second == Some(start) || second == Some(end_time)).then(|| {
+                    fingerprint(&parse_record(&record).map_or(Value::Null, |(value, _)| value))
+                });
                 if second == Some(end_time) {
                     boundary.extend(print.clone());
                 }
@@ -174,13 +177,14 @@ impl Reader for TimeExport {
                 }
             };
             debug!(stream = %self.context.name(), records = records.len(), end_time, end_of_stream, "time page");
-            return Ok(Some(Page {
+            return Ok(Some(RawPage {
                 records,
                 sideloads,
                 position: self.position(),
                 end_of_stream,
                 parent: None,
                 until: Some(end_time),
+                until_is_newest: false,
             }));
         }
     }
