@@ -551,16 +551,11 @@ async fn files(lake: &Lake, tables: &[&str]) -> Result<HashMap<String, Files>, E
                         .iter()
                         .map(|f| (f.path().into_owned(), f.size().max(0) as u64))
                         .collect(),
-                    rows: snapshot
-                        .log_data()
-                        .iter()
-                        .map(|f| {
-                            let hidden = f
-                                .deletion_vector_descriptor()
-                                .map_or(0, |dv| dv.cardinality.max(0) as u64);
-                            (f.num_records().unwrap_or(0) as u64).saturating_sub(hidden)
-                        })
-                        .sum(),
+                    rows: {
+                        let stats = crate::lake::maintenance::stats(table, &delta, 0)
+                            .map_err(setup("a table's statistics"))?;
+                        stats.rows.saturating_sub(stats.hidden)
+                    },
                 }
             }
         };

@@ -462,7 +462,7 @@ fn snapshot<'t>(
     table.snapshot().map_err(|source| delta(name, source))
 }
 
-fn stats(name: &str, table: &DeltaTable, small_below: u64) -> Result<FileStats> {
+pub(crate) fn stats(name: &str, table: &DeltaTable, small_below: u64) -> Result<FileStats> {
     let mut stats = FileStats::default();
     for file in snapshot(name, table)?.log_data().iter() {
         let size = file.size().max(0) as u64;

@@ -517,7 +517,7 @@ async fn physical(
 /// A data file read by byte ranges from the table's store (parquet's reader of an object
 /// store, which it deprecates in favour of one's own).
 struct FileReader {
-    store: std::sync::Arc<dyn ObjectStore>,
+    store: Arc<dyn ObjectStore>,
     path: Path,
     size: u64,
 }

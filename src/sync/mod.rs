@@ -27,7 +27,7 @@ use crate::config::Settings;
 use crate::decode::{self, Decoded, Key};
 use crate::failpoint;
 use crate::lake::{self, CommitDraft, ControlRow, Lake, PatchSet, TableCommit};
-use crate::spec::{Stream, Table, WriteMode, DELETED_COLUMN};
+use crate::spec::{Stream, StreamKind, Table, WriteMode, DELETED_COLUMN};
 use crate::zendesk::readers::children::{Parent, ParentPage};
 use crate::zendesk::readers::{self, body, Context};
 use crate::zendesk::{self, Client, RawPage, RequestStats};
@@ -959,7 +959,12 @@ fn decode_page(
         end_of_stream: page.end_of_stream,
         records,
         fetched: page.records.len(),
-        until: page.until,
+        // A cursor export is ordered by its watermark field: its newest record is where it
+        // stands.
+        until: page.until.or(match stream.kind {
+            StreamKind::CursorExport => watermark.map(|us| us.div_euclid(1_000_000)),
+            _ => None,
+        }),
         watermark,
     })
 }

@@ -159,27 +159,16 @@ impl Client {
         class: LimitClass,
         stats: &RequestStats,
     ) -> Result<Value> {
-        self.get_json_except(object, url, class, stats, &[]).await
-    }
-
-    /// [`Client::get_json`], but the statuses in `handled` come back at once, unretried, for the
-    /// caller to handle (a 504 on a big export page is answered by asking for a smaller one).
-    pub async fn get_json_except(
-        &self,
-        object: &str,
-        url: &Url,
-        class: LimitClass,
-        stats: &RequestStats,
-        handled: &[u16],
-    ) -> Result<Value> {
-        self.get_parsed(object, url, class, stats, handled, |text| {
+        self.get_parsed(object, url, class, stats, &[], |text| {
             serde_json::from_slice(text)
         })
         .await
     }
 
-    /// [`Client::get_json_except`] with the body read by `parse` (a body it refuses is
-    /// retried as a body that is not JSON is).
+    /// GET a document read by `parse`, as [`Client::get_json`] does (a body `parse` refuses is
+    /// retried as a body that is not JSON is); the statuses in `handled` come back at once,
+    /// unretried, for the caller to handle (a 504 on a big export page is answered by asking
+    /// for a smaller one).
     pub async fn get_parsed<T>(
         &self,
         object: &str,

@@ -135,7 +135,6 @@ impl Reader for Children {
                 gone,
             }),
             until: Some(parent.cursor.div_euclid(1_000_000)),
-            until_is_newest: false,
         }))
     }
 

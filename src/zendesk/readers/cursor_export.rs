@@ -113,9 +113,8 @@ impl Reader for CursorExport {
             end_of_stream,
             parent: None,
             // The export is ordered by its watermark field: the newest record is where it
-            // stands.
+            // stands, which the decode stage reads (`Page::until` of a cursor export).
             until: None,
-            until_is_newest: true,
         }))
     }
 

@@ -77,7 +77,6 @@ impl Reader for List {
             end_of_stream: !has_more,
             parent: None,
             until: None,
-            until_is_newest: false,
         }))
     }
 

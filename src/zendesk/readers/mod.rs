@@ -36,11 +36,8 @@ pub struct RawPage {
     pub position: Value,
     pub end_of_stream: bool,
     pub parent: Option<children::ParentPage>,
-    /// [`Page::until`], when the reader knows it without reading the records.
+    /// [`Page::until`].
     pub until: Option<i64>,
-    /// [`Page::until`] is the newest record's watermark field (a cursor export, ordered by
-    /// it).
-    pub until_is_newest: bool,
 }
 
 impl RawPage {
@@ -78,23 +75,13 @@ impl RawPage {
             .into_iter()
             .map(|(key, items)| Ok((key, parse(items)?)))
             .collect::<std::result::Result<_, _>>()?;
-        let until = match self.until {
-            Some(until) => Some(until),
-            None if self.until_is_newest => records
-                .iter()
-                .filter_map(|r| r.get(&stream.watermark_field))
-                .filter_map(crate::decode::timestamp_micros)
-                .max()
-                .map(|us| us.div_euclid(1_000_000)),
-            None => None,
-        };
         Ok(Page {
             records,
             sideloads,
             position: self.position,
             end_of_stream: self.end_of_stream,
             parent: self.parent,
-            until,
+            until: self.until,
         })
     }
 }
@@ -113,8 +100,9 @@ pub struct Page {
     /// Children streams: the parent whose children the page holds.
     pub parent: Option<children::ParentPage>,
     /// Where the stream stands in time after this page (unix seconds), for readers whose
-    /// position is one: a time export's `end_time`, the newest record of a cursor export, the
-    /// cursor of a children stream's parent. Progress display only; never stored.
+    /// position is one: a time export's `end_time`, the cursor of a children stream's parent
+    /// (a cursor export's, its newest record, is read by the decode stage with the page's
+    /// watermark). Progress display only; never stored.
     pub until: Option<i64>,
 }
 
@@ -349,7 +337,6 @@ pub async fn drive(mut reader: Box<dyn Reader>, pages: mpsc::Sender<RawPage>) ->
                 end_of_stream: true,
                 parent: None,
                 until: None,
-                until_is_newest: false,
             },
         };
         crate::failpoint::hit("page_fetched");

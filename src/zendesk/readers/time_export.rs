@@ -184,7 +184,6 @@ impl Reader for TimeExport {
                 end_of_stream,
                 parent: None,
                 until: Some(end_time),
-                until_is_newest: false,
             }));
         }
     }
