@@ -57,6 +57,29 @@ pub enum Error {
     },
 }
 
+impl Error {
+    /// The error of a record found at `index` of a slice that starts at `offset` of its page,
+    /// with the record's position in the page.
+    pub fn offset_by(self, offset: usize) -> Error {
+        match self {
+            Error::NotAnObject { object, index } => Error::NotAnObject {
+                object,
+                index: index + offset,
+            },
+            Error::Unreadable {
+                object,
+                index,
+                detail,
+            } => Error::Unreadable {
+                object,
+                index: index + offset,
+                detail,
+            },
+            other => other,
+        }
+    }
+}
+
 /// Records of one or more pages, as one Arrow batch in the table's schema.
 #[derive(Debug, Clone)]
 pub struct Decoded {
@@ -65,6 +88,35 @@ pub struct Decoded {
     pub max_cursor: Option<i64>,
     /// Changes to earlier rows the page carries ([`decode_patches`]).
     pub patches: Option<RecordBatch>,
+}
+
+/// The slices of one page decoded one after the other ([`decode`]), as one.
+pub fn concat(table: &Table, mut parts: Vec<Decoded>) -> Result<Decoded> {
+    if parts.len() <= 1 {
+        return parts.pop().ok_or_else(|| Error::Arrow {
+            object: table.name.clone(),
+            source: ArrowError::InvalidArgumentError("no slice decoded".into()),
+        });
+    }
+    let arrow = |source| Error::Arrow {
+        object: table.name.clone(),
+        source,
+    };
+    let schema = parts[0].batch.schema();
+    let batches: Vec<&RecordBatch> = parts.iter().map(|p| &p.batch).collect();
+    let batch = concat_batches(&schema, batches).map_err(arrow)?;
+    let patches: Vec<&RecordBatch> = parts.iter().filter_map(|p| p.patches.as_ref()).collect();
+    let patches = match patches.first() {
+        None => None,
+        Some(first) => {
+            Some(concat_batches(&first.schema(), patches.iter().copied()).map_err(arrow)?)
+        }
+    };
+    Ok(Decoded {
+        batch,
+        max_cursor: parts.iter().filter_map(|p| p.max_cursor).max(),
+        patches,
+    })
 }
 
 /// The rows of `table` in a page of its stream, as JSON records.

@@ -28,7 +28,7 @@ use deltalake::arrow::datatypes::{DataType, Int64Type, SchemaRef};
 use deltalake::kernel::transaction::{CommitBuilder, CommitProperties};
 use deltalake::kernel::{Action, Add, Remove};
 use deltalake::logstore::object_store::{ObjectStore, ObjectStoreExt};
-use deltalake::parquet::arrow::arrow_reader::ArrowReaderOptions;
+use deltalake::parquet::arrow::arrow_reader::{ArrowReaderOptions, RowSelection};
 use deltalake::parquet::arrow::async_reader::AsyncFileReader;
 use deltalake::parquet::arrow::{ParquetRecordBatchStreamBuilder, ProjectionMask};
 use deltalake::parquet::errors::ParquetError;
@@ -148,8 +148,11 @@ pub(crate) async fn splice(
                 concat_batches(&schema, &rows).map_err(arrow)?
             }
             _ => {
-                let columns = [key, source.cursor_field];
-                physical(name, table, add, path, &schema, Some(&columns)).await?
+                let read = Read {
+                    columns: Some(&[key, source.cursor_field]),
+                    rows: None,
+                };
+                physical(name, table, add, path, &schema, read).await?
             }
         };
         let rows = &keyed;
@@ -175,8 +178,16 @@ pub(crate) async fn splice(
                     .any(|&i| matches!(picks[i], Pick::Patch(_)));
                 moved.push(
                     if patched {
-                        let rows = physical(name, table, add, path, &schema, None).await?;
-                        source.assemble(&rows, &picks, &positions)
+                        // Only the changed rows are read: a patched row keeps the columns
+                        // its patch does not set.
+                        let read = Read {
+                            columns: None,
+                            rows: Some(&positions),
+                        };
+                        let rows = physical(name, table, add, path, &schema, read).await?;
+                        let picks: Vec<Pick> = positions.iter().map(|&i| picks[i]).collect();
+                        let all: Vec<usize> = (0..positions.len()).collect();
+                        source.assemble(&rows, &picks, &all)
                     } else {
                         source.replaced(&picks, &positions)
                     }
@@ -191,7 +202,7 @@ pub(crate) async fn splice(
                 let all: Vec<usize> = (0..rows.num_rows()).collect();
                 let whole = match &add.deletion_vector {
                     Some(_) => None,
-                    None => Some(physical(name, table, add, path, &schema, None).await?),
+                    None => Some(physical(name, table, add, path, &schema, Read::default()).await?),
                 };
                 let spliced = source
                     .assemble(whole.as_ref().unwrap_or(rows), &picks, &all)
@@ -459,16 +470,25 @@ enum Pick {
     Patch(usize),
 }
 
+/// What [`physical`] reads of a file: by default, everything.
+#[derive(Debug, Clone, Copy, Default)]
+struct Read<'a> {
+    /// Only these columns.
+    columns: Option<&'a [&'a str]>,
+    /// Only the rows at these positions (ascending).
+    rows: Option<&'a [usize]>,
+}
+
 /// A file's rows as stored, deleted ones included, in their order (the positions deletion
-/// vectors name): every column of the table, or only `columns`. Only the byte ranges of the
-/// columns read are fetched from the store.
+/// vectors name), or those `read` names: every column of the table, or only some. Only the
+/// byte ranges of the columns read are fetched from the store.
 async fn physical(
     name: &str,
     table: &DeltaTable,
     file: &Add,
     path: &Path,
     schema: &SchemaRef,
-    columns: Option<&[&str]>,
+    read: Read<'_>,
 ) -> Result<RecordBatch> {
     let failed = |e: &dyn std::fmt::Display| Error::Invalid {
         table: name.to_owned(),
@@ -484,7 +504,12 @@ async fn physical(
         .await
         .map_err(|e| failed(&e))?;
     let mut schema = schema.clone();
-    if let Some(columns) = columns {
+    if let Some(rows) = read.rows {
+        let total = reader.metadata().file_metadata().num_rows().max(0) as usize;
+        let ranges = rows.iter().map(|&i| i..i + 1);
+        reader = reader.with_row_selection(RowSelection::from_consecutive_ranges(ranges, total));
+    }
+    if let Some(columns) = read.columns {
         let wanted = columns_in(&schema, columns);
         let roots: Vec<usize> = reader
             .schema()

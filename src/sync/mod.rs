@@ -922,49 +922,227 @@ pub(crate) fn includes(tables: &[&Table]) -> Vec<String> {
     includes
 }
 
-/// Decode one page for every table of the stream.
+/// Records parsed and decoded at a time: a page's parsed records are about ten times its text,
+/// and a time export's page holds every record of its last second, however many (a bulk
+/// import's tens of thousands), so a page is decoded a slice at a time.
+const DECODE_CHUNK: usize = 500;
+
+/// Parse and decode one page for every table of its stream, [`DECODE_CHUNK`] records at a
+/// time: a slice's parsed records are dropped once its rows are in Arrow.
 fn decode_page(
     stream: &Stream,
     tables: &[&Table],
     page: RawPage,
 ) -> Result<DecodedPage, decode::Error> {
-    let page = page
-        .parse(stream)
-        .map_err(|(index, detail)| decode::Error::Unreadable {
-            object: stream.name.clone(),
-            index,
-            detail,
-        })?;
+    let RawPage {
+        records,
+        mut sideloads,
+        position,
+        end_of_stream,
+        parent,
+        until,
+    } = page;
+    let fetched = records.len();
     let now = Utc::now();
-    let mut decoded = Vec::with_capacity(tables.len());
-    for table in tables {
-        let rows = decode::extract(table, &page)?;
-        let mut table_rows = decode::decode(table, &rows, now)?;
-        let patches = decode::extract_patches(table, &page)?;
-        table_rows.patches = decode::decode_patches(table, &patches, now)?;
-        decoded.push(table_rows);
+    let mut chunks: Vec<Vec<Decoded>> = vec![Vec::new(); tables.len()];
+    let mut watermark: Option<i64> = None;
+    let mut records = records.into_iter();
+    let mut offset = 0;
+    loop {
+        let slice: Vec<body::RawRecord> = records.by_ref().take(DECODE_CHUNK).collect();
+        let first = offset == 0;
+        if slice.is_empty() && !first {
+            break;
+        }
+        let n = slice.len();
+        let raw = RawPage {
+            records: slice,
+            // Sideloads go with the first slice: no table correlates them with records
+            // before the commit.
+            sideloads: std::mem::take(&mut sideloads),
+            position: Value::Null,
+            end_of_stream,
+            parent: parent.clone(),
+            until,
+        };
+        let at = |index: usize| index + offset;
+        let page = raw
+            .parse(stream)
+            .map_err(|(index, detail)| decode::Error::Unreadable {
+                object: stream.name.clone(),
+                index: at(index),
+                detail,
+            })?;
+        let located = |e: decode::Error| e.offset_by(offset);
+        for (table, out) in tables.iter().zip(&mut chunks) {
+            let rows = decode::extract(table, &page).map_err(located)?;
+            let mut table_rows = decode::decode(table, &rows, now).map_err(located)?;
+            let patches = decode::extract_patches(table, &page).map_err(located)?;
+            table_rows.patches = decode::decode_patches(table, &patches, now)?;
+            out.push(table_rows);
+        }
+        watermark = watermark.max(
+            page.records
+                .iter()
+                .filter_map(|r| r.get(&stream.watermark_field))
+                .filter_map(decode::timestamp_micros)
+                .max(),
+        );
+        offset += n;
+        if n < DECODE_CHUNK {
+            break;
+        }
     }
-    let watermark = page
-        .records
+    let decoded = tables
         .iter()
-        .filter_map(|r| r.get(&stream.watermark_field))
-        .filter_map(decode::timestamp_micros)
-        .max();
+        .zip(chunks)
+        .map(|(table, chunks)| decode::concat(table, chunks))
+        .collect::<Result<Vec<_>, _>>()?;
     // A parent's page is progress even with no children (its position moves on).
-    let records = page.records.len().max(usize::from(page.parent.is_some()));
+    let records = fetched.max(usize::from(parent.is_some()));
     Ok(DecodedPage {
         tables: decoded,
-        parent: page.parent,
-        position: page.position,
-        end_of_stream: page.end_of_stream,
+        parent,
+        position,
+        end_of_stream,
         records,
-        fetched: page.records.len(),
+        fetched,
         // A cursor export is ordered by its watermark field: its newest record is where it
         // stands.
-        until: page.until.or(match stream.kind {
+        until: until.or(match stream.kind {
             StreamKind::CursorExport => watermark.map(|us| us.div_euclid(1_000_000)),
             _ => None,
         }),
         watermark,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use deltalake::arrow::array::{AsArray, Int64Array};
+    use deltalake::arrow::datatypes::Int64Type;
+
+    /// The sample's ticket events, copied `copies` times under new ids (the event's, and its
+    /// children's), all in the sample's seconds: a time-export page as Zendesk sends when
+    /// more records share their second than a page holds.
+    fn crowded_events(copies: usize) -> Vec<Value> {
+        let text = include_str!("../../tests/data/incremental_ticket_events_comment_events.json");
+        let sample: Value = serde_json::from_str(text).unwrap();
+        let events = sample["body"]["ticket_events"].as_array().unwrap().clone();
+        let mut out = Vec::new();
+        for copy in 0..copies as i64 {
+            for event in &events {
+                let mut event = event.clone();
+                let shift = |v: &mut Value| {
+                    if let Some(id) = v.as_i64() {
+                        *v = Value::from(id + copy * 1_000_000_000_000);
+                    }
+                };
+                shift(&mut event["id"]);
+                let children = event["child_events"].as_array_mut().unwrap();
+                for child in children.iter_mut() {
+                    shift(&mut child["id"]);
+                }
+                // Every copy makes a comment of the copy before private (the shape of
+                // Zendesk's reference: the sample has none).
+                let comment = children
+                    .iter()
+                    .find(|c| c["event_type"] == "Comment")
+                    .map(|c| c["id"].as_i64().unwrap());
+                if let (Some(comment), true) = (comment, copy > 0) {
+                    children.push(serde_json::json!({
+                        "id": comment + 1_000,
+                        "type": "CommentPrivacyChange",
+                        "comment_id": comment - 1_000_000_000_000,
+                        "public": false,
+                        "event_type": "CommentPrivacyChange",
+                    }));
+                }
+                out.push(event);
+            }
+        }
+        out
+    }
+
+    fn raw(records: &[Value]) -> RawPage {
+        RawPage {
+            records: records
+                .iter()
+                .map(|r| serde_json::value::to_raw_value(r).unwrap())
+                .collect(),
+            sideloads: Vec::new(),
+            position: Value::from(1),
+            end_of_stream: true,
+            parent: None,
+            until: None,
+        }
+    }
+
+    fn ids(batch: &RecordBatch) -> Vec<i64> {
+        let ids: &Int64Array = batch
+            .column_by_name("id")
+            .unwrap()
+            .as_primitive::<Int64Type>();
+        let mut ids: Vec<i64> = ids.iter().flatten().collect();
+        ids.sort_unstable();
+        ids
+    }
+
+    /// A page of many more records than a slice decodes into exactly the rows its JSON holds,
+    /// the patches included, whatever slice they fall in.
+    #[test]
+    fn a_crowded_page_decodes_slice_by_slice_into_all_its_rows() {
+        let stream = crate::spec::stream("ticket_events").unwrap();
+        let tables: Vec<&Table> = ["ticket_comments", "ticket_field_history"]
+            .iter()
+            .map(|t| crate::spec::find(t).unwrap())
+            .collect();
+        let events = crowded_events(DECODE_CHUNK + 100);
+        assert!(events.len() > 2 * DECODE_CHUNK);
+        let children: Vec<&Value> = events
+            .iter()
+            .flat_map(|e| e["child_events"].as_array().unwrap())
+            .collect();
+        let of = |types: &[&str]| -> Vec<i64> {
+            let mut ids: Vec<i64> = children
+                .iter()
+                .filter(|c| types.contains(&c["event_type"].as_str().unwrap()))
+                .map(|c| c["id"].as_i64().unwrap())
+                .collect();
+            ids.sort_unstable();
+            ids
+        };
+        let privacy = of(&["CommentPrivacyChange"]);
+        assert!(!privacy.is_empty(), "the sample has privacy changes");
+
+        let page = decode_page(stream, &tables, raw(&events)).unwrap();
+        assert_eq!(page.fetched, events.len());
+        assert_eq!(ids(&page.tables[0].batch), of(&["Comment", "VoiceComment"]));
+        assert_eq!(ids(&page.tables[1].batch), of(&["Create", "Change"]));
+        let patches = page.tables[0].patches.as_ref().unwrap();
+        assert_eq!(patches.num_rows(), privacy.len());
+        let newest = events
+            .iter()
+            .map(|e| decode::timestamp_micros(&e["created_at"]).unwrap())
+            .max();
+        assert_eq!(page.watermark, newest);
+    }
+
+    /// A bad record past the first slice is reported at its position in the page.
+    #[test]
+    fn a_bad_record_of_a_later_slice_is_named_by_its_position_in_the_page() {
+        let stream = crate::spec::stream("ticket_events").unwrap();
+        let tables = [crate::spec::find("ticket_comments").unwrap()];
+        let mut events = crowded_events(DECODE_CHUNK + 100);
+        let bad = DECODE_CHUNK * 2 + 7;
+        events[bad] = Value::from("not an event");
+        let Err(error) = decode_page(stream, &tables, raw(&events)) else {
+            panic!("a page with a bad record decoded");
+        };
+        assert!(
+            error.to_string().contains(&format!("record #{bad} ")),
+            "{error}"
+        );
+    }
 }
