@@ -230,7 +230,7 @@ async fn scan_within(
     };
     // One sort, not one per core, and its merge's memory reserved before it spills: under a
     // greedy pool, two sorters' spills took all of it and the merge of the spilled runs
-    // (which cannot spill) failed, so clustering a 14.6M-row table gave up.
+    // (which cannot spill) failed, so clustering a 14.9M-row table gave up.
     let runtime = RuntimeEnvBuilder::new()
         .with_memory_pool(Arc::new(FairSpillPool::new(memory)))
         .build_arc()

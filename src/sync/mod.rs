@@ -948,12 +948,9 @@ fn decode_page(
     let mut watermark: Option<i64> = None;
     let mut records = records.into_iter();
     let mut offset = 0;
+    // An empty page still decodes once: every table gets its (empty) batch.
     loop {
         let slice: Vec<body::RawRecord> = records.by_ref().take(DECODE_CHUNK).collect();
-        let first = offset == 0;
-        if slice.is_empty() && !first {
-            break;
-        }
         let n = slice.len();
         let raw = RawPage {
             records: slice,
@@ -965,15 +962,14 @@ fn decode_page(
             parent: parent.clone(),
             until,
         };
-        let at = |index: usize| index + offset;
-        let page = raw
-            .parse(stream)
-            .map_err(|(index, detail)| decode::Error::Unreadable {
-                object: stream.name.clone(),
-                index: at(index),
-                detail,
-            })?;
         let located = |e: decode::Error| e.offset_by(offset);
+        let page = raw.parse(stream).map_err(|(index, detail)| {
+            located(decode::Error::Unreadable {
+                object: stream.name.clone(),
+                index,
+                detail,
+            })
+        })?;
         for (table, out) in tables.iter().zip(&mut chunks) {
             let rows = decode::extract(table, &page).map_err(located)?;
             let mut table_rows = decode::decode(table, &rows, now).map_err(located)?;
@@ -989,7 +985,7 @@ fn decode_page(
                 .max(),
         );
         offset += n;
-        if n < DECODE_CHUNK {
+        if records.len() == 0 {
             break;
         }
     }
