@@ -1065,7 +1065,7 @@ mod tests {
         RawPage {
             records: records
                 .iter()
-                .map(|r| serde_json::value::to_raw_value(r).unwrap())
+                .map(|r| body::RawRecord::from_text(&r.to_string()).unwrap())
                 .collect(),
             sideloads: Vec::new(),
             position: Value::from(1),

@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine as _;
+use bytes::Bytes;
 use rand::Rng as _;
 use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION};
 use serde_json::Value;
@@ -176,7 +177,7 @@ impl Client {
         class: LimitClass,
         stats: &RequestStats,
         handled: &[u16],
-        parse: impl Fn(&[u8]) -> serde_json::Result<T>,
+        parse: impl Fn(&Bytes) -> serde_json::Result<T>,
     ) -> Result<T> {
         // Never send the credentials anywhere else, whoever built the URL.
         if url.origin() != self.base.origin() {
@@ -226,7 +227,7 @@ impl Client {
         object: &str,
         url: &Url,
         grant: Grant,
-        parse: &impl Fn(&[u8]) -> serde_json::Result<T>,
+        parse: &impl Fn(&Bytes) -> serde_json::Result<T>,
     ) -> Result<T> {
         let endpoint = endpoint_of(url);
         let response = self
@@ -269,7 +270,7 @@ impl Client {
         debug!(%object, %endpoint, bytes = body.len(), "page");
         match parse(&body) {
             Ok(value) => Ok(value),
-            Err(e) => match repair_text(&body).and_then(|text| parse(text.as_bytes()).ok()) {
+            Err(e) => match repair_text(&body).and_then(|text| parse(&Bytes::from(text)).ok()) {
                 Some(value) => {
                     warn!(%object, %endpoint, error = %e, "the page held invalid UTF-8 or lone surrogate escapes; they were replaced by U+FFFD");
                     Ok(value)

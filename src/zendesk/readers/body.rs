@@ -4,16 +4,40 @@
 //! A parsed record is about ten times its text in memory, and pages wait in the stages'
 //! queues: kept as text, a page costs its size until the decode stage parses it
 //! ([`RawPage::parse`](super::RawPage::parse)). Reading the body this way validates all of it
-//! (a page that is not JSON is refused as before) but builds no tree of the records.
+//! (a page that is not JSON is refused as before) but builds no tree of the records, and copies
+//! no record's text either: each record is a range of the body it came in, which it shares with
+//! the page's other records (one allocation, the body as read, however many records).
 
 use std::fmt;
 
+use bytes::Bytes;
 use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
-/// One record's JSON text.
-pub type RawRecord = Box<RawValue>;
+/// One record's JSON text: a range of the page's body (valid UTF-8 and valid JSON, as the
+/// body's reading checked).
+#[derive(Clone)]
+pub struct RawRecord(Bytes);
+
+impl RawRecord {
+    /// The record's JSON text.
+    pub fn bytes(&self) -> &[u8] {
+        &self.0
+    }
+
+    /// A record of its own (tests, and records that come in no body).
+    pub fn from_text(text: &str) -> serde_json::Result<RawRecord> {
+        let _: &RawValue = serde_json::from_str(text)?;
+        Ok(RawRecord(Bytes::copy_from_slice(text.trim().as_bytes())))
+    }
+}
+
+impl fmt::Debug for RawRecord {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(f, "RawRecord({})", String::from_utf8_lossy(&self.0))
+    }
+}
 
 /// A page's body: the arrays asked for as records' text, the other members parsed.
 #[derive(Debug, Default)]
@@ -24,10 +48,11 @@ pub struct Body {
 }
 
 impl Body {
-    /// Parse `text`, keeping the members named in `arrays` as records' text.
-    pub fn parse(text: &[u8], arrays: &[&str]) -> serde_json::Result<Body> {
+    /// Parse `text`, keeping the members named in `arrays` as records' text (ranges of
+    /// `text`, which they keep alive).
+    pub fn parse(text: &Bytes, arrays: &[&str]) -> serde_json::Result<Body> {
         let mut de = serde_json::Deserializer::from_slice(text);
-        let body = BodySeed { arrays }.deserialize(&mut de)?;
+        let body = BodySeed { arrays, text }.deserialize(&mut de)?;
         de.end()?;
         Ok(body)
     }
@@ -60,6 +85,8 @@ impl Body {
 
 struct BodySeed<'a> {
     arrays: &'a [&'a str],
+    /// The body being read, whose ranges the records become.
+    text: &'a Bytes,
 }
 
 impl<'de> DeserializeSeed<'de> for BodySeed<'_> {
@@ -81,7 +108,7 @@ impl<'de> Visitor<'de> for BodySeed<'_> {
         let mut body = Body::default();
         while let Some(key) = map.next_key::<String>()? {
             if self.arrays.contains(&key.as_str()) {
-                let items = map.next_value::<MaybeArray>()?.0;
+                let items = map.next_value_seed(MaybeArray { text: self.text })?;
                 // A repeated member counts once, the last one, as in a parsed object.
                 body.arrays.retain(|(k, _)| *k != key);
                 body.arrays.push((key, items));
@@ -94,73 +121,86 @@ impl<'de> Visitor<'de> for BodySeed<'_> {
     }
 }
 
-/// An array's items as text, or `None` for any other value (which is read and dropped).
-struct MaybeArray(Option<Vec<RawRecord>>);
+/// An array's items as ranges of the body, or `None` for any other value (which is read and
+/// dropped).
+struct MaybeArray<'a> {
+    text: &'a Bytes,
+}
 
-impl<'de> serde::Deserialize<'de> for MaybeArray {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        deserializer.deserialize_any(MaybeArrayVisitor)
+impl<'de> DeserializeSeed<'de> for MaybeArray<'_> {
+    type Value = Option<Vec<RawRecord>>;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+        deserializer.deserialize_any(self)
     }
 }
 
-struct MaybeArrayVisitor;
-
-impl<'de> Visitor<'de> for MaybeArrayVisitor {
-    type Value = MaybeArray;
+impl<'de> Visitor<'de> for MaybeArray<'_> {
+    type Value = Option<Vec<RawRecord>>;
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.write_str("any JSON value")
     }
 
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<MaybeArray, A::Error> {
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let base = self.text.as_ptr() as usize;
         let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0));
-        while let Some(item) = seq.next_element::<RawRecord>()? {
-            items.push(item);
+        // Borrowed from the body (the deserializer reads a slice of it), so each item's place
+        // in the body is where its text starts.
+        while let Some(item) = seq.next_element::<&RawValue>()? {
+            let text = item.get();
+            let start = (text.as_ptr() as usize).wrapping_sub(base);
+            if start > self.text.len() || self.text.len() - start < text.len() {
+                // Not a part of the body (serde_json only borrows from its input): a copy.
+                items.push(RawRecord(Bytes::copy_from_slice(text.as_bytes())));
+            } else {
+                items.push(RawRecord(self.text.slice(start..start + text.len())));
+            }
         }
-        Ok(MaybeArray(Some(items)))
+        Ok(Some(items))
     }
 
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<MaybeArray, A::Error> {
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
         while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
-        Ok(MaybeArray(None))
+        Ok(None)
     }
 
-    fn visit_bool<E>(self, _: bool) -> Result<MaybeArray, E> {
-        Ok(MaybeArray(None))
+    fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+        Ok(None)
     }
 
-    fn visit_i64<E>(self, _: i64) -> Result<MaybeArray, E> {
-        Ok(MaybeArray(None))
+    fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
+        Ok(None)
     }
 
-    fn visit_u64<E>(self, _: u64) -> Result<MaybeArray, E> {
-        Ok(MaybeArray(None))
+    fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
+        Ok(None)
     }
 
-    fn visit_f64<E>(self, _: f64) -> Result<MaybeArray, E> {
-        Ok(MaybeArray(None))
+    fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+        Ok(None)
     }
 
-    fn visit_str<E>(self, _: &str) -> Result<MaybeArray, E> {
-        Ok(MaybeArray(None))
+    fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
+        Ok(None)
     }
 
-    fn visit_unit<E>(self) -> Result<MaybeArray, E> {
-        Ok(MaybeArray(None))
+    fn visit_unit<E>(self) -> Result<Self::Value, E> {
+        Ok(None)
     }
 
-    fn visit_none<E>(self) -> Result<MaybeArray, E> {
-        Ok(MaybeArray(None))
+    fn visit_none<E>(self) -> Result<Self::Value, E> {
+        Ok(None)
     }
 }
 
 /// A record parsed, and whether its text had to be repaired first: the body's reading lets
 /// unpaired UTF-16 surrogate escapes through (text cut in the middle of an emoji), which a
 /// value cannot hold, so they become U+FFFD as the client's repair of a body has it.
-pub fn parse_record(record: &RawValue) -> serde_json::Result<(Value, bool)> {
-    match serde_json::from_str(record.get()) {
+pub fn parse_record(record: &RawRecord) -> serde_json::Result<(Value, bool)> {
+    match serde_json::from_slice(record.bytes()) {
         Ok(value) => Ok((value, false)),
-        Err(e) => match crate::zendesk::client::repair_text(record.get().as_bytes())
+        Err(e) => match crate::zendesk::client::repair_text(record.bytes())
             .and_then(|text| serde_json::from_str(&text).ok())
         {
             Some(value) => Ok((value, true)),
@@ -171,8 +211,8 @@ pub fn parse_record(record: &RawValue) -> serde_json::Result<(Value, bool)> {
 
 /// The member `name` of a record (the last one, when repeated), without parsing the others;
 /// `None` when the record is not an object or has no such member.
-pub fn field(record: &RawValue, name: &str) -> Option<Value> {
-    let mut de = serde_json::Deserializer::from_str(record.get());
+pub fn field(record: &RawRecord, name: &str) -> Option<Value> {
+    let mut de = serde_json::Deserializer::from_slice(record.bytes());
     FieldSeed { name }.deserialize(&mut de).ok().flatten()
 }
 
@@ -238,14 +278,21 @@ mod tests {
     use serde_json::json;
 
     fn texts(items: &[RawRecord]) -> Vec<&str> {
-        items.iter().map(|r| r.get()).collect()
+        items
+            .iter()
+            .map(|r| std::str::from_utf8(r.bytes()).unwrap())
+            .collect()
+    }
+
+    fn parse(text: &'static [u8], arrays: &[&str]) -> serde_json::Result<Body> {
+        Body::parse(&Bytes::from_static(text), arrays)
     }
 
     #[test]
     fn arrays_asked_for_stay_text_and_the_rest_is_parsed() {
         let text = br#"{"tickets":[{"id":1,"s":"a\u00e9"}, {"id":2}],"after_cursor":"c",
             "metric_sets":[{"id":3}],"meta":{"has_more":true},"end_of_stream":false}"#;
-        let mut body = Body::parse(text, &["tickets", "metric_sets", "users"]).unwrap();
+        let mut body = parse(text, &["tickets", "metric_sets", "users"]).unwrap();
         assert_eq!(
             texts(&body.take_array("tickets").unwrap()),
             [r#"{"id":1,"s":"a\u00e9"}"#, r#"{"id":2}"#]
@@ -266,22 +313,34 @@ mod tests {
     fn a_member_that_is_no_array_is_none_and_bad_json_is_refused() {
         for value in ["null", "{\"a\":[1]}", "3", "\"x\"", "true"] {
             let text = format!(r#"{{"tickets":{value},"end_of_stream":true}}"#);
-            let mut body = Body::parse(text.as_bytes(), &["tickets"]).unwrap();
+            let mut body = Body::parse(&Bytes::from(text), &["tickets"]).unwrap();
             assert!(body.take_array("tickets").is_none(), "{value}");
             assert_eq!(body.get("end_of_stream"), Some(&json!(true)));
         }
-        assert!(Body::parse(br#"{"tickets":[{"id":1]}"#, &["tickets"]).is_err());
-        assert!(Body::parse(br#"{"tickets":[]} x"#, &["tickets"]).is_err());
-        assert!(Body::parse(br#"[1]"#, &["tickets"]).is_err());
+        assert!(parse(br#"{"tickets":[{"id":1]}"#, &["tickets"]).is_err());
+        assert!(parse(br#"{"tickets":[]} x"#, &["tickets"]).is_err());
+        assert!(parse(br#"[1]"#, &["tickets"]).is_err());
         // The last of a repeated member counts, as serde_json's objects have it.
-        let mut body = Body::parse(br#"{"tickets":[1],"tickets":[2,3]}"#, &["tickets"]).unwrap();
+        let mut body = parse(br#"{"tickets":[1],"tickets":[2,3]}"#, &["tickets"]).unwrap();
         assert_eq!(texts(&body.take_array("tickets").unwrap()), ["2", "3"]);
+    }
+
+    #[test]
+    fn records_are_ranges_of_the_body_they_came_in() {
+        let text = Bytes::from_static(br#"{"tickets":[ {"id":1} ,{"id":22}],"x":1}"#);
+        let mut body = Body::parse(&text, &["tickets"]).unwrap();
+        let records = body.take_array("tickets").unwrap();
+        assert_eq!(texts(&records), [r#"{"id":1}"#, r#"{"id":22}"#]);
+        let body_range = text.as_ptr_range();
+        for record in &records {
+            assert!(body_range.contains(&record.bytes().as_ptr()), "no copy");
+        }
     }
 
     #[test]
     fn a_record_with_a_lone_surrogate_is_repaired() {
         let body = br#"{"tickets":[{"id":1,"subject":"cut \ud83d here"},{"id":2}]}"#;
-        let mut body = Body::parse(body, &["tickets"]).unwrap();
+        let mut body = parse(body, &["tickets"]).unwrap();
         let records = body.take_array("tickets").unwrap();
         let (value, repaired) = parse_record(&records[0]).unwrap();
         assert!(repaired);
@@ -294,15 +353,15 @@ mod tests {
 
     #[test]
     fn a_field_is_read_without_the_rest_and_agrees_with_a_parsed_record() {
-        let record: RawRecord = serde_json::from_str(
+        let record = RawRecord::from_text(
             r#"{"a":{"x":[1,{"y":"z"}]},"updated_at":"2024-01-01T00:00:00Z","b\u0041":7,"n":null}"#,
         )
         .unwrap();
-        let parsed: Value = serde_json::from_str(record.get()).unwrap();
+        let parsed: Value = serde_json::from_slice(record.bytes()).unwrap();
         for name in ["a", "updated_at", "bA", "n", "missing"] {
             assert_eq!(field(&record, name).as_ref(), parsed.get(name), "{name}");
         }
-        let list: RawRecord = serde_json::from_str("[1,2]").unwrap();
+        let list = RawRecord::from_text("[1,2]").unwrap();
         assert_eq!(field(&list, "a"), None);
     }
 }
