@@ -187,23 +187,13 @@ enum Command {
     },
 }
 
-/// glibc's malloc gives each thread that meets contention an arena of its own, up to eight per
-/// core, and keeps what is freed in them: pages decoded on the blocking pool's threads, each
-/// freed on another, then held the process's resident memory at 2.5 times its heap (1,059 MB
-/// for a 426 MB heap peak in the 100k-ticket backfill of BENCHMARKS.md; 672 MB with two
-/// arenas). Two arenas, unless `MALLOC_ARENA_MAX` says otherwise; set before any thread starts.
-fn limit_malloc_arenas() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
-        // SAFETY: mallopt only sets a malloc parameter; no thread but this one runs yet.
-        unsafe {
-            libc::mallopt(libc::M_ARENA_MAX, 2);
-        }
-    }
-}
+/// Decoding makes and frees millions of small objects (a parsed record's maps and strings):
+/// under glibc's malloc they were a quarter of a backfill's CPU and its arenas held the
+/// resident memory well above the heap (BENCHMARKS.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
-    limit_malloc_arenas();
     let cli = Cli::parse();
     let terminal = std::io::stderr().is_terminal();
     let drawing = match &cli.command {

@@ -4,10 +4,12 @@
 //!
 //! Streams run concurrently. Within a stream the three stages run at once, linked by bounded
 //! channels (so memory stays bounded whatever the account size), and pages are gathered into
-//! batches of about `commit_rows` records. A batch is committed on a page boundary, one data
-//! commit per table it has rows for, and the control row naming the position after that page is
-//! written only after all of them, so an interrupted run leaves every table at or one batch past
-//! its last recorded commit, and the next run resumes from there.
+//! batches of at most `commit_rows` records (a single page may hold more; memory is bounded by
+//! the bytes of page text in flight too, [`readers::ReadAhead`]). A batch is committed on a
+//! page boundary, one data commit per table it has rows for, and the control row naming the
+//! position after that page is written only after all of them, so an interrupted run leaves
+//! every table at or one batch past its last recorded commit, and the next run resumes from
+//! there.
 
 pub mod check;
 pub mod progress;
@@ -19,6 +21,7 @@ use std::time::Instant;
 
 use chrono::Utc;
 use deltalake::arrow::array::RecordBatch;
+use futures::StreamExt;
 use serde_json::Value;
 use tokio::sync::mpsc;
 use tracing::{info, info_span, warn, Instrument};
@@ -29,7 +32,7 @@ use crate::failpoint;
 use crate::lake::{self, CommitDraft, ControlRow, Lake, PatchSet, TableCommit};
 use crate::spec::{Stream, StreamKind, Table, WriteMode, DELETED_COLUMN};
 use crate::zendesk::readers::children::{Parent, ParentPage};
-use crate::zendesk::readers::{self, body, Context};
+use crate::zendesk::readers::{self, body, Context, Held, ReadAhead, READ_AHEAD_BYTES};
 use crate::zendesk::{self, Client, RawPage, RequestStats};
 use progress::{StreamState, StreamTracker, Tracker};
 
@@ -335,6 +338,9 @@ struct DecodedPage {
     until: Option<i64>,
     /// Largest watermark-field value of the page's records (µs).
     watermark: Option<i64>,
+    /// The page's share of the read-ahead, kept until its commit when the page is a large
+    /// part of it.
+    held: Option<Held>,
 }
 
 impl StreamJob {
@@ -521,25 +527,36 @@ impl StreamJob {
             parents,
         };
         let reader = readers::open(context, position.as_ref(), settings.start_time)?;
-        let (page_tx, mut page_rx) = mpsc::channel::<RawPage>(settings.channel_pages);
+        let (page_tx, mut page_rx) = mpsc::channel::<(RawPage, Held)>(settings.channel_pages);
         let (decoded_tx, decoded_rx) = mpsc::channel::<DecodedPage>(settings.channel_pages);
 
-        let fetch = readers::drive(reader, page_tx);
+        let fetch = readers::drive(reader, page_tx, ReadAhead::new(READ_AHEAD_BYTES));
         let tables = self.tables.clone();
         let watch = self.watch.clone();
         let decode = async move {
-            while let Some(page) = page_rx.recv().await {
-                let tables = tables.clone();
-                let decoded =
-                    tokio::task::spawn_blocking(move || decode_page(stream, &tables, page))
-                        .await
-                        .map_err(|e| StreamError::Task {
-                            stream: stream.name.clone(),
-                            detail: e.to_string(),
-                        })??;
-                watch.page(decoded.fetched, decoded.until);
+            // Pages decode on blocking threads, up to DECODE_AHEAD of them at once, and leave
+            // in the order they came.
+            let pages = futures::stream::poll_fn(|cx| page_rx.poll_recv(cx));
+            let mut decoded = pages
+                .map(|(page, held): (RawPage, Held)| {
+                    let tables = tables.clone();
+                    tokio::task::spawn_blocking(move || {
+                        let mut decoded = decode_page(stream, &tables, page)?;
+                        // The page's text is gone: the fetch may read on, unless the page was
+                        // a crowded second's, whose rows are committed first (alone).
+                        decoded.held = (held.bytes() >= READ_AHEAD_BYTES / 2).then_some(held);
+                        Ok::<_, decode::Error>(decoded)
+                    })
+                })
+                .buffered(DECODE_AHEAD);
+            while let Some(page) = decoded.next().await {
+                let page = page.map_err(|e| StreamError::Task {
+                    stream: stream.name.clone(),
+                    detail: e.to_string(),
+                })??;
+                watch.page(page.fetched, page.until);
                 failpoint::hit("page_decoded");
-                if decoded_tx.send(decoded).await.is_err() {
+                if decoded_tx.send(page).await.is_err() {
                     break;
                 }
             }
@@ -553,10 +570,29 @@ impl StreamJob {
             let mut records = 0usize;
             let mut watermark: Option<i64> = None;
             let mut ended = false;
+            // Where the stream stands after the last page gathered.
+            let mut gathered_to: Option<Value> = None;
             let Some(progress) = progress.as_mut() else {
                 return Ok(());
             };
-            while let Some(page) = decoded_rx.recv().await {
+            while let Some(mut page) = decoded_rx.recv().await {
+                // A page of many megabytes (a crowded second) is committed alone, and the
+                // fetch reads on only once it is.
+                let crowded = page.held.take();
+                if let Some(position) = gathered_to.take() {
+                    if records > 0
+                        && (records + page.records > settings.commit_rows || crowded.is_some())
+                    {
+                        // This page would take the batch past its size (a crowded second can
+                        // be many batches' worth): what is gathered commits first, so that
+                        // the two are never merged as one.
+                        let batch = std::mem::take(&mut groups);
+                        groups = vec![Group::default(); self.tables.len()];
+                        self.commit(progress, batch, position, watermark, false, records)
+                            .await?;
+                        records = 0;
+                    }
+                }
                 records += page.records;
                 watermark = watermark.max(page.watermark);
                 for ((((group, decoded), written), children), table) in groups
@@ -579,13 +615,17 @@ impl StreamJob {
                 ended = page.end_of_stream;
                 // A complete listing also commits what vanished from it.
                 let listed = ended && progress.snapshots.iter().any(Option::is_some);
-                if (records > 0 && (records >= settings.commit_rows || ended)) || listed {
+                let full = records >= settings.commit_rows || ended || crowded.is_some();
+                if (records > 0 && full) || listed {
                     let batch = std::mem::take(&mut groups);
                     groups = vec![Group::default(); self.tables.len()];
                     self.commit(progress, batch, page.position, watermark, ended, records)
                         .await?;
                     records = 0;
+                } else {
+                    gathered_to = Some(page.position);
                 }
+                drop(crowded);
             }
             if ended {
                 for (table, written) in self.tables.iter().zip(&progress.written) {
@@ -927,6 +967,10 @@ pub(crate) fn includes(tables: &[&Table]) -> Vec<String> {
 /// import's tens of thousands), so a page is decoded a slice at a time.
 const DECODE_CHUNK: usize = 500;
 
+/// Pages of one stream decoded at once: both cores of a small machine, when one stream (the
+/// ticket events of a backfill) is all that is left to read.
+const DECODE_AHEAD: usize = 2;
+
 /// Parse and decode one page for every table of its stream, [`DECODE_CHUNK`] records at a
 /// time: a slice's parsed records are dropped once its rows are in Arrow.
 fn decode_page(
@@ -1010,6 +1054,7 @@ fn decode_page(
             _ => None,
         }),
         watermark,
+        held: None,
     })
 }
 

@@ -12,6 +12,7 @@ mod cursor_export;
 mod list;
 mod time_export;
 
+use std::fmt;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -41,6 +42,17 @@ pub struct RawPage {
 }
 
 impl RawPage {
+    /// Bytes of JSON text the page's records and sideloads hold.
+    pub fn text_bytes(&self) -> usize {
+        let records = |items: &[RawRecord]| items.iter().map(|r| r.bytes().len()).sum::<usize>();
+        records(&self.records)
+            + self
+                .sideloads
+                .iter()
+                .map(|(_, items)| records(items))
+                .sum::<usize>()
+    }
+
     /// The page with its records parsed. A children stream's records get their parent's id
     /// ([`children::PARENT_FIELD`]). Text the body's reading let through but a value cannot
     /// hold, unpaired UTF-16 surrogate escapes (text cut in the middle of an emoji), is
@@ -323,10 +335,16 @@ pub fn open(
     })
 }
 
-/// Read pages until the end of the stream, sending each down `pages`; the last one sent is
-/// marked `end_of_stream`. Stops early, without error, when the receiver has gone away.
-pub async fn drive(mut reader: Box<dyn Reader>, pages: mpsc::Sender<RawPage>) -> Result<()> {
+/// Read pages until the end of the stream, sending each down `pages` with its hold on
+/// `read_ahead`; the last one sent is marked `end_of_stream`. Stops early, without error, when
+/// the receiver has gone away.
+pub async fn drive(
+    mut reader: Box<dyn Reader>,
+    pages: mpsc::Sender<(RawPage, Held)>,
+    read_ahead: ReadAhead,
+) -> Result<()> {
     loop {
+        read_ahead.room().await;
         let page = match reader.next_page().await? {
             Some(page) => page,
             // Nothing more for now: an empty last page carries the final position.
@@ -341,9 +359,102 @@ pub async fn drive(mut reader: Box<dyn Reader>, pages: mpsc::Sender<RawPage>) ->
         };
         crate::failpoint::hit("page_fetched");
         let end = page.end_of_stream;
-        if pages.send(page).await.is_err() || end {
+        let held = read_ahead.hold(page.text_bytes());
+        if pages.send((page, held)).await.is_err() || end {
             return Ok(());
         }
+    }
+}
+
+/// Page text a stream's decode stage may hold before its fetch waits ([`ReadAhead`]): many
+/// normal pages (1000 records are a few megabytes), a small part of a crowded second's.
+pub const READ_AHEAD_BYTES: usize = 64 << 20;
+
+/// How much page text the stages after a stream's fetch hold: the fetch reads the next page
+/// only while they hold less than the limit. A page is usually a few megabytes and the next
+/// one is read while it is decoded; but a time export never splits a second, and one second
+/// of a large account can hold tens of thousands of records (hundreds of megabytes, read twice:
+/// the next page repeats its last second). Such a page is decoded (and, by the sync, committed)
+/// before anything more is read, so that two of them are never held at once
+/// (docs/ARCHITECTURE.md, "How a sync runs").
+#[derive(Clone)]
+pub struct ReadAhead {
+    shared: Arc<ReadAheadState>,
+}
+
+struct ReadAheadState {
+    limit: usize,
+    held: std::sync::atomic::AtomicUsize,
+    freed: tokio::sync::Notify,
+}
+
+/// A page's share of [`ReadAhead`], given back when dropped (once the page is decoded).
+pub struct Held {
+    shared: Arc<ReadAheadState>,
+    bytes: usize,
+}
+
+impl ReadAhead {
+    pub fn new(limit: usize) -> Self {
+        ReadAhead {
+            shared: Arc::new(ReadAheadState {
+                limit,
+                held: Default::default(),
+                freed: Default::default(),
+            }),
+        }
+    }
+
+    /// Bytes of page text held now.
+    pub fn held(&self) -> usize {
+        self.shared.held.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Returns once less than the limit is held.
+    async fn room(&self) {
+        loop {
+            let freed = self.shared.freed.notified();
+            let mut freed = std::pin::pin!(freed);
+            // Registered before the check, so a release between the check and the wait wakes it.
+            freed.as_mut().enable();
+            if self.held() < self.shared.limit {
+                return;
+            }
+            freed.await;
+        }
+    }
+
+    /// Counts `bytes` as held until the returned guard is dropped.
+    pub fn hold(&self, bytes: usize) -> Held {
+        self.shared
+            .held
+            .fetch_add(bytes, std::sync::atomic::Ordering::AcqRel);
+        Held {
+            shared: self.shared.clone(),
+            bytes,
+        }
+    }
+}
+
+impl Held {
+    /// Bytes of page text this share counts.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+}
+
+impl fmt::Debug for Held {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Held").field("bytes", &self.bytes).finish()
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.shared
+            .held
+            .fetch_sub(self.bytes, std::sync::atomic::Ordering::AcqRel);
+        self.shared.freed.notify_waiters();
     }
 }
 
@@ -402,6 +513,79 @@ fn is_start_time_too_recent(err: &Error) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A reader of `pages` pages of one record of `bytes` bytes, noting the page text held
+    /// downstream each time it is asked for a page.
+    struct Sized {
+        pages: usize,
+        bytes: usize,
+        read: usize,
+        read_ahead: ReadAhead,
+        held_when_read: Arc<std::sync::Mutex<Vec<usize>>>,
+    }
+
+    #[async_trait]
+    impl Reader for Sized {
+        async fn next_page(&mut self) -> Result<Option<RawPage>> {
+            self.held_when_read
+                .lock()
+                .unwrap()
+                .push(self.read_ahead.held());
+            self.read += 1;
+            let pad = "x".repeat(self.bytes - 2);
+            Ok(Some(RawPage {
+                records: vec![RawRecord::from_text(&format!("\"{pad}\"")).unwrap()],
+                sideloads: Vec::new(),
+                position: Value::from(self.read),
+                end_of_stream: self.read == self.pages,
+                parent: None,
+                until: None,
+            }))
+        }
+
+        fn position(&self) -> Value {
+            Value::from(self.read)
+        }
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn the_fetch_reads_on_only_while_the_text_held_downstream_is_under_the_limit() {
+        let read_ahead = ReadAhead::new(250);
+        let held_when_read = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let reader = Sized {
+            pages: 6,
+            bytes: 100,
+            read: 0,
+            read_ahead: read_ahead.clone(),
+            held_when_read: held_when_read.clone(),
+        };
+        // Room in the channel for every page: only the limit can hold the fetch back.
+        let (tx, mut rx) = mpsc::channel(16);
+        let fetch = tokio::spawn(drive(Box::new(reader), tx, read_ahead.clone()));
+        // Keep two pages, then three: the fetch stops at 300 bytes held, 3 pages.
+        let first = rx.recv().await.unwrap();
+        let second = rx.recv().await.unwrap();
+        let third = rx.recv().await.unwrap();
+        assert_eq!(first.1.bytes + second.1.bytes + third.1.bytes, 300);
+        assert_eq!(read_ahead.held(), 300);
+        // Nothing more is read while they are held: the fetch task has run to its wait.
+        tokio::task::yield_now().await;
+        assert_eq!(held_when_read.lock().unwrap().len(), 3);
+        assert!(rx.try_recv().is_err());
+        drop((first, second));
+        let mut rest = Vec::new();
+        while let Some((page, held)) = rx.recv().await {
+            rest.push(page.position);
+            drop(held);
+        }
+        drop(third);
+        fetch.await.unwrap().unwrap();
+        assert_eq!(rest, [4, 5, 6].map(Value::from));
+        assert_eq!(read_ahead.held(), 0);
+        let held = held_when_read.lock().unwrap().clone();
+        assert_eq!(held.len(), 6);
+        assert!(held.iter().all(|&bytes| bytes < 250), "{held:?}");
+    }
 
     /// The sizes asked for, starting at `start`, when the pages of sizes in `fails` answer 504.
     fn sizes(start: u32, pages: usize, fails: impl Fn(usize, u32) -> bool) -> Vec<u32> {

@@ -6,6 +6,8 @@
 //! larger page until it holds the whole second (then the export continues after that second); at
 //! Zendesk's 1000 records it cannot advance and fails loudly instead of looping.
 
+use std::collections::HashSet;
+
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -124,6 +126,10 @@ impl Reader for TimeExport {
                 // More than a page: Zendesk stretched the page to hold the whole second.
                 whole_second = true;
             }
+            // Sets, not lists: a crowded second has tens of thousands of records, each looked
+            // up in the other list (quadratic, minutes of CPU at the bench's 1M tickets).
+            let delivered: HashSet<&str> =
+                self.position.boundary.iter().map(String::as_str).collect();
             let mut records = Vec::with_capacity(all.len());
             let mut boundary = Vec::new();
             for record in all {
@@ -139,9 +145,7 @@ impl Reader for TimeExport {
                     boundary.extend(print.clone());
                 }
                 let seen = second == Some(start)
-                    && print
-                        .as_ref()
-                        .is_some_and(|p| self.position.boundary.contains(p));
+                    && print.as_deref().is_some_and(|p| delivered.contains(p));
                 if !seen {
                     records.push(record);
                 }
@@ -149,13 +153,10 @@ impl Reader for TimeExport {
             if end_time == start {
                 // The same second again: what was delivered from it before still counts as
                 // delivered.
-                for print in &self.position.boundary {
-                    if !boundary.contains(print) {
-                        boundary.push(print.clone());
-                    }
-                }
+                boundary.extend(self.position.boundary.iter().cloned());
             }
             boundary.sort_unstable();
+            boundary.dedup();
             // The next request is built from the position, but a `next_page` on another host
             // means the answer did not come from the account: refuse it before its page is used,
             // as the cursor export does with `after_url`.
