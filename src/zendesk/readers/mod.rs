@@ -12,7 +12,6 @@ mod cursor_export;
 mod list;
 mod time_export;
 
-use std::fmt;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -388,7 +387,8 @@ struct ReadAheadState {
     freed: tokio::sync::Notify,
 }
 
-/// A page's share of [`ReadAhead`], given back when dropped (once the page is decoded).
+/// A page's share of [`ReadAhead`], given back when dropped: once the page is decoded, or
+/// for a crowded page, once it is committed.
 pub struct Held {
     shared: Arc<ReadAheadState>,
     bytes: usize,
@@ -440,12 +440,6 @@ impl Held {
     /// Bytes of page text this share counts.
     pub fn bytes(&self) -> usize {
         self.bytes
-    }
-}
-
-impl fmt::Debug for Held {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Held").field("bytes", &self.bytes).finish()
     }
 }
 
