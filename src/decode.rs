@@ -25,6 +25,8 @@ use deltalake::arrow::json::ReaderBuilder;
 use deltalake::arrow::row::{RowConverter, SortField};
 use serde_json::{Map, Value};
 
+use crate::json::{Json, Object, NULL};
+
 use crate::spec::{
     ColumnType, Patches, Rows, Table, ATTACHMENT_FIELDS, DELETED_COLUMN, SYNCED_AT_COLUMN,
 };
@@ -120,14 +122,14 @@ pub fn concat(table: &Table, mut parts: Vec<Decoded>) -> Result<Decoded> {
 }
 
 /// The rows of `table` in a page of its stream, as JSON records.
-pub fn extract<'p>(table: &Table, page: &'p Page) -> Result<Cow<'p, [Value]>> {
+pub fn extract<'p, 'a>(table: &Table, page: &'p Page<'a>) -> Result<Cow<'p, [Json<'a>]>> {
     Ok(match &table.rows {
         Rows::Records => Cow::Borrowed(&page.records),
         Rows::Sideload { key } => Cow::Borrowed(page.sideload(key)),
         Rows::ChildEvents { types, parent, .. } => {
             let mut rows = Vec::new();
             for (record, child) in children(table, &page.records)? {
-                let kind = child.get("event_type").and_then(Value::as_str);
+                let kind = child.get("event_type").and_then(Json::as_str);
                 if kind.is_some_and(|k| types.iter().any(|t| t == k)) {
                     rows.push(with_parent(child.clone(), record, parent));
                 }
@@ -137,7 +139,7 @@ pub fn extract<'p>(table: &Table, page: &'p Page) -> Result<Cow<'p, [Value]>> {
         Rows::FieldChanges { parent } => {
             let mut rows = Vec::new();
             for (record, child) in children(table, &page.records)? {
-                let kind = child.get("event_type").and_then(Value::as_str);
+                let kind = child.get("event_type").and_then(Json::as_str);
                 if matches!(kind, Some("Create" | "Change")) {
                     let change = field_change(table, record, child)?;
                     rows.push(with_parent(change, record, parent));
@@ -148,11 +150,11 @@ pub fn extract<'p>(table: &Table, page: &'p Page) -> Result<Cow<'p, [Value]>> {
     })
 }
 
-/// A JSON object.
-type Object = Map<String, Value>;
-
 /// Every child event of the page's records, with its parent.
-fn children<'p>(table: &Table, records: &'p [Value]) -> Result<Vec<(&'p Object, &'p Object)>> {
+fn children<'p, 'a>(
+    table: &Table,
+    records: &'p [Json<'a>],
+) -> Result<Vec<(&'p Object<'a>, &'p Object<'a>)>> {
     let mut out = Vec::new();
     for (index, record) in records.iter().enumerate() {
         let Some(parent) = record.as_object() else {
@@ -162,8 +164,8 @@ fn children<'p>(table: &Table, records: &'p [Value]) -> Result<Vec<(&'p Object, 
             });
         };
         let children = match parent.get("child_events") {
-            None | Some(Value::Null) => continue,
-            Some(Value::Array(children)) => children,
+            None | Some(Json::Null) => continue,
+            Some(Json::Array(children)) => children,
             Some(other) => {
                 return Err(Error::Field {
                     object: table.name.clone(),
@@ -189,18 +191,18 @@ fn children<'p>(table: &Table, records: &'p [Value]) -> Result<Vec<(&'p Object, 
 }
 
 /// `child` with the columns it lacks taken from its parent (column → parent field).
-fn with_parent(
-    mut child: Map<String, Value>,
-    parent: &Map<String, Value>,
+fn with_parent<'a>(
+    mut child: Object<'a>,
+    parent: &Object<'a>,
     fields: &std::collections::BTreeMap<String, String>,
-) -> Value {
+) -> Json<'a> {
     for (column, field) in fields {
-        if child.get(column).is_none_or(Value::is_null) {
-            let value = lookup(parent, field).cloned().unwrap_or(Value::Null);
+        if child.get(column).is_none_or(Json::is_null) {
+            let value = parent.lookup(field).cloned().unwrap_or_default();
             child.insert(column.clone(), value);
         }
     }
-    Value::Object(child)
+    Json::Object(child)
 }
 
 /// Keys of a `Create`/`Change` child event that are not the changed field in the keyed shape.
@@ -222,94 +224,86 @@ const CHANGE_META: [&str; 11] = [
 /// via_channel}`, from the audit shape (`field_name`, `value`) or the keyed shape (`"status":
 /// "solved"`; tags as `tags` or `added_tags`/`removed_tags`). A change whose field cannot be
 /// told is an error naming the event.
-fn field_change(
-    table: &Table,
-    parent: &Map<String, Value>,
-    child: &Map<String, Value>,
-) -> Result<Map<String, Value>> {
+fn field_change<'a>(table: &Table, parent: &Object<'a>, child: &Object<'a>) -> Result<Object<'a>> {
     let fail = |detail: String| Error::Field {
         object: table.name.clone(),
         id: format!("{} (event {})", id_text(child), id_text(parent)),
         field: "child_events".into(),
         detail,
     };
-    let previous = child.get("previous_value").cloned().unwrap_or(Value::Null);
+    let previous = child.get("previous_value").cloned().unwrap_or_default();
     let (field, value) = if let Some(name) = child.get("field_name") {
         let name = match name {
-            Value::String(s) => s.clone(),
-            Value::Number(n) => n.to_string(),
+            Json::String(s) => s.clone(),
+            Json::Number(n) => Cow::Owned(n.to_string()),
             other => return Err(fail(format!("field_name is {}", type_name(other)))),
         };
-        (name, child.get("value").cloned().unwrap_or(Value::Null))
+        (name, child.get("value").cloned().unwrap_or_default())
     } else {
-        let keys: Vec<&String> = child
-            .keys()
-            .filter(|k| !CHANGE_META.contains(&k.as_str()) && k.as_str() != "value")
+        let keys: Vec<&Cow<'a, str>> = child
+            .members()
+            .map(|(k, _)| k)
+            .filter(|k| !CHANGE_META.contains(&k.as_ref()) && k.as_ref() != "value")
             .collect();
         let tags = child.contains_key("added_tags") || child.contains_key("removed_tags");
         // `type` is the event's own kind ("Change") in the audit shape, and the ticket's type
         // field ("incident") in the keyed shape.
         let ticket_type = child
             .get("type")
-            .filter(|t| *t != child.get("event_type").unwrap_or(&Value::Null))
+            .filter(|t| *t != child.get("event_type").unwrap_or(&NULL))
             .filter(|t| !matches!(t.as_str(), Some("Create" | "Change")));
-        match keys.as_slice() {
-            [key] => ((*key).clone(), child[key.as_str()].clone()),
-            [] if tags => ("tags".to_owned(), tags_after(&previous, child)),
-            [] if ticket_type.is_some() => ("type".to_owned(), child["type"].clone()),
+        match (keys.as_slice(), ticket_type) {
+            ([key], _) => ((*key).clone(), child.get(key).cloned().unwrap_or_default()),
+            ([], _) if tags => (Cow::Borrowed("tags"), tags_after(&previous, child)),
+            ([], Some(kind)) => (Cow::Borrowed("type"), kind.clone()),
             _ => {
                 return Err(fail(format!(
                     "cannot tell which field this {} event changes (keys: {})",
                     child
                         .get("event_type")
-                        .and_then(Value::as_str)
+                        .and_then(Json::as_str)
                         .unwrap_or("?"),
-                    child.keys().cloned().collect::<Vec<_>>().join(", ")
+                    child.keys().collect::<Vec<_>>().join(", ")
                 )))
             }
         }
     };
-    let mut row = Map::with_capacity(8);
-    row.insert("id".into(), child.get("id").cloned().unwrap_or(Value::Null));
+    let mut row = Object::with_capacity(8);
+    row.insert("id", child.get("id").cloned().unwrap_or_default());
     row.insert(
-        "event_type".into(),
-        child.get("event_type").cloned().unwrap_or(Value::Null),
+        "event_type",
+        child.get("event_type").cloned().unwrap_or_default(),
     );
-    row.insert("field_name".into(), Value::String(field));
-    row.insert("value".into(), value);
-    row.insert("previous_value".into(), previous);
-    if let Some(channel) = lookup(child, "via.channel") {
-        row.insert("via_channel".into(), channel.clone());
+    row.insert("field_name", Json::String(field));
+    row.insert("value", value);
+    row.insert("previous_value", previous);
+    if let Some(channel) = child.lookup("via.channel") {
+        row.insert("via_channel", channel.clone());
     }
     Ok(row)
 }
 
 /// The tags after a keyed change that gives only `added_tags` and `removed_tags`.
-fn tags_after(previous: &Value, child: &Map<String, Value>) -> Value {
-    let list = |key: &str| -> Vec<Value> {
-        child
-            .get(key)
-            .and_then(Value::as_array)
-            .cloned()
-            .unwrap_or_default()
-    };
+fn tags_after<'a>(previous: &Json<'a>, child: &Object<'a>) -> Json<'a> {
+    let list =
+        |key: &str| -> &[Json<'a>] { child.get(key).and_then(Json::as_array).unwrap_or(&[]) };
     let removed = list("removed_tags");
-    let mut tags: Vec<Value> = previous
+    let mut tags: Vec<Json<'a>> = previous
         .as_array()
-        .cloned()
-        .unwrap_or_default()
-        .into_iter()
+        .unwrap_or(&[])
+        .iter()
         .filter(|t| !removed.contains(t))
+        .cloned()
         .collect();
     for tag in list("added_tags") {
-        if !tags.contains(&tag) {
-            tags.push(tag);
+        if !tags.contains(tag) {
+            tags.push(tag.clone());
         }
     }
-    Value::Array(tags)
+    Json::Array(tags)
 }
 
-fn id_text(record: &Map<String, Value>) -> String {
+fn id_text(record: &Object) -> String {
     record
         .get("id")
         .map(|v| v.to_string())
@@ -319,6 +313,7 @@ fn id_text(record: &Map<String, Value>) -> String {
 /// The patches of `table` that a page of its stream carries, as JSON rows of the patch's
 /// match column and the columns it sets.
 pub fn extract_patches(table: &Table, page: &Page) -> Result<Vec<Value>> {
+    let field = |object: &Object, name: &str| object.get(name).map_or(Value::Null, Json::to_value);
     let Some(patches) = &table.patches else {
         return Ok(Vec::new());
     };
@@ -331,32 +326,26 @@ pub fn extract_patches(table: &Table, page: &Page) -> Result<Vec<Value>> {
             set,
         } => {
             for (_, child) in children(table, &page.records)? {
-                if child.get("event_type").and_then(Value::as_str) != Some(event_type) {
+                if child.get("event_type").and_then(Json::as_str) != Some(event_type) {
                     continue;
                 }
                 let mut row = Map::new();
-                row.insert(
-                    column.clone(),
-                    child.get(key).cloned().unwrap_or(Value::Null),
-                );
+                row.insert(column.clone(), field(child, key));
                 for name in set {
-                    row.insert(
-                        name.clone(),
-                        child.get(name).cloned().unwrap_or(Value::Null),
-                    );
+                    row.insert(name.clone(), field(child, name));
                 }
                 rows.push(Value::Object(row));
             }
         }
         Patches::DeletedParents { column, rule } => {
             for record in &page.records {
-                let value = record.get(&rule.column).unwrap_or(&Value::Null);
-                if rule.is_deleted(value) {
+                let Some(record) = record.as_object() else {
+                    continue;
+                };
+                let value = record.get(&rule.column).map_or(Value::Null, Json::to_value);
+                if rule.is_deleted(&value) {
                     let mut row = Map::new();
-                    row.insert(
-                        column.clone(),
-                        record.get("id").cloned().unwrap_or(Value::Null),
-                    );
+                    row.insert(column.clone(), field(record, "id"));
                     row.insert(DELETED_COLUMN.into(), Value::Bool(true));
                     rows.push(Value::Object(row));
                 }
@@ -391,15 +380,17 @@ pub fn decode_patches(
             let name = field.name().as_str();
             let value = row.get(name).unwrap_or(&Value::Null);
             let value = match table.column(name) {
-                Some(column) => convert(column.kind, value).map_err(|detail| Error::Field {
-                    object: table.name.clone(),
-                    id: row
-                        .get(patches.column())
-                        .map(|v| v.to_string())
-                        .unwrap_or_default(),
-                    field: name.to_owned(),
-                    detail,
-                })?,
+                Some(column) => {
+                    convert(column.kind, &Json::from(value)).map_err(|detail| Error::Field {
+                        object: table.name.clone(),
+                        id: row
+                            .get(patches.column())
+                            .map(|v| v.to_string())
+                            .unwrap_or_default(),
+                        field: name.to_owned(),
+                        detail,
+                    })?
+                }
                 None => value.clone(),
             };
             converted.insert(name.to_owned(), value);
@@ -511,7 +502,7 @@ pub fn apply_patches(
 /// Each value goes from the record straight into its column's Arrow builder (no row map, no
 /// JSON round trip); a value the fast path does not take is given to [`convert`], whose error
 /// names the record and field, or whose lossless coercion is appended.
-pub fn decode(spec: &Table, records: &[Value], synced_at: DateTime<Utc>) -> Result<Decoded> {
+pub fn decode(spec: &Table, records: &[Json], synced_at: DateTime<Utc>) -> Result<Decoded> {
     let synced_at = synced_at.timestamp_micros();
     let schema = spec.schema();
     let arrow = |source| Error::Arrow {
@@ -566,10 +557,10 @@ pub fn decode(spec: &Table, records: &[Value], synced_at: DateTime<Utc>) -> Resu
         let mut cursor = None;
         let mut is_deleted = deleted_without;
         for (at, (column, builder)) in spec.columns.iter().zip(&mut builders).enumerate() {
-            let mut raw = lookup(record, column.path()).unwrap_or(&Value::Null);
+            let mut raw = record.lookup(column.path()).unwrap_or(&NULL);
             if Some(at) == cursor_at && raw.is_null() {
                 if let Some(fallback) = fallback {
-                    raw = lookup(record, fallback.path()).unwrap_or(&Value::Null);
+                    raw = record.lookup(fallback.path()).unwrap_or(&NULL);
                     // The fallback must itself be valid for its own column.
                     convert(fallback.kind, raw).map_err(|d| field_error(fallback.path(), d))?;
                 }
@@ -621,6 +612,12 @@ pub fn decode(spec: &Table, records: &[Value], synced_at: DateTime<Utc>) -> Resu
         max_cursor,
         patches: None,
     })
+}
+
+/// [`decode`] of records held as `Value`s (tests, and records built in code).
+pub fn decode_values(spec: &Table, records: &[Value], synced_at: DateTime<Utc>) -> Result<Decoded> {
+    let records: Vec<Json> = records.iter().map(Json::from).collect();
+    decode(spec, &records, synced_at)
 }
 
 /// The Arrow builder of one column.
@@ -675,7 +672,7 @@ impl ColumnBuilder {
     fn append(
         &mut self,
         kind: ColumnType,
-        raw: &Value,
+        raw: &Json,
     ) -> std::result::Result<Option<Option<i64>>, String> {
         if raw.is_null() {
             self.append_null();
@@ -684,12 +681,12 @@ impl ColumnBuilder {
         // The fast paths; anything else goes through `convert`, for its coercion or its error.
         let integer = match (&mut *self, raw) {
             (Self::Int64(b), _) => int64(raw).inspect(|&v| b.append_value(v)),
-            (Self::Timestamp(b), _) => timestamp_micros(raw).inspect(|&v| b.append_value(v)),
-            (Self::Utf8(b), Value::String(text)) if kind == ColumnType::String => {
+            (Self::Timestamp(b), _) => micros(raw).inspect(|&v| b.append_value(v)),
+            (Self::Utf8(b), Json::String(text)) if kind == ColumnType::String => {
                 b.append_value(text);
                 return Ok(Some(None));
             }
-            (Self::Boolean(b), Value::Bool(v)) => {
+            (Self::Boolean(b), Json::Bool(v)) => {
                 b.append_value(*v);
                 return Ok(Some(None));
             }
@@ -770,27 +767,20 @@ impl ColumnBuilder {
     }
 }
 
-fn lookup<'a>(record: &'a Map<String, Value>, path: &str) -> Option<&'a Value> {
-    let mut parts = path.split('.');
-    let mut value = record.get(parts.next()?)?;
-    for part in parts {
-        value = value.as_object()?.get(part)?;
-    }
-    Some(value)
-}
-
-fn type_name(value: &Value) -> &'static str {
+fn type_name(value: &Json) -> &'static str {
     match value {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
+        Json::Null => "null",
+        Json::Bool(_) => "a boolean",
+        Json::Number(_) => "a number",
+        Json::String(_) => "a string",
+        Json::Array(_) => "an array",
+        Json::Object(_) => "an object",
     }
 }
 
-fn convert(kind: ColumnType, value: &Value) -> std::result::Result<Value, String> {
+/// `value` as the column type `kind` takes it (a lossless coercion where one is needed), or
+/// what is wrong with it.
+fn convert(kind: ColumnType, value: &Json) -> std::result::Result<Value, String> {
     if value.is_null() {
         return Ok(Value::Null);
     }
@@ -798,23 +788,21 @@ fn convert(kind: ColumnType, value: &Value) -> std::result::Result<Value, String
     Ok(match kind {
         ColumnType::Int64 => Value::from(int64(value).ok_or_else(|| wrong("an integer"))?),
         ColumnType::Float64 => match value {
-            Value::Number(n) => Value::from(n.as_f64().ok_or_else(|| wrong("a number"))?),
-            Value::String(s) => {
-                Value::from(s.trim().parse::<f64>().map_err(|_| wrong("a number"))?)
-            }
+            Json::Number(n) => Value::from(n.as_f64().ok_or_else(|| wrong("a number"))?),
+            Json::String(s) => Value::from(s.trim().parse::<f64>().map_err(|_| wrong("a number"))?),
             _ => return Err(wrong("a number")),
         },
         ColumnType::Boolean => match value {
-            Value::Bool(_) => value.clone(),
-            Value::String(s) if s == "true" || s == "false" => Value::Bool(s == "true"),
+            Json::Bool(b) => Value::Bool(*b),
+            Json::String(s) if s == "true" || s == "false" => Value::Bool(s == "true"),
             _ => return Err(wrong("a boolean")),
         },
         ColumnType::String => match value {
-            Value::String(_) => value.clone(),
+            Json::String(s) => Value::String(s.as_ref().to_owned()),
             // Kept whole rather than rejected: a field that changed shape still loses nothing.
             _ => Value::String(value.to_string()),
         },
-        ColumnType::Timestamp => Value::from(timestamp_micros(value).ok_or_else(|| {
+        ColumnType::Timestamp => Value::from(micros(value).ok_or_else(|| {
             format!(
                 "expected an RFC 3339 timestamp or unix seconds, got {}",
                 snippet(value)
@@ -825,8 +813,9 @@ fn convert(kind: ColumnType, value: &Value) -> std::result::Result<Value, String
             array(value)?
                 .iter()
                 .map(|item| match item {
-                    Value::String(_) | Value::Null => Ok(item.clone()),
-                    Value::Number(_) | Value::Bool(_) => Ok(Value::String(item.to_string())),
+                    Json::Null => Ok(Value::Null),
+                    Json::String(s) => Ok(Value::String(s.as_ref().to_owned())),
+                    Json::Number(_) | Json::Bool(_) => Ok(Value::String(item.to_string())),
                     _ => Err(format!(
                         "expected strings in the array, got {}",
                         type_name(item)
@@ -838,7 +827,7 @@ fn convert(kind: ColumnType, value: &Value) -> std::result::Result<Value, String
             array(value)?
                 .iter()
                 .map(|item| match item {
-                    Value::Null => Ok(Value::Null),
+                    Json::Null => Ok(Value::Null),
                     _ => int64(item).map(Value::from).ok_or_else(|| {
                         format!("expected integers in the array, got {}", type_name(item))
                     }),
@@ -854,7 +843,7 @@ fn convert(kind: ColumnType, value: &Value) -> std::result::Result<Value, String
                     })?;
                     let mut out = Map::with_capacity(ATTACHMENT_FIELDS.len());
                     for (name, kind) in ATTACHMENT_FIELDS {
-                        let value = attachment.get(name).unwrap_or(&Value::Null);
+                        let value = attachment.get(name).unwrap_or(&NULL);
                         let value = convert(kind, value)
                             .map_err(|detail| format!("attachment field `{name}`: {detail}"))?;
                         out.insert(name.into(), value);
@@ -875,7 +864,7 @@ fn convert(kind: ColumnType, value: &Value) -> std::result::Result<Value, String
                         .and_then(int64)
                         .ok_or_else(|| "a custom field has no integer `id`".to_string())?;
                     let value = match field.get("value") {
-                        None | Some(Value::Null) => Value::Null,
+                        None | Some(Json::Null) => Value::Null,
                         Some(v) => Value::String(v.to_string()),
                     };
                     let mut out = Map::with_capacity(2);
@@ -888,37 +877,42 @@ fn convert(kind: ColumnType, value: &Value) -> std::result::Result<Value, String
     })
 }
 
-fn array(value: &Value) -> std::result::Result<&Vec<Value>, String> {
+fn array<'v, 'a>(value: &'v Json<'a>) -> std::result::Result<&'v [Json<'a>], String> {
     value
         .as_array()
         .ok_or_else(|| format!("expected an array, got {}", type_name(value)))
 }
 
-fn int64(value: &Value) -> Option<i64> {
+fn int64(value: &Json) -> Option<i64> {
     match value {
-        Value::Number(n) => n.as_i64().or_else(|| {
+        Json::Number(n) => n.as_i64().or_else(|| {
             // 12.0 is an integer sent as a float; 12.5 is not an integer.
             n.as_f64()
                 .filter(|f| f.fract() == 0.0 && f.abs() < 9.0e15)
                 .map(|f| f as i64)
         }),
-        Value::String(s) => s.trim().parse().ok(),
+        Json::String(s) => s.trim().parse().ok(),
         _ => None,
     }
 }
 
 /// Microseconds since the epoch from an RFC 3339 string or a number of unix seconds.
 pub fn timestamp_micros(value: &Value) -> Option<i64> {
+    micros(&Json::from(value))
+}
+
+/// [`timestamp_micros`] of a value read by the decode stage.
+pub fn micros(value: &Json) -> Option<i64> {
     match value {
-        Value::Number(n) => n.as_i64()?.checked_mul(1_000_000),
-        Value::String(s) => DateTime::parse_from_rfc3339(s)
+        Json::Number(n) => n.as_i64()?.checked_mul(1_000_000),
+        Json::String(s) => DateTime::parse_from_rfc3339(s)
             .ok()
             .map(|t| t.with_timezone(&Utc).timestamp_micros()),
         _ => None,
     }
 }
 
-fn snippet(value: &Value) -> String {
+fn snippet(value: &Json) -> String {
     let text = value.to_string();
     match text.char_indices().nth(80) {
         Some((cut, _)) => format!("{}…", &text[..cut]),
@@ -1191,7 +1185,7 @@ mod tests {
             "generated_timestamp": 1695052663, "updated_at": "2023-09-18T15:57:42Z",
             "custom_fields": [{"id": 1, "value": ["a", "b"]}, {"id": 2, "value": null}, {"id": 3, "value": 4.5}],
             "tags": ["x"], "status": "deleted", "unknown_new_field": {"x": 1}});
-        let decoded = decode(spec, &[record], now()).unwrap();
+        let decoded = decode_values(spec, &[record], now()).unwrap();
         let batch = decoded.batch;
         assert_eq!(batch.num_rows(), 1);
         assert_eq!(count_deleted(&batch), 1);
@@ -1222,7 +1216,9 @@ mod tests {
     fn wrong_type_names_object_id_and_field() {
         let spec = find("tickets").unwrap();
         let record = json!({"id": 9, "generated_timestamp": 1, "requester_id": {"oops": 1}});
-        let err = decode(spec, &[record], now()).unwrap_err().to_string();
+        let err = decode_values(spec, &[record], now())
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("tickets"), "{err}");
         assert!(err.contains("record 9"), "{err}");
         assert!(err.contains("requester_id"), "{err}");
@@ -1231,7 +1227,7 @@ mod tests {
     #[test]
     fn missing_cursor_is_an_error() {
         let spec = find("tickets").unwrap();
-        let err = decode(spec, &[json!({"id": 1})], now())
+        let err = decode_values(spec, &[json!({"id": 1})], now())
             .unwrap_err()
             .to_string();
         assert!(err.contains("generated_timestamp"), "{err}");
@@ -1241,7 +1237,7 @@ mod tests {
     fn dedup_keeps_latest_cursor_then_latest_position() {
         let spec = find("organizations").unwrap();
         let rec = |id: i64, ts: &str, name: &str| json!({"id": id, "updated_at": ts, "name": name});
-        let first = decode(
+        let first = decode_values(
             spec,
             &[
                 rec(1, "2024-01-01T00:00:02Z", "new"),
@@ -1250,7 +1246,7 @@ mod tests {
             now(),
         )
         .unwrap();
-        let second = decode(
+        let second = decode_values(
             spec,
             &[
                 rec(1, "2024-01-01T00:00:01Z", "old"),
@@ -1291,7 +1287,7 @@ mod tests {
             let split = split.min(records.len());
             let batches: Vec<RecordBatch> = [&records[..split], &records[split..]]
                 .iter()
-                .map(|part| decode(spec, part, now()).unwrap().batch)
+                .map(|part| decode_values(spec, part, now()).unwrap().batch)
                 .collect();
             let batch = dedup(spec, &batches).unwrap();
             let ids = batch.column_by_name("id").unwrap().as_primitive::<Int64Type>();
@@ -1360,7 +1356,7 @@ mod tests {
                     Value::Object(record)
                 })
                 .collect();
-            match decode(spec, &records, now()) {
+            match decode_values(spec, &records, now()) {
                 Ok(decoded) => proptest::prop_assert_eq!(decoded.batch.num_rows(), records.len()),
                 Err(err) => proptest::prop_assert!(err.to_string().starts_with(&spec.name), "{}", err),
             }

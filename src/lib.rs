@@ -10,6 +10,7 @@ pub mod bench;
 pub mod config;
 pub mod decode;
 pub mod failpoint;
+pub mod json;
 pub mod lake;
 pub mod sim;
 pub mod spec;

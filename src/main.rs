@@ -193,7 +193,20 @@ enum Command {
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// How long mimalloc keeps freed memory before it hands it back to the system. Its default of
+/// 10 ms made a run that reads a long Delta log spend half its CPU zeroing pages it had just given
+/// back and faulted in again (BENCHMARKS.md, after 100 runs). `MIMALLOC_PURGE_DELAY` in the
+/// environment still decides over this.
+const PURGE_DELAY_MS: std::ffi::c_long = 1000;
+
+/// `mi_option_purge_delay` in mimalloc's `mi_option_t` (include/mimalloc.h, the same number in
+/// its v2 and v3), which the Rust bindings do not name.
+const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+
 fn main() -> ExitCode {
+    // SAFETY: sets an option by its number in mimalloc's options table; mimalloc reads the
+    // option at every purge, and keeps a value taken from the environment over this default.
+    unsafe { libmimalloc_sys::mi_option_set_default(MI_OPTION_PURGE_DELAY, PURGE_DELAY_MS) };
     let cli = Cli::parse();
     let terminal = std::io::stderr().is_terminal();
     let drawing = match &cli.command {

@@ -563,7 +563,9 @@ mod tests {
         records.sort_by_key(|r| r["id"].as_i64());
         let now = chrono::Utc::now();
         let decode = |records: &[serde_json::Value]| {
-            crate::decode::decode(spec, records, now).unwrap().batch
+            crate::decode::decode_values(spec, records, now)
+                .unwrap()
+                .batch
         };
         let (old, new) = records.split_at(40);
         for (i, chunk) in old.chunks(10).enumerate() {

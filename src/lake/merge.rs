@@ -878,7 +878,11 @@ pub(crate) mod tests {
         let mut records = sim.records("tickets");
         records.sort_by_key(|r| r["id"].as_i64());
         let now = chrono::Utc::now();
-        let decode = |records: &[Value]| crate::decode::decode(spec, records, now).unwrap().batch;
+        let decode = |records: &[Value]| {
+            crate::decode::decode_values(spec, records, now)
+                .unwrap()
+                .batch
+        };
         // Two files with disjoint key ranges: the lower and the upper half of the ids.
         let (low, high) = records.split_at(30);
         let first = lake
@@ -1011,7 +1015,11 @@ pub(crate) mod tests {
         let mut records = sim.records("tickets");
         records.sort_by_key(|r| r["id"].as_i64());
         let now = chrono::Utc::now();
-        let decode = |records: &[Value]| crate::decode::decode(spec, records, now).unwrap().batch;
+        let decode = |records: &[Value]| {
+            crate::decode::decode_values(spec, records, now)
+                .unwrap()
+                .batch
+        };
         lake.upsert(spec, decode(&records), None, &draft(1), 0)
             .await
             .unwrap();

@@ -372,7 +372,9 @@ mod tests {
         let now = chrono::Utc::now();
         let mut size = 0;
         for (i, chunk) in records.chunks(500).enumerate() {
-            let batch = crate::decode::decode(spec, chunk, now).unwrap().batch;
+            let batch = crate::decode::decode_values(spec, chunk, now)
+                .unwrap()
+                .batch;
             size += batch.get_array_memory_size();
             lake.upsert(spec, batch, None, &draft(i as i64 + 1), i as i64)
                 .await

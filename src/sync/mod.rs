@@ -33,7 +33,7 @@ use crate::lake::{self, CommitDraft, ControlRow, Lake, PatchSet, TableCommit};
 use crate::spec::{Stream, StreamKind, Table, WriteMode, DELETED_COLUMN};
 use crate::zendesk::readers::children::{Parent, ParentPage};
 use crate::zendesk::readers::{self, body, Context, Held, ReadAhead, READ_AHEAD_BYTES};
-use crate::zendesk::{self, Client, RawPage, RequestStats};
+use crate::zendesk::{self, Client, Page, RawPage, RequestStats};
 use progress::{StreamState, StreamTracker, Tracker};
 
 /// Errors that stop the whole run before any stream starts.
@@ -996,24 +996,19 @@ fn decode_page(
     loop {
         let slice: Vec<body::RawRecord> = records.by_ref().take(DECODE_CHUNK).collect();
         let n = slice.len();
-        let raw = RawPage {
-            records: slice,
-            // Sideloads go with the first slice: no table correlates them with records
-            // before the commit.
-            sideloads: std::mem::take(&mut sideloads),
-            position: Value::Null,
-            end_of_stream,
-            parent: parent.clone(),
-            until,
-        };
+        // Sideloads go with the first slice: no table correlates them with records before the
+        // commit.
+        let slice_sideloads = std::mem::take(&mut sideloads);
         let located = |e: decode::Error| e.offset_by(offset);
-        let page = raw.parse(stream).map_err(|(index, detail)| {
-            located(decode::Error::Unreadable {
-                object: stream.name.clone(),
-                index,
-                detail,
-            })
-        })?;
+        let page = Page::parse(stream, &slice, &slice_sideloads, parent.as_ref()).map_err(
+            |(index, detail)| {
+                located(decode::Error::Unreadable {
+                    object: stream.name.clone(),
+                    index,
+                    detail,
+                })
+            },
+        )?;
         for (table, out) in tables.iter().zip(&mut chunks) {
             let rows = decode::extract(table, &page).map_err(located)?;
             let mut table_rows = decode::decode(table, &rows, now).map_err(located)?;
@@ -1025,7 +1020,7 @@ fn decode_page(
             page.records
                 .iter()
                 .filter_map(|r| r.get(&stream.watermark_field))
-                .filter_map(decode::timestamp_micros)
+                .filter_map(decode::micros)
                 .max(),
         );
         offset += n;

@@ -15,6 +15,8 @@ use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess,
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
+use crate::json::Json;
+
 /// One record's JSON text: a range of the page's body (valid UTF-8 and valid JSON, as the
 /// body's reading checked).
 #[derive(Clone)]
@@ -202,6 +204,20 @@ pub fn parse_record(record: &RawRecord) -> serde_json::Result<(Value, bool)> {
     }
 }
 
+/// A record read into a tree that borrows its text ([`Json`]), and whether its text had to be
+/// repaired first ([`parse_record`]; a repaired record owns its strings).
+pub fn parse_json(record: &RawRecord) -> serde_json::Result<(Json<'_>, bool)> {
+    match Json::from_slice(record.bytes()) {
+        Ok(value) => Ok((value, false)),
+        Err(e) => match crate::zendesk::client::repair_text(record.bytes())
+            .and_then(|text| Json::from_slice(text.as_bytes()).ok().map(Json::into_owned))
+        {
+            Some(value) => Ok((value, true)),
+            None => Err(e),
+        },
+    }
+}
+
 /// The member `name` of a record (the last one, when repeated), without parsing the others;
 /// `None` when the record is not an object or has no such member.
 pub fn field(record: &RawRecord, name: &str) -> Option<Value> {
@@ -342,6 +358,12 @@ mod tests {
             parse_record(&records[1]).unwrap(),
             (json!({"id": 2}), false)
         );
+        let (tree, repaired) = parse_json(&records[0]).unwrap();
+        assert!(repaired);
+        assert_eq!(tree.to_value(), value);
+        let (tree, repaired) = parse_json(&records[1]).unwrap();
+        assert!(!repaired);
+        assert_eq!(tree.to_value(), json!({"id": 2}));
     }
 
     #[test]
