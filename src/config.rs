@@ -136,7 +136,7 @@ impl Default for SyncFile {
         SyncFile {
             page_size: 1000,
             commit_rows: 50_000,
-            channel_pages: 1,
+            channel_pages: 8,
         }
     }
 }

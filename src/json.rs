@@ -33,6 +33,9 @@ pub enum Json<'a> {
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Object<'a>(Vec<(Cow<'a, str>, Json<'a>)>);
 
+/// Members up to which [`Object::get`] scans rather than searches.
+const SCANNED: usize = 16;
+
 /// The `null` a missing member reads as.
 pub static NULL: Json<'static> = Json::Null;
 
@@ -63,11 +66,21 @@ impl<'a> Object<'a> {
     }
 
     pub fn get(&self, key: &str) -> Option<&Json<'a>> {
+        // A small object (a child event, a field change) is scanned: comparing lengths first
+        // costs less than the string comparisons of a binary search.
+        if self.0.len() <= SCANNED {
+            let key = key.as_bytes();
+            return self
+                .0
+                .iter()
+                .find(|(k, _)| k.len() == key.len() && k.as_bytes() == key)
+                .map(|(_, v)| v);
+        }
         self.find(key).ok().map(|at| &self.0[at].1)
     }
 
     pub fn contains_key(&self, key: &str) -> bool {
-        self.find(key).is_ok()
+        self.get(key).is_some()
     }
 
     /// Set member `key`, replacing the value it had.
@@ -87,6 +100,11 @@ impl<'a> Object<'a> {
     /// The members with their keys as read (borrowed from the text where they could be).
     pub fn members(&self) -> impl Iterator<Item = (&Cow<'a, str>, &Json<'a>)> {
         self.0.iter().map(|(k, v)| (k, v))
+    }
+
+    /// The members, sorted by key, each key once.
+    pub fn as_slice(&self) -> &[(Cow<'a, str>, Json<'a>)] {
+        &self.0
     }
 
     pub fn iter(&self) -> impl Iterator<Item = (&str, &Json<'a>)> {
