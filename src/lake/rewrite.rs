@@ -106,9 +106,7 @@ pub(crate) async fn rewrite(
     let added = match written {
         Ok(()) => writer.close().await.map_err(delta)?,
         Err(e) => {
-            if let Err(abort) = writer.abort().await {
-                warn!(table = name, error = %abort, "could not abort the files being written");
-            }
+            abort(name, writer).await;
             return Err(e);
         }
     };
@@ -184,6 +182,15 @@ pub(crate) async fn rewrite(
 
 /// A writer of data files of `table` of about `target` bytes, with the statistics the table's
 /// properties ask for.
+/// Abandon `writer` after a failure: its open file's upload is aborted (a multipart upload left
+/// open is invisible to vacuum); files it already completed are orphans vacuum removes past
+/// retention.
+pub(crate) async fn abort(name: &str, writer: DeltaWriter) {
+    if let Err(error) = writer.abort().await {
+        warn!(table = name, %error, "could not abort the files being written");
+    }
+}
+
 pub(crate) fn writer(table: &DeltaTable, target: NonZeroU64) -> DeltaResult<DeltaWriter> {
     let state = table.snapshot()?;
     let properties = state.table_config();

@@ -43,7 +43,7 @@ use serde_json::Value;
 
 use super::dv;
 use super::merge::{commit_error, PatchSet};
-use super::rewrite::{as_table, delete, scan, writer};
+use super::rewrite::{abort, as_table, delete, scan, writer};
 use super::{Error, Result};
 use crate::spec::Table;
 
@@ -118,98 +118,109 @@ pub(crate) async fn splice(
     let mut moved = Vec::new();
     let mut matched = vec![false; batch.num_rows()];
     let mut updated = 0;
-    for (add, remove, path) in &candidates {
-        let in_file = |e: String| invalid(format!("file {}: {e}", add.path));
-        // With deletion vectors, the file's rows as stored (positions are what a vector
-        // names) and the rows its vector hides already; without, its live rows.
-        let hidden = match (&add.deletion_vector, deletion_vectors) {
-            (_, false) => None,
-            (None, true) => Some(RoaringTreemap::new()),
-            (Some(vector), true) => dv::read_inline(vector).map_err(in_file)?,
-        };
-        // Which rows change is read off the key and the cursor alone: the file is read whole
-        // only when it changes and is rewritten, or when a patch changes rows of it (replaced
-        // rows are the batch's). A vector this run does not write (deletion vectors turned off
-        // since) is applied by a scan of the file's live rows.
-        let keyed = match (&hidden, &add.deletion_vector) {
-            (None, Some(_)) => {
-                let rows: Vec<RecordBatch> = scan(name, table, vec![add.clone()], None)
-                    .await?
-                    .try_collect()
-                    .await
-                    .map_err(|source| Error::DataFusion {
-                        table: name.to_owned(),
-                        source,
-                    })?;
-                let rows = rows
-                    .into_iter()
-                    .map(|b| as_table(name, &schema, b))
-                    .collect::<Result<Vec<_>>>()?;
-                concat_batches(&schema, &rows).map_err(arrow)?
+    // On a failure the files being written are abandoned (`abort`).
+    let read = async {
+        for (add, remove, path) in &candidates {
+            let in_file = |e: String| invalid(format!("file {}: {e}", add.path));
+            // With deletion vectors, the file's rows as stored (positions are what a vector
+            // names) and the rows its vector hides already; without, its live rows.
+            let hidden = match (&add.deletion_vector, deletion_vectors) {
+                (_, false) => None,
+                (None, true) => Some(RoaringTreemap::new()),
+                (Some(vector), true) => dv::read_inline(vector).map_err(in_file)?,
+            };
+            // Which rows change is read off the key and the cursor alone: the file is read whole
+            // only when it changes and is rewritten, or when a patch changes rows of it (replaced
+            // rows are the batch's). A vector this run does not write (deletion vectors turned off
+            // since) is applied by a scan of the file's live rows.
+            let keyed = match (&hidden, &add.deletion_vector) {
+                (None, Some(_)) => {
+                    let rows: Vec<RecordBatch> = scan(name, table, vec![add.clone()], None)
+                        .await?
+                        .try_collect()
+                        .await
+                        .map_err(|source| Error::DataFusion {
+                            table: name.to_owned(),
+                            source,
+                        })?;
+                    let rows = rows
+                        .into_iter()
+                        .map(|b| as_table(name, &schema, b))
+                        .collect::<Result<Vec<_>>>()?;
+                    concat_batches(&schema, &rows).map_err(arrow)?
+                }
+                _ => {
+                    let read = Read {
+                        columns: Some(&[key, source.cursor_field]),
+                        rows: None,
+                    };
+                    physical(name, table, add, path, &schema, read).await?
+                }
+            };
+            let rows = &keyed;
+            let none = RoaringTreemap::new();
+            let (picks, changed) = source
+                .picks(rows, key, hidden.as_ref().unwrap_or(&none), &mut matched)
+                .map_err(in_file)?;
+            if changed == 0 {
+                continue;
             }
-            _ => {
-                let read = Read {
-                    columns: Some(&[key, source.cursor_field]),
-                    rows: None,
-                };
-                physical(name, table, add, path, &schema, read).await?
-            }
-        };
-        let rows = &keyed;
-        let none = RoaringTreemap::new();
-        let (picks, changed) = source
-            .picks(rows, key, hidden.as_ref().unwrap_or(&none), &mut matched)
-            .map_err(in_file)?;
-        if changed == 0 {
-            continue;
-        }
-        updated += changed;
-        removes.push(remove.clone());
-        match hidden {
-            Some(mut hidden) => {
-                let positions: Vec<usize> = picks
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, pick)| !matches!(pick, Pick::Stored))
-                    .map(|(i, _)| i)
-                    .collect();
-                let patched = positions
-                    .iter()
-                    .any(|&i| matches!(picks[i], Pick::Patch(_)));
-                moved.push(
-                    if patched {
-                        // Only the changed rows are read: a patched row keeps the columns
-                        // its patch does not set.
-                        let read = Read {
-                            columns: None,
-                            rows: Some(&positions),
-                        };
-                        let rows = physical(name, table, add, path, &schema, read).await?;
-                        let picks: Vec<Pick> = positions.iter().map(|&i| picks[i]).collect();
-                        let all: Vec<usize> = (0..positions.len()).collect();
-                        source.assemble(&rows, &picks, &all)
-                    } else {
-                        source.replaced(&picks, &positions)
+            updated += changed;
+            removes.push(remove.clone());
+            match hidden {
+                Some(mut hidden) => {
+                    let positions: Vec<usize> = picks
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, pick)| !matches!(pick, Pick::Stored))
+                        .map(|(i, _)| i)
+                        .collect();
+                    let patched = positions
+                        .iter()
+                        .any(|&i| matches!(picks[i], Pick::Patch(_)));
+                    moved.push(
+                        if patched {
+                            // Only the changed rows are read: a patched row keeps the columns
+                            // its patch does not set.
+                            let read = Read {
+                                columns: None,
+                                rows: Some(&positions),
+                            };
+                            let rows = physical(name, table, add, path, &schema, read).await?;
+                            let picks: Vec<Pick> = positions.iter().map(|&i| picks[i]).collect();
+                            let all: Vec<usize> = (0..positions.len()).collect();
+                            source.assemble(&rows, &picks, &all)
+                        } else {
+                            source.replaced(&picks, &positions)
+                        }
+                        .map_err(in_file)?,
+                    );
+                    hidden.extend(positions.iter().map(|&i| i as u64));
+                    if hidden.len() < rows.num_rows() as u64 {
+                        kept.push(dv::with_deleted(add, &hidden));
                     }
-                    .map_err(in_file)?,
-                );
-                hidden.extend(positions.iter().map(|&i| i as u64));
-                if hidden.len() < rows.num_rows() as u64 {
-                    kept.push(dv::with_deleted(add, &hidden));
+                }
+                None => {
+                    let all: Vec<usize> = (0..rows.num_rows()).collect();
+                    let whole = match &add.deletion_vector {
+                        Some(_) => None,
+                        None => {
+                            Some(physical(name, table, add, path, &schema, Read::default()).await?)
+                        }
+                    };
+                    let spliced = source
+                        .assemble(whole.as_ref().unwrap_or(rows), &picks, &all)
+                        .map_err(in_file)?;
+                    rewritten.write(&spliced).await.map_err(delta)?;
                 }
             }
-            None => {
-                let all: Vec<usize> = (0..rows.num_rows()).collect();
-                let whole = match &add.deletion_vector {
-                    Some(_) => None,
-                    None => Some(physical(name, table, add, path, &schema, Read::default()).await?),
-                };
-                let spliced = source
-                    .assemble(whole.as_ref().unwrap_or(rows), &picks, &all)
-                    .map_err(in_file)?;
-                rewritten.write(&spliced).await.map_err(delta)?;
-            }
         }
+        Ok(())
+    }
+    .await;
+    if let Err(e) = read {
+        abort(name, rewritten).await;
+        return Err(e);
     }
     let mut added = rewritten.close().await.map_err(delta)?;
     let fresh: Vec<u32> = (0..batch.num_rows() as u32)
@@ -224,7 +235,10 @@ pub(crate) async fn splice(
             .map_err(arrow)?;
         let fresh = take_rows(&fresh, &order).map_err(arrow)?;
         let mut writer = writer(table, target).map_err(delta)?;
-        writer.write(&fresh).await.map_err(delta)?;
+        if let Err(e) = writer.write(&fresh).await {
+            abort(name, writer).await;
+            return Err(delta(e));
+        }
         added.extend(writer.close().await.map_err(delta)?);
     }
     let files_scanned = candidates.len() as u64;
