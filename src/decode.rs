@@ -241,7 +241,8 @@ fn field_change<'a>(table: &Table, parent: &Object<'a>, child: &Object<'a>) -> R
         (name, child.get("value").cloned().unwrap_or_default())
     } else {
         let keys: Vec<&Cow<'a, str>> = child
-            .members()
+            .as_slice()
+            .iter()
             .map(|(k, _)| k)
             .filter(|k| !CHANGE_META.contains(&k.as_ref()) && k.as_ref() != "value")
             .collect();
@@ -747,19 +748,7 @@ impl ColumnBuilder {
             // decode, so what was appended before it does not matter.
             (Self::ListUtf8(b), Json::Array(items)) if kind == ColumnType::ListString => {
                 for item in items {
-                    match item {
-                        Json::Null => b.values().append_null(),
-                        Json::String(s) => b.values().append_value(s),
-                        Json::Number(_) | Json::Bool(_) => {
-                            b.values().append_value(item.to_string())
-                        }
-                        _ => {
-                            return Err(format!(
-                                "expected strings in the array, got {}",
-                                type_name(item)
-                            ))
-                        }
-                    }
+                    b.values().append_option(string_item(item)?);
                 }
                 b.append(true);
                 return Ok(Some(None));
@@ -909,16 +898,11 @@ fn convert(kind: ColumnType, value: &Json) -> std::result::Result<Value, String>
         ColumnType::ListString => Value::Array(
             array(value)?
                 .iter()
-                .map(|item| match item {
-                    Json::Null => Ok(Value::Null),
-                    Json::String(s) => Ok(Value::String(s.as_ref().to_owned())),
-                    Json::Number(_) | Json::Bool(_) => Ok(Value::String(item.to_string())),
-                    _ => Err(format!(
-                        "expected strings in the array, got {}",
-                        type_name(item)
-                    )),
+                .map(|item| {
+                    let item = string_item(item)?;
+                    Ok(item.map_or(Value::Null, |s| Value::from(s.into_owned())))
                 })
-                .collect::<std::result::Result<_, _>>()?,
+                .collect::<std::result::Result<_, String>>()?,
         ),
         ColumnType::ListInt64 => Value::Array(
             array(value)?
@@ -962,6 +946,19 @@ fn convert(kind: ColumnType, value: &Json) -> std::result::Result<Value, String>
                 .collect::<std::result::Result<_, String>>()?,
         ),
     })
+}
+
+/// An item of a list of strings: a number or boolean as its JSON text; `None` for a null.
+fn string_item<'v>(item: &'v Json) -> std::result::Result<Option<Cow<'v, str>>, String> {
+    match item {
+        Json::Null => Ok(None),
+        Json::String(s) => Ok(Some(Cow::Borrowed(s))),
+        Json::Number(_) | Json::Bool(_) => Ok(Some(Cow::Owned(item.to_string()))),
+        _ => Err(format!(
+            "expected strings in the array, got {}",
+            type_name(item)
+        )),
+    }
 }
 
 /// A custom field's `{id, value}`: the id as an integer, the value as its JSON text.

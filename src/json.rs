@@ -97,11 +97,6 @@ impl<'a> Object<'a> {
         self.0.iter().map(|(k, _)| k.as_ref())
     }
 
-    /// The members with their keys as read (borrowed from the text where they could be).
-    pub fn members(&self) -> impl Iterator<Item = (&Cow<'a, str>, &Json<'a>)> {
-        self.0.iter().map(|(k, v)| (k, v))
-    }
-
     /// The members, sorted by key, each key once.
     pub fn as_slice(&self) -> &[(Cow<'a, str>, Json<'a>)] {
         &self.0

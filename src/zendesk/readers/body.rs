@@ -193,19 +193,11 @@ impl<'de> Visitor<'de> for MaybeArray<'_> {
 /// unpaired UTF-16 surrogate escapes through (text cut in the middle of an emoji), which a
 /// value cannot hold, so they become U+FFFD as the client's repair of a body has it.
 pub fn parse_record(record: &RawRecord) -> serde_json::Result<(Value, bool)> {
-    match serde_json::from_slice(record.bytes()) {
-        Ok(value) => Ok((value, false)),
-        Err(e) => match crate::zendesk::client::repair_text(record.bytes())
-            .and_then(|text| serde_json::from_str(&text).ok())
-        {
-            Some(value) => Ok((value, true)),
-            None => Err(e),
-        },
-    }
+    parse_json(record).map(|(tree, repaired)| (tree.to_value(), repaired))
 }
 
 /// A record read into a tree that borrows its text ([`Json`]), and whether its text had to be
-/// repaired first ([`parse_record`]; a repaired record owns its strings).
+/// repaired first (as [`parse_record`] says; a repaired record owns its strings).
 pub fn parse_json(record: &RawRecord) -> serde_json::Result<(Json<'_>, bool)> {
     match Json::from_slice(record.bytes()) {
         Ok(value) => Ok((value, false)),
@@ -360,7 +352,10 @@ mod tests {
         );
         let (tree, repaired) = parse_json(&records[0]).unwrap();
         assert!(repaired);
-        assert_eq!(tree.to_value(), value);
+        assert_eq!(
+            tree.to_value(),
+            json!({"id": 1, "subject": "cut \u{fffd} here"})
+        );
         let (tree, repaired) = parse_json(&records[1]).unwrap();
         assert!(!repaired);
         assert_eq!(tree.to_value(), json!({"id": 2}));
