@@ -23,7 +23,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tracing::{debug, info, warn};
 
-use super::merge::{app_id, is_conflict, table_id, txn_version, CONTROL_METADATA};
+use super::commit::{app_id, is_conflict, txn_version, CONTROL_METADATA};
+use super::merge::table_id;
 use super::{query_one, Error, Lake, Result};
 use crate::spec::timestamp_type;
 
@@ -39,8 +40,13 @@ pub fn control_app_id(stream: &str, epoch: &str) -> String {
     format!("zendesk-lake-control/{stream}/{epoch}")
 }
 
-/// How many times a control row is appended before a conflict with other runs is an error.
+/// How many times a control row is appended before a conflict with other runs, or a failing
+/// object store, is an error.
 const CONTROL_ATTEMPTS: u32 = 10;
+
+/// The wait before appending a control row again after the store failed the append, times
+/// the attempt.
+const CONTROL_RETRY_WAIT: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// What one commit of a stream did to one of its tables.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -172,29 +178,34 @@ impl Lake {
                 .with_save_mode(SaveMode::Append)
                 .with_commit_properties(commit)
                 .await;
-            match written {
+            let error = match written {
                 Ok(_) => return Ok(()),
-                Err(source) if is_conflict(&source) && attempt < CONTROL_ATTEMPTS => {
-                    warn!(
-                        attempt,
-                        "another run wrote the control table at once: retrying"
-                    );
-                    attempt += 1;
-                    table = self
-                        .open(CONTROL_TABLE)
-                        .await?
-                        .ok_or_else(|| Error::Invalid {
-                            table: CONTROL_TABLE.to_owned(),
-                            detail: "it disappeared while rows were being recorded".into(),
-                        })?;
+                Err(error) => error,
+            };
+            if attempt == CONTROL_ATTEMPTS {
+                return Err(Error::delta(CONTROL_TABLE)(error));
+            }
+            // Another run appended first, or the store failed the append (and may have applied
+            // it): the table, read again, says whether the row is recorded. A put of this row
+            // still under way can only land on the version this run read as free, which is
+            // the one its next append aims at first: one of the two lands, never both.
+            match is_conflict(&error) {
+                true => {
+                    debug!(attempt, %error, "another run wrote the control table at once: retrying")
                 }
-                Err(source) => {
-                    return Err(Error::Delta {
-                        table: CONTROL_TABLE.to_owned(),
-                        source,
-                    })
+                false => {
+                    warn!(attempt, %error, "appending the control row failed: reading the table again");
+                    tokio::time::sleep(CONTROL_RETRY_WAIT * attempt).await;
                 }
             }
+            attempt += 1;
+            table = self
+                .open(CONTROL_TABLE)
+                .await?
+                .ok_or_else(|| Error::Invalid {
+                    table: CONTROL_TABLE.to_owned(),
+                    detail: "it disappeared while rows were being recorded".into(),
+                })?;
         }
     }
 
@@ -411,12 +422,18 @@ impl Lake {
                 );
                 Ok(())
             }
-            // Another run migrated it first.
-            Err(source) if is_conflict(&source) => Ok(()),
-            Err(source) => Err(Error::Delta {
-                table: CONTROL_TABLE.to_owned(),
-                source,
-            }),
+            // Another run migrated it first, or the store lost the answer to this one: the
+            // table says whether it is migrated.
+            Err(error) => {
+                let migrated = match self.open(CONTROL_TABLE).await? {
+                    Some(table) => !is_legacy(&table)?,
+                    None => false,
+                };
+                match migrated {
+                    true => Ok(()),
+                    false => Err(Error::delta(CONTROL_TABLE)(error)),
+                }
+            }
         }
     }
 

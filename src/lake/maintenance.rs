@@ -26,7 +26,7 @@ use deltalake::operations::vacuum::VacuumMode;
 use deltalake::{DeltaTable, DeltaTableError};
 use tracing::{info, warn};
 
-use super::merge::is_conflict;
+use super::commit::is_conflict;
 use super::rewrite::{rewrite, Rewritten};
 use super::{Error, Lake, Result, CONTROL_TABLE};
 use crate::spec;
@@ -206,11 +206,13 @@ impl Lake {
         let Some(table) = self.open(name).await? else {
             return Ok(None);
         };
-        let configured = snapshot(name, &table)?
-            .metadata()
-            .configuration()
-            .contains_key(CHECKPOINT_PROPERTY);
-        if configured {
+        let configured = |table: &DeltaTable| -> Result<bool> {
+            Ok(snapshot(name, table)?
+                .metadata()
+                .configuration()
+                .contains_key(CHECKPOINT_PROPERTY))
+        };
+        if configured(&table)? {
             return Ok(Some(table));
         }
         let properties: HashMap<String, String> = table_configuration()
@@ -225,9 +227,12 @@ impl Lake {
                 );
                 Ok(Some(table))
             }
-            // Another writer committed first: the property is set next time.
-            Err(source) if is_conflict(&source) => self.open(name).await,
-            Err(source) => Err(delta(name, source)),
+            // Another writer committed first (the property is set next time), or the store
+            // lost the answer to this commit (the table read again holds it).
+            Err(source) => match self.open(name).await? {
+                Some(table) if is_conflict(&source) || configured(&table)? => Ok(Some(table)),
+                _ => Err(delta(name, source)),
+            },
         }
     }
 
@@ -290,7 +295,7 @@ impl Lake {
             .map_err(|source| busy_or_delta(name, "vacuum", source))?;
         let version = table.version().unwrap_or_default();
         if version != version_before {
-            checkpoint(name, &table).await?;
+            checkpoint(name, &table).await;
         }
         let mut files = metrics.files_deleted;
         files.sort();
@@ -410,7 +415,7 @@ pub(crate) async fn optimize_table(
     };
     let version = table.version().unwrap_or_default();
     if version != version_before {
-        checkpoint(name, &table).await?;
+        checkpoint(name, &table).await;
     }
     let after = stats(name, &table, 0)?;
     let report = OptimizeReport {
@@ -480,10 +485,12 @@ pub(crate) fn stats(name: &str, table: &DeltaTable, small_below: u64) -> Result<
 }
 
 /// A checkpoint of the table's current version, so that readers replay no commit before it.
-async fn checkpoint(name: &str, table: &DeltaTable) -> Result<()> {
-    deltalake::checkpoints::create_checkpoint(table, None)
-        .await
-        .map_err(|source| delta(name, source))
+/// A checkpoint that cannot be written is logged: the commit before it stands, and readers
+/// replay its log from the checkpoint before.
+async fn checkpoint(name: &str, table: &DeltaTable) {
+    if let Err(error) = deltalake::checkpoints::create_checkpoint(table, None).await {
+        warn!(table = name, %error, "writing a checkpoint failed; the next one covers this version");
+    }
 }
 
 #[cfg(test)]

@@ -4,21 +4,21 @@
 //! replaced by a source row whose cursor is at least as new, so re-applying an older batch (a
 //! retry after a crash) can never roll a row back.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use deltalake::arrow::array::{new_null_array, ArrayRef, BooleanArray, RecordBatch};
 use deltalake::arrow::compute::concat_batches;
 use deltalake::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use deltalake::datafusion::prelude::{col, not, SessionContext};
-use deltalake::kernel::transaction::CommitProperties;
-use deltalake::kernel::transaction::TransactionError;
-use deltalake::kernel::{Action, Transaction};
 use deltalake::protocol::SaveMode;
-use deltalake::{DeltaTable, DeltaTableError};
+use deltalake::DeltaTable;
 use tracing::debug;
 
-use super::splice::splice;
+use super::commit::{
+    self, app_id, commit_actions, is_conflict, txn_version, CommitFiles, Intent, CONTROL_METADATA,
+};
+use super::splice::Splice;
 use super::{CommitDraft, Error, Lake, Result};
 use crate::spec::Table;
 
@@ -40,36 +40,6 @@ pub struct CommitReport {
     pub files: CommitFiles,
 }
 
-/// The data files one commit (or several, summed) added and removed, with their bytes.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct CommitFiles {
-    pub added: u64,
-    pub added_bytes: u64,
-    /// Files removed: rewritten by a merge (their live rows are in the added files).
-    pub removed: u64,
-    pub removed_bytes: u64,
-}
-
-impl CommitFiles {
-    pub fn add(&mut self, other: &CommitFiles) {
-        self.added += other.added;
-        self.added_bytes += other.added_bytes;
-        self.removed += other.removed;
-        self.removed_bytes += other.removed_bytes;
-    }
-}
-
-/// Key of the commit-info entry holding the control row of a data commit, so that a crash
-/// between the data commit and the control-table commit can be repaired from the log.
-pub const CONTROL_METADATA: &str = "zendesk_lake.control";
-
-/// The Delta application id under which a stream's data commits are recorded in each of its
-/// tables (a stream's name is the name its single object had in zendesk-lake 0.1, so lakes of
-/// that version continue the same sequence).
-pub fn app_id(stream: &str) -> String {
-    format!("zendesk-lake/{stream}")
-}
-
 impl Lake {
     /// Upsert `batch` (one row per key) into the table in one commit tagged with the
     /// application transaction `(app_id(stream), seq)` and the draft in its commit info.
@@ -89,18 +59,23 @@ impl Lake {
         let name = spec.name.as_str();
         let seq = draft.row.seq;
         let app = app_id(&draft.row.stream);
-        let delta = |source| commit_error(name, seq, source);
         let rows = batch.num_rows() as u64;
         let metadata = serde_json::to_value(draft).map_err(|e| Error::Invalid {
             table: name.to_owned(),
             detail: format!("cannot serialise the control row: {e}"),
         })?;
-        let commit = CommitProperties::default()
-            .with_application_transaction(Transaction::new(app.clone(), seq))
-            .with_metadata([(CONTROL_METADATA.to_owned(), metadata)])
-            // A conflicting commit is another run's: retrying on top of it is never right.
-            .with_max_retries(0);
-        let table = self.cached(name).await?;
+        // No conflict retries: a conflicting commit is another run's, and retrying on top of
+        // it is never right.
+        let intent = Intent::new()
+            .with_transaction(app.clone(), seq)
+            .with_metadata(CONTROL_METADATA, metadata);
+        let mut table = self.cached(name).await?;
+        let vectors = match (&mut table, self.deletion_vectors) {
+            (Some(table), true) => self.enable_deletion_vectors(name, table).await?,
+            _ => false,
+        };
+        // Read after any commit of this run's own (the table properties above), so that a
+        // concurrent run's commit of the batch cannot slip in between.
         let current = match &table {
             Some(table) => txn_version(name, table, &app).await?.unwrap_or(0),
             None => 0,
@@ -116,16 +91,25 @@ impl Lake {
         }
         match table {
             None => {
-                let table = self
-                    .handle(name)?
+                let handle = self.handle(name)?;
+                let log = handle.log_store();
+                let written = handle
                     .write(vec![batch])
                     .with_save_mode(SaveMode::Append)
                     .with_table_name(name)
                     .with_description(spec.description.clone())
                     .with_configuration(super::maintenance::table_configuration())
-                    .with_commit_properties(commit)
-                    .await
-                    .map_err(delta)?;
+                    .with_commit_properties(intent.properties())
+                    .await;
+                let table = match written {
+                    Ok(table) => table,
+                    Err(error) => {
+                        let version = commit::settle(name, log.as_ref(), None, &intent, error)
+                            .await
+                            .map_err(|unmade| unmade.into_error(name, seq))?;
+                        self.at_version(name, version).await?
+                    }
+                };
                 self.report(name, table, true, rows, 0).await
             }
             Some(table) => {
@@ -137,14 +121,17 @@ impl Lake {
                         keys,
                     } => {
                         let mut table = table;
-                        let vectors = match self.deletion_vectors {
-                            true => self.enable_deletion_vectors(name, &mut table, seq).await?,
-                            false => false,
-                        };
                         let before = table.version();
-                        let done = splice(
-                            spec, &mut table, batch, patches, &keys, vectors, commit, seq,
-                        )
+                        let done = Splice {
+                            spec,
+                            batch,
+                            patches,
+                            keys: &keys,
+                            deletion_vectors: vectors,
+                            intent: &intent,
+                            seq,
+                        }
+                        .apply(&mut table)
                         .await?;
                         debug_assert!(done.committed == (table.version() != before));
                         return self
@@ -158,6 +145,7 @@ impl Lake {
                     Narrowed::Merge { batch, patches } => (batch, patches),
                 };
                 let before = table.version();
+                let log = table.log_store();
                 let datafusion = |source| Error::DataFusion {
                     table: name.to_owned(),
                     source,
@@ -201,7 +189,7 @@ impl Lake {
                     .merge(source, predicate)
                     .with_source_alias("source")
                     .with_target_alias("target")
-                    .with_commit_properties(commit);
+                    .with_commit_properties(intent.properties());
                 let whole = match &sets {
                     Some(sets) => {
                         // A patch sets its few columns of the rows it matches, and is never
@@ -213,7 +201,7 @@ impl Lake {
                                         update.update(c.as_str(), col(format!("source.{c}")))
                                     })
                             })
-                            .map_err(delta)?;
+                            .map_err(Error::delta(name))?;
                         not(is_patch.clone()).and(newer)
                     }
                     None => newer,
@@ -224,7 +212,7 @@ impl Lake {
                             update.update(c.as_str(), col(format!("source.{c}")))
                         })
                     })
-                    .map_err(delta)?
+                    .map_err(Error::delta(name))?
                     .when_not_matched_insert(|insert| {
                         let insert = match &sets {
                             Some(_) => insert.predicate(not(is_patch.clone())),
@@ -234,24 +222,55 @@ impl Lake {
                             insert.set(c.as_str(), col(format!("source.{c}")))
                         })
                     })
-                    .map_err(delta)?;
-                let (table, metrics) = merge.await.map_err(delta)?;
-                debug!(
-                    table = name,
-                    files_scanned = metrics.num_target_files_scanned,
-                    files_skipped = metrics.num_target_files_skipped_during_scan,
-                    files_added = metrics.num_target_files_added,
-                    files_removed = metrics.num_target_files_removed,
-                    "merged"
-                );
+                    .map_err(Error::delta(name))?;
+                let (table, inserted, updated, files_scanned) = match merge.await {
+                    Ok((table, metrics)) => {
+                        debug!(
+                            table = name,
+                            files_scanned = metrics.num_target_files_scanned,
+                            files_skipped = metrics.num_target_files_skipped_during_scan,
+                            files_added = metrics.num_target_files_added,
+                            files_removed = metrics.num_target_files_removed,
+                            "merged"
+                        );
+                        let count = |n: usize| n as u64;
+                        (
+                            table,
+                            count(metrics.num_target_rows_inserted),
+                            count(metrics.num_target_rows_updated),
+                            count(metrics.num_target_files_scanned),
+                        )
+                    }
+                    Err(error) => {
+                        // Made anyway: its counts are in its commit info.
+                        let version = commit::settle(name, log.as_ref(), before, &intent, error)
+                            .await
+                            .map_err(|unmade| unmade.into_error(name, seq))?;
+                        let table = self.at_version(name, version).await?;
+                        let actions = commit_actions(name, &table, version)
+                            .await
+                            .map_err(|e| after_commit(name, version, e))?;
+                        let metrics = commit::commit_info(&actions, "operationMetrics");
+                        let count = |key: &str| {
+                            metrics
+                                .and_then(|m| m.get(key))
+                                .and_then(serde_json::Value::as_u64)
+                                .unwrap_or(0)
+                        };
+                        (
+                            table,
+                            count("num_target_rows_inserted"),
+                            count("num_target_rows_updated"),
+                            count("num_target_files_scanned"),
+                        )
+                    }
+                };
                 let committed = table.version() != before;
-                let inserted = metrics.num_target_rows_inserted as u64;
-                let updated = metrics.num_target_rows_updated as u64;
                 let report = self
                     .report(name, table, committed, inserted, updated)
                     .await?;
                 Ok(CommitReport {
-                    files_scanned: metrics.num_target_files_scanned as u64,
+                    files_scanned,
                     ..report
                 })
             }
@@ -268,7 +287,8 @@ impl Lake {
     /// Open the table `name`, creating it empty first if it does not exist.
     ///
     /// Another run creating it at the same moment is not an error: either create makes it
-    /// (deltalake commits the losing create as the next version).
+    /// (deltalake commits the losing create as the next version). Nor is an error of the create
+    /// when the table exists after it (the store applied the create and lost its answer).
     pub(crate) async fn create_if_missing(
         &self,
         name: &str,
@@ -288,18 +308,23 @@ impl Lake {
             .await;
         let error = match created {
             Ok(table) => return Ok(table),
-            Err(source) if is_conflict(&source) => source,
-            Err(source) => {
-                return Err(Error::Delta {
-                    table: name.to_owned(),
-                    source,
-                })
-            }
+            Err(error) => error,
         };
-        self.open(name).await?.ok_or_else(|| Error::Delta {
-            table: name.to_owned(),
-            source: error,
-        })
+        debug!(table = name, %error, "creating the table failed: looking for it");
+        self.open(name)
+            .await?
+            .ok_or_else(|| Error::delta(name)(error))
+    }
+
+    /// The table at `version`, which this process just committed ([`Error::AfterCommit`] when
+    /// it cannot be read).
+    async fn at_version(&self, name: &str, version: u64) -> Result<DeltaTable> {
+        let mut table = self.handle(name)?;
+        table
+            .load_version(version)
+            .await
+            .map_err(|e| after_commit(name, version, Error::delta(name)(e)))?;
+        Ok(table)
     }
 }
 
@@ -319,34 +344,49 @@ impl Lake {
     }
 
     /// Whether `table` has deletion vectors, enabling them first (one commit of the table's
-    /// properties and protocol, once in its life) unless it holds a batch of another run.
-    async fn enable_deletion_vectors(
-        &self,
-        name: &str,
-        table: &mut DeltaTable,
-        seq: i64,
-    ) -> Result<bool> {
-        let state = table.snapshot().map_err(|source| Error::Delta {
-            table: name.to_owned(),
-            source,
-        })?;
-        let enabled = state
-            .metadata()
-            .configuration()
-            .get(super::dv::PROPERTY)
-            .is_some_and(|v| v.eq_ignore_ascii_case("true"));
-        if enabled {
+    /// properties and protocol, once in its life). `table` is then at the latest version.
+    async fn enable_deletion_vectors(&self, name: &str, table: &mut DeltaTable) -> Result<bool> {
+        let enabled = |table: &DeltaTable| -> Result<bool> {
+            let state = table.snapshot().map_err(Error::delta(name))?;
+            Ok(state
+                .metadata()
+                .configuration()
+                .get(super::dv::PROPERTY)
+                .is_some_and(|v| v.eq_ignore_ascii_case("true")))
+        };
+        if enabled(table)? {
             return Ok(true);
         }
         let properties = HashMap::from([(super::dv::PROPERTY.to_owned(), "true".to_owned())]);
-        let commit = CommitProperties::default().with_max_retries(0);
-        *table = table
+        let changed = table
             .clone()
             .set_tbl_properties()
             .with_properties(properties)
-            .with_commit_properties(commit)
-            .await
-            .map_err(|source| commit_error(name, seq, source))?;
+            .with_commit_properties(Intent::new().properties())
+            .await;
+        match changed {
+            Ok(changed) => *table = changed,
+            // Another writer's commit came first, or the store lost the answer: the table
+            // says whether the property is set, by this run or another.
+            Err(error) => {
+                debug!(table = name, %error, "enabling deletion vectors failed: reading the table");
+                table
+                    .update_incremental(None)
+                    .await
+                    .map_err(Error::delta(name))?;
+                if !enabled(table)? {
+                    return Err(match is_conflict(&error) {
+                        true => Error::Concurrent {
+                            table: name.to_owned(),
+                            detail: format!(
+                                "enabling deletion vectors lost to its commit: {error}"
+                            ),
+                        },
+                        false => Error::delta(name)(error),
+                    });
+                }
+            }
+        }
         debug!(table = name, "deletion vectors enabled");
         Ok(true)
     }
@@ -372,17 +412,24 @@ impl Lake {
         inserted: u64,
         updated: u64,
     ) -> Result<CommitReport> {
+        let version = table.version().unwrap_or_default();
+        // The files of the commit, from its log entry: one small read, whatever the size of the
+        // table (its file list is not loaded).
+        let files = match committed {
+            true => commit_actions(name, &table, version)
+                .await
+                .map(|actions| CommitFiles::of(&actions))
+                .map_err(|e| after_commit(name, version, e))?,
+            false => CommitFiles::default(),
+        };
         let report = CommitReport {
-            version: table.version().unwrap_or_default() as i64,
+            version: version as i64,
             inserted,
             updated,
             table_id: table_id(name, &table)?,
             committed,
             files_scanned: 0,
-            files: match committed {
-                true => commit_files(name, &table, table.version()).await?,
-                false => CommitFiles::default(),
-            },
+            files,
         };
         self.keep(name, table);
         Ok(report)
@@ -583,90 +630,6 @@ fn key_ranges(keys: &[i64], max: usize) -> Vec<(i64, i64)> {
     ranges
 }
 
-/// The version of the application transaction `app` in `table` (named `name` in errors).
-pub(crate) async fn txn_version(
-    name: &str,
-    table: &deltalake::DeltaTable,
-    app: &str,
-) -> Result<Option<i64>> {
-    let delta = |source| Error::Delta {
-        table: name.to_owned(),
-        source,
-    };
-    let state = table.snapshot().map_err(delta)?;
-    state
-        .transaction_version(table.log_store().as_ref(), app)
-        .await
-        .map_err(delta)
-}
-
-/// The data files that commit `version` of `table` added and removed, from its log entry: one
-/// small read, whatever the size of the table (its file list is not loaded).
-async fn commit_files(
-    name: &str,
-    table: &deltalake::DeltaTable,
-    version: Option<deltalake::kernel::Version>,
-) -> Result<CommitFiles> {
-    let mut files = CommitFiles::default();
-    let Some(version) = version else {
-        return Ok(files);
-    };
-    let size = |bytes: i64| u64::try_from(bytes).unwrap_or(0);
-    let actions = commit_actions(name, table, version).await?;
-    // A file removed and added again in one commit only changed its deletion vector: nothing
-    // of it was written.
-    let readded: HashSet<&str> = actions
-        .iter()
-        .filter_map(|action| match action {
-            Action::Add(add) if add.deletion_vector.is_some() => Some(add.path.as_str()),
-            _ => None,
-        })
-        .filter(|path| {
-            actions
-                .iter()
-                .any(|a| matches!(a, Action::Remove(r) if r.path == *path))
-        })
-        .collect();
-    for action in &actions {
-        match action {
-            Action::Add(add) if add.data_change && !readded.contains(add.path.as_str()) => {
-                files.added += 1;
-                files.added_bytes += size(add.size);
-            }
-            Action::Remove(remove)
-                if remove.data_change && !readded.contains(remove.path.as_str()) =>
-            {
-                files.removed += 1;
-                files.removed_bytes += remove.size.map_or(0, size);
-            }
-            _ => {}
-        }
-    }
-    Ok(files)
-}
-
-/// The actions of commit `version` of `table`, from its log entry (none when it has no JSON
-/// entry any more).
-pub(crate) async fn commit_actions(
-    name: &str,
-    table: &DeltaTable,
-    version: deltalake::kernel::Version,
-) -> Result<Vec<Action>> {
-    let delta = |source| Error::Delta {
-        table: name.to_owned(),
-        source,
-    };
-    let Some(entry) = table
-        .log_store()
-        .read_commit_entry(version)
-        .await
-        .map_err(delta)?
-    else {
-        return Ok(Vec::new());
-    };
-    deltalake::logstore::get_actions(version, &entry).map_err(delta)
-}
-
 /// The table's Delta metadata id: it identifies one life of the table, from its creation.
 pub(crate) fn table_id(name: &str, table: &deltalake::DeltaTable) -> Result<String> {
     let state = table.snapshot().map_err(|source| Error::Delta {
@@ -721,32 +684,12 @@ fn with_patches(spec: &Table, rows: RecordBatch, patches: RecordBatch) -> Result
     concat_batches(&source_schema, [&whole, &patch]).map_err(arrow)
 }
 
-/// Whether a commit failed because another writer committed first.
-pub(crate) fn is_conflict(error: &DeltaTableError) -> bool {
-    match error {
-        DeltaTableError::VersionAlreadyExists(_) => true,
-        DeltaTableError::Transaction { source } => matches!(
-            source,
-            TransactionError::CommitConflict(_)
-                | TransactionError::VersionAlreadyExists(_)
-                | TransactionError::MaxCommitAttempts(_)
-        ),
-        _ => false,
-    }
-}
-
-/// A commit that lost to a concurrent writer is reported as such; other errors as they are.
-pub(crate) fn commit_error(table: &str, seq: i64, source: DeltaTableError) -> Error {
-    if is_conflict(&source) {
-        Error::Concurrent {
-            table: table.to_owned(),
-            detail: format!("commit #{seq} conflicted: {source}"),
-        }
-    } else {
-        Error::Delta {
-            table: table.to_owned(),
-            source,
-        }
+/// A failure after the commit `version` was made.
+fn after_commit(name: &str, version: u64, error: Error) -> Error {
+    Error::AfterCommit {
+        table: name.to_owned(),
+        version,
+        detail: error.to_string(),
     }
 }
 

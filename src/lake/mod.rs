@@ -34,6 +34,7 @@
 //! Merges only replace a row by one whose cursor is at least as new, so even a re-applied batch
 //! could never roll data back.
 
+pub mod commit;
 pub mod control;
 pub mod dv;
 pub mod failstore;
@@ -53,8 +54,9 @@ use url::Url;
 
 use crate::spec;
 
+pub use commit::CommitFiles;
 pub use control::{CommitDraft, ControlRow, Resume, TableCommit, CONTROL_TABLE};
-pub use merge::{CommitFiles, CommitReport, PatchSet};
+pub use merge::{CommitReport, PatchSet};
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -82,6 +84,21 @@ pub enum Error {
     )]
     Concurrent { table: String, detail: String },
     #[error(
+        "table {table}: the object store failed a commit and the table's log does not show \
+         whether it was applied ({detail}); its data files are kept, and the next run finds it \
+         in the log or goes on without it"
+    )]
+    Unresolved { table: String, detail: String },
+    #[error(
+        "table {table}: committed version {version}, then reading the table failed ({detail}); \
+         the next run takes the commit from the table's log"
+    )]
+    AfterCommit {
+        table: String,
+        version: u64,
+        detail: String,
+    },
+    #[error(
         "table {table}: another writer committed while {operation} ran ({detail}); the {operation} \
          changed nothing, run it again"
     )]
@@ -92,6 +109,16 @@ pub enum Error {
     },
     #[error("query: {0}")]
     Query(#[source] deltalake::datafusion::error::DataFusionError),
+}
+
+impl Error {
+    /// The wrapper of deltalake's errors about `table`.
+    pub(crate) fn delta(table: &str) -> impl Fn(DeltaTableError) -> Error + '_ {
+        move |source| Error::Delta {
+            table: table.to_owned(),
+            source,
+        }
+    }
 }
 
 /// A lake root and the storage options to reach it.

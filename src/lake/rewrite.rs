@@ -10,9 +10,12 @@
 //!    sorted by a column when asked, within a bounded memory pool that spills to disk;
 //! 2. the rows are written into new files of about the target size, with file statistics;
 //! 3. removes of the old files and adds of the new ones are committed with no automatic retry.
-//!    When another writer committed first, its commits are read: if none of them removed one of
-//!    the files read, the commit is made on top of them; otherwise the new files are deleted and
-//!    the table is reported busy ([`Error::Busy`]), with nothing changed.
+//!    An error of the commit is settled from the log first ([`super::commit`]): a commit the log
+//!    holds is made, whatever the error said. When another writer's commit holds the version,
+//!    its commits are read: if none of them removed one of the files read, the commit is made on
+//!    top of them; otherwise the new files are deleted and the table is reported busy
+//!    ([`Error::Busy`]), with nothing changed. When the log cannot tell, the new files are kept
+//!    ([`Error::Unresolved`]).
 
 use std::collections::HashSet;
 use std::num::NonZeroU64;
@@ -26,7 +29,6 @@ use deltalake::datafusion::execution::memory_pool::FairSpillPool;
 use deltalake::datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use deltalake::datafusion::execution::SendableRecordBatchStream;
 use deltalake::datafusion::prelude::{col, SessionConfig, SessionContext};
-use deltalake::kernel::transaction::CommitBuilder;
 use deltalake::kernel::{Action, Add, Remove};
 use deltalake::logstore::object_store::ObjectStoreExt;
 use deltalake::protocol::DeltaOperation;
@@ -35,7 +37,7 @@ use deltalake::{DeltaResult, DeltaTable, ObjectStore};
 use futures::StreamExt;
 use tracing::{debug, warn};
 
-use super::merge::{commit_actions, is_conflict};
+use super::commit::{self, commit_actions, Intent, Unmade};
 use super::{Error, Result};
 
 /// Memory a sort may hold before it spills to disk.
@@ -131,31 +133,28 @@ pub(crate) async fn rewrite(
         predicate: None,
         target_size: target.get() as i64,
     };
+    let intent = Intent::new();
     let mut checked = read_version;
     for attempt in 1..=ATTEMPTS {
-        let committed = CommitBuilder::default()
-            .with_actions(actions.clone())
-            .with_max_retries(0)
-            .build(
-                Some(table.snapshot().map_err(delta)?),
-                table.log_store(),
-                operation(),
-            )
-            .await;
-        let error = match committed {
-            Ok(commit) => {
-                table
-                    .update_incremental(Some(commit.version()))
-                    .await
-                    .map_err(delta)?;
+        let error = match commit::commit(name, table, actions.clone(), operation(), &intent).await {
+            Ok(version) => {
+                commit::load(name, table, version).await?;
                 return Ok(report);
             }
-            Err(source) if is_conflict(&source) => source,
-            Err(source) => {
+            Err(Unmade::Taken(error)) => error,
+            Err(Unmade::Refused(error)) => {
                 delete(name, store.as_ref(), &added).await;
-                return Err(delta(source));
+                return Err(Error::delta(name)(error));
+            }
+            Err(Unmade::Unknown(error)) => {
+                return Err(Error::Unresolved {
+                    table: name.to_owned(),
+                    detail: format!("optimize: {error}"),
+                })
             }
         };
+        // The version aimed at holds another writer's commit: this one was not made, and
+        // can be made on top of it unless it touched the files read.
         table.update_incremental(None).await.map_err(delta)?;
         let latest = table.version().unwrap_or_default();
         if let Some(why) = touched(name, table, checked + 1, latest, &read).await? {

@@ -17,7 +17,9 @@
 //! - writes the batch's new rows (and the moved ones) into files of their own, sorted by key,
 //!   so the files it rewrites do not grow;
 //! - commits the removes and adds in one commit carrying the batch's application transaction
-//!   and draft, with no retry, exactly as the merge's commit.
+//!   and draft, with no conflict retry, exactly as the merge's commit; an error of the commit
+//!   is settled from the log ([`super::commit`]), and the files are deleted only when the log
+//!   proves the commit absent.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -25,7 +27,6 @@ use std::sync::Arc;
 use deltalake::arrow::array::{ArrayRef, AsArray, RecordBatch};
 use deltalake::arrow::compute::{cast, concat_batches, interleave, sort_to_indices, take};
 use deltalake::arrow::datatypes::{DataType, Int64Type, SchemaRef};
-use deltalake::kernel::transaction::{CommitBuilder, CommitProperties};
 use deltalake::kernel::{Action, Add, Remove};
 use deltalake::logstore::object_store::{ObjectStore, ObjectStoreExt};
 use deltalake::parquet::arrow::arrow_reader::{ArrowReaderOptions, RowSelection};
@@ -41,8 +42,9 @@ use futures::{FutureExt, TryFutureExt, TryStreamExt};
 use roaring::RoaringTreemap;
 use serde_json::Value;
 
+use super::commit::{self, Intent};
 use super::dv;
-use super::merge::{commit_error, PatchSet};
+use super::merge::PatchSet;
 use super::rewrite::{abort, as_table, delete, scan, writer};
 use super::{Error, Result};
 use crate::spec::Table;
@@ -58,21 +60,38 @@ pub(crate) struct Spliced {
 }
 
 /// Upsert `batch` (one row per key) and `patches` (matched on the key, none for a key of the
-/// batch) into `table`; `keys` are theirs, sorted and distinct. With
-/// `deletion_vectors` (the table has the feature), a changed row's old version is hidden by its
-/// file's deletion vector instead of the file being rewritten. On success the table is at the
-/// new commit.
-#[allow(clippy::too_many_arguments)]
-pub(crate) async fn splice(
-    spec: &Table,
-    table: &mut DeltaTable,
-    batch: RecordBatch,
-    patches: Option<PatchSet>,
-    keys: &[i64],
-    deletion_vectors: bool,
-    commit: CommitProperties,
-    seq: i64,
-) -> Result<Spliced> {
+/// batch) into a table, in one commit carrying `intent`. With `deletion_vectors` (the table has
+/// the feature), a changed row's old version is hidden by its file's deletion vector instead of
+/// the file being rewritten.
+pub(crate) struct Splice<'a> {
+    pub spec: &'a Table,
+    pub batch: RecordBatch,
+    pub patches: Option<PatchSet>,
+    /// The keys of the batch and its patches, sorted and distinct.
+    pub keys: &'a [i64],
+    pub deletion_vectors: bool,
+    pub intent: &'a Intent,
+    /// The batch's number, for errors.
+    pub seq: i64,
+}
+
+impl Splice<'_> {
+    /// Apply the splice to `table`; on success the table is at the new commit.
+    pub async fn apply(self, table: &mut DeltaTable) -> Result<Spliced> {
+        splice(self, table).await
+    }
+}
+
+async fn splice(op: Splice<'_>, table: &mut DeltaTable) -> Result<Spliced> {
+    let Splice {
+        spec,
+        batch,
+        patches,
+        keys,
+        deletion_vectors,
+        intent,
+        seq,
+    } = op;
     let name = spec.name.as_str();
     let delta = |source| Error::Delta {
         table: name.to_owned(),
@@ -261,21 +280,9 @@ pub(crate) async fn splice(
         not_matched_predicates: Vec::new(),
         not_matched_by_source_predicates: Vec::new(),
     };
-    let committed = CommitBuilder::from(commit)
-        .with_actions(actions)
-        .build(
-            Some(table.snapshot().map_err(delta)?),
-            table.log_store(),
-            operation,
-        )
-        .await;
-    let store = table.log_store().object_store(None);
-    match committed {
-        Ok(commit) => {
-            table
-                .update_incremental(Some(commit.version()))
-                .await
-                .map_err(delta)?;
+    match commit::commit(name, table, actions, operation, intent).await {
+        Ok(version) => {
+            commit::load(name, table, version).await?;
             Ok(Spliced {
                 inserted,
                 updated,
@@ -283,9 +290,14 @@ pub(crate) async fn splice(
                 committed: true,
             })
         }
-        Err(source) => {
-            delete(name, store.as_ref(), &added).await;
-            Err(commit_error(name, seq, source))
+        Err(unmade) => {
+            // Only a commit the log proves absent lets go of its files: one whose put may
+            // still land must find them (vacuum removes them otherwise, past the retention).
+            if unmade.not_made() {
+                let store = table.log_store().object_store(None);
+                delete(name, store.as_ref(), &added).await;
+            }
+            Err(unmade.into_error(name, seq))
         }
     }
 }

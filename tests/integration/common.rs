@@ -385,7 +385,7 @@ pub async fn nothing_half_written(lake: &std::path::Path) {
     for row in state.values() {
         for (table, commit) in row.tables.iter().filter(|(_, c)| c.seq > 0) {
             let delta = lake.open(table).await.unwrap().unwrap();
-            let app = zendesk_lake::lake::merge::app_id(&row.stream);
+            let app = zendesk_lake::lake::commit::app_id(&row.stream);
             let held = delta
                 .snapshot()
                 .unwrap()
