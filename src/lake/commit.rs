@@ -386,3 +386,347 @@ pub(crate) fn commit_info<'a>(actions: &'a [Action], key: &str) -> Option<&'a Va
         _ => None,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    //! Every writer of the lake against a store that loses answers, fails requests and answers
+    //! late (the faults of [`super::super::faultstore`]).
+
+    use std::collections::{BTreeSet, HashMap};
+    use std::sync::Arc;
+
+    use deltalake::arrow::array::{AsArray, RecordBatch};
+    use deltalake::arrow::datatypes::Int64Type;
+    use serde_json::Value;
+
+    use crate::lake::faultstore::Plan;
+    use crate::lake::maintenance::{Layout, OptimizeOptions};
+    use crate::lake::merge::tests::{draft, files};
+    use crate::lake::{Error, Lake};
+    use crate::sim::{SimConfig, Simulator};
+
+    struct Case {
+        _dir: tempfile::TempDir,
+        root: std::path::PathBuf,
+        records: Vec<Value>,
+    }
+
+    fn case(tickets: usize) -> Case {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("lake");
+        let sim = Simulator::new(SimConfig {
+            tickets,
+            ..SimConfig::default()
+        });
+        let mut records = sim.records("tickets");
+        records.sort_by_key(|r| r["id"].as_i64());
+        Case {
+            _dir: dir,
+            root,
+            records,
+        }
+    }
+
+    impl Case {
+        /// The lake with `rules` injected (none: a store that behaves).
+        fn lake(&self, rules: &str) -> Lake {
+            let lake = Lake::try_new(self.root.to_str().unwrap(), HashMap::new()).unwrap();
+            match rules {
+                "" => lake,
+                rules => lake.with_faults(Arc::new(Plan::parse(rules).unwrap())),
+            }
+        }
+
+        fn batch(&self, records: &[Value]) -> RecordBatch {
+            let spec = crate::spec::find("tickets").unwrap();
+            crate::decode::decode_values(spec, records, chrono::Utc::now())
+                .unwrap()
+                .batch
+        }
+
+        /// The ids the table holds, read through a store that behaves: every file its log
+        /// references must be there, and each id once.
+        async fn ids(&self) -> Vec<i64> {
+            let lake = self.lake("");
+            let table = lake.open("tickets").await.unwrap().unwrap();
+            for file in files(&table) {
+                let path = self.root.join("tickets").join(&file);
+                assert!(path.exists(), "the log references {file}, which is gone");
+            }
+            let batches = lake.query("SELECT id FROM tickets").await.unwrap();
+            let ids: Vec<i64> = batches
+                .iter()
+                .flat_map(|b| b.column(0).as_primitive::<Int64Type>().values().to_vec())
+                .collect();
+            let distinct: BTreeSet<i64> = ids.iter().copied().collect();
+            assert_eq!(distinct.len(), ids.len(), "an id twice");
+            distinct.into_iter().collect()
+        }
+
+        fn expected(&self, upto: usize) -> Vec<i64> {
+            self.records[..upto]
+                .iter()
+                .map(|r| r["id"].as_i64().unwrap())
+                .collect()
+        }
+
+        /// Parquet files of the table on disk.
+        fn on_disk(&self) -> BTreeSet<String> {
+            std::fs::read_dir(self.root.join("tickets"))
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .filter(|name| name.ends_with(".parquet"))
+                .collect()
+        }
+    }
+
+    const TICKETS_LOG: &str = "*tickets/_delta_log/*.json";
+
+    /// The case of the issue this module answers: the log put of a data commit is applied, its
+    /// answer lost, and the client's retry is told the version exists. The writer goes on as
+    /// committed, and the table stays readable with every row once. The same for the first
+    /// commit (which creates the table), a splice, and every way an answer goes missing.
+    #[tokio::test]
+    async fn a_data_commit_whose_log_put_was_applied_and_answered_already_exists_is_committed() {
+        for fault in ["exists", "lost", "late", "late:5", "503", "drop"] {
+            let case = case(40);
+            // The creating commit, then a splice of new rows, then one changing stored rows.
+            // The creating commit is deltalake's own, which cannot be put again identically:
+            // one not applied by the time the log is read is unresolved (below).
+            let first = match fault {
+                "late:5" | "503" | "drop" => 2,
+                _ => 1,
+            };
+            let lake = case.lake(&format!("{fault} create {TICKETS_LOG} #{first}..3"));
+            let spec = crate::spec::find("tickets").unwrap();
+            let first = lake
+                .upsert(spec, case.batch(&case.records[..20]), None, &draft(1), 0)
+                .await
+                .unwrap_or_else(|e| panic!("{fault}, first commit: {e}"));
+            assert!(first.committed && first.version == 0, "{fault}: {first:?}");
+            let second = lake
+                .upsert(spec, case.batch(&case.records[20..]), None, &draft(2), 1)
+                .await
+                .unwrap_or_else(|e| panic!("{fault}, second commit: {e}"));
+            assert_eq!((second.version, second.inserted), (1, 20), "{fault}");
+            let mut changed = case.records[3].clone();
+            changed["subject"] = Value::from("changed");
+            changed["generated_timestamp"] =
+                Value::from(changed["generated_timestamp"].as_i64().unwrap() + 1);
+            let third = lake
+                .upsert(spec, case.batch(&[changed]), None, &draft(3), 2)
+                .await
+                .unwrap_or_else(|e| panic!("{fault}, third commit: {e}"));
+            assert_eq!((third.version, third.updated), (2, 1), "{fault}");
+            assert_eq!(case.ids().await, case.expected(40), "{fault}");
+            let table = case.lake("").open("tickets").await.unwrap().unwrap();
+            let held = super::txn_version("tickets", &table, &super::app_id("tickets"))
+                .await
+                .unwrap();
+            assert_eq!((table.version(), held), (Some(2), Some(3)), "{fault}");
+        }
+    }
+
+    /// The creating commit of a table answered after the log was read: unresolved, with its
+    /// files kept, until the put lands and the log shows it. Refused, it stays unresolved (the
+    /// log cannot tell a refused put from one under way), and the next attempt creates it.
+    #[tokio::test]
+    async fn a_creating_commit_not_in_the_log_is_unresolved() {
+        let case = case(20);
+        let spec = crate::spec::find("tickets").unwrap();
+        let lake = case.lake(&format!("late:5 create {TICKETS_LOG} #1"));
+        let err = lake
+            .upsert(spec, case.batch(&case.records), None, &draft(1), 0)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, Error::Unresolved { .. }), "{err}");
+        // Further requests of the process: the put lands, and the table holds the batch.
+        for _ in 0..5 {
+            let _ = lake.open("tickets").await;
+        }
+        assert_eq!(case.ids().await, case.expected(20));
+
+        let case = self::case(20);
+        let lake = case.lake(&format!("503 create {TICKETS_LOG} #1"));
+        let err = lake
+            .upsert(spec, case.batch(&case.records), None, &draft(1), 0)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, Error::Unresolved { .. }), "{err}");
+        assert!(lake.open("tickets").await.unwrap().is_none());
+        lake.upsert(spec, case.batch(&case.records), None, &draft(1), 0)
+            .await
+            .unwrap();
+        assert_eq!(case.ids().await, case.expected(20));
+    }
+
+    /// A commit whose puts fail every time: the log does not hold it and cannot say it never
+    /// will, so the writer fails saying so and keeps its files; the table stays at its last
+    /// version, readable, and the next commit of the batch succeeds.
+    #[tokio::test]
+    async fn a_commit_the_log_cannot_settle_fails_keeping_its_files() {
+        let case = case(30);
+        let spec = crate::spec::find("tickets").unwrap();
+        case.lake("")
+            .upsert(spec, case.batch(&case.records[..10]), None, &draft(1), 0)
+            .await
+            .unwrap();
+        let before = case.on_disk();
+        let lake = case.lake(&format!("503 create {TICKETS_LOG} #1.."));
+        let err = lake
+            .upsert(spec, case.batch(&case.records[10..]), None, &draft(2), 1)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, Error::Unresolved { .. }), "{err}");
+        assert!(err.to_string().contains("kept"), "{err}");
+        assert!(case.on_disk().len() > before.len(), "its files are kept");
+        assert_eq!(case.ids().await, case.expected(10));
+        case.lake("")
+            .upsert(spec, case.batch(&case.records[10..]), None, &draft(2), 1)
+            .await
+            .unwrap();
+        assert_eq!(case.ids().await, case.expected(30));
+    }
+
+    /// A commit that lost its version to another writer's was never made: it says so, and its
+    /// files are deleted on the spot.
+    #[tokio::test]
+    async fn a_commit_that_lost_its_version_deletes_its_files() {
+        let case = case(30);
+        let spec = crate::spec::find("tickets").unwrap();
+        let lake = case.lake("");
+        lake.upsert(spec, case.batch(&case.records[..10]), None, &draft(1), 0)
+            .await
+            .unwrap();
+        // This run's handle is at version 0; another writer commits version 1 meanwhile.
+        let other = case.lake("");
+        let mut changed = case.records[0].clone();
+        changed["generated_timestamp"] =
+            Value::from(changed["generated_timestamp"].as_i64().unwrap() + 1);
+        other
+            .upsert(spec, case.batch(&[changed]), None, &draft(2), 1)
+            .await
+            .unwrap();
+        let before = case.on_disk();
+        let mut table = lake.open("tickets").await.unwrap().unwrap();
+        table.load_version(0).await.unwrap();
+        let intent = super::Intent::new();
+        let splice = crate::lake::splice::Splice {
+            spec,
+            batch: case.batch(&case.records[10..]),
+            patches: None,
+            keys: &case.expected(30)[10..],
+            deletion_vectors: false,
+            intent: &intent,
+            seq: 2,
+        };
+        let err = splice.apply(&mut table).await.unwrap_err();
+        assert!(matches!(err, Error::Concurrent { .. }), "{err}");
+        assert_eq!(case.on_disk(), before, "the loser's files are deleted");
+        assert_eq!(case.ids().await, case.expected(10));
+    }
+
+    /// Optimize, the control table and table properties, each with the answer of its commit
+    /// lost: each goes on as committed, once.
+    #[tokio::test]
+    async fn maintenance_control_and_property_commits_whose_answers_are_lost_are_made() {
+        let case = case(43);
+        let spec = crate::spec::find("tickets").unwrap();
+        let plain = case.lake("");
+        for (i, chunk) in case.records[..40].chunks(10).enumerate() {
+            plain
+                .upsert(
+                    spec,
+                    case.batch(chunk),
+                    None,
+                    &draft(i as i64 + 1),
+                    i as i64,
+                )
+                .await
+                .unwrap();
+        }
+        let version = plain.open("tickets").await.unwrap().unwrap().version();
+        for (seq, fault) in [(5, "exists"), (6, "lost"), (7, "late")] {
+            // A second file for the optimize to rewrite.
+            let new = &case.records[35 + seq as usize..36 + seq as usize];
+            plain
+                .upsert(spec, case.batch(new), None, &draft(seq), seq - 1)
+                .await
+                .unwrap();
+            let lake = case.lake(&format!("{fault} create {TICKETS_LOG} #1"));
+            let options = OptimizeOptions {
+                layout: Layout::Cluster,
+                target_file_size: 64 << 20,
+            };
+            let report = lake.optimize("tickets", &options).await.unwrap().unwrap();
+            assert!(report.files_added > 0, "{fault}: {report:?}");
+            assert_eq!(
+                case.ids().await,
+                case.expected(36 + seq as usize),
+                "{fault}"
+            );
+        }
+        let table = plain.open("tickets").await.unwrap().unwrap();
+        assert_eq!(
+            table.version(),
+            version.map(|v| v + 6),
+            "three batches, three optimizes"
+        );
+
+        // Control rows: recorded once each.
+        for (seq, fault) in [(1, "exists"), (2, "lost"), (3, "late"), (4, "503")] {
+            let lake = case.lake(&format!("{fault} create *_sync_state/_delta_log/*.json #1"));
+            let mut row = draft(seq).row;
+            row.stream = "organizations".into();
+            lake.record(&row).await.unwrap();
+        }
+        let seqs: Vec<i64> = plain
+            .history()
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.seq)
+            .collect();
+        assert_eq!(seqs, [1, 2, 3, 4]);
+
+        // Deletion vectors enabled by a commit whose answer is lost.
+        let lake = case
+            .lake(&format!("exists create {TICKETS_LOG} #1"))
+            .with_deletion_vectors(true);
+        let mut changed = case.records[9].clone();
+        changed["generated_timestamp"] =
+            Value::from(changed["generated_timestamp"].as_i64().unwrap() + 1);
+        let report = lake
+            .upsert(spec, case.batch(&[changed]), None, &draft(8), 7)
+            .await
+            .unwrap();
+        assert_eq!(report.updated, 1);
+        assert_eq!(case.ids().await, case.expected(43));
+    }
+
+    /// Checkpoints and the reads after a commit may fail: the commit stands, whatever they do.
+    #[tokio::test]
+    async fn a_failed_checkpoint_never_fails_the_commit_before_it() {
+        let case = case(60);
+        let spec = crate::spec::find("tickets").unwrap();
+        let lake = case.lake("503 put *checkpoint* #1..; 503 put *_last_checkpoint #1..");
+        // Version 9 is a checkpoint's (an interval of 10).
+        for (i, chunk) in case.records.chunks(5).enumerate() {
+            lake.upsert(
+                spec,
+                case.batch(chunk),
+                None,
+                &draft(i as i64 + 1),
+                i as i64,
+            )
+            .await
+            .unwrap_or_else(|e| panic!("batch {}: {e}", i + 1));
+        }
+        let log: Vec<String> = std::fs::read_dir(case.root.join("tickets/_delta_log"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert!(!log.iter().any(|f| f.contains("checkpoint")), "{log:?}");
+        assert_eq!(case.ids().await, case.expected(60));
+    }
+}

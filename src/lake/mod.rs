@@ -38,6 +38,7 @@ pub mod commit;
 pub mod control;
 pub mod dv;
 pub mod failstore;
+pub mod faultstore;
 pub mod maintenance;
 pub mod merge;
 mod rewrite;
@@ -109,6 +110,9 @@ pub enum Error {
     },
     #[error("query: {0}")]
     Query(#[source] deltalake::datafusion::error::DataFusionError),
+    /// The object-store faults of the tests do not parse ([`faultstore`]).
+    #[error("{0}")]
+    Faults(String),
 }
 
 impl Error {
@@ -134,6 +138,8 @@ pub struct Lake {
     /// Whether merges hide replaced rows with deletion vectors (see [`dv`]) instead of
     /// rewriting their files.
     deletion_vectors: bool,
+    /// The object-store faults the tests inject ([`faultstore`]), none outside them.
+    faults: Option<Arc<faultstore::Plan>>,
 }
 
 impl Lake {
@@ -175,7 +181,15 @@ impl Lake {
             control_lock: Arc::default(),
             handles: Arc::default(),
             deletion_vectors: false,
+            faults: faultstore::Plan::from_env().map_err(Error::Faults)?,
         })
+    }
+
+    /// Inject the faults of `plan` into every request to the lake's store (tests only).
+    pub fn with_faults(mut self, plan: Arc<faultstore::Plan>) -> Self {
+        self.faults = Some(plan);
+        self.handles = Arc::default();
+        self
     }
 
     /// Whether merges write deletion vectors (off unless turned on): readers of the lake then
@@ -226,7 +240,8 @@ impl Lake {
     }
 
     /// The builder of a table's handle: its URL and storage options, and, when the crash
-    /// tests arm [`failstore::POINT`], a store that can kill the process inside a commit.
+    /// tests arm [`failstore::POINT`], a store that can kill the process inside a commit, or
+    /// when the tests inject object-store faults, a store that fails requests ([`faultstore`]).
     fn builder(&self, name: &str) -> Result<DeltaTableBuilder> {
         let url = self.table_url(name);
         let delta = |source| Error::Delta {
@@ -236,7 +251,8 @@ impl Lake {
         let builder = DeltaTableBuilder::from_url(url.clone())
             .map_err(delta)?
             .with_storage_options(self.storage.clone());
-        if !crate::failpoint::armed_at(failstore::POINT) {
+        let killing = crate::failpoint::armed_at(failstore::POINT);
+        if !killing && self.faults.is_none() {
             return Ok(builder);
         }
         let scheme = Url::parse(&format!("{}://", url.scheme())).map_err(|e| Error::Uri {
@@ -249,8 +265,14 @@ impl Lake {
             .ok_or_else(|| delta(DeltaTableError::InvalidTableLocation(url.to_string())))?;
         let config = deltalake::logstore::StorageConfig::parse_options(self.storage.clone())
             .map_err(delta)?;
-        let (root, _) = factory.parse_url_opts(&url, &config).map_err(delta)?;
-        Ok(builder.with_storage_backend(Arc::new(failstore::FailpointStore(root)), url))
+        let (mut root, _) = factory.parse_url_opts(&url, &config).map_err(delta)?;
+        if killing {
+            root = Arc::new(failstore::FailpointStore(root));
+        }
+        if let Some(plan) = &self.faults {
+            root = Arc::new(faultstore::FaultStore::new(root, plan.clone()));
+        }
+        Ok(builder.with_storage_backend(root, url))
     }
 
     /// A DataFusion session with every existing table of the lake registered under its name
