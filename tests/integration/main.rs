@@ -14,6 +14,7 @@ mod migrate;
 mod progress;
 mod s3;
 mod samples;
+mod store_faults;
 mod stores;
 mod sync;
 mod tables;
