@@ -10,6 +10,7 @@ use std::path::PathBuf;
 use base64::Engine as _;
 
 use crate::common::*;
+use crate::proxy::{Loss, Proxy, Rule};
 use crate::stores;
 
 /// Azurite's well-known development account.
@@ -57,6 +58,17 @@ impl Azurite {
 
     fn env(&self) -> Vec<(String, String)> {
         self.options().into_iter().collect()
+    }
+
+    /// [`Azurite::env`] reaching the server through `proxy`.
+    fn env_via(&self, proxy: &Proxy) -> Vec<(String, String)> {
+        let mut env = self.env();
+        for (name, value) in &mut env {
+            if name == "AZURE_STORAGE_ENDPOINT" {
+                *value = format!("{}/{ACCOUNT}", proxy.endpoint);
+            }
+        }
+        env
     }
 
     /// A new container and a lake URI in it, registered with the test helpers.
@@ -129,4 +141,31 @@ async fn concurrent_syncs_of_one_lake_on_azure_never_corrupt_or_duplicate() {
         return;
     };
     stores::concurrent_runs(&azure.lake("concurrent").await, &azure.env()).await;
+}
+
+/// Commits Azure applied whose answers are lost on the way back: answered 503 instead (the
+/// client retries, and Azure answers the conditional put 409), or with the connection closed,
+/// on data, creating and control commits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lost_answers_of_applied_commits_on_azure_go_on_as_committed() {
+    let Some(azurite) = Azurite::start().await else {
+        return;
+    };
+    // Data and control commits in one run, the first of a table being its creating commit.
+    for (loss, tables) in [
+        (Loss::SlowDown, ["ticket_field_history", "_sync_state"]),
+        (Loss::Close, ["tickets", "_sync_state"]),
+    ] {
+        let rule = Rule {
+            method: "PUT",
+            contains: tables.map(|t| format!("/{t}/_delta_log/")).to_vec(),
+            ends_with: ".json",
+            nth: vec![1, 3, 6, 9],
+            loss,
+        };
+        let proxy = Proxy::start(&azurite.server.endpoint, rule).await;
+        let lake = azurite.lake("lost").await;
+        stores::lost_answers_of_applied_commits_converge(&lake, &azurite.env_via(&proxy), &proxy)
+            .await;
+    }
 }

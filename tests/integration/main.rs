@@ -12,6 +12,7 @@ mod hostile;
 mod maintenance;
 mod migrate;
 mod progress;
+mod proxy;
 mod s3;
 mod samples;
 mod store_faults;

@@ -8,6 +8,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 
 use crate::common::*;
+use crate::proxy::{Loss, Proxy, Rule};
 use crate::stores;
 
 /// A local S3 server for one test, stopped on drop.
@@ -65,6 +66,17 @@ impl S3 {
     fn env(&self) -> Vec<(String, String)> {
         self.options().into_iter().collect()
     }
+
+    /// [`S3::env`] reaching the server through `proxy`.
+    fn env_via(&self, proxy: &Proxy) -> Vec<(String, String)> {
+        let mut env = self.env();
+        for (name, value) in &mut env {
+            if name == "AWS_ENDPOINT_URL" {
+                *value = proxy.endpoint.clone();
+            }
+        }
+        env
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -89,4 +101,28 @@ async fn a_crash_between_data_and_control_commit_on_s3_converges() {
 async fn concurrent_syncs_of_one_lake_on_s3_never_corrupt_or_duplicate() {
     let Some(s3) = S3::start().await else { return };
     stores::concurrent_runs(&s3.lake("concurrent").await, &s3.env()).await;
+}
+
+/// Commits S3 applied whose answers are lost on the way back: answered 503 instead (the client
+/// retries, and S3 answers the conditional put 412), or with the connection closed (the client
+/// cannot know), on data, creating and control commits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lost_answers_of_applied_commits_on_s3_go_on_as_committed() {
+    let Some(s3) = S3::start().await else { return };
+    // Data and control commits in one run, the first of a table being its creating commit.
+    for (loss, tables) in [
+        (Loss::SlowDown, ["ticket_field_history", "_sync_state"]),
+        (Loss::Close, ["tickets", "_sync_state"]),
+    ] {
+        let rule = Rule {
+            method: "PUT",
+            contains: tables.map(|t| format!("/{t}/_delta_log/")).to_vec(),
+            ends_with: ".json",
+            nth: vec![1, 3, 6, 9],
+            loss,
+        };
+        let proxy = Proxy::start(&s3.endpoint, rule).await;
+        let lake = s3.lake("lost").await;
+        stores::lost_answers_of_applied_commits_converge(&lake, &s3.env_via(&proxy), &proxy).await;
+    }
 }

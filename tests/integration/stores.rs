@@ -10,6 +10,7 @@ use zendesk_lake::lake::{ControlRow, Lake};
 
 use crate::common::*;
 use crate::crash::{account, changes, child_sync};
+use crate::proxy::Proxy;
 
 /// Panics, showing the run's stderr, unless it exited with `code`.
 pub fn assert_exit(out: &Output, code: i32, what: &str) {
@@ -54,6 +55,33 @@ pub async fn a_crash_converges(lake: &Path, env: &[(String, String)], point: &st
     sim.apply_round(&changes());
     sync_ok(&settings(&server, lake, "")).await;
     assert_lake_matches(&sim, lake).await;
+}
+
+/// The store applies commits whose answers `proxy` loses on the way back (`env` reaches the
+/// store through it): a first load and an incremental one go on as committed and equal the
+/// account, and the run after them has nothing to do.
+pub async fn lost_answers_of_applied_commits_converge(
+    lake: &Path,
+    env: &[(String, String)],
+    proxy: &Proxy,
+) {
+    let (sim, server) = start(account()).await;
+    for round in 0..2 {
+        if round > 0 {
+            sim.apply_round(&changes());
+        }
+        let out = child_sync(&server, lake, None, None, env).await;
+        assert_exit(&out, 0, &format!("round {round}, answers lost"));
+        assert_lake_matches(&sim, lake).await;
+    }
+    assert!(proxy.lost() > 0, "no answer was lost");
+    let before = versions(lake).await;
+    assert_exit(
+        &child_sync(&server, lake, None, None, env).await,
+        0,
+        "idle run",
+    );
+    assert_eq!(versions(lake).await, before, "an idle run commits nothing");
 }
 
 /// Two syncs of one lake at once, on a first load and on incremental ones: each either
