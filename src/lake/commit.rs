@@ -9,17 +9,17 @@
 //! So no writer of the lake takes an error for a commit that was not made:
 //! - every commit carries a random id in its commit info ([`COMMIT_ID`]) and aims at exactly one
 //!   version (no conflict retries: a retry would aim at the next one);
-//! - after any error the log is read at that version: the commit is [`Made`](Landing::Made)
+//! - after any error the log is read at that version: the commit is made (`Landing::Made`)
 //!   when the version carries its id (the writer goes on exactly as after a success), and never
-//!   made when the version holds another writer's commit ([`Unmade::Taken`]);
+//!   made when the version holds another writer's commit (`Unmade::Taken`);
 //! - when the version is still free, the put may yet land: the identical commit (same id, same
 //!   version) is tried again, which is safe because conditional puts let at most one of the two
 //!   land and either is this commit. If that cannot settle it either, the writer fails with
-//!   [`Unmade::Unknown`] and keeps its data files: the next run finds the commit or not in the
+//!   `Unmade::Unknown` and keeps its data files: the next run finds the commit or not in the
 //!   log, and `vacuum` removes files that no commit references once they are past the
 //!   retention.
 //!
-//! Data files are deleted on the spot only for [`Unmade::Taken`] and [`Unmade::Refused`].
+//! Data files are deleted on the spot only for `Unmade::Taken` and `Unmade::Refused`.
 //!
 //! The module also holds what every writer shares: application ids, the conflict test, reading
 //! a commit's actions and the files it added and removed.

@@ -5,7 +5,7 @@
 //! [`merge`] writes a table's batches (append when the table is new, merge-upsert by primary key
 //! after), [`control`] keeps the position of every stream, [`maintenance`] keeps the tables'
 //! files and logs few (checkpoints, optimize, vacuum), rewriting files through [`rewrite`],
-//! whose commits no concurrent rewrite can slip under. The lake knows Delta and nothing of
+//! whose commits no concurrent rewrite can slip under; [`commit`] is what their commits share. The lake knows Delta and nothing of
 //! Zendesk: a stream's position is JSON it stores without reading.
 //!
 //! # Exactly-once protocol (docs/ARCHITECTURE.md, "Exactly once")
@@ -33,6 +33,11 @@
 //! control row ahead of a table means the table lost commits, and the run refuses to skip data.
 //! Merges only replace a row by one whose cursor is at least as new, so even a re-applied batch
 //! could never roll data back.
+//!
+//! An error of a commit does not say whether it was made (an object store can apply a put and
+//! lose its answer): every writer settles it from the table's log ([`commit`];
+//! docs/ARCHITECTURE.md, "Ambiguous commits") and deletes data files only for a commit the log
+//! proves absent.
 
 pub mod commit;
 pub mod control;
