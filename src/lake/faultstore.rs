@@ -102,6 +102,8 @@ struct Pending {
 /// The rules, with their counts, shared by every store of the process.
 pub struct Plan {
     rules: Vec<Rule>,
+    /// Faults injected so far.
+    injected: AtomicU64,
     split: Option<String>,
     rng: Mutex<StdRng>,
     pending: tokio::sync::Mutex<Vec<Pending>>,
@@ -152,6 +154,7 @@ impl Plan {
         }
         Ok(Plan {
             rules,
+            injected: AtomicU64::new(0),
             split,
             rng: Mutex::new(StdRng::seed_from_u64(seed)),
             pending: tokio::sync::Mutex::new(Vec::new()),
@@ -167,6 +170,11 @@ impl Plan {
             Err(_) => Ok(None),
         })
         .clone()
+    }
+
+    /// How many faults were injected so far.
+    pub fn injected(&self) -> u64 {
+        self.injected.load(Ordering::SeqCst)
     }
 
     /// The fault for a request of kind `request` to `path`, if a rule hits it.
@@ -188,6 +196,7 @@ impl Plan {
             };
             if fires && hit.is_none() {
                 warn!(fault = ?rule.fault, ?request, %path, "injected object-store fault");
+                self.injected.fetch_add(1, Ordering::SeqCst);
                 hit = Some(rule.fault);
             }
         }

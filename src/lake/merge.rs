@@ -70,25 +70,21 @@ impl Lake {
             .with_transaction(app.clone(), seq)
             .with_metadata(CONTROL_METADATA, metadata);
         let mut table = self.cached(name).await?;
+        // The table holds the batch this run expects, before anything is committed to it and
+        // again on the version the data commit builds on.
+        let stream = draft.row.stream.as_str();
+        at_batch(name, table.as_ref(), stream, expected).await?;
         let vectors = match (&mut table, self.deletion_vectors) {
-            (Some(table), true) => self.enable_deletion_vectors(name, table).await?,
+            (Some(handle), true) => {
+                let before = handle.version();
+                let enabled = self.enable_deletion_vectors(name, handle).await?;
+                if handle.version() != before {
+                    at_batch(name, table.as_ref(), stream, expected).await?;
+                }
+                enabled
+            }
             _ => false,
         };
-        // Read after any commit of this run's own (the table properties above), so that a
-        // concurrent run's commit of the batch cannot slip in between.
-        let current = match &table {
-            Some(table) => txn_version(name, table, &app).await?.unwrap_or(0),
-            None => 0,
-        };
-        if current != expected {
-            return Err(Error::Concurrent {
-                table: name.to_owned(),
-                detail: format!(
-                    "expected its last commit of stream {} to be #{expected}, found #{current}",
-                    draft.row.stream
-                ),
-            });
-        }
         match table {
             None => {
                 let handle = self.handle(name)?;
@@ -286,9 +282,9 @@ impl Lake {
 
     /// Open the table `name`, creating it empty first if it does not exist.
     ///
-    /// Another run creating it at the same moment is not an error: either create makes it
-    /// (deltalake commits the losing create as the next version). Nor is an error of the create
-    /// when the table exists after it (the store applied the create and lost its answer).
+    /// Another run creating it at the same moment is not an error: the loser of the race finds
+    /// the table created. Nor is an error of the create when the table exists after it (the
+    /// store applied the create and lost its answer).
     pub(crate) async fn create_if_missing(
         &self,
         name: &str,
@@ -298,6 +294,8 @@ impl Lake {
         if let Some(table) = self.open(name).await? {
             return Ok(table);
         }
+        // No conflict retries: a create that loses the race would be committed again as the
+        // next version (a second metadata action, a new table id); the loser finds the table.
         let created = self
             .handle(name)?
             .write(vec![RecordBatch::new_empty(schema)])
@@ -305,6 +303,7 @@ impl Lake {
             .with_table_name(name)
             .with_description(description)
             .with_configuration(super::maintenance::table_configuration())
+            .with_commit_properties(Intent::new().properties())
             .await;
         let error = match created {
             Ok(table) => return Ok(table),
@@ -682,6 +681,31 @@ fn with_patches(spec: &Table, rows: RecordBatch, patches: RecordBatch) -> Result
     let whole = RecordBatch::try_new(source_schema.clone(), whole).map_err(arrow)?;
     let patch = RecordBatch::try_new(source_schema.clone(), patch).map_err(arrow)?;
     concat_batches(&source_schema, [&whole, &patch]).map_err(arrow)
+}
+
+/// [`Error::Concurrent`] unless `table` (none: not created yet) holds batch `expected` of
+/// `stream` as its last.
+async fn at_batch(
+    name: &str,
+    table: Option<&DeltaTable>,
+    stream: &str,
+    expected: i64,
+) -> Result<()> {
+    let current = match table {
+        Some(table) => txn_version(name, table, &app_id(stream))
+            .await?
+            .unwrap_or(0),
+        None => 0,
+    };
+    match current == expected {
+        true => Ok(()),
+        false => Err(Error::Concurrent {
+            table: name.to_owned(),
+            detail: format!(
+                "expected its last commit of stream {stream} to be #{expected}, found #{current}"
+            ),
+        }),
+    }
 }
 
 /// A failure after the commit `version` was made.

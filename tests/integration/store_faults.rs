@@ -250,16 +250,20 @@ async fn every_fault_at_every_kind_of_request_leaves_a_readable_lake_that_conver
 }
 
 /// Faults of every kind at random, a few percent of all requests, over rounds of changes with
-/// maintenance between: no run corrupts the lake, and a run without faults converges.
+/// an optimize after each faulty run: no run corrupts the lake, and a run without faults after
+/// it converges. (Each round is synced whole before the next is made: Zendesk stops sending a
+/// deleted ticket's metric set, so a change it makes before its ticket is deleted reaches only
+/// a run that ends between the two, faults or not.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn random_faults_over_rounds_never_corrupt_the_lake() {
-    let seeds = [11u64, 12, 13];
+    let seeds = [11u64, 12];
     futures::stream::iter(seeds)
         .for_each_concurrent(PARALLEL, |seed| async move {
             let (sim, server) = start(account()).await;
             let dir = tempfile::tempdir().unwrap();
             let lake = dir.path().join("lake");
-            for round in 0..4u64 {
+            let mut injected = 0;
+            for round in 0..3u64 {
                 if round > 0 {
                     sim.apply_round(&changes());
                 }
@@ -269,16 +273,24 @@ async fn random_faults_over_rounds_never_corrupt_the_lake() {
                     seed * 100 + round
                 );
                 let what = format!("seed {seed}, round {round}");
-                let out = child_sync(&server, &lake, None, None, &faults(&rules)).await;
-                assert_clean(&out, &what);
-                if out.status.code() == Some(0) {
-                    assert_lake_matches(&sim, &lake).await;
+                for args in [None, Some("optimize")] {
+                    let out = match args {
+                        None => child_sync(&server, &lake, None, None, &faults(&rules)).await,
+                        Some(command) => maintain(&[command], &lake, &faults(&rules)).await,
+                    };
+                    let what = format!("{what}, {}", args.unwrap_or("sync"));
+                    assert_clean(&out, &what);
+                    injected += stderr(&out).matches(INJECTED).count();
+                    if args.is_none() && out.status.code() == Some(0) {
+                        assert_lake_matches(&sim, &lake).await;
+                    }
+                    assert_readable(&lake, &what).await;
                 }
-                assert_readable(&lake, &what).await;
-                let out = maintain(&["optimize"], &lake, &faults(&rules)).await;
-                assert_clean(&out, &format!("{what}: optimize"));
-                assert_readable(&lake, &format!("{what}: optimize")).await;
+                let out = child_sync(&server, &lake, None, None, &[]).await;
+                assert_exit(&out, 0, &format!("{what}: the run after"));
+                assert_lake_matches(&sim, &lake).await;
             }
+            assert!(injected > 0, "seed {seed}: no fault was injected");
             converges(&sim, &server, &lake, &format!("seed {seed}")).await;
         })
         .await;
