@@ -538,6 +538,30 @@ mod tests {
         // Once: the next open commits nothing.
         let table = lake.open_maintained("groups").await.unwrap().unwrap();
         assert_eq!(table.version(), Some(1));
+        // The same commit applied with its answer lost: set, once.
+        for fault in ["exists", "lost"] {
+            lake.handle("users")
+                .unwrap()
+                .write(vec![deltalake::arrow::array::RecordBatch::new_empty(
+                    spec::find("users").unwrap().schema(),
+                )])
+                .await
+                .unwrap();
+            let plan = std::sync::Arc::new(
+                crate::lake::faultstore::Plan::parse(&format!(
+                    "{fault} create *users/_delta_log/*.json #1"
+                ))
+                .unwrap(),
+            );
+            let faulty = Lake::try_new(dir.path().to_str().unwrap(), HashMap::new())
+                .unwrap()
+                .with_faults(plan.clone());
+            let table = faulty.open_maintained("users").await.unwrap().unwrap();
+            assert_eq!(plan.injected(), 1, "{fault}");
+            assert_eq!(interval(&table).as_deref(), Some("10"), "{fault}");
+            assert_eq!(table.version(), Some(1), "{fault}");
+            std::fs::remove_dir_all(dir.path().join("users")).unwrap();
+        }
         assert!(lake.open_maintained("tickets").await.unwrap().is_none());
         // A table this version creates has it from the start.
         lake.ensure_table(spec::find("users").unwrap())

@@ -145,3 +145,43 @@ async fn a_lake_of_version_0_1_is_migrated_and_continues_where_it_stopped() {
     let report = sync_ok(&settings).await;
     assert!(report.objects.iter().all(|o| o.commits == 0));
 }
+
+/// The migration's commit applied by the store with its answer lost (the client's retry told
+/// it exists, or no answer at all): the migration is done, once, every row kept.
+#[tokio::test]
+async fn a_migration_whose_answer_is_lost_is_done_once() {
+    use zendesk_lake::lake::faultstore::Plan;
+    for fault in ["exists", "lost"] {
+        let (_sim, server) = start(small()).await;
+        let dir = tempfile::tempdir().unwrap();
+        let mut settings = settings(&server, dir.path(), "");
+        settings
+            .objects
+            .retain(|t| OBJECTS.contains(&t.name.as_str()));
+        sync_ok(&settings).await;
+        let lake = open_lake(dir.path());
+        let before = lake.history().await.unwrap();
+        make_legacy(&lake, &before).await;
+        // The rows as a lake of 0.1 reads: the migration keeps them as they are.
+        let legacy = lake.history().await.unwrap();
+        assert_eq!(legacy.len(), before.len());
+        let version = lake.open("_sync_state").await.unwrap().unwrap().version();
+        let plan = Arc::new(
+            Plan::parse(&format!("{fault} create *_sync_state/_delta_log/*.json #1")).unwrap(),
+        );
+        open_lake(dir.path())
+            .with_faults(plan.clone())
+            .migrate()
+            .await
+            .unwrap_or_else(|e| panic!("{fault}: {e}"));
+        assert_eq!(plan.injected(), 1, "{fault}");
+        let table = lake.open("_sync_state").await.unwrap().unwrap();
+        assert_eq!(
+            table.version(),
+            version.map(|v| v + 1),
+            "{fault}: one commit"
+        );
+        assert!(lake.query("SELECT stream FROM _sync_state").await.is_ok());
+        assert_eq!(lake.history().await.unwrap(), legacy, "{fault}");
+    }
+}
