@@ -110,8 +110,8 @@ pub struct VacuumOptions {
     /// Hours a file no longer read is kept. `None` is [`DEFAULT_RETENTION_HOURS`], checked
     /// against the table's `delta.deletedFileRetentionDuration`; a value given explicitly is
     /// taken as it is, 0 included (then versions older than the current one cannot be read any
-    /// more, and a sync committing at that moment may lose its new files: the commit then fails
-    /// and the next run fetches the batch again).
+    /// more, and the files a running writer has written but not yet committed are deleted too:
+    /// its commit would reference files that are gone, so 0 is for lakes no writer is using).
     pub retention_hours: Option<u64>,
     /// Only list the files that would be deleted.
     pub dry_run: bool,
