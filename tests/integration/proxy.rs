@@ -23,15 +23,15 @@ pub enum Loss {
     Close,
 }
 
-/// Which requests lose their answers: the `nth` ones (counting from 1) of those whose method
-/// is `method` and whose path contains one of `contains` and ends with `ends_with`.
+/// Which requests lose their answers, and how: of those whose method is `method` and whose
+/// path contains one of `contains` and ends with `ends_with`, the numbers `losses` names
+/// (counting from 1).
 #[derive(Debug, Clone)]
 pub struct Rule {
     pub method: &'static str,
     pub contains: Vec<String>,
     pub ends_with: &'static str,
-    pub nth: Vec<usize>,
-    pub loss: Loss,
+    pub losses: Vec<(usize, Loss)>,
 }
 
 struct State {
@@ -169,9 +169,14 @@ async fn serve(mut client: TcpStream, state: &State) -> std::io::Result<()> {
         .any(|part| path.contains(part.as_str()));
     if method == rule.method && chosen && path.ends_with(rule.ends_with) {
         let n = state.seen.fetch_add(1, Ordering::SeqCst) + 1;
-        if rule.nth.contains(&n) && status.is_success() {
+        let loss = rule
+            .losses
+            .iter()
+            .find(|(at, _)| *at == n)
+            .map(|(_, loss)| *loss);
+        if let Some(loss) = loss.filter(|_| status.is_success()) {
             state.lost.fetch_add(1, Ordering::SeqCst);
-            if rule.loss == Loss::SlowDown {
+            if loss == Loss::SlowDown {
                 client
                     .write_all(
                         b"HTTP/1.1 503 Slow Down\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
