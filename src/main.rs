@@ -74,8 +74,8 @@ enum Command {
     Sync {
         #[command(flatten)]
         target: Target,
-        /// Only these objects, comma-separated.
-        #[arg(long, value_delimiter = ',')]
+        /// Only these tables, comma-separated (`--objects` is the older name).
+        #[arg(long = "tables", visible_alias = "objects", value_delimiter = ',')]
         objects: Option<Vec<String>>,
         /// Sync the built-in simulated account (started on loopback) into ./lake or --lake.
         #[arg(long)]

@@ -34,7 +34,7 @@ async fn sync(base_url: &str, dir: &Path, lake: &Path, args: &[&str]) -> Output 
         pipeline.to_str().unwrap(),
         "--lake",
         lake.to_str().unwrap(),
-        "--objects",
+        "--tables",
         &objects,
     ])
     .args(args)
