@@ -157,19 +157,19 @@ impl Unmade {
         !matches!(self, Unmade::Unknown(_))
     }
 
-    /// The error of a data commit of batch `seq` to `table`: a version taken by another writer
-    /// is a concurrent run's ([`Error::Concurrent`]), an unknown outcome says so
-    /// ([`Error::Unresolved`]).
-    pub fn into_error(self, table: &str, seq: i64) -> Error {
+    /// The error of the commit `what` (`commit #3`, `optimize`) to `table`: a version taken by
+    /// another writer is a concurrent run's ([`Error::Concurrent`]), an unknown outcome says
+    /// so ([`Error::Unresolved`]).
+    pub fn into_error(self, table: &str, what: &str) -> Error {
         match self {
             Unmade::Taken(source) => Error::Concurrent {
                 table: table.to_owned(),
-                detail: format!("commit #{seq} lost to another writer's: {source}"),
+                detail: format!("{what} lost to another writer's: {source}"),
             },
             Unmade::Refused(source) => Error::delta(table)(source),
             Unmade::Unknown(source) => Error::Unresolved {
                 table: table.to_owned(),
-                detail: source.to_string(),
+                detail: format!("{what}: {source}"),
             },
         }
     }
@@ -283,11 +283,20 @@ pub(crate) async fn load(name: &str, table: &mut DeltaTable, version: Version) -
     table
         .update_incremental(Some(version))
         .await
-        .map_err(|source| Error::AfterCommit {
-            table: name.to_owned(),
-            version,
-            detail: source.to_string(),
-        })
+        .map_err(|source| after_commit(name, version, source))
+}
+
+/// The error of a failure after this process made commit `version` of `table`.
+pub(crate) fn after_commit(
+    table: &str,
+    version: Version,
+    failure: impl std::fmt::Display,
+) -> Error {
+    Error::AfterCommit {
+        table: table.to_owned(),
+        version,
+        detail: failure.to_string(),
+    }
 }
 
 /// Whether a commit failed because another writer committed first.

@@ -16,7 +16,8 @@ use deltalake::DeltaTable;
 use tracing::debug;
 
 use super::commit::{
-    self, app_id, commit_actions, is_conflict, txn_version, CommitFiles, Intent, CONTROL_METADATA,
+    self, after_commit, app_id, commit_actions, is_conflict, txn_version, CommitFiles, Intent,
+    CONTROL_METADATA,
 };
 use super::splice::Splice;
 use super::{CommitDraft, Error, Lake, Result};
@@ -102,7 +103,7 @@ impl Lake {
                     Err(error) => {
                         let version = commit::settle(name, log.as_ref(), None, &intent, error)
                             .await
-                            .map_err(|unmade| unmade.into_error(name, seq))?;
+                            .map_err(|unmade| unmade.into_error(name, &format!("commit #{seq}")))?;
                         self.at_version(name, version).await?
                     }
                 };
@@ -241,7 +242,7 @@ impl Lake {
                         // Made anyway: its counts are in its commit info.
                         let version = commit::settle(name, log.as_ref(), before, &intent, error)
                             .await
-                            .map_err(|unmade| unmade.into_error(name, seq))?;
+                            .map_err(|unmade| unmade.into_error(name, &format!("commit #{seq}")))?;
                         let table = self.at_version(name, version).await?;
                         let actions = commit_actions(name, &table, version)
                             .await
@@ -322,7 +323,7 @@ impl Lake {
         table
             .load_version(version)
             .await
-            .map_err(|e| after_commit(name, version, Error::delta(name)(e)))?;
+            .map_err(|e| after_commit(name, version, e))?;
         Ok(table)
     }
 }
@@ -705,15 +706,6 @@ async fn at_batch(
                 "expected its last commit of stream {stream} to be #{expected}, found #{current}"
             ),
         }),
-    }
-}
-
-/// A failure after the commit `version` was made.
-fn after_commit(name: &str, version: u64, error: Error) -> Error {
-    Error::AfterCommit {
-        table: name.to_owned(),
-        version,
-        detail: error.to_string(),
     }
 }
 

@@ -142,15 +142,12 @@ pub(crate) async fn rewrite(
                 return Ok(report);
             }
             Err(Unmade::Taken(error)) => error,
-            Err(Unmade::Refused(error)) => {
-                delete(name, store.as_ref(), &added).await;
-                return Err(Error::delta(name)(error));
-            }
-            Err(Unmade::Unknown(error)) => {
-                return Err(Error::Unresolved {
-                    table: name.to_owned(),
-                    detail: format!("optimize: {error}"),
-                })
+            // Refused, or unknown: the files are kept while the log may still take them.
+            Err(unmade) => {
+                if unmade.not_made() {
+                    delete(name, store.as_ref(), &added).await;
+                }
+                return Err(unmade.into_error(name, "optimize"));
             }
         };
         // The version aimed at holds another writer's commit: this one was not made, and

@@ -297,7 +297,7 @@ async fn splice(op: Splice<'_>, table: &mut DeltaTable) -> Result<Spliced> {
                 let store = table.log_store().object_store(None);
                 delete(name, store.as_ref(), &added).await;
             }
-            Err(unmade.into_error(name, seq))
+            Err(unmade.into_error(name, &format!("commit #{seq}")))
         }
     }
 }

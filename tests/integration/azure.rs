@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use base64::Engine as _;
 
 use crate::common::*;
-use crate::proxy::{Loss, Proxy, Rule};
+use crate::proxy::Proxy;
 use crate::stores;
 
 /// Azurite's well-known development account.
@@ -151,24 +151,7 @@ async fn lost_answers_of_applied_commits_on_azure_go_on_as_committed() {
     let Some(azurite) = Azurite::start().await else {
         return;
     };
-    // Data and control commits, the first of each table being its creating commit, each
-    // answer lost both ways.
-    let rule = Rule {
-        method: "PUT",
-        contains: ["ticket_field_history", "tickets", "_sync_state"]
-            .map(|t| format!("/{t}/_delta_log/"))
-            .to_vec(),
-        ends_with: ".json",
-        losses: vec![
-            (1, Loss::SlowDown),
-            (2, Loss::Close),
-            (5, Loss::Close),
-            (8, Loss::SlowDown),
-            (12, Loss::Close),
-            (17, Loss::SlowDown),
-        ],
-    };
-    let proxy = Proxy::start(&azurite.server.endpoint, rule).await;
+    let proxy = Proxy::start(&azurite.server.endpoint, stores::lost_answers()).await;
     let lake = azurite.lake("lost").await;
     stores::lost_answers_of_applied_commits_converge(&lake, &azurite.env_via(&proxy), &proxy).await;
 }

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 
 use crate::common::*;
-use crate::proxy::{Loss, Proxy, Rule};
+use crate::proxy::Proxy;
 use crate::stores;
 
 /// A local S3 server for one test, stopped on drop.
@@ -109,24 +109,7 @@ async fn concurrent_syncs_of_one_lake_on_s3_never_corrupt_or_duplicate() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lost_answers_of_applied_commits_on_s3_go_on_as_committed() {
     let Some(s3) = S3::start().await else { return };
-    // Data and control commits, the first of each table being its creating commit, each
-    // answer lost both ways.
-    let rule = Rule {
-        method: "PUT",
-        contains: ["ticket_field_history", "tickets", "_sync_state"]
-            .map(|t| format!("/{t}/_delta_log/"))
-            .to_vec(),
-        ends_with: ".json",
-        losses: vec![
-            (1, Loss::SlowDown),
-            (2, Loss::Close),
-            (5, Loss::Close),
-            (8, Loss::SlowDown),
-            (12, Loss::Close),
-            (17, Loss::SlowDown),
-        ],
-    };
-    let proxy = Proxy::start(&s3.endpoint, rule).await;
+    let proxy = Proxy::start(&s3.endpoint, stores::lost_answers()).await;
     let lake = s3.lake("lost").await;
     stores::lost_answers_of_applied_commits_converge(&lake, &s3.env_via(&proxy), &proxy).await;
 }

@@ -10,12 +10,12 @@
 //! the lake stays readable with one row per key after every run, the next run without faults
 //! converges, and the one after it has nothing to do.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Output;
 
 use futures::StreamExt;
 use tokio::process::Command;
-use zendesk_lake::sim::SimServer;
+use zendesk_lake::sim::{SimServer, Simulator};
 
 use crate::common::*;
 use crate::crash::{account, changes, child_sync};
@@ -79,18 +79,28 @@ async fn assert_readable(lake: &Path, what: &str) {
         .unwrap_or_else(|e| panic!("{what}: the control table does not read: {e}"));
 }
 
+/// The simulated account and a lake in a new folder (kept while the folder lives); for an
+/// incremental load, synced once without faults and changed by a round.
+async fn account_at(
+    incremental: bool,
+    what: &str,
+) -> (Simulator, SimServer, tempfile::TempDir, PathBuf) {
+    let (sim, server) = start(account()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let lake = dir.path().join("lake");
+    if incremental {
+        assert_exit(&child_sync(&server, &lake, None, None, &[]).await, 0, what);
+        sim.apply_round(&changes());
+    }
+    (sim, server, dir, lake)
+}
+
 /// One scenario: an optional clean first load and a round of changes, a sync with `rules`,
 /// `optimize` and `vacuum --retention-hours 0` with the same rules, then clean runs. Returns
 /// whether the faulty sync succeeded.
 async fn scenario(rules: &str, incremental: bool) -> bool {
     let what = format!("{rules:?}, incremental {incremental}");
-    let (sim, server) = start(account()).await;
-    let dir = tempfile::tempdir().unwrap();
-    let lake = dir.path().join("lake");
-    if incremental {
-        assert_exit(&child_sync(&server, &lake, None, None, &[]).await, 0, &what);
-        sim.apply_round(&changes());
-    }
+    let (sim, server, _dir, lake) = account_at(incremental, &what).await;
     let out = child_sync(&server, &lake, None, None, &faults(rules)).await;
     assert_clean(&out, &what);
     let mut injected = stderr(&out).contains(INJECTED);
@@ -111,12 +121,7 @@ async fn scenario(rules: &str, incremental: bool) -> bool {
 }
 
 /// A run without faults converges, and the run after it fetches and commits nothing.
-async fn converges(
-    sim: &zendesk_lake::sim::Simulator,
-    server: &SimServer,
-    lake: &Path,
-    what: &str,
-) {
+async fn converges(sim: &Simulator, server: &SimServer, lake: &Path, what: &str) {
     let out = child_sync(server, lake, None, None, &[]).await;
     assert_exit(&out, 0, &format!("{what}: the next run"));
     assert_lake_matches(sim, lake).await;
@@ -151,13 +156,7 @@ async fn a_data_commit_applied_whose_retry_is_told_it_exists_goes_on_as_committe
         (true, "lost create *_sync_state/_delta_log/*.json #2"),
     ] {
         let what = format!("{rules}, incremental {incremental}");
-        let (sim, server) = start(account()).await;
-        let dir = tempfile::tempdir().unwrap();
-        let lake = dir.path().join("lake");
-        if incremental {
-            assert_exit(&child_sync(&server, &lake, None, None, &[]).await, 0, &what);
-            sim.apply_round(&changes());
-        }
+        let (sim, server, _dir, lake) = account_at(incremental, &what).await;
         let out = child_sync(&server, &lake, None, None, &faults(rules)).await;
         assert_exit(&out, 0, &what);
         let log = stderr(&out);

@@ -10,7 +10,7 @@ use zendesk_lake::lake::{ControlRow, Lake};
 
 use crate::common::*;
 use crate::crash::{account, changes, child_sync};
-use crate::proxy::Proxy;
+use crate::proxy::{Loss, Proxy, Rule};
 
 /// Panics, showing the run's stderr, unless it exited with `code`.
 pub fn assert_exit(out: &Output, code: i32, what: &str) {
@@ -55,6 +55,27 @@ pub async fn a_crash_converges(lake: &Path, env: &[(String, String)], point: &st
     sim.apply_round(&changes());
     sync_ok(&settings(&server, lake, "")).await;
     assert_lake_matches(&sim, lake).await;
+}
+
+/// The answers a proxy in front of a store loses: of log commits of data and control tables
+/// (the first of each table being its creating commit), answered 503 instead (the client
+/// retries and meets "already exists") or with the connection closed.
+pub fn lost_answers() -> Rule {
+    Rule {
+        method: "PUT",
+        contains: ["ticket_field_history", "tickets", "_sync_state"]
+            .map(|t| format!("/{t}/_delta_log/"))
+            .to_vec(),
+        ends_with: ".json",
+        losses: vec![
+            (1, Loss::SlowDown),
+            (2, Loss::Close),
+            (5, Loss::Close),
+            (8, Loss::SlowDown),
+            (12, Loss::Close),
+            (17, Loss::SlowDown),
+        ],
+    }
 }
 
 /// The store applies commits whose answers `proxy` loses on the way back (`env` reaches the
