@@ -76,9 +76,10 @@ pub enum Auth {
 pub struct PipelineFile {
     /// Lake URI: a local path, `file://`, or an object-store URI.
     pub lake: Option<String>,
-    /// Objects to sync; all known objects when absent.
-    pub objects: Option<Vec<String>>,
-    /// Unix seconds from which the first sync of an object exports.
+    /// Tables to sync; the default set when absent (`objects`, its older name, is read too).
+    #[serde(alias = "objects")]
+    pub tables: Option<Vec<String>>,
+    /// Unix seconds from which the first sync of a stream exports.
     #[serde(default)]
     pub start_time: i64,
     #[serde(default)]
@@ -212,7 +213,7 @@ impl PipelineFile {
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub lake: String,
-    pub objects: Vec<&'static Table>,
+    pub tables: Vec<&'static Table>,
     pub start_time: i64,
     pub storage: HashMap<String, String>,
     pub zendesk: ZendeskSettings,
@@ -242,7 +243,7 @@ pub struct ZendeskSettings {
 #[derive(Debug, Clone, Default)]
 pub struct Overrides {
     pub lake: Option<String>,
-    pub objects: Option<Vec<String>>,
+    pub tables: Option<Vec<String>>,
 }
 
 impl Settings {
@@ -258,7 +259,7 @@ impl Settings {
             .lake
             .or(file.lake)
             .unwrap_or_else(|| "./lake".to_owned());
-        let names = overrides.objects.or(file.objects).unwrap_or_else(|| {
+        let names = overrides.tables.or(file.tables).unwrap_or_else(|| {
             spec::tables()
                 .iter()
                 .filter(|t| t.by_default)
@@ -269,7 +270,7 @@ impl Settings {
         for name in &names {
             let spec = spec::find(name.trim()).ok_or_else(|| {
                 invalid(format!(
-                    "unknown object {name:?}; known objects: {}",
+                    "unknown table {name:?}; known tables: {}",
                     spec::names().join(", ")
                 ))
             })?;
@@ -278,7 +279,7 @@ impl Settings {
             }
         }
         if selected.is_empty() {
-            return Err(invalid("no objects to sync".into()));
+            return Err(invalid("no tables to sync".into()));
         }
         if file.start_time < 0 {
             return Err(invalid("start_time must be unix seconds >= 0".into()));
@@ -312,7 +313,7 @@ impl Settings {
         let maintenance = file.maintenance.policy()?;
         Ok(Settings {
             lake,
-            objects: selected,
+            tables: selected,
             start_time: file.start_time,
             storage: file.storage,
             zendesk: ZendeskSettings {
@@ -456,7 +457,7 @@ mod tests {
             Settings::resolve(PipelineFile::default(), Overrides::default(), &env(&vars)).unwrap();
         assert_eq!(s.zendesk.base_url.as_str(), "https://acme-2.zendesk.com/");
         let default = spec::tables().iter().filter(|t| t.by_default).count();
-        assert_eq!(s.objects.len(), default);
+        assert_eq!(s.tables.len(), default);
     }
 
     #[test]
@@ -534,16 +535,27 @@ mod tests {
     }
 
     #[test]
-    fn unknown_keys_and_objects_are_rejected() {
+    fn unknown_keys_and_tables_are_rejected() {
         assert!(PipelineFile::parse("lake = 'x'\nlakes = 'y'", "t").is_err());
         let mut vars = creds();
         vars.push(("ZENDESK_SUBDOMAIN", "acme"));
         let overrides = Overrides {
-            objects: Some(vec!["tickets".into(), "nope".into()]),
+            tables: Some(vec!["tickets".into(), "nope".into()]),
             ..Default::default()
         };
         let err = Settings::resolve(PipelineFile::default(), overrides, &env(&vars)).unwrap_err();
         assert!(err.to_string().contains("nope"));
+    }
+
+    #[test]
+    fn tables_are_read_under_their_older_name_objects_too() {
+        for key in ["tables", "objects"] {
+            let file = PipelineFile::parse(&format!("{key} = ['users', 'groups']"), "t").unwrap();
+            assert_eq!(
+                file.tables,
+                Some(vec!["users".to_owned(), "groups".to_owned()])
+            );
+        }
     }
 
     #[test]

@@ -4,9 +4,11 @@
 //! sync runs"): [`zendesk`] reads pages under Zendesk's rules, one reader per stream kind;
 //! [`decode`] turns them into Arrow rows per table by the table's schema ([`spec`], the registry
 //! of streams and tables); [`lake`] merges them into Delta and keeps the streams' positions; and
-//! [`sync`] orders those steps. [`sim`] is a simulated Zendesk account for tests and the demo.
+//! [`sync`] orders those steps ([`sync::Syncer`], built once per process). [`commands`] holds
+//! the binary's commands, each a function returning a report. [`sim`] is a simulated Zendesk
+//! account for tests and the demo.
 
-pub mod bench;
+pub mod commands;
 pub mod config;
 pub mod decode;
 pub mod failpoint;

@@ -38,7 +38,7 @@ mod data;
 mod endpoints;
 mod http;
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -107,6 +107,29 @@ impl Default for SimConfig {
     }
 }
 
+impl SimConfig {
+    /// The account of `sync --demo`, `listen --demo` and `simulate`: big enough that every
+    /// table has rows, small enough to sync in seconds.
+    pub fn demo() -> SimConfig {
+        SimConfig {
+            tickets: 2000,
+            users: 500,
+            organizations: 100,
+            ..SimConfig::default()
+        }
+    }
+
+    /// The environment a pipeline sees when it syncs this account served at `base_url`: its
+    /// URL and credentials (what `config::Settings::resolve` reads from the process's).
+    pub fn env(&self, base_url: &str) -> BTreeMap<String, String> {
+        BTreeMap::from([
+            ("ZENDESK_BASE_URL".to_owned(), base_url.to_owned()),
+            ("ZENDESK_EMAIL".to_owned(), self.email.clone()),
+            ("ZENDESK_API_TOKEN".to_owned(), self.api_token.clone()),
+        ])
+    }
+}
+
 /// One round of account activity, applied to each of tickets, users and organizations.
 ///
 /// The other records follow from it: every visible ticket change (update, delete, create) is a
@@ -125,6 +148,18 @@ pub struct Round {
     /// Soft deletes (tickets `status = "deleted"`, users `active = false`, organizations
     /// `deleted_at`).
     pub deletes: usize,
+}
+
+impl Round {
+    /// The demo's round: every kind of change, soft deletes included.
+    pub fn demo() -> Round {
+        Round {
+            creates: 20,
+            updates: 40,
+            silent_updates: 10,
+            deletes: 5,
+        }
+    }
 }
 
 /// How rounds choose the tickets they update: `share` of the updates (silent ones included) go

@@ -11,9 +11,7 @@
 //! every table at or one batch past its last recorded commit, and the next run resumes from
 //! there.
 
-pub mod check;
 pub mod progress;
-pub mod status;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
@@ -24,6 +22,7 @@ use deltalake::arrow::array::RecordBatch;
 use futures::StreamExt;
 use serde_json::Value;
 use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 use tracing::{info, info_span, warn, Instrument};
 
 use crate::config::Settings;
@@ -58,6 +57,9 @@ pub enum StreamError {
     Lake(#[from] lake::Error),
     #[error("{stream}: the decode task failed: {detail}")]
     Task { stream: String, detail: String },
+    /// The run was cancelled.
+    #[error("cancelled")]
+    Cancelled,
 }
 
 /// How a table's run ended.
@@ -67,13 +69,15 @@ pub enum Outcome {
     /// Not readable with these credentials or on this plan (403/404): skipped with a warning.
     Skipped(String),
     Failed(String),
+    /// The run was cancelled: the table is at its last recorded commit, and the next run goes
+    /// on from there.
+    Cancelled,
 }
 
 /// What one run did to one table.
 #[derive(Debug, Clone)]
-pub struct ObjectReport {
-    /// The table.
-    pub object: String,
+pub struct TableReport {
+    pub table: String,
     /// The stream that feeds it.
     pub stream: String,
     pub outcome: Outcome,
@@ -105,14 +109,14 @@ pub struct ObjectReport {
 #[derive(Debug, Clone)]
 pub struct SyncReport {
     pub run_id: String,
-    pub objects: Vec<ObjectReport>,
+    pub tables: Vec<TableReport>,
 }
 
 impl SyncReport {
     pub fn failed(&self) -> bool {
-        self.objects
+        self.tables
             .iter()
-            .any(|o| matches!(o.outcome, Outcome::Failed(_)))
+            .any(|t| matches!(t.outcome, Outcome::Failed(_)))
     }
 }
 
@@ -128,50 +132,155 @@ pub fn streams_of(tables: &[&'static Table]) -> Vec<(&'static Stream, Vec<&'stat
     streams
 }
 
-/// Run one sync of every configured table.
+/// One run of every configured table, by a [`Syncer`] of its own.
 pub async fn run(settings: &Settings) -> Result<SyncReport, Error> {
-    run_watched(settings, &Tracker::default()).await
+    let syncer = Syncer::try_new(settings.clone()).await?;
+    syncer.run(&settings.tables).await
 }
 
-/// [`run`], reporting each stream's progress to `tracker` as it goes.
-pub async fn run_watched(settings: &Settings, tracker: &Tracker) -> Result<SyncReport, Error> {
-    let client = Client::try_new(&settings.zendesk).map_err(Error::Client)?;
-    let lake = Lake::try_new(&settings.lake, settings.storage.clone())?
-        .with_deletion_vectors(settings.maintenance.deletion_vectors);
-    let run_id = uuid::Uuid::new_v4().to_string();
-    // Wrong credentials fail the run here, before anything is read from or written to the lake.
-    client.me(&RequestStats::default()).await?;
-    lake.migrate().await?;
-    let state = lake.latest_state().await?;
-    let streams = streams_of(&settings.objects);
-    for (stream, _) in &streams {
-        tracker.stream(&stream.name);
+/// The sync engine of a process (docs/ARCHITECTURE.md, "How a sync runs"). Built once, it holds
+/// what every run shares: the client, with the rate budgets it learns from Zendesk's headers,
+/// and the lake's handle, the credentials checked and the control table migrated. `sync` runs
+/// it once, a long-running process on every trigger.
+///
+/// Runs of one syncer are single-flight: a run waits for the one before it to end, so a stream
+/// never runs twice at once in a process (across processes, the exactly-once protocol decides).
+/// A run stops early when its [`CancellationToken`] fires: each stream finishes the commit it
+/// is making and ends with [`Outcome::Cancelled`], its tables at their last recorded commit.
+pub struct Syncer {
+    settings: Arc<Settings>,
+    client: Client,
+    lake: Lake,
+    flight: tokio::sync::Mutex<()>,
+}
+
+impl Syncer {
+    /// Build the client and the lake's handle, check the credentials (wrong ones fail here,
+    /// before anything is read from or written to the lake) and migrate the control table.
+    pub async fn try_new(settings: Settings) -> Result<Syncer, Error> {
+        let client = Client::try_new(&settings.zendesk).map_err(Error::Client)?;
+        let lake = Lake::try_new(&settings.lake, settings.storage.clone())?
+            .with_deletion_vectors(settings.maintenance.deletion_vectors);
+        client.me(&RequestStats::default()).await?;
+        lake.migrate().await?;
+        Ok(Syncer {
+            settings: Arc::new(settings),
+            client,
+            lake,
+            flight: tokio::sync::Mutex::new(()),
+        })
     }
-    info!(%run_id, lake = %lake.root(), streams = streams.len(), "sync started");
-    let shared = Arc::new(settings.clone());
-    // Streams that read their parents from the lake run after the others committed, so that
-    // they see this run's parents.
-    let (first, then): (Vec<_>, Vec<_>) =
-        streams.into_iter().partition(|(s, _)| s.parents.is_none());
-    let mut objects = Vec::new();
-    for phase in [first, then] {
-        let run = Run {
-            client: &client,
-            lake: &lake,
-            settings: &shared,
-            run_id: &run_id,
-            state: &state,
-            tracker,
-        };
-        objects.extend(run_streams(&phase, run).await);
+
+    pub fn settings(&self) -> &Settings {
+        &self.settings
     }
-    // Checkpoint interval and compaction of the tables this run wrote (logged; never fails it).
-    let written = objects
-        .iter()
-        .filter(|o| o.outcome == Outcome::Ok && o.commits > 0);
-    lake.after_sync(&settings.maintenance, written.map(|o| o.object.as_str()))
+
+    pub fn lake(&self) -> &Lake {
+        &self.lake
+    }
+
+    /// A run of `tables` (each with its stream's other configured tables: a stream always
+    /// feeds all of them, or a table it leaves out would fall behind).
+    pub fn run<'a>(&'a self, tables: &[&'static Table]) -> RunBuilder<'a> {
+        let streams: HashSet<&str> = tables.iter().map(|t| t.stream.as_str()).collect();
+        let tables = self
+            .settings
+            .tables
+            .iter()
+            .copied()
+            .filter(|t| streams.contains(t.stream.as_str()))
+            .collect();
+        RunBuilder {
+            syncer: self,
+            tables,
+            tracker: Tracker::default(),
+            cancel: CancellationToken::new(),
+        }
+    }
+
+    async fn run_once(
+        &self,
+        tables: &[&'static Table],
+        tracker: &Tracker,
+        cancel: &CancellationToken,
+    ) -> Result<SyncReport, Error> {
+        let _flight = self.flight.lock().await;
+        let lake = &self.lake;
+        let run_id = uuid::Uuid::new_v4().to_string();
+        let state = lake.latest_state().await?;
+        let streams = streams_of(tables);
+        for (stream, _) in &streams {
+            tracker.stream(&stream.name);
+        }
+        info!(%run_id, lake = %lake.root(), streams = streams.len(), "sync started");
+        // Streams that read their parents from the lake run after the others committed, so
+        // that they see this run's parents.
+        let (first, then): (Vec<_>, Vec<_>) =
+            streams.into_iter().partition(|(s, _)| s.parents.is_none());
+        let mut reports = Vec::new();
+        for phase in [first, then] {
+            let run = Run {
+                client: &self.client,
+                lake,
+                settings: &self.settings,
+                run_id: &run_id,
+                state: &state,
+                tracker,
+                cancel,
+            };
+            reports.extend(run_streams(&phase, run).await);
+        }
+        // Checkpoint interval and compaction of the tables this run wrote (logged; never fails
+        // it).
+        let written = reports
+            .iter()
+            .filter(|t| t.outcome == Outcome::Ok && t.commits > 0);
+        lake.after_sync(
+            &self.settings.maintenance,
+            written.map(|t| t.table.as_str()),
+        )
         .await;
-    Ok(SyncReport { run_id, objects })
+        Ok(SyncReport {
+            run_id,
+            tables: reports,
+        })
+    }
+}
+
+/// A run of a [`Syncer`], started by awaiting it.
+#[must_use = "a run does nothing until awaited"]
+pub struct RunBuilder<'a> {
+    syncer: &'a Syncer,
+    tables: Vec<&'static Table>,
+    tracker: Tracker,
+    cancel: CancellationToken,
+}
+
+impl RunBuilder<'_> {
+    /// Report each stream's progress to `tracker` as the run goes.
+    pub fn with_tracker(mut self, tracker: Tracker) -> Self {
+        self.tracker = tracker;
+        self
+    }
+
+    /// Stop the run early when `cancel` fires.
+    pub fn with_cancel(mut self, cancel: CancellationToken) -> Self {
+        self.cancel = cancel;
+        self
+    }
+}
+
+impl<'a> std::future::IntoFuture for RunBuilder<'a> {
+    type Output = Result<SyncReport, Error>;
+    type IntoFuture = futures::future::BoxFuture<'a, Self::Output>;
+
+    fn into_future(self) -> Self::IntoFuture {
+        Box::pin(async move {
+            self.syncer
+                .run_once(&self.tables, &self.tracker, &self.cancel)
+                .await
+        })
+    }
 }
 
 /// What every stream of a run shares.
@@ -183,13 +292,14 @@ struct Run<'a> {
     run_id: &'a str,
     state: &'a HashMap<String, ControlRow>,
     tracker: &'a Tracker,
+    cancel: &'a CancellationToken,
 }
 
 /// Run streams concurrently, and report on their tables in order.
 async fn run_streams(
     streams: &[(&'static Stream, Vec<&'static Table>)],
     run: Run<'_>,
-) -> Vec<ObjectReport> {
+) -> Vec<TableReport> {
     let mut tasks = Vec::new();
     for (stream, tables) in streams {
         let job = StreamJob {
@@ -202,30 +312,31 @@ async fn run_streams(
             last: run.state.get(&stream.name).cloned(),
             stats: Arc::new(RequestStats::default()),
             watch: run.tracker.stream(&stream.name),
+            cancel: run.cancel.clone(),
         };
         let span = info_span!("stream", stream = %stream.name);
         tasks.push(tokio::spawn(job.run().instrument(span)));
     }
-    let mut objects = Vec::new();
+    let mut reports = Vec::new();
     for (task, (stream, tables)) in tasks.into_iter().zip(streams) {
         match task.await {
-            Ok(reports) => objects.extend(reports),
-            Err(e) => objects.extend(tables.iter().map(|t| {
+            Ok(tables) => reports.extend(tables),
+            Err(e) => reports.extend(tables.iter().map(|t| {
                 run.tracker.stream(&stream.name).finish(StreamState::Failed);
-                ObjectReport {
+                TableReport {
                     outcome: Outcome::Failed(format!("{}: task failed: {e}", stream.name)),
-                    ..ObjectReport::empty(t)
+                    ..TableReport::empty(t)
                 }
             })),
         }
     }
-    objects
+    reports
 }
 
-impl ObjectReport {
-    fn empty(table: &Table) -> ObjectReport {
-        ObjectReport {
-            object: table.name.clone(),
+impl TableReport {
+    fn empty(table: &Table) -> TableReport {
+        TableReport {
+            table: table.name.clone(),
             stream: table.stream.clone(),
             outcome: Outcome::Ok,
             fetched: 0,
@@ -257,6 +368,8 @@ struct StreamJob {
     stats: Arc<RequestStats>,
     /// Where the stream's progress is shown.
     watch: Arc<StreamTracker>,
+    /// Stops the stream after the commit it is making.
+    cancel: CancellationToken,
 }
 
 /// Counters of one table that the writer stage keeps.
@@ -344,18 +457,25 @@ struct DecodedPage {
 }
 
 impl StreamJob {
-    async fn run(self) -> Vec<ObjectReport> {
+    async fn run(self) -> Vec<TableReport> {
         let started = Instant::now();
         let stats = self.stats.clone();
         self.watch.start(stats.clone());
         info!(from = ?self.last.as_ref().map(|l| &l.position), "stream started");
         let mut progress = None;
-        let result = self.pipeline(&stats, &mut progress).await;
+        let result = match self.cancel.is_cancelled() {
+            true => Err(StreamError::Cancelled),
+            false => self.pipeline(&stats, &mut progress).await,
+        };
         let commits: u64 = progress
             .as_ref()
             .map_or(0, |p| p.written.iter().map(|w| w.commits).sum());
         let outcome = match result {
             Ok(()) => Outcome::Ok,
+            Err(StreamError::Cancelled) => {
+                info!("stream cancelled; its tables keep their last committed state");
+                Outcome::Cancelled
+            }
             Err(StreamError::Zendesk(e))
                 if matches!(e.status(), Some(403 | 404)) && commits == 0 =>
             {
@@ -371,6 +491,7 @@ impl StreamJob {
             Outcome::Ok => StreamState::Done,
             Outcome::Skipped(_) => StreamState::Skipped,
             Outcome::Failed(_) => StreamState::Failed,
+            Outcome::Cancelled => StreamState::Cancelled,
         });
         let seconds = started.elapsed().as_secs_f64();
         let mut reports = Vec::with_capacity(self.tables.len());
@@ -389,7 +510,7 @@ impl StreamJob {
                 }
                 other => other.clone(),
             };
-            let report = ObjectReport {
+            let report = TableReport {
                 outcome,
                 fetched: written.fetched,
                 upserted: written.upserted,
@@ -407,7 +528,7 @@ impl StreamJob {
                 bytes_written: written.files.added_bytes,
                 files_removed: written.files.removed,
                 bytes_removed: written.files.removed_bytes,
-                ..ObjectReport::empty(table)
+                ..TableReport::empty(table)
             };
             info!(
                 table = %table.name,
@@ -575,7 +696,15 @@ impl StreamJob {
             let Some(progress) = progress.as_mut() else {
                 return Ok(());
             };
-            while let Some(mut page) = decoded_rx.recv().await {
+            loop {
+                // Cancelled between pages: what is gathered is dropped, as a crash would, and
+                // the stages feeding this one stop when its channel closes.
+                let page = tokio::select! {
+                    biased;
+                    _ = self.cancel.cancelled() => return Err(StreamError::Cancelled),
+                    page = decoded_rx.recv() => page,
+                };
+                let Some(mut page) = page else { break };
                 // A page of many megabytes (a crowded second) is committed alone, and the
                 // fetch reads on only once it is.
                 let crowded = page.held.take();

@@ -30,6 +30,8 @@ pub enum StreamState {
     Failed,
     /// Not readable on this plan (403/404).
     Skipped,
+    /// Stopped by a cancelled run, at its last recorded commit.
+    Cancelled,
 }
 
 impl StreamState {
@@ -41,13 +43,14 @@ impl StreamState {
             StreamState::Done => "done",
             StreamState::Failed => "FAILED",
             StreamState::Skipped => "skipped",
+            StreamState::Cancelled => "cancelled",
         }
     }
 
     fn finished(self) -> bool {
         matches!(
             self,
-            StreamState::Done | StreamState::Failed | StreamState::Skipped
+            StreamState::Done | StreamState::Failed | StreamState::Skipped | StreamState::Cancelled
         )
     }
 }

@@ -2,7 +2,7 @@
 //! pre-rendered pages (no cache misses), makes no more requests than the minimum, and leaves the
 //! lake holding every ticket the account's rounds created.
 
-use zendesk_lake::bench::{self, BenchConfig};
+use zendesk_lake::commands::bench::{self, BenchConfig};
 use zendesk_lake::lake::Lake;
 
 const BIN: &str = env!("CARGO_BIN_EXE_zendesk-lake");

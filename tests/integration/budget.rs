@@ -16,7 +16,7 @@ const EXPORTS: [&str; 3] = ["tickets", "users", "organizations"];
 
 fn export_settings(settings: &mut Settings, window: Duration, exports_per_window: u32) {
     settings
-        .objects
+        .tables
         .retain(|t| EXPORTS.contains(&t.name.as_str()));
     settings.zendesk.rate_window = window;
     settings.zendesk.incremental_requests_per_minute = exports_per_window;
@@ -43,7 +43,7 @@ async fn an_export_budget_announced_larger_than_configured_is_used() {
     // One commit per table at the end: the writer never holds the fetching up.
     settings.commit_rows = 100_000;
     sync_ok(&settings).await;
-    assert_lake_matches_objects(&sim, dir.path(), &EXPORTS).await;
+    assert_lake_matches_tables(&sim, dir.path(), &EXPORTS).await;
 
     let windows = sim.budget_windows();
     let busiest = windows
@@ -74,7 +74,7 @@ async fn a_budget_drained_by_another_integration_slows_the_sync_down_without_429
     let mut settings = settings(&server, dir.path(), "");
     export_settings(&mut settings, window, 10);
     let report = sync_ok(&settings).await;
-    assert_lake_matches_objects(&sim, dir.path(), &EXPORTS).await;
+    assert_lake_matches_tables(&sim, dir.path(), &EXPORTS).await;
 
     let windows = sim.budget_windows();
     assert_eq!(refused(&windows), 0, "no 429: {windows:?}");
@@ -87,12 +87,12 @@ async fn a_budget_drained_by_another_integration_slows_the_sync_down_without_429
     );
     // Each table has a stream of its own here: their requests, and the credential check, are
     // every request the simulator received.
-    let counted: u64 = report.objects.iter().map(|o| o.requests).sum();
-    assert_eq!(counted + 1, sim.request_count(), "{:?}", report.objects);
+    let counted: u64 = report.tables.iter().map(|o| o.requests).sum();
+    assert_eq!(counted + 1, sim.request_count(), "{:?}", report.tables);
     assert!(
-        report.objects.iter().any(|o| o.budget_wait_seconds > 0.0),
+        report.tables.iter().any(|o| o.budget_wait_seconds > 0.0),
         "the waits are reported: {:?}",
-        report.objects
+        report.tables
     );
     // A second run, the budget as drained: still none.
     sim.apply_round(&zendesk_lake::sim::Round {
@@ -102,7 +102,7 @@ async fn a_budget_drained_by_another_integration_slows_the_sync_down_without_429
         deletes: 2,
     });
     sync_ok(&settings).await;
-    assert_lake_matches_objects(&sim, dir.path(), &EXPORTS).await;
+    assert_lake_matches_tables(&sim, dir.path(), &EXPORTS).await;
     assert_eq!(refused(&sim.budget_windows()), 0);
 }
 
@@ -136,11 +136,11 @@ async fn a_504_shrinks_the_page_and_answered_pages_grow_it_back_to_1000() {
     });
     let dir = tempfile::tempdir().unwrap();
     let mut settings = settings(&server, dir.path(), "");
-    settings.objects.retain(|t| t.name == "tickets");
+    settings.tables.retain(|t| t.name == "tickets");
     settings.page_size = 1000;
     settings.commit_rows = 100_000;
     sync_ok(&settings).await;
-    assert_lake_matches_objects(&sim, dir.path(), &["tickets"]).await;
+    assert_lake_matches_tables(&sim, dir.path(), &["tickets"]).await;
 
     let sizes = page_sizes(&sim.request_log(), "/api/v2/incremental/tickets/cursor");
     // 1000 timed out; 500 five times in a row; then 1000 again.

@@ -156,7 +156,7 @@ async fn demo_syncs_the_simulated_account_and_a_rerun_is_idle() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn check_reports_credentials_and_readable_objects() {
+async fn check_reports_credentials_and_readable_tables() {
     let (_sim, server) = start(small()).await;
     let dir = tempfile::tempdir().unwrap();
     let config = zendesk_lake::sim::SimConfig::default();
@@ -184,7 +184,7 @@ async fn check_reports_credentials_and_readable_objects() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_failed_object_makes_sync_exit_1_naming_object_and_endpoint() {
+async fn a_failed_table_makes_sync_exit_1_naming_table_and_endpoint() {
     let (sim, server) = start(small()).await;
     let dir = tempfile::tempdir().unwrap();
     let lake = dir.path().join("lake");

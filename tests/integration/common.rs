@@ -64,7 +64,7 @@ pub fn small() -> SimConfig {
 /// keys of the `[zendesk]` section.
 pub fn settings(server: &SimServer, lake: &Path, extra_toml: &str) -> Settings {
     let mut settings = settings_all(server, lake, extra_toml);
-    settings.objects.retain(|t| CORE.contains(&t.name.as_str()));
+    settings.tables.retain(|t| CORE.contains(&t.name.as_str()));
     settings
 }
 
@@ -94,12 +94,7 @@ retry_max_secs = 1
         lake.display()
     );
     let file = PipelineFile::parse(&toml, "test").expect("test pipeline parses");
-    let config = SimConfig::default();
-    let env: HashMap<String, String> = HashMap::from([
-        ("ZENDESK_BASE_URL".into(), server.base_url().to_owned()),
-        ("ZENDESK_EMAIL".into(), config.email),
-        ("ZENDESK_API_TOKEN".into(), config.api_token),
-    ]);
+    let env = SimConfig::default().env(server.base_url());
     let mut settings =
         Settings::resolve(file, Overrides::default(), &|name| env.get(name).cloned())
             .expect("test settings resolve");
@@ -109,12 +104,12 @@ retry_max_secs = 1
 
 pub async fn sync_ok(settings: &Settings) -> SyncReport {
     let report = sync::run(settings).await.expect("sync runs");
-    for object in &report.objects {
+    for object in &report.tables {
         assert_eq!(
             object.outcome,
             Outcome::Ok,
             "{}: {:?}",
-            object.object,
+            object.table,
             object.outcome
         );
     }
@@ -306,11 +301,11 @@ pub fn expected_rows(sim: &Simulator, table: &str) -> BTreeMap<String, Map<Strin
 /// The lake equals the simulator, table by table (the [`CORE`] tables that [`settings`]
 /// syncs): same keys, same values, one row per key.
 pub async fn assert_lake_matches(sim: &Simulator, lake: &Path) {
-    assert_lake_matches_objects(sim, lake, &CORE).await
+    assert_lake_matches_tables(sim, lake, &CORE).await
 }
 
 /// [`assert_lake_matches`] for some objects.
-pub async fn assert_lake_matches_objects(sim: &Simulator, lake: &Path, objects: &[&str]) {
+pub async fn assert_lake_matches_tables(sim: &Simulator, lake: &Path, objects: &[&str]) {
     for &object in objects {
         let mut expected = expected_rows(sim, object);
         let actual = lake_rows(lake, object).await;
@@ -400,7 +395,7 @@ pub async fn nothing_half_written(lake: &std::path::Path) {
 
 /// The error message of `object`'s failure in `report`; panics when it did not fail.
 pub fn failure<'a>(report: &'a SyncReport, object: &str) -> &'a str {
-    let found = report.objects.iter().find(|o| o.object == object);
+    let found = report.tables.iter().find(|o| o.table == object);
     match found.map(|o| &o.outcome) {
         Some(Outcome::Failed(message)) => message,
         other => panic!("{object} did not fail: {other:?}"),

@@ -40,7 +40,7 @@ pub fn changes() -> Round {
 
 /// Small pages and commits, so a run passes every failpoint many times; the [`CORE`] tables.
 const PIPELINE: &str = r#"
-objects = ["tickets", "users", "organizations", "ticket_metrics", "ticket_comments",
+tables = ["tickets", "users", "organizations", "ticket_metrics", "ticket_comments",
            "ticket_field_history", "groups"]
 [zendesk]
 account_requests_per_minute = 1000000
@@ -85,9 +85,7 @@ async fn child_sync_of(
         lake.to_str().unwrap(),
     ])
     .env_clear()
-    .env("ZENDESK_BASE_URL", server.base_url())
-    .env("ZENDESK_EMAIL", &config.email)
-    .env("ZENDESK_API_TOKEN", &config.api_token)
+    .envs(config.env(server.base_url()))
     .env("RUST_LOG", "warn")
     .envs(env.iter().map(|(k, v)| (k, v)))
     .stdout(std::process::Stdio::piped())
@@ -151,16 +149,16 @@ async fn case(kill: Kill, incremental: bool) -> bool {
     // And leaves nothing behind: a further run fetches and commits nothing.
     let before = versions(&lake).await;
     let report = sync_ok(&settings(&server, &lake, "")).await;
-    for object in &report.objects {
+    for object in &report.tables {
         // Lists are read whole on every run; exports fetch nothing more.
-        if !is_snapshot(&object.object) {
+        if !is_snapshot(&object.table) {
             assert_eq!(
                 object.fetched, 0,
                 "{label}: {} refetched after recovery",
-                object.object
+                object.table
             );
         }
-        assert_eq!(object.commits, 0, "{label}: {}", object.object);
+        assert_eq!(object.commits, 0, "{label}: {}", object.table);
     }
     assert_eq!(versions(&lake).await, before, "{label}");
     killed
@@ -204,9 +202,9 @@ async fn sigkill_at_every_step_of_a_sync_never_loses_or_duplicates() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_kill_between_tickets_and_their_side_conversations_loses_nothing() {
     let pipeline = PIPELINE.replace(
-        r#"objects = ["tickets", "users", "organizations", "ticket_metrics", "ticket_comments",
+        r#"tables = ["tickets", "users", "organizations", "ticket_metrics", "ticket_comments",
            "ticket_field_history", "groups"]"#,
-        r#"objects = ["tickets", "side_conversations"]"#,
+        r#"tables = ["tickets", "side_conversations"]"#,
     );
     assert!(pipeline.contains("side_conversations"));
     let tables = ["tickets", "side_conversations"];
@@ -246,7 +244,7 @@ async fn a_kill_between_tickets_and_their_side_conversations_loses_nothing() {
             "{point}: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        assert_lake_matches_objects(&sim, &lake, &tables).await;
+        assert_lake_matches_tables(&sim, &lake, &tables).await;
     }
     assert!(killed >= 4, "only {killed} runs were killed");
 }

@@ -33,20 +33,20 @@ async fn converges_under(faults: Faults, extra_toml: &str) -> (Simulator, Vec<Sy
     let mut settings = settings(&server, dir.path(), extra_toml);
     // One table of each reader kind (and a sideload): faults hit requests, whatever the table.
     settings
-        .objects
+        .tables
         .retain(|t| FAULT_TABLES.contains(&t.name.as_str()));
     let first = sync_ok(&settings).await;
-    assert_lake_matches_objects(&sim, dir.path(), &FAULT_TABLES).await;
+    assert_lake_matches_tables(&sim, dir.path(), &FAULT_TABLES).await;
     sim.apply_round(&changes());
     let second = sync_ok(&settings).await;
-    assert_lake_matches_objects(&sim, dir.path(), &FAULT_TABLES).await;
+    assert_lake_matches_tables(&sim, dir.path(), &FAULT_TABLES).await;
     (sim, vec![first, second])
 }
 
 fn retries(reports: &[SyncReport]) -> u64 {
     reports
         .iter()
-        .flat_map(|r| &r.objects)
+        .flat_map(|r| &r.tables)
         .map(|o| o.retries)
         .sum()
 }
@@ -161,9 +161,9 @@ async fn empty_pages_and_duplicates_within_a_page_change_nothing() {
             ..Faults::default()
         });
         let mut settings = settings(&server, dir.path(), "");
-        settings.objects.retain(|o| o.name == object);
+        settings.tables.retain(|o| o.name == object);
         sync_ok(&settings).await;
-        assert_lake_matches_objects(&sim, dir.path(), &[object]).await;
+        assert_lake_matches_tables(&sim, dir.path(), &[object]).await;
         sim.set_faults(Faults::default());
         sim.apply_round(&changes());
         sim.set_faults(Faults {
@@ -171,7 +171,7 @@ async fn empty_pages_and_duplicates_within_a_page_change_nothing() {
             ..Faults::default()
         });
         sync_ok(&settings).await;
-        assert_lake_matches_objects(&sim, dir.path(), &[object]).await;
+        assert_lake_matches_tables(&sim, dir.path(), &[object]).await;
     }
 }
 
@@ -184,7 +184,7 @@ async fn an_export_that_only_answers_empty_pages_fails_instead_of_looping() {
     });
     let dir = tempfile::tempdir().unwrap();
     let mut settings = settings(&server, dir.path(), "");
-    settings.objects.retain(|o| o.name == "tickets");
+    settings.tables.retain(|o| o.name == "tickets");
     let report = sync::run(&settings).await.unwrap();
     let message = failure(&report, "tickets");
     assert!(
@@ -230,9 +230,9 @@ async fn a_next_page_on_another_host_is_refused() {
     let mut settings = settings(&server, dir.path(), "");
     // The exports, which follow their links at once (a list of one page follows none).
     settings
-        .objects
+        .tables
         .retain(|t| t.source().kind != zendesk_lake::spec::StreamKind::List);
-    let exported: Vec<&'static str> = settings.objects.iter().map(|&t| t.name.as_str()).collect();
+    let exported: Vec<&'static str> = settings.tables.iter().map(|&t| t.name.as_str()).collect();
     // A commit per page: a page that came with a foreign link would show up as a commit.
     settings.commit_rows = 1;
     let report = sync::run(&settings).await.unwrap();
@@ -241,8 +241,8 @@ async fn a_next_page_on_another_host_is_refused() {
         vec![None; CORE.len() + 1],
         "nothing was committed"
     );
-    for object in &report.objects {
-        let message = failure(&report, &object.object);
+    for object in &report.tables {
+        let message = failure(&report, &object.table);
         assert!(
             message.contains("refusing to follow https://evil.example.com"),
             "{message}"
@@ -255,7 +255,7 @@ async fn a_next_page_on_another_host_is_refused() {
     sim.set_faults(Faults::default());
     settings.commit_rows = 30;
     sync_ok(&settings).await;
-    assert_lake_matches_objects(&sim, dir.path(), &exported).await;
+    assert_lake_matches_tables(&sim, dir.path(), &exported).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -269,7 +269,7 @@ async fn a_spent_account_budget_is_waited_out_instead_of_running_into_429s() {
     let dir = tempfile::tempdir().unwrap();
     let mut settings = settings(&server, dir.path(), "");
     // One object, so that the waits cannot overlap.
-    settings.objects.retain(|o| o.name == "tickets");
+    settings.tables.retain(|o| o.name == "tickets");
     sync_ok(&settings).await;
     // After each response that reported the budget spent (requests 4, 8, ...), the next
     // request waited out the announced reset.
@@ -286,5 +286,5 @@ async fn a_spent_account_budget_is_waited_out_instead_of_running_into_429s() {
         checked += 1;
     }
     assert!(checked >= 2, "{checked}");
-    assert_lake_matches_objects(&sim, dir.path(), &["tickets"]).await;
+    assert_lake_matches_tables(&sim, dir.path(), &["tickets"]).await;
 }

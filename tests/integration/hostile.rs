@@ -132,7 +132,7 @@ async fn values_that_cannot_convert_are_rejected_naming_object_id_and_field() {
         }
         // The tickets table did not move; the other streams synced as usual.
         assert_eq!(versions(dir.path()).await[0], before[0], "{fields}");
-        for other in report.objects.iter().filter(|o| o.stream != "tickets") {
+        for other in report.tables.iter().filter(|o| o.stream != "tickets") {
             assert_eq!(other.outcome, Outcome::Ok);
         }
         // Put the ticket back for the next case.

@@ -18,4 +18,5 @@ mod samples;
 mod store_faults;
 mod stores;
 mod sync;
+mod syncer;
 mod tables;

@@ -37,7 +37,7 @@ fn round() -> Round {
 fn fast(server: &SimServer, lake: &Path, objects: &[&str], rows: usize, auto: bool) -> Settings {
     let mut settings = settings(server, lake, "");
     settings
-        .objects
+        .tables
         .retain(|t| objects.contains(&t.name.as_str()));
     settings.page_size = rows as u32;
     settings.commit_rows = rows;
@@ -216,24 +216,24 @@ async fn optimize_keeps_every_row_and_sorts_the_files_by_key() {
         let files = lake.file_stats(name, 0).await.unwrap().unwrap().files;
         assert!(files <= 1, "{name}: {files} files after optimize");
     }
-    assert_lake_matches_objects(&sim, dir.path(), &objects).await;
+    assert_lake_matches_tables(&sim, dir.path(), &objects).await;
 
     // Syncs continue over the optimize commits: the transaction versions are the snapshots'.
     for _ in 0..2 {
         sim.apply_round(&round());
         let report = sync_ok(&settings).await;
-        assert!(report.objects.iter().any(|o| o.commits > 0));
-        assert_lake_matches_objects(&sim, dir.path(), &objects).await;
+        assert!(report.tables.iter().any(|o| o.commits > 0));
+        assert_lake_matches_tables(&sim, dir.path(), &objects).await;
         let compact = OptimizeOptions {
             layout: Layout::Compact,
             ..OptimizeOptions::default()
         };
         optimize_all(&lake, &compact).await;
-        assert_lake_matches_objects(&sim, dir.path(), &objects).await;
+        assert_lake_matches_tables(&sim, dir.path(), &objects).await;
     }
     let report = sync_ok(&settings).await;
-    for object in report.objects.iter().filter(|o| !is_snapshot(&o.object)) {
-        assert_eq!(object.fetched, 0, "{}", object.object);
+    for object in report.tables.iter().filter(|o| !is_snapshot(&o.table)) {
+        assert_eq!(object.fetched, 0, "{}", object.table);
     }
 }
 
@@ -300,13 +300,13 @@ async fn vacuum_removes_old_files_and_orphans_only_past_the_retention() {
         files_on_disk(&table_dir),
         active_files(&lake, "tickets").await
     );
-    assert_lake_matches_objects(&sim, dir.path(), &TABLES).await;
+    assert_lake_matches_tables(&sim, dir.path(), &TABLES).await;
     // Versions that read the deleted files are gone.
     assert!(rows_at(&lake, "tickets", before_optimize).await.is_err());
     // And the lake goes on syncing.
     sim.apply_round(&round());
     sync_ok(&settings).await;
-    assert_lake_matches_objects(&sim, dir.path(), &TABLES).await;
+    assert_lake_matches_tables(&sim, dir.path(), &TABLES).await;
 }
 
 /// `zendesk-lake sync` as a child process with the test pipeline, killed at `failpoint`.
@@ -440,16 +440,16 @@ async fn a_sync_concurrent_with_optimize_loses_nothing() {
         };
         let (report, (optimized, busy)) = tokio::join!(sync, optimize);
         eprintln!("during the sync: {optimized} optimize commits, {busy} lost to the sync");
-        for object in &report.objects {
+        for object in &report.tables {
             match &object.outcome {
                 Outcome::Ok => {}
                 Outcome::Failed(why) if why.contains("concurrently") => lost += 1,
-                other => panic!("{}: {other:?}", object.object),
+                other => panic!("{}: {other:?}", object.table),
             }
         }
         // Whatever lost, the next run converges.
         sync_ok(&settings).await;
-        assert_lake_matches_objects(&sim, dir.path(), &objects).await;
+        assert_lake_matches_tables(&sim, dir.path(), &objects).await;
     }
     eprintln!("tables whose sync lost to an optimize: {lost}");
 }
@@ -483,8 +483,8 @@ async fn a_sync_compacts_tables_with_many_small_files_unless_turned_off() {
         assert!(compacted.small <= 4, "{name}: {compacted:?}");
         assert!(left.small > 4, "{name}: {left:?}");
     }
-    assert_lake_matches_objects(&sim, auto_dir.path(), &TABLES).await;
-    assert_lake_matches_objects(&sim, off_dir.path(), &TABLES).await;
+    assert_lake_matches_tables(&sim, auto_dir.path(), &TABLES).await;
+    assert_lake_matches_tables(&sim, off_dir.path(), &TABLES).await;
     // The next run too: a table compacts again once its small files pass the threshold.
     for _ in 0..1 {
         sim.apply_round(&round());
@@ -495,7 +495,7 @@ async fn a_sync_compacts_tables_with_many_small_files_unless_turned_off() {
             .unwrap()
             .unwrap();
         assert!(files.small <= 4, "{files:?}");
-        assert_lake_matches_objects(&sim, auto_dir.path(), &TABLES).await;
+        assert_lake_matches_tables(&sim, auto_dir.path(), &TABLES).await;
     }
 }
 
@@ -583,7 +583,7 @@ async fn optimize_and_vacuum_through_the_binary() {
         .parse()
         .unwrap();
     assert!(deleted > 1, "{stdout}");
-    assert_lake_matches_objects(&sim, &lake_dir, &TABLES).await;
+    assert_lake_matches_tables(&sim, &lake_dir, &TABLES).await;
 
     let out = run_bin(&["vacuum", "--lake", lake, "--tables", "nope"]).await;
     assert_eq!(out.status.code(), Some(2));

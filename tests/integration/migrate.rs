@@ -11,9 +11,9 @@ use deltalake::protocol::SaveMode;
 use serde_json::{json, Value};
 use zendesk_lake::arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 use zendesk_lake::arrow::json::ReaderBuilder;
+use zendesk_lake::commands::status;
 use zendesk_lake::lake::{ControlRow, Lake};
 use zendesk_lake::sim::Round;
-use zendesk_lake::sync::status;
 
 use crate::common::*;
 
@@ -87,7 +87,7 @@ async fn a_lake_of_version_0_1_is_migrated_and_continues_where_it_stopped() {
     let mut settings = settings(&server, dir.path(), "");
     // The tables 0.1 had, one per stream.
     settings
-        .objects
+        .tables
         .retain(|t| OBJECTS.contains(&t.name.as_str()));
     sync_ok(&settings).await;
     let lake = open_lake(dir.path());
@@ -115,11 +115,7 @@ async fn a_lake_of_version_0_1_is_migrated_and_continues_where_it_stopped() {
     });
     let report = sync_ok(&settings).await;
     // It continued from 0.1's positions: only the changes were fetched.
-    let tickets = report
-        .objects
-        .iter()
-        .find(|o| o.object == "tickets")
-        .unwrap();
+    let tickets = report.tables.iter().find(|o| o.table == "tickets").unwrap();
     assert!(
         tickets.fetched > 0 && tickets.fetched < 20,
         "{}",
@@ -140,10 +136,10 @@ async fn a_lake_of_version_0_1_is_migrated_and_continues_where_it_stopped() {
             .iter()
             .any(|r| r.stream == old.stream && r.seq == old.seq + 1));
     }
-    assert_lake_matches_objects(&sim, dir.path(), &OBJECTS).await;
+    assert_lake_matches_tables(&sim, dir.path(), &OBJECTS).await;
     // A run with nothing new commits nothing.
     let report = sync_ok(&settings).await;
-    assert!(report.objects.iter().all(|o| o.commits == 0));
+    assert!(report.tables.iter().all(|o| o.commits == 0));
 }
 
 /// The migration's commit applied by the store with its answer lost (the client's retry told
@@ -156,7 +152,7 @@ async fn a_migration_whose_answer_is_lost_is_done_once() {
         let dir = tempfile::tempdir().unwrap();
         let mut settings = settings(&server, dir.path(), "");
         settings
-            .objects
+            .tables
             .retain(|t| OBJECTS.contains(&t.name.as_str()));
         sync_ok(&settings).await;
         let lake = open_lake(dir.path());

@@ -233,10 +233,10 @@ async fn the_tracker_follows_each_export_to_its_newest_record() {
     let dir = tempfile::tempdir().unwrap();
     let settings = settings(&server, &dir.path().join("lake"), "");
     let tracker = Tracker::default();
-    let report = zendesk_lake::sync::run_watched(&settings, &tracker)
+    let report = zendesk_lake::commands::sync::sync(settings.clone(), tracker.clone())
         .await
         .unwrap();
-    assert!(!report.failed(), "{:?}", report.objects);
+    assert!(!report.failed(), "{:?}", report.tables);
     let views = tracker.views();
     assert_eq!(
         views.iter().map(|v| v.name.as_str()).collect::<Vec<_>>(),
@@ -245,7 +245,7 @@ async fn the_tracker_follows_each_export_to_its_newest_record() {
     for view in &views {
         assert_eq!(view.state, StreamState::Done, "{view:?}");
         let requests = report
-            .objects
+            .tables
             .iter()
             .find(|o| o.stream == view.name)
             .unwrap()

@@ -127,11 +127,11 @@ async fn converges(sim: &Simulator, server: &SimServer, lake: &Path, what: &str)
     assert_lake_matches(sim, lake).await;
     let before = versions(lake).await;
     let report = sync_ok(&settings(server, lake, "")).await;
-    for table in &report.objects {
-        if !is_snapshot(&table.object) {
-            assert_eq!(table.fetched, 0, "{what}: {} fetched again", table.object);
+    for table in &report.tables {
+        if !is_snapshot(&table.table) {
+            assert_eq!(table.fetched, 0, "{what}: {} fetched again", table.table);
         }
-        assert_eq!(table.commits, 0, "{what}: {}", table.object);
+        assert_eq!(table.commits, 0, "{what}: {}", table.table);
     }
     assert_eq!(versions(lake).await, before, "{what}: an idle run commits");
 }
@@ -168,9 +168,9 @@ async fn a_data_commit_applied_whose_retry_is_told_it_exists_goes_on_as_committe
         nothing_half_written(&lake).await;
         let before = versions(&lake).await;
         let report = sync_ok(&settings(&server, &lake, "")).await;
-        for table in &report.objects {
-            if !is_snapshot(&table.object) {
-                assert_eq!(table.fetched, 0, "{what}: {} fetched again", table.object);
+        for table in &report.tables {
+            if !is_snapshot(&table.table) {
+                assert_eq!(table.fetched, 0, "{what}: {} fetched again", table.table);
             }
         }
         assert_eq!(

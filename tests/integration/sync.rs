@@ -29,7 +29,7 @@ async fn first_sync_reproduces_the_account_with_deleted_rows() {
     assert_lake_matches(&sim, dir.path()).await;
     for object in OBJECTS {
         let in_sim = expected_rows(&sim, object).len() as u64;
-        let r = report.objects.iter().find(|o| o.object == object).unwrap();
+        let r = report.tables.iter().find(|o| o.table == object).unwrap();
         assert_eq!(r.fetched, in_sim, "{object}: every record fetched once");
         assert_eq!(r.upserted, in_sim, "{object}");
         assert!(
@@ -54,11 +54,7 @@ async fn incremental_rounds_converge_including_silent_updates() {
         sim.apply_round(&round(n));
         let report = sync_ok(&settings).await;
         assert_lake_matches(&sim, dir.path()).await;
-        let tickets = report
-            .objects
-            .iter()
-            .find(|o| o.object == "tickets")
-            .unwrap();
+        let tickets = report.tables.iter().find(|o| o.table == "tickets").unwrap();
         // Only what changed is fetched: creates + updates + silent updates + deletes at most.
         let r = round(n);
         assert!(tickets.fetched > 0);
@@ -79,7 +75,7 @@ async fn a_sync_with_nothing_new_commits_nothing_and_asks_once_per_export() {
     assert_eq!(versions(dir.path()).await, before, "no Delta commit");
     let log = sim.request_log();
     // One request per export stream; lists are read whole (one page each here).
-    let exports = zendesk_lake::sync::streams_of(&settings.objects)
+    let exports = zendesk_lake::sync::streams_of(&settings.tables)
         .iter()
         .filter(|(s, _)| s.kind != zendesk_lake::spec::StreamKind::List)
         .count();
@@ -89,10 +85,10 @@ async fn a_sync_with_nothing_new_commits_nothing_and_asks_once_per_export() {
         "{:?}",
         &log[log_before..]
     );
-    for object in &report.objects {
-        assert_eq!(object.commits, 0, "{}", object.object);
-        if !is_snapshot(&object.object) {
-            assert_eq!(object.fetched, 0, "{}", object.object);
+    for object in &report.tables {
+        assert_eq!(object.commits, 0, "{}", object.table);
+        if !is_snapshot(&object.table) {
+            assert_eq!(object.fetched, 0, "{}", object.table);
         }
     }
     assert_lake_matches(&sim, dir.path()).await;
@@ -111,7 +107,7 @@ async fn rate_limits_and_server_errors_do_not_change_the_result() {
     let dir = tempfile::tempdir().unwrap();
     let settings = settings(&server, dir.path(), "");
     let report = sync_ok(&settings).await;
-    assert!(report.objects.iter().map(|o| o.retries).sum::<u64>() > 0);
+    assert!(report.tables.iter().map(|o| o.retries).sum::<u64>() > 0);
     assert_lake_matches(&sim, dir.path()).await;
     // Missing Retry-After falls back to backoff.
     sim.set_faults(Faults {
@@ -138,14 +134,14 @@ async fn a_failure_mid_sync_keeps_the_last_commit_and_the_next_sync_converges() 
     let report = sync::run(&settings).await.unwrap();
     assert!(report.failed());
     let failed: Vec<_> = report
-        .objects
+        .tables
         .iter()
         .filter(|o| matches!(o.outcome, Outcome::Failed(_)))
         .collect();
     assert!(!failed.is_empty());
     for o in &failed {
-        let message = failure(&report, &o.object);
-        assert!(message.starts_with(&format!("{}:", o.object)), "{message}");
+        let message = failure(&report, &o.table);
+        assert!(message.starts_with(&format!("{}:", o.table)), "{message}");
         assert!(message.contains("/api/v2/"), "{message}");
         assert!(message.contains("500"), "{message}");
     }
@@ -168,9 +164,9 @@ async fn time_export_boundary_duplicates_are_not_reapplied() {
     let settings = settings(&server, dir.path(), "");
     let report = sync_ok(&settings).await;
     let orgs = report
-        .objects
+        .tables
         .iter()
-        .find(|o| o.object == "organizations")
+        .find(|o| o.table == "organizations")
         .unwrap();
     assert_eq!(
         orgs.fetched as usize,
@@ -190,7 +186,7 @@ async fn a_time_export_stuck_on_one_second_fails_loudly() {
     });
     let dir = tempfile::tempdir().unwrap();
     let mut settings = settings(&server, dir.path(), "");
-    settings.objects.retain(|o| o.name == "organizations");
+    settings.tables.retain(|o| o.name == "organizations");
     let report = sync::run(&settings).await.unwrap();
     let message = failure(&report, "organizations");
     assert!(

@@ -45,11 +45,11 @@ async fn every_table_follows_the_rounds(extra_toml: &str) {
     let dir = tempfile::tempdir().unwrap();
     let settings = settings_all(&server, dir.path(), extra_toml);
     sync_ok(&settings).await;
-    assert_lake_matches_objects(&sim, dir.path(), &all_tables()).await;
+    assert_lake_matches_tables(&sim, dir.path(), &all_tables()).await;
     for n in 1..=3 {
         sim.apply_round(&round(n));
         sync_ok(&settings).await;
-        assert_lake_matches_objects(&sim, dir.path(), &all_tables()).await;
+        assert_lake_matches_tables(&sim, dir.path(), &all_tables()).await;
     }
     // The rounds made every kind of change these tables have to show, so the equality above
     // covered them: a comment made private, field changes of both shapes, a deleted group, a
@@ -110,9 +110,9 @@ async fn each_table_enabled_alone_equals_the_account() {
     for n in 1..=2 {
         for (table, dir) in all_tables().into_iter().zip(&dirs) {
             let mut settings = settings_all(&server, dir.path(), "");
-            settings.objects.retain(|t| t.name == table);
+            settings.tables.retain(|t| t.name == table);
             sync_ok(&settings).await;
-            assert_lake_matches_objects(&sim, dir.path(), &[table]).await;
+            assert_lake_matches_tables(&sim, dir.path(), &[table]).await;
         }
         sim.apply_round(&round(n));
     }
@@ -143,7 +143,7 @@ async fn tables_sharing_a_stream_cost_no_extra_request() {
             let dir = tempfile::tempdir().unwrap();
             let mut settings = settings_all(&server, dir.path(), "");
             settings
-                .objects
+                .tables
                 .retain(|t| tables.contains(&t.name.as_str()));
             let from = sim.request_log().len();
             sync_ok(&settings).await;
@@ -154,7 +154,7 @@ async fn tables_sharing_a_stream_cost_no_extra_request() {
             unique.dedup();
             assert_eq!(unique.len(), requests.len(), "{stream}: {requests:?}");
             counts.push(requests.len());
-            assert_lake_matches_objects(&sim, dir.path(), tables).await;
+            assert_lake_matches_tables(&sim, dir.path(), tables).await;
         }
         assert_eq!(counts[0], counts[1], "{stream}");
         assert!(counts[0] > 1, "{stream}: several pages");
@@ -174,22 +174,22 @@ async fn a_table_enabled_later_is_filled_completely() {
         sim.apply_round(&round(0));
         let dir = tempfile::tempdir().unwrap();
         let mut alone = settings_all(&server, dir.path(), "");
-        alone.objects.retain(|t| t.name == first);
+        alone.tables.retain(|t| t.name == first);
         sync_ok(&alone).await;
         sim.apply_round(&round(1));
         sync_ok(&alone).await;
         let mut both = settings_all(&server, dir.path(), "");
-        both.objects.retain(|t| t.name == first || t.name == later);
+        both.tables.retain(|t| t.name == first || t.name == later);
         sync_ok(&both).await;
-        assert_lake_matches_objects(&sim, dir.path(), &[first, later]).await;
+        assert_lake_matches_tables(&sim, dir.path(), &[first, later]).await;
         // And both continue incrementally from there.
         sim.apply_round(&round(2));
         let report = sync_ok(&both).await;
-        assert_lake_matches_objects(&sim, dir.path(), &[first, later]).await;
+        assert_lake_matches_tables(&sim, dir.path(), &[first, later]).await;
         let fetched: u64 = report
-            .objects
+            .tables
             .iter()
-            .find(|o| o.object == first)
+            .find(|o| o.table == first)
             .unwrap()
             .fetched;
         assert!(
@@ -211,8 +211,8 @@ async fn an_idle_run_commits_nothing_to_any_table() {
     let before = versions(dir.path()).await;
     let report = sync_ok(&settings).await;
     assert_eq!(versions(dir.path()).await, before);
-    for table in &report.objects {
-        assert_eq!(table.commits, 0, "{}", table.object);
+    for table in &report.tables {
+        assert_eq!(table.commits, 0, "{}", table.table);
     }
     // A list run reads each list once, a page per 100 rows.
     for (table, path) in [
@@ -221,7 +221,7 @@ async fn an_idle_run_commits_nothing_to_any_table() {
     ] {
         let from = sim.request_log().len();
         let mut one = settings.clone();
-        one.objects.retain(|t| t.name == table);
+        one.tables.retain(|t| t.name == table);
         sync_ok(&one).await;
         let rows = sim.records(table).len() - sim.deleted_keys(table).len();
         let pages = requests_to(&sim, from, path).len();
@@ -248,19 +248,19 @@ async fn plan_gated_endpoints_skip_their_tables_and_the_rest_succeeds() {
     let settings = settings_all(&server, dir.path(), "");
     let report = sync::run(&settings).await.unwrap();
     assert!(!report.failed());
-    for table in &report.objects {
-        let gated = GATED.contains(&table.object.as_str());
+    for table in &report.tables {
+        let gated = GATED.contains(&table.table.as_str());
         match &table.outcome {
-            Outcome::Skipped(why) => assert!(gated, "{}: {why}", table.object),
-            Outcome::Ok => assert!(!gated, "{} was not skipped", table.object),
-            Outcome::Failed(why) => panic!("{}: {why}", table.object),
+            Outcome::Skipped(why) => assert!(gated, "{}: {why}", table.table),
+            Outcome::Ok => assert!(!gated, "{} was not skipped", table.table),
+            other => panic!("{}: {other:?}", table.table),
         }
     }
     let open: Vec<&str> = all_tables()
         .into_iter()
         .filter(|t| !GATED.contains(t))
         .collect();
-    assert_lake_matches_objects(&sim, dir.path(), &open).await;
+    assert_lake_matches_tables(&sim, dir.path(), &open).await;
 }
 
 /// Side conversations are read for every ticket that changed since the last run, from the
@@ -274,21 +274,21 @@ async fn side_conversations_follow_the_changed_tickets() {
     let mut settings = settings_all(&server, dir.path(), "");
     // Opt-in: not among the default tables.
     assert!(!settings
-        .objects
+        .tables
         .iter()
         .any(|t| t.name == "side_conversations"));
-    settings.objects = vec![
+    settings.tables = vec![
         zendesk_lake::spec::find("tickets").unwrap(),
         zendesk_lake::spec::find("side_conversations").unwrap(),
     ];
     let tables = ["tickets", "side_conversations"];
     sync_ok(&settings).await;
-    assert_lake_matches_objects(&sim, dir.path(), &tables).await;
+    assert_lake_matches_tables(&sim, dir.path(), &tables).await;
     for n in 1..=3 {
         sim.apply_round(&round(n));
         let from = sim.request_log().len();
         let report = sync_ok(&settings).await;
-        assert_lake_matches_objects(&sim, dir.path(), &tables).await;
+        assert_lake_matches_tables(&sim, dir.path(), &tables).await;
         // One request per changed ticket that is not deleted, none for the others.
         let live_changed = lake_rows(dir.path(), "tickets")
             .await
@@ -296,11 +296,7 @@ async fn side_conversations_follow_the_changed_tickets() {
             .filter(|t| t["_deleted"] == false)
             .count();
         let asked = requests_to(&sim, from, "/api/v2/tickets/").len();
-        let tickets = report
-            .objects
-            .iter()
-            .find(|o| o.object == "tickets")
-            .unwrap();
+        let tickets = report.tables.iter().find(|o| o.table == "tickets").unwrap();
         assert!(
             asked as u64 <= tickets.fetched,
             "{asked} > {}",
@@ -314,7 +310,7 @@ async fn side_conversations_follow_the_changed_tickets() {
     let from = sim.request_log().len();
     let report = sync_ok(&settings).await;
     assert!(requests_to(&sim, from, "/api/v2/tickets/").is_empty());
-    assert!(report.objects.iter().all(|o| o.commits == 0));
+    assert!(report.tables.iter().all(|o| o.commits == 0));
 }
 
 /// Without the Collaboration add-on Zendesk answers 403: the table is skipped, the rest synced.
@@ -328,17 +324,17 @@ async fn side_conversations_without_the_add_on_are_skipped() {
     let dir = tempfile::tempdir().unwrap();
     let mut settings = settings_all(&server, dir.path(), "");
     settings
-        .objects
+        .tables
         .push(zendesk_lake::spec::find("side_conversations").unwrap());
     let report = sync::run(&settings).await.unwrap();
     assert!(!report.failed());
-    for table in &report.objects {
-        match (&table.outcome, table.object.as_str()) {
+    for table in &report.tables {
+        match (&table.outcome, table.table.as_str()) {
             (Outcome::Skipped(_), "side_conversations") | (Outcome::Ok, _) => {}
             (other, name) => panic!("{name}: {other:?}"),
         }
     }
-    assert_lake_matches_objects(&sim, dir.path(), &all_tables()).await;
+    assert_lake_matches_tables(&sim, dir.path(), &all_tables()).await;
 }
 
 /// A batch that changes nothing in a table (patches for rows it does not hold: a ticket created

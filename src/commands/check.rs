@@ -9,7 +9,7 @@ use crate::zendesk::readers::children::Parent;
 use crate::zendesk::readers::{self, Context};
 use crate::zendesk::{Client, RequestStats};
 
-use super::{streams_of, Error};
+use crate::sync::{self, streams_of, Error};
 
 /// Whether a stream can be read.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -65,7 +65,7 @@ pub async fn check(settings: &Settings) -> Result<CheckReport, Error> {
     // A lake that cannot be read yet (no lake, no access) only means a first sync.
     let state = lake.latest_state().await.unwrap_or_default();
     let mut tables = Vec::new();
-    for (stream, members) in streams_of(&settings.objects) {
+    for (stream, members) in streams_of(&settings.tables) {
         let resume = state.get(&stream.name).cloned();
         // A children stream is probed with one live parent of the lake, if it has any.
         let parents = match &stream.parents {
@@ -86,7 +86,7 @@ pub async fn check(settings: &Settings) -> Result<CheckReport, Error> {
             page_size: 1,
             sizing: Default::default(),
             stats: stats.clone(),
-            includes: super::includes(&members),
+            includes: sync::includes(&members),
             parents,
         };
         let position = resume.as_ref().map(|r| &r.position);

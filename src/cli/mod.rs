@@ -1,0 +1,316 @@
+//! The command line: clap's definitions of every command and its flags, and how they become
+//! settings (a pipeline file, overrides, the environment). Rendering lives in [`render`].
+
+pub mod render;
+
+use std::path::PathBuf;
+
+use anyhow::{Context as _, Result};
+use clap::{Parser, Subcommand, ValueEnum};
+use zendesk_lake::commands::bench::BenchConfig;
+use zendesk_lake::config::{Overrides, PipelineFile, Settings};
+use zendesk_lake::lake::maintenance::{Layout, OptimizeOptions, VacuumOptions};
+use zendesk_lake::lake::Lake;
+use zendesk_lake::sim::SimConfig;
+
+#[derive(Parser)]
+#[command(
+    name = "zendesk-lake",
+    version,
+    about = "Copy a Zendesk Support account into Delta Lake tables, incrementally and exactly"
+)]
+pub struct Cli {
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// When `sync` draws its progress block on stderr.
+#[derive(Clone, Copy, Default, ValueEnum)]
+pub enum ProgressMode {
+    /// Only when stderr is a terminal.
+    #[default]
+    Auto,
+    Always,
+    Never,
+}
+
+#[derive(clap::Args, Clone, Default)]
+pub struct Target {
+    /// Pipeline file (TOML); see pipelines/.
+    #[arg(long)]
+    pub pipeline: Option<PathBuf>,
+    /// Lake URI (local path, file://, s3://...); overrides the pipeline file.
+    #[arg(long)]
+    pub lake: Option<String>,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Sync every configured table into the lake (the main job).
+    Sync {
+        #[command(flatten)]
+        target: Target,
+        /// Only these tables, comma-separated (`--objects` is the older name).
+        #[arg(long = "tables", visible_alias = "objects", value_delimiter = ',')]
+        tables: Option<Vec<String>>,
+        /// Sync the built-in simulated account (started on loopback) into ./lake or --lake.
+        #[arg(long)]
+        demo: bool,
+        /// Draw a progress line per stream on stderr (auto: when stderr is a terminal); logs
+        /// print above it.
+        #[arg(long, value_enum, default_value_t = ProgressMode::Auto)]
+        progress: ProgressMode,
+    },
+    /// Check credentials and which tables are readable.
+    Check {
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Per stream and table: watermark, lag, rows, last run.
+    Status {
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Run SQL over the lake's tables (registered by table name, plus _sync_state).
+    Query {
+        #[command(flatten)]
+        target: Target,
+        /// The SQL statement.
+        sql: String,
+    },
+    /// Benchmark a backfill and incremental runs against a large pre-rendered simulated account
+    /// (release build), and write the figures into BENCHMARKS.md.
+    Bench(BenchArgs),
+    /// Run a command and write its wall time, CPU time and peak RSS as JSON (the bench's
+    /// launcher of measured runs; see src/commands/bench.rs).
+    #[command(name = "__measure", hide = true)]
+    Measure {
+        #[arg(long)]
+        usage: PathBuf,
+        #[arg(last = true, required = true)]
+        command: Vec<std::ffi::OsString>,
+    },
+    /// Rewrite tables into few large files sorted by their key (rows and versions' contents
+    /// unchanged); writes a checkpoint.
+    Optimize(OptimizeArgs),
+    /// Delete files that no version within the retention reads (replaced files, and orphans of
+    /// killed runs); versions older than the retention can no longer be read.
+    Vacuum(VacuumArgs),
+    /// Serve the simulated Zendesk account until interrupted.
+    Simulate(SimulateArgs),
+}
+
+#[derive(clap::Args)]
+pub struct BenchArgs {
+    #[arg(long, default_value_t = 1_000_000)]
+    pub tickets: usize,
+    /// Earlier incremental runs before the last scenario.
+    #[arg(long, default_value_t = 100)]
+    pub runs: usize,
+    /// Working directory for the lake and the runs' logs (emptied first).
+    #[arg(long, default_value = "bench-lake")]
+    pub dir: PathBuf,
+    /// The Markdown file whose generated section receives the figures.
+    #[arg(long, default_value = "BENCHMARKS.md")]
+    pub out: PathBuf,
+    /// Tickets of the account back-filled at Zendesk's budgets (10, then 30 export
+    /// requests a minute; minutes of wall time); 0 skips these runs.
+    #[arg(long, default_value_t = 10_000)]
+    pub budget_tickets: usize,
+    /// Whether the runs write deletion vectors (`maintenance.deletion_vectors`).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub deletion_vectors: bool,
+    /// Run each measured sync under this command, split at spaces (a profiler, e.g.
+    /// `heaptrack -o prof/sync`); the figures then include the profiler's own cost.
+    #[arg(long)]
+    pub wrap: Option<String>,
+}
+
+#[derive(clap::Args)]
+pub struct OptimizeArgs {
+    #[command(flatten)]
+    pub target: Target,
+    /// Only these tables (and `_sync_state`), comma-separated; default every table.
+    #[arg(long, value_delimiter = ',')]
+    pub tables: Option<Vec<String>>,
+    /// File size to aim for, in MiB (default: maintenance.target_file_size_mb, 128).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=1 << 20))]
+    pub target_size_mb: Option<u64>,
+    /// Only bin-pack small files together, without sorting every file by key.
+    #[arg(long)]
+    pub compact_only: bool,
+}
+
+#[derive(clap::Args)]
+pub struct VacuumArgs {
+    #[command(flatten)]
+    pub target: Target,
+    /// Only these tables (and `_sync_state`), comma-separated; default every table.
+    #[arg(long, value_delimiter = ',')]
+    pub tables: Option<Vec<String>>,
+    /// Keep files needed by the versions of the last N hours [default: 168]. Below 168,
+    /// a sync running at the same time can lose its files (its commit then fails and the
+    /// next run fetches the batch again); 0 keeps only the current version.
+    #[arg(long)]
+    pub retention_hours: Option<u64>,
+    /// List the files that would be deleted, delete nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+#[derive(clap::Args)]
+pub struct SimulateArgs {
+    #[arg(long, default_value_t = 8765)]
+    pub port: u16,
+    #[arg(long, default_value_t = 2000)]
+    pub tickets: usize,
+    #[arg(long, default_value_t = 500)]
+    pub users: usize,
+    #[arg(long, default_value_t = 100)]
+    pub organizations: usize,
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// Apply a round of creates/updates/deletes every this many seconds.
+    #[arg(long)]
+    pub round_every_secs: Option<u64>,
+}
+
+impl BenchArgs {
+    /// The bench's configuration, this binary running the measured syncs.
+    pub fn config(&self) -> Result<BenchConfig> {
+        Ok(BenchConfig {
+            tickets: self.tickets,
+            dir: self.dir.clone(),
+            runs: self.runs,
+            budget_tickets: self.budget_tickets,
+            deletion_vectors: self.deletion_vectors,
+            exe: std::env::current_exe().context("locating this binary")?,
+            wrap: (self.wrap.iter())
+                .flat_map(|w| w.split_whitespace().map(str::to_owned))
+                .collect(),
+        })
+    }
+}
+
+impl OptimizeArgs {
+    /// The options of `optimize`, the file size from the pipeline file unless given.
+    pub fn options(&self) -> Result<OptimizeOptions> {
+        let file = self.target.pipeline_file()?.unwrap_or_default();
+        Ok(OptimizeOptions {
+            layout: match self.compact_only {
+                true => Layout::Compact,
+                false => Layout::Cluster,
+            },
+            target_file_size: match self.target_size_mb {
+                Some(mb) => mb << 20,
+                None => file.maintenance.policy()?.target_file_size,
+            },
+        })
+    }
+}
+
+impl VacuumArgs {
+    pub fn options(&self) -> VacuumOptions {
+        VacuumOptions {
+            retention_hours: self.retention_hours,
+            dry_run: self.dry_run,
+        }
+    }
+}
+
+impl SimulateArgs {
+    pub fn config(&self) -> SimConfig {
+        SimConfig {
+            tickets: self.tickets,
+            users: self.users,
+            organizations: self.organizations,
+            seed: self.seed,
+            ..SimConfig::default()
+        }
+    }
+}
+
+impl ProgressMode {
+    /// Whether the progress block is drawn, given whether stderr is a terminal.
+    pub fn drawn(self, terminal: bool) -> bool {
+        match self {
+            ProgressMode::Auto => terminal,
+            ProgressMode::Always => true,
+            ProgressMode::Never => false,
+        }
+    }
+}
+
+impl Target {
+    /// The pipeline file named by --pipeline, if one is.
+    pub fn pipeline_file(&self) -> Result<Option<PipelineFile>> {
+        Ok(match &self.pipeline {
+            Some(path) => Some(PipelineFile::load(path)?),
+            None => None,
+        })
+    }
+
+    /// `file` with the command line's overrides, and credentials from `env`.
+    pub fn settings(
+        &self,
+        file: PipelineFile,
+        tables: Option<Vec<String>>,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Settings> {
+        let overrides = Overrides {
+            lake: self.lake.clone(),
+            tables,
+        };
+        Ok(Settings::resolve(file, overrides, env)?)
+    }
+
+    /// The lake named by --lake or the pipeline file, without needing Zendesk credentials.
+    pub fn lake(&self) -> Result<Lake> {
+        let file = self.pipeline_file()?.unwrap_or_default();
+        let uri = self
+            .lake
+            .clone()
+            .or(file.lake)
+            .unwrap_or_else(|| "./lake".to_owned());
+        Ok(Lake::try_new(&uri, file.storage)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn vacuum_keeps_a_week_unless_a_retention_is_given() {
+        let parse = |args: &[&str]| match Cli::try_parse_from(args).unwrap().command {
+            Command::Vacuum(args) => args.options(),
+            _ => panic!("not vacuum"),
+        };
+        let default = parse(&["zendesk-lake", "vacuum"]);
+        assert_eq!(
+            (default.retention_hours, default.retention_hours()),
+            (None, 168)
+        );
+        assert!(!default.dry_run);
+        let zero = parse(&[
+            "zendesk-lake",
+            "vacuum",
+            "--retention-hours",
+            "0",
+            "--dry-run",
+        ]);
+        assert_eq!((zero.retention_hours, zero.dry_run), (Some(0), true));
+        assert!(
+            Cli::try_parse_from(["zendesk-lake", "vacuum", "--retention-hours", "-1"]).is_err()
+        );
+    }
+}

@@ -1,0 +1,12 @@
+//! The commands of the `zendesk-lake` binary, one file each, as library functions that return
+//! a report (docs/ARCHITECTURE.md, "Layout"). The binary parses its arguments, calls one of
+//! these and renders the report; tests call them directly. A command orders the rooms below
+//! it ([`crate::sync`], [`crate::lake`], [`crate::sim`]) and holds no logic they could share.
+
+pub mod bench;
+pub mod check;
+pub mod maintenance;
+pub mod query;
+pub mod simulate;
+pub mod status;
+pub mod sync;
