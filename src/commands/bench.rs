@@ -381,14 +381,14 @@ const LIFTED: u64 = 100_000_000;
 
 /// The pipeline file of a run of `tables` into `lake` with these budgets a minute.
 fn pipeline(lake: &Path, tables: &[&str], account: u64, exports: u64, vectors: bool) -> String {
-    let objects: Vec<String> = tables.iter().map(|t| format!("{t:?}")).collect();
+    let names: Vec<String> = tables.iter().map(|t| format!("{t:?}")).collect();
     format!(
-        "lake = {lake:?}\nobjects = [{objects}]\nstart_time = 0\n\n[zendesk]\n\
+        "lake = {lake:?}\ntables = [{names}]\nstart_time = 0\n\n[zendesk]\n\
          account_requests_per_minute = {account}\nincremental_requests_per_minute = {exports}\n\
          retry_base_ms = 50\n\n[sync]\npage_size = 1000\n\n\
          [maintenance]\ndeletion_vectors = {vectors}\n",
         lake = lake.display().to_string(),
-        objects = objects.join(", "),
+        names = names.join(", "),
     )
 }
 
