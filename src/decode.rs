@@ -25,12 +25,11 @@ use deltalake::arrow::json::ReaderBuilder;
 use deltalake::arrow::row::{RowConverter, SortField};
 use serde_json::{Map, Value};
 
-use crate::json::{Json, Object, NULL};
-
+use crate::json::{micros, Json, Object, NULL};
+use crate::page::{Page, PARENT_FIELD};
 use crate::spec::{
     ColumnType, Patches, Rows, Table, ATTACHMENT_FIELDS, DELETED_COLUMN, SYNCED_AT_COLUMN,
 };
-use crate::zendesk::Page;
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -996,22 +995,6 @@ fn int64(value: &Json) -> Option<i64> {
     }
 }
 
-/// Microseconds since the epoch from an RFC 3339 string or a number of unix seconds.
-pub fn timestamp_micros(value: &Value) -> Option<i64> {
-    micros(&Json::from(value))
-}
-
-/// [`timestamp_micros`] of a value read by the decode stage.
-pub fn micros(value: &Json) -> Option<i64> {
-    match value {
-        Json::Number(n) => n.as_i64()?.checked_mul(1_000_000),
-        Json::String(s) => DateTime::parse_from_rfc3339(s)
-            .ok()
-            .map(|t| t.with_timezone(&Utc).timestamp_micros()),
-        _ => None,
-    }
-}
-
 fn snippet(value: &Json) -> String {
     let text = value.to_string();
     match text.char_indices().nth(80) {
@@ -1127,7 +1110,7 @@ pub fn parents_and_keys(table: &Table, batch: &RecordBatch) -> Result<Vec<(i64, 
         object: table.name.clone(),
         source: ArrowError::SchemaError(format!("column {name} is missing")),
     };
-    let parent = crate::zendesk::readers::children::PARENT_FIELD;
+    let parent = PARENT_FIELD;
     let parents = batch
         .column_by_name(parent)
         .and_then(|c| c.as_primitive_opt::<Int64Type>())

@@ -3,7 +3,7 @@
 //! The crate is layered the way a stream flows through a sync (docs/ARCHITECTURE.md, "How a
 //! sync runs"): [`zendesk`] reads pages under Zendesk's rules, one reader per stream kind;
 //! [`decode`] turns them into Arrow rows per table by the table's schema ([`spec`], the registry
-//! of streams and tables); [`lake`] merges them into Delta and keeps the streams' positions; and
+//! of streams and tables), the pages ([`page`]) and their JSON ([`json`]) defined below both; [`lake`] merges them into Delta and keeps the streams' positions; and
 //! [`sync`] orders those steps. [`sim`] is a simulated Zendesk account for tests and the demo.
 
 pub mod bench;
@@ -12,6 +12,7 @@ pub mod decode;
 pub mod failpoint;
 pub mod json;
 pub mod lake;
+pub mod page;
 pub mod sim;
 pub mod spec;
 pub mod sync;

@@ -29,11 +29,13 @@ use tracing::{info, info_span, warn, Instrument};
 use crate::config::Settings;
 use crate::decode::{self, Decoded, Key};
 use crate::failpoint;
+use crate::json;
 use crate::lake::{self, CommitDraft, ControlRow, Lake, PatchSet, TableCommit};
+use crate::page::{Page, ParentPage, RawPage, RawRecord};
 use crate::spec::{Stream, StreamKind, Table, WriteMode, DELETED_COLUMN};
-use crate::zendesk::readers::children::{Parent, ParentPage};
+use crate::zendesk::readers::children::Parent;
 use crate::zendesk::readers::{self, body, Context, Held, ReadAhead, READ_AHEAD_BYTES};
-use crate::zendesk::{self, Client, Page, RawPage, RequestStats};
+use crate::zendesk::{self, Client, RequestStats};
 use progress::{StreamState, StreamTracker, Tracker};
 
 /// Errors that stop the whole run before any stream starts.
@@ -994,7 +996,7 @@ fn decode_page(
     let mut offset = 0;
     // An empty page still decodes once: every table gets its (empty) batch.
     loop {
-        let slice: Vec<body::RawRecord> = records.by_ref().take(DECODE_CHUNK).collect();
+        let slice: Vec<RawRecord> = records.by_ref().take(DECODE_CHUNK).collect();
         let n = slice.len();
         // Sideloads go with the first slice: no table correlates them with records before the
         // commit.
@@ -1020,7 +1022,7 @@ fn decode_page(
             page.records
                 .iter()
                 .filter_map(|r| r.get(&stream.watermark_field))
-                .filter_map(decode::micros)
+                .filter_map(json::micros)
                 .max(),
         );
         offset += n;
@@ -1105,7 +1107,7 @@ mod tests {
         RawPage {
             records: records
                 .iter()
-                .map(|r| body::RawRecord::from_text(&r.to_string()).unwrap())
+                .map(|r| RawRecord::from_text(&r.to_string()).unwrap())
                 .collect(),
             sideloads: Vec::new(),
             position: Value::from(1),
@@ -1160,7 +1162,7 @@ mod tests {
         assert_eq!(patches.num_rows(), privacy.len());
         let newest = events
             .iter()
-            .map(|e| decode::timestamp_micros(&e["created_at"]).unwrap())
+            .map(|e| json::timestamp_micros(&e["created_at"]).unwrap())
             .max();
         assert_eq!(page.watermark, newest);
     }

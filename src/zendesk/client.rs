@@ -24,6 +24,7 @@ use url::Url;
 use super::budget::{Budgets, Grant};
 use super::{Error, Result};
 use crate::config::{Auth, ZendeskSettings};
+use crate::json::repair_text;
 use crate::spec::LimitClass;
 
 /// Request counters of one object's run.
@@ -293,56 +294,6 @@ impl Client {
     }
 }
 
-/// The body with invalid UTF-8 and unpaired UTF-16 surrogate escapes (`\ud83d` without its
-/// low half: text cut in the middle of an emoji) replaced by U+FFFD, or `None` when there was
-/// nothing to replace. Zendesk has been seen sending both; JSON parsers that reject them would
-/// stop the sync on one bad comment forever.
-pub(crate) fn repair_text(body: &[u8]) -> Option<String> {
-    let text = String::from_utf8_lossy(body);
-    let mut changed = matches!(text, std::borrow::Cow::Owned(_));
-    let bytes = text.as_bytes();
-    let mut out = String::with_capacity(text.len());
-    let mut i = 0;
-    let mut last = 0;
-    let hex = |at: usize| -> Option<u16> {
-        let digits = text.get(at..at + 4)?;
-        u16::from_str_radix(digits, 16).ok()
-    };
-    while i + 1 < bytes.len() {
-        if bytes[i] != b'\\' {
-            i += 1;
-            continue;
-        }
-        if bytes[i + 1] != b'u' {
-            i += 2; // any other escape, `\\` included
-            continue;
-        }
-        let Some(unit) = hex(i + 2) else {
-            i += 2;
-            continue;
-        };
-        let high = (0xD800..0xDC00).contains(&unit);
-        let low = (0xDC00..0xE000).contains(&unit);
-        let paired = high
-            && bytes.get(i + 6) == Some(&b'\\')
-            && bytes.get(i + 7) == Some(&b'u')
-            && hex(i + 8).is_some_and(|next| (0xDC00..0xE000).contains(&next));
-        if paired {
-            i += 12;
-        } else if high || low {
-            out.push_str(&text[last..i]);
-            out.push_str("\\ufffd");
-            i += 6;
-            last = i;
-            changed = true;
-        } else {
-            i += 6;
-        }
-    }
-    out.push_str(&text[last..]);
-    changed.then_some(out)
-}
-
 /// `Retry-After` in seconds, fractional or whole; `None` when missing or an HTTP date.
 fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     let value = headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?;
@@ -470,23 +421,6 @@ mod tests {
             HeaderValue::from_static("Wed, 21 Oct 2015 07:28:00 GMT"),
         );
         assert_eq!(retry_after(&headers), None);
-    }
-
-    #[test]
-    fn repairs_lone_surrogates_and_invalid_utf8_only() {
-        let parse = |body: &[u8]| -> Option<serde_json::Value> {
-            serde_json::from_str(&repair_text(body)?).ok()
-        };
-        assert_eq!(
-            repair_text(br#"{"a":"ok \ud83d\ude00 \u00e9 \\ud800"}"#),
-            None
-        );
-        let fixed = parse(br#"{"a":"cut \ud83d", "b":"\udc00x"}"#).unwrap();
-        assert_eq!(fixed["a"], "cut \u{fffd}");
-        assert_eq!(fixed["b"], "\u{fffd}x");
-        let fixed = parse(b"{\"a\":\"bad \xff byte\"}").unwrap();
-        assert_eq!(fixed["a"], "bad \u{fffd} byte");
-        assert!(parse(b"<html>502</html>").is_none());
     }
 
     #[test]

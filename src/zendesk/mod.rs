@@ -9,7 +9,7 @@ pub mod readers;
 use std::time::Duration;
 
 pub use client::{Client, RequestStats};
-pub use readers::{Page, RawPage, Reader};
+pub use readers::Reader;
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 

@@ -20,104 +20,13 @@ use tokio::sync::mpsc;
 use tracing::{info, warn};
 use url::Url;
 
-use self::body::{Body, RawRecord};
+use self::body::Body;
 use super::client::endpoint_of;
 use super::{Client, Error, RequestStats, Result};
-use crate::json::Json;
+use crate::page::{RawPage, RawRecord};
 use crate::spec::{Stream, StreamKind};
 
 pub use time_export::fingerprint;
-
-/// One page as a reader returns it: its records as their JSON text ([`body`]), parsed by the
-/// decode stage a slice at a time ([`Page::parse`]).
-#[derive(Debug)]
-pub struct RawPage {
-    pub records: Vec<RawRecord>,
-    pub sideloads: Vec<(String, Vec<RawRecord>)>,
-    pub position: Value,
-    pub end_of_stream: bool,
-    pub parent: Option<children::ParentPage>,
-    /// Where the stream stands in time after this page (unix seconds), for readers whose
-    /// position is one: a time export's `end_time`, the cursor of a children stream's parent
-    /// (a cursor export's, its newest record, is read by the decode stage with the page's
-    /// watermark). Progress display only; never stored.
-    pub until: Option<i64>,
-}
-
-impl RawPage {
-    /// Bytes of JSON text the page's records and sideloads hold.
-    pub fn text_bytes(&self) -> usize {
-        let records = |items: &[RawRecord]| items.iter().map(|r| r.bytes().len()).sum::<usize>();
-        records(&self.records)
-            + self
-                .sideloads
-                .iter()
-                .map(|(_, items)| records(items))
-                .sum::<usize>()
-    }
-}
-
-/// Records of a page parsed, borrowing their strings from the records' text ([`Json`]).
-#[derive(Debug, Clone, Default)]
-pub struct Page<'a> {
-    /// The records of the stream's `records_key` array.
-    pub records: Vec<Json<'a>>,
-    /// Arrays sideloaded beside the records (`metric_sets`), by key.
-    pub sideloads: Vec<(String, Vec<Json<'a>>)>,
-}
-
-impl<'a> Page<'a> {
-    /// `records` and `sideloads` (of a page of `stream`, whose children have `parent`) parsed.
-    /// A children stream's records get their parent's id ([`children::PARENT_FIELD`]). Text
-    /// the body's reading let through but a value cannot hold, unpaired UTF-16 surrogate
-    /// escapes (text cut in the middle of an emoji), is repaired as the client repairs a body;
-    /// fails only on what no repair helps (nesting past serde_json's recursion limit), with the
-    /// record's position.
-    pub fn parse(
-        stream: &Stream,
-        records: &'a [RawRecord],
-        sideloads: &'a [(String, Vec<RawRecord>)],
-        parent: Option<&children::ParentPage>,
-    ) -> std::result::Result<Page<'a>, (usize, String)> {
-        let parse =
-            |items: &'a [RawRecord]| -> std::result::Result<Vec<Json<'a>>, (usize, String)> {
-                items
-                .iter()
-                .enumerate()
-                .map(|(i, item)| match body::parse_json(item) {
-                    Ok((value, repaired)) => {
-                        if repaired {
-                            warn!(object = %stream.name, index = i, "a record held lone surrogate escapes; they were replaced by U+FFFD");
-                        }
-                        Ok(value)
-                    }
-                    Err(e) => Err((i, e.to_string())),
-                })
-                .collect()
-            };
-        let mut records = parse(records)?;
-        if let Some(parent) = parent {
-            for child in &mut records {
-                if let Some(child) = child.as_object_mut() {
-                    child.insert(children::PARENT_FIELD, Json::from(parent.id));
-                }
-            }
-        }
-        let sideloads = sideloads
-            .iter()
-            .map(|(key, items)| Ok((key.clone(), parse(items)?)))
-            .collect::<std::result::Result<_, _>>()?;
-        Ok(Page { records, sideloads })
-    }
-
-    /// The sideloaded array `key`, empty when the page has none.
-    pub fn sideload(&self, key: &str) -> &[Json<'a>] {
-        self.sideloads
-            .iter()
-            .find(|(k, _)| k == key)
-            .map_or(&[], |(_, v)| v.as_slice())
-    }
-}
 
 /// A stream being read.
 #[async_trait]

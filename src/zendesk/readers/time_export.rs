@@ -14,9 +14,10 @@ use serde_json::Value;
 use tracing::debug;
 use url::Url;
 
-use super::body::{field, parse_record};
-use super::{parse_position, to_json, Context, RawPage, Reader, MAX_IDLE_PAGES, MAX_PAGE_SIZE};
-use crate::decode::timestamp_micros;
+use super::body::field;
+use super::{parse_position, to_json, Context, Reader, MAX_IDLE_PAGES, MAX_PAGE_SIZE};
+use crate::json::timestamp_micros;
+use crate::page::{parse_record, RawPage};
 use crate::zendesk::client::endpoint_of;
 use crate::zendesk::{Error, Result};
 
