@@ -22,7 +22,7 @@ use url::Url;
 
 use self::body::Body;
 use super::client::endpoint_of;
-use super::{Client, Error, RequestStats, Result};
+use super::{Client, Error, Method, Request, RequestStats, Result};
 use crate::page::{RawPage, RawRecord};
 use crate::spec::{Stream, StreamKind};
 
@@ -48,7 +48,7 @@ pub struct Context {
     /// How the page size recovers from 504s (`PageSizing::default()` to start).
     pub sizing: PageSizing,
     pub stats: Arc<RequestStats>,
-    /// Sideloads and child objects the stream's tables need (`include=metric_sets`).
+    /// Sideloads and child events the stream's tables need (`include=metric_sets`).
     pub includes: Vec<String>,
     /// Children streams: the parents to read the children of, in order.
     pub parents: Vec<children::Parent>,
@@ -75,24 +75,23 @@ impl Context {
     }
 
     /// [`Context::get`], with the statuses in `handled` returned unretried.
-    async fn get_except(&self, url: &Url, handled: &[u16]) -> Result<Body> {
+    async fn get_except(&self, url: &Url, handled: &'static [u16]) -> Result<Body> {
         let mut arrays: Vec<&str> = vec![self.stream.records_key.as_str()];
         arrays.extend(self.includes.iter().map(String::as_str));
+        let request = Request::get(url.clone())
+            .with_class(self.stream.limit_class)
+            .with_handled(handled);
         self.client
-            .get_parsed(
-                self.name(),
-                url,
-                self.stream.limit_class,
-                &self.stats,
-                handled,
-                |text| Body::parse(text, &arrays),
-            )
+            .send_parsed(self.name(), &request, &self.stats, |text| {
+                Body::parse(text, &arrays)
+            })
             .await
     }
 
     fn shape(&self, url: &Url, detail: &str) -> Error {
         Error::Shape {
-            object: self.stream.name.clone(),
+            stream: self.stream.name.clone(),
+            method: Method::Get,
             endpoint: endpoint_of(url),
             detail: detail.to_owned(),
         }
@@ -127,23 +126,23 @@ impl Context {
     /// of answered pages doubles it back up to the size asked for before ([`PageSizing`]).
     /// `None` when the start time is less than a minute old: nothing to fetch yet.
     async fn get_page(&mut self, url: &mut Url) -> Result<Option<Body>> {
-        let object = self.stream.name.as_str();
+        let stream = self.stream.name.as_str();
         loop {
             set_param(url, PAGE_SIZE_PARAM, &self.page_size.to_string());
-            let handled: &[u16] = if self.page_size > MIN_PAGE_SIZE {
+            let handled: &'static [u16] = if self.page_size > MIN_PAGE_SIZE {
                 &[504]
             } else {
                 &[]
             };
             match self.get_except(url, handled).await {
                 Err(err) if is_start_time_too_recent(&err) => {
-                    info!(%object, "start_time is less than a minute old: nothing to fetch yet");
+                    info!(%stream, "start_time is less than a minute old: nothing to fetch yet");
                     return Ok(None);
                 }
                 Err(err) if err.status() == Some(504) && self.page_size > MIN_PAGE_SIZE => {
                     self.sizing.shrunk(self.page_size);
                     self.page_size = (self.page_size / 2).max(MIN_PAGE_SIZE);
-                    warn!(%object, page_size = self.page_size, "504 on a large page: asking for smaller pages");
+                    warn!(%stream, page_size = self.page_size, "504 on a large page: asking for smaller pages");
                     self.stats
                         .retries
                         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -152,7 +151,7 @@ impl Context {
                     if other.is_ok() {
                         if let Some(size) = self.sizing.answered(self.page_size) {
                             self.page_size = size;
-                            info!(%object, page_size = size, "pages answered again: asking for larger ones");
+                            info!(%stream, page_size = size, "pages answered again: asking for larger ones");
                         }
                     }
                     return other.map(Some);
@@ -357,7 +356,8 @@ impl Drop for Held {
 /// reader's.
 fn parse_position<T: serde::de::DeserializeOwned>(stream: &Stream, position: &Value) -> Result<T> {
     serde_json::from_value(position.clone()).map_err(|e| Error::Shape {
-        object: stream.name.clone(),
+        stream: stream.name.clone(),
+        method: Method::Get,
         endpoint: stream.path.clone(),
         detail: format!("the stored position {position} is not this reader's: {e}"),
     })

@@ -119,7 +119,7 @@ impl Reader for TimeExport {
                         continue;
                     }
                     return Err(Error::Stalled {
-                        object: context.name().to_owned(),
+                        stream: context.name().to_owned(),
                         endpoint: endpoint_of(&url),
                         start_time: start,
                     });
