@@ -1,10 +1,14 @@
-//! A JSON tree that borrows from the text it was read from (docs/ARCHITECTURE.md, "Decoding").
+//! JSON as readers and the decoder both read it (docs/ARCHITECTURE.md, "Decoding"): a tree that
+//! borrows from the text it was read from ([`Json`]), timestamps ([`micros`]), and the repair
+//! of text Zendesk sends broken ([`repair_text`]). Neither side owns these, so they sit below
+//! both.
 //!
 //! A record read into a `serde_json::Value` copies every key and string into an allocation of
 //! its own and every object into a B-tree, and frees all of it again once the record's values
 //! are in Arrow: at a backfill's rate that was most of the decode stage's time (BENCHMARKS.md,
-//! sixth session). [`Json`] keeps a string that needs no unescaping as a slice of the record's
-//! text and an object as one vector of members, sorted by key once it is read.
+//! the heaptrack and perf profiles of the 1M backfill). [`Json`] keeps a string that needs no
+//! unescaping as a slice of the record's text and an object as one vector of members, sorted by
+//! key once it is read.
 //!
 //! It reads and prints as `Value` does, so nothing a table stores changes: a repeated key
 //! counts once, with its last value; an object prints with its keys in byte order (a `Value`'s

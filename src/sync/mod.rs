@@ -869,7 +869,7 @@ impl Snapshot {
         let keep = deltalake::arrow::array::UInt32Array::from(keep);
         deltalake::arrow::compute::take_record_batch(&batch, &keep).map_err(|source| {
             decode::Error::Arrow {
-                object: table.name.clone(),
+                table: table.name.clone(),
                 source,
             }
         })
@@ -938,7 +938,7 @@ impl Snapshot {
         ];
         let rows = deltalake::arrow::compute::concat_batches(&rows[0].schema(), &rows).map_err(
             |source| decode::Error::Arrow {
-                object: table.name.clone(),
+                table: table.name.clone(),
                 source,
             },
         )?;
@@ -1005,7 +1005,7 @@ fn decode_page(
         let page = Page::parse(stream, &slice, &slice_sideloads, parent.as_ref()).map_err(
             |(index, detail)| {
                 located(decode::Error::Unreadable {
-                    object: stream.name.clone(),
+                    stream: stream.name.clone(),
                     index,
                     detail,
                 })
