@@ -1,8 +1,8 @@
-//! Zendesk JSON records → Arrow record batches, by the object's schema.
+//! Zendesk JSON records → Arrow record batches, by the table's schema.
 //!
 //! Each record's values go column by column (flattened paths, JSON-text columns, custom fields,
 //! timestamps as microseconds, the `_deleted` flag) straight into the columns' Arrow builders, so
-//! that type problems are reported with the object, record id and field and no intermediate row
+//! that type problems are reported with the table, record id and field and no intermediate row
 //! is built (docs/ARCHITECTURE.md, "Decoding"). Unknown fields are ignored: Zendesk adds fields
 //! without notice, and the table contract is the schema file.
 
@@ -25,35 +25,36 @@ use deltalake::arrow::json::ReaderBuilder;
 use deltalake::arrow::row::{RowConverter, SortField};
 use serde_json::{Map, Value};
 
-use crate::json::{Json, Object, NULL};
-
+use crate::json::{micros, Json, Object, NULL};
+use crate::page::{Page, PARENT_FIELD};
 use crate::spec::{
     ColumnType, Patches, Rows, Table, ATTACHMENT_FIELDS, DELETED_COLUMN, SYNCED_AT_COLUMN,
 };
-use crate::zendesk::Page;
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("{object}: record {id}: field `{field}`: {detail}")]
+    #[error("{table}: record {id}: field `{field}`: {detail}")]
     Field {
-        object: String,
+        table: String,
         id: String,
         field: String,
         detail: String,
     },
-    #[error("{object}: record #{index} of the page is not a JSON object")]
-    NotAnObject { object: String, index: usize },
-    #[error("{object}: record #{index} of the page cannot be read: {detail}")]
+    #[error("{table}: record #{index} of the page is not a JSON object")]
+    NotAnObject { table: String, index: usize },
+    /// A record of a stream's page that is not JSON a value can hold (read before any table's
+    /// rows are taken from it).
+    #[error("{stream}: record #{index} of the page cannot be read: {detail}")]
     Unreadable {
-        object: String,
+        stream: String,
         index: usize,
         detail: String,
     },
-    #[error("{object}: building Arrow columns failed: {source}")]
+    #[error("{table}: building Arrow columns failed: {source}")]
     Arrow {
-        object: String,
+        table: String,
         #[source]
         source: ArrowError,
     },
@@ -64,16 +65,16 @@ impl Error {
     /// with the record's position in the page.
     pub fn offset_by(self, offset: usize) -> Error {
         match self {
-            Error::NotAnObject { object, index } => Error::NotAnObject {
-                object,
+            Error::NotAnObject { table, index } => Error::NotAnObject {
+                table,
                 index: index + offset,
             },
             Error::Unreadable {
-                object,
+                stream,
                 index,
                 detail,
             } => Error::Unreadable {
-                object,
+                stream,
                 index: index + offset,
                 detail,
             },
@@ -96,12 +97,12 @@ pub struct Decoded {
 pub fn concat(table: &Table, mut parts: Vec<Decoded>) -> Result<Decoded> {
     if parts.len() <= 1 {
         return parts.pop().ok_or_else(|| Error::Arrow {
-            object: table.name.clone(),
+            table: table.name.clone(),
             source: ArrowError::InvalidArgumentError("no slice decoded".into()),
         });
     }
     let arrow = |source| Error::Arrow {
-        object: table.name.clone(),
+        table: table.name.clone(),
         source,
     };
     let schema = parts[0].batch.schema();
@@ -159,7 +160,7 @@ fn children<'p, 'a>(
     for (index, record) in records.iter().enumerate() {
         let Some(parent) = record.as_object() else {
             return Err(Error::NotAnObject {
-                object: table.name.clone(),
+                table: table.name.clone(),
                 index,
             });
         };
@@ -168,7 +169,7 @@ fn children<'p, 'a>(
             Some(Json::Array(children)) => children,
             Some(other) => {
                 return Err(Error::Field {
-                    object: table.name.clone(),
+                    table: table.name.clone(),
                     id: id_text(parent),
                     field: "child_events".into(),
                     detail: format!("expected an array, got {}", type_name(other)),
@@ -178,7 +179,7 @@ fn children<'p, 'a>(
         for child in children {
             let Some(child) = child.as_object() else {
                 return Err(Error::Field {
-                    object: table.name.clone(),
+                    table: table.name.clone(),
                     id: id_text(parent),
                     field: "child_events".into(),
                     detail: format!("expected event objects, got {}", type_name(child)),
@@ -226,7 +227,7 @@ const CHANGE_META: [&str; 11] = [
 /// told is an error naming the event.
 fn field_change<'a>(table: &Table, parent: &Object<'a>, child: &Object<'a>) -> Result<Object<'a>> {
     let fail = |detail: String| Error::Field {
-        object: table.name.clone(),
+        table: table.name.clone(),
         id: format!("{} (event {})", id_text(child), id_text(parent)),
         field: "child_events".into(),
         detail,
@@ -371,7 +372,7 @@ pub fn decode_patches(
         return Ok(None);
     }
     let arrow = |source| Error::Arrow {
-        object: table.name.clone(),
+        table: table.name.clone(),
         source,
     };
     let schema = patch_schema(table, patches).map_err(arrow)?;
@@ -384,7 +385,7 @@ pub fn decode_patches(
             let value = match table.column(name) {
                 Some(column) => {
                     convert(column.kind, &Json::from(value)).map_err(|detail| Error::Field {
-                        object: table.name.clone(),
+                        table: table.name.clone(),
                         id: row
                             .get(patches.column())
                             .map(|v| v.to_string())
@@ -399,7 +400,7 @@ pub fn decode_patches(
         }
         if converted[patches.column()].is_null() {
             return Err(Error::Field {
-                object: table.name.clone(),
+                table: table.name.clone(),
                 id: "(patch)".into(),
                 field: patches.column().to_owned(),
                 detail: "a change to earlier rows names no row".into(),
@@ -442,7 +443,7 @@ pub fn apply_patches(
         return Ok((batch, None));
     };
     let arrow = |source| Error::Arrow {
-        object: table.name.clone(),
+        table: table.name.clone(),
         source,
     };
     let schema = patch_schema(table, spec).map_err(arrow)?;
@@ -508,7 +509,7 @@ pub fn decode(spec: &Table, records: &[Json], synced_at: DateTime<Utc>) -> Resul
     let synced_at = synced_at.timestamp_micros();
     let schema = spec.schema();
     let arrow = |source| Error::Arrow {
-        object: spec.name.clone(),
+        table: spec.name.clone(),
         source,
     };
     let mut builders: Vec<ColumnBuilder> = spec
@@ -541,7 +542,7 @@ pub fn decode(spec: &Table, records: &[Json], synced_at: DateTime<Utc>) -> Resul
     for (index, record) in records.iter().enumerate() {
         let Some(record) = record.as_object() else {
             return Err(Error::NotAnObject {
-                object: spec.name.clone(),
+                table: spec.name.clone(),
                 index,
             });
         };
@@ -552,7 +553,7 @@ pub fn decode(spec: &Table, records: &[Json], synced_at: DateTime<Utc>) -> Resul
                 .unwrap_or_else(|| "(no id)".into())
         };
         let field_error = |field: &str, detail: String| Error::Field {
-            object: spec.name.clone(),
+            table: spec.name.clone(),
             id: id(),
             field: field.to_owned(),
             detail,
@@ -996,22 +997,6 @@ fn int64(value: &Json) -> Option<i64> {
     }
 }
 
-/// Microseconds since the epoch from an RFC 3339 string or a number of unix seconds.
-pub fn timestamp_micros(value: &Value) -> Option<i64> {
-    micros(&Json::from(value))
-}
-
-/// [`timestamp_micros`] of a value read by the decode stage.
-pub fn micros(value: &Json) -> Option<i64> {
-    match value {
-        Json::Number(n) => n.as_i64()?.checked_mul(1_000_000),
-        Json::String(s) => DateTime::parse_from_rfc3339(s)
-            .ok()
-            .map(|t| t.with_timezone(&Utc).timestamp_micros()),
-        _ => None,
-    }
-}
-
 fn snippet(value: &Json) -> String {
     let text = value.to_string();
     match text.char_indices().nth(80) {
@@ -1025,7 +1010,7 @@ fn snippet(value: &Json) -> String {
 /// source with several rows for one existing key, and inserts both for a new key.
 pub fn dedup(spec: &Table, batches: &[RecordBatch]) -> Result<RecordBatch> {
     let arrow = |source| Error::Arrow {
-        object: spec.name.clone(),
+        table: spec.name.clone(),
         source,
     };
     let schema = spec.schema();
@@ -1070,7 +1055,7 @@ pub fn dedup(spec: &Table, batches: &[RecordBatch]) -> Result<RecordBatch> {
 pub fn fingerprints(table: &Table, batch: &RecordBatch) -> Result<Vec<(Key, u128, bool)>> {
     use std::hash::{Hash, Hasher};
     let arrow = |source| Error::Arrow {
-        object: table.name.clone(),
+        table: table.name.clone(),
         source,
     };
     let missing = |name: &str| arrow(ArrowError::SchemaError(format!("column {name} is missing")));
@@ -1113,7 +1098,7 @@ pub fn keys(table: &Table, batch: &RecordBatch) -> Result<std::collections::Hash
     let column = batch
         .column_by_name(&table.primary_key)
         .ok_or_else(|| Error::Arrow {
-            object: table.name.clone(),
+            table: table.name.clone(),
             source: ArrowError::SchemaError("primary key column missing".into()),
         })?;
     Ok((0..batch.num_rows())
@@ -1124,10 +1109,10 @@ pub fn keys(table: &Table, batch: &RecordBatch) -> Result<std::collections::Hash
 /// The live rows of a children table (as the lake holds them) as `(parent id, key)`.
 pub fn parents_and_keys(table: &Table, batch: &RecordBatch) -> Result<Vec<(i64, Key)>> {
     let missing = |name: &str| Error::Arrow {
-        object: table.name.clone(),
+        table: table.name.clone(),
         source: ArrowError::SchemaError(format!("column {name} is missing")),
     };
-    let parent = crate::zendesk::readers::children::PARENT_FIELD;
+    let parent = PARENT_FIELD;
     let parents = batch
         .column_by_name(parent)
         .and_then(|c| c.as_primitive_opt::<Int64Type>())
@@ -1155,7 +1140,7 @@ pub fn mark_deleted(
         return Ok(batch);
     }
     let arrow = |source| Error::Arrow {
-        object: table.name.clone(),
+        table: table.name.clone(),
         source,
     };
     let missing = || arrow(ArrowError::SchemaError("column missing".into()));
@@ -1207,7 +1192,7 @@ pub fn flags(
         })
         .collect();
     let arrow = |source| Error::Arrow {
-        object: table.name.clone(),
+        table: table.name.clone(),
         source,
     };
     let schema = projected(
@@ -1313,7 +1298,7 @@ mod tests {
     }
 
     #[test]
-    fn wrong_type_names_object_id_and_field() {
+    fn wrong_type_names_table_id_and_field() {
         let spec = find("tickets").unwrap();
         let record = json!({"id": 9, "generated_timestamp": 1, "requester_id": {"oops": 1}});
         let err = decode_values(spec, &[record], now())
@@ -1430,17 +1415,17 @@ mod tests {
 
     proptest::proptest! {
         /// Whatever Zendesk sends, the decoder answers Ok with one row per record or a clear
-        /// error naming the object; it never panics.
+        /// error naming the table; it never panics.
         #[test]
         fn decoder_never_panics_on_odd_json(
-            object in 0usize..64,
+            table in 0usize..64,
             records in proptest::collection::vec(
                 proptest::collection::vec((0usize..64, arb_json()), 0..12),
                 1..6,
             ),
         ) {
             let tables = crate::spec::tables();
-            let spec = &tables[object % tables.len()];
+            let spec = &tables[table % tables.len()];
             let names: Vec<&str> = spec.columns.iter().map(|c| c.path().split('.').next().unwrap_or("")).collect();
             let records: Vec<Value> = records
                 .into_iter()
@@ -1467,11 +1452,11 @@ mod tests {
         /// members that are no object included).
         #[test]
         fn a_plan_reads_each_column_as_its_path_does(
-            object in 0usize..64,
+            table in 0usize..64,
             fields in proptest::collection::vec((0usize..80, arb_json()), 0..30),
         ) {
             let tables = crate::spec::tables();
-            let spec = &tables[object % tables.len()];
+            let spec = &tables[table % tables.len()];
             let mut record = Map::new();
             for (column, value) in fields {
                 let key = match spec.columns.get(column) {

@@ -1,10 +1,14 @@
-//! A JSON tree that borrows from the text it was read from (docs/ARCHITECTURE.md, "Decoding").
+//! JSON as readers and the decoder both read it (docs/ARCHITECTURE.md, "Decoding"): a tree that
+//! borrows from the text it was read from ([`Json`]), timestamps ([`micros`]), and the repair
+//! of text Zendesk sends broken ([`repair_text`]). Neither side owns these, so they sit below
+//! both.
 //!
 //! A record read into a `serde_json::Value` copies every key and string into an allocation of
 //! its own and every object into a B-tree, and frees all of it again once the record's values
 //! are in Arrow: at a backfill's rate that was most of the decode stage's time (BENCHMARKS.md,
-//! sixth session). [`Json`] keeps a string that needs no unescaping as a slice of the record's
-//! text and an object as one vector of members, sorted by key once it is read.
+//! the heaptrack and perf profiles of the 1M backfill). [`Json`] keeps a string that needs no
+//! unescaping as a slice of the record's text and an object as one vector of members, sorted by
+//! key once it is read.
 //!
 //! It reads and prints as `Value` does, so nothing a table stores changes: a repeated key
 //! counts once, with its last value; an object prints with its keys in byte order (a `Value`'s
@@ -13,6 +17,7 @@
 use std::borrow::Cow;
 use std::fmt;
 
+use chrono::{DateTime, Utc};
 use serde::de::{Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::ser::{Serialize, SerializeMap, SerializeSeq, Serializer};
 use serde_json::{Number, Value};
@@ -369,6 +374,75 @@ impl<'de> Visitor<'de> for JsonVisitor {
     }
 }
 
+/// Microseconds since the epoch from an RFC 3339 string or a number of unix seconds.
+pub fn timestamp_micros(value: &Value) -> Option<i64> {
+    micros(&Json::from(value))
+}
+
+/// [`timestamp_micros`] of a value read by the decode stage.
+// Called for every timestamp a page holds, from the decoder's builders in another module
+// (BENCHMARKS.md: the decoder reads pages at memory speed).
+#[inline]
+pub fn micros(value: &Json) -> Option<i64> {
+    match value {
+        Json::Number(n) => n.as_i64()?.checked_mul(1_000_000),
+        Json::String(s) => DateTime::parse_from_rfc3339(s)
+            .ok()
+            .map(|t| t.with_timezone(&Utc).timestamp_micros()),
+        _ => None,
+    }
+}
+
+/// The body with invalid UTF-8 and unpaired UTF-16 surrogate escapes (`\ud83d` without its
+/// low half: text cut in the middle of an emoji) replaced by U+FFFD, or `None` when there was
+/// nothing to replace. Zendesk has been seen sending both; JSON parsers that reject them would
+/// stop the sync on one bad comment forever.
+pub fn repair_text(body: &[u8]) -> Option<String> {
+    let text = String::from_utf8_lossy(body);
+    let mut changed = matches!(text, std::borrow::Cow::Owned(_));
+    let bytes = text.as_bytes();
+    let mut out = String::with_capacity(text.len());
+    let mut i = 0;
+    let mut last = 0;
+    let hex = |at: usize| -> Option<u16> {
+        let digits = text.get(at..at + 4)?;
+        u16::from_str_radix(digits, 16).ok()
+    };
+    while i + 1 < bytes.len() {
+        if bytes[i] != b'\\' {
+            i += 1;
+            continue;
+        }
+        if bytes[i + 1] != b'u' {
+            i += 2; // any other escape, `\\` included
+            continue;
+        }
+        let Some(unit) = hex(i + 2) else {
+            i += 2;
+            continue;
+        };
+        let high = (0xD800..0xDC00).contains(&unit);
+        let low = (0xDC00..0xE000).contains(&unit);
+        let paired = high
+            && bytes.get(i + 6) == Some(&b'\\')
+            && bytes.get(i + 7) == Some(&b'u')
+            && hex(i + 8).is_some_and(|next| (0xDC00..0xE000).contains(&next));
+        if paired {
+            i += 12;
+        } else if high || low {
+            out.push_str(&text[last..i]);
+            out.push_str("\\ufffd");
+            i += 6;
+            last = i;
+            changed = true;
+        } else {
+            i += 6;
+        }
+    }
+    out.push_str(&text[last..]);
+    changed.then_some(out)
+}
+
 /// An object's key, borrowed when it needs no unescaping.
 struct Key<'de>(Cow<'de, str>);
 
@@ -404,6 +478,23 @@ impl<'de> Visitor<'de> for KeyVisitor {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn repairs_lone_surrogates_and_invalid_utf8_only() {
+        let parse = |body: &[u8]| -> Option<serde_json::Value> {
+            serde_json::from_str(&repair_text(body)?).ok()
+        };
+        assert_eq!(
+            repair_text(br#"{"a":"ok \ud83d\ude00 \u00e9 \\ud800"}"#),
+            None
+        );
+        let fixed = parse(br#"{"a":"cut \ud83d", "b":"\udc00x"}"#).unwrap();
+        assert_eq!(fixed["a"], "cut \u{fffd}");
+        assert_eq!(fixed["b"], "\u{fffd}x");
+        let fixed = parse(b"{\"a\":\"bad \xff byte\"}").unwrap();
+        assert_eq!(fixed["a"], "bad \u{fffd} byte");
+        assert!(parse(b"<html>502</html>").is_none());
+    }
 
     /// Every kind of value, escapes, repeated keys, unsorted keys, nesting and numbers of each
     /// representation.

@@ -28,11 +28,13 @@ use tracing::{info, info_span, warn, Instrument};
 use crate::config::Settings;
 use crate::decode::{self, Decoded, Key};
 use crate::failpoint;
+use crate::json;
 use crate::lake::{self, CommitDraft, ControlRow, Lake, PatchSet, TableCommit};
+use crate::page::{Page, ParentPage, RawPage, RawRecord};
 use crate::spec::{Stream, StreamKind, Table, WriteMode, DELETED_COLUMN};
-use crate::zendesk::readers::children::{Parent, ParentPage};
+use crate::zendesk::readers::children::Parent;
 use crate::zendesk::readers::{self, body, Context, Held, ReadAhead, READ_AHEAD_BYTES};
-use crate::zendesk::{self, Client, Page, RawPage, RequestStats};
+use crate::zendesk::{self, Client, RequestStats};
 use progress::{StreamState, StreamTracker, Tracker};
 
 /// Errors that stop the whole run before any stream starts.
@@ -996,7 +998,7 @@ impl Snapshot {
         let keep = deltalake::arrow::array::UInt32Array::from(keep);
         deltalake::arrow::compute::take_record_batch(&batch, &keep).map_err(|source| {
             decode::Error::Arrow {
-                object: table.name.clone(),
+                table: table.name.clone(),
                 source,
             }
         })
@@ -1065,7 +1067,7 @@ impl Snapshot {
         ];
         let rows = deltalake::arrow::compute::concat_batches(&rows[0].schema(), &rows).map_err(
             |source| decode::Error::Arrow {
-                object: table.name.clone(),
+                table: table.name.clone(),
                 source,
             },
         )?;
@@ -1123,7 +1125,7 @@ fn decode_page(
     let mut offset = 0;
     // An empty page still decodes once: every table gets its (empty) batch.
     loop {
-        let slice: Vec<body::RawRecord> = records.by_ref().take(DECODE_CHUNK).collect();
+        let slice: Vec<RawRecord> = records.by_ref().take(DECODE_CHUNK).collect();
         let n = slice.len();
         // Sideloads go with the first slice: no table correlates them with records before the
         // commit.
@@ -1132,7 +1134,7 @@ fn decode_page(
         let page = Page::parse(stream, &slice, &slice_sideloads, parent.as_ref()).map_err(
             |(index, detail)| {
                 located(decode::Error::Unreadable {
-                    object: stream.name.clone(),
+                    stream: stream.name.clone(),
                     index,
                     detail,
                 })
@@ -1149,7 +1151,7 @@ fn decode_page(
             page.records
                 .iter()
                 .filter_map(|r| r.get(&stream.watermark_field))
-                .filter_map(decode::micros)
+                .filter_map(json::micros)
                 .max(),
         );
         offset += n;
@@ -1234,7 +1236,7 @@ mod tests {
         RawPage {
             records: records
                 .iter()
-                .map(|r| body::RawRecord::from_text(&r.to_string()).unwrap())
+                .map(|r| RawRecord::from_text(&r.to_string()).unwrap())
                 .collect(),
             sideloads: Vec::new(),
             position: Value::from(1),
@@ -1289,7 +1291,7 @@ mod tests {
         assert_eq!(patches.num_rows(), privacy.len());
         let newest = events
             .iter()
-            .map(|e| decode::timestamp_micros(&e["created_at"]).unwrap())
+            .map(|e| json::timestamp_micros(&e["created_at"]).unwrap())
             .max();
         assert_eq!(page.watermark, newest);
     }

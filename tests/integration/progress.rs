@@ -259,7 +259,7 @@ async fn the_tracker_follows_each_export_to_its_newest_record() {
         let records = sim.records(stream);
         let newest = records
             .iter()
-            .filter_map(|r| zendesk_lake::decode::timestamp_micros(&r[field]))
+            .filter_map(|r| zendesk_lake::json::timestamp_micros(&r[field]))
             .max()
             .map(|us| us.div_euclid(1_000_000));
         assert_eq!(view.rows, records.len() as u64, "{view:?}");

@@ -176,12 +176,12 @@ fn every_sample_field_is_a_column_or_known_dropped() {
 fn page(
     records: Vec<Value>,
     sideloads: Vec<(String, Vec<Value>)>,
-) -> zendesk_lake::zendesk::Page<'static> {
+) -> zendesk_lake::page::Page<'static> {
     use zendesk_lake::json::Json;
     let owned = |values: Vec<Value>| -> Vec<Json<'static>> {
         values.iter().map(|v| Json::from(v).into_owned()).collect()
     };
-    zendesk_lake::zendesk::Page {
+    zendesk_lake::page::Page {
         records: owned(records),
         sideloads: sideloads
             .into_iter()
@@ -193,7 +193,7 @@ fn page(
 /// The rows of `table` that a page of its stream holding `records` yields, by key.
 fn table_rows(
     table: &str,
-    page: &zendesk_lake::zendesk::Page,
+    page: &zendesk_lake::page::Page,
 ) -> std::collections::BTreeMap<String, serde_json::Map<String, Value>> {
     let spec = objects::find(table).unwrap();
     let rows = decode::extract(spec, page).unwrap_or_else(|e| panic!("{table}: {e}"));

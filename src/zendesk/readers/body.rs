@@ -3,8 +3,8 @@
 //!
 //! A parsed record is about ten times its text in memory, and pages wait in the stages'
 //! queues: kept as text, a page costs its size until the decode stage parses it
-//! ([`RawPage::parse`](super::RawPage::parse)). Reading the body this way validates all of it
-//! (a page that is not JSON is refused as before) but builds no tree of the records, and copies
+//! ([`Page::parse`](crate::page::Page::parse)). Reading the body this way validates all of it
+//! (a page that is not JSON is refused) but builds no tree of the records, and copies
 //! no record's text either: each record is a range of the body it came in, which it shares with
 //! the page's other records (one allocation, the body as read, however many records).
 
@@ -15,32 +15,7 @@ use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess,
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
-use crate::json::Json;
-
-/// One record's JSON text: a range of the page's body (valid UTF-8 and valid JSON, as the
-/// body's reading checked).
-#[derive(Clone)]
-pub struct RawRecord(Bytes);
-
-impl RawRecord {
-    /// The record's JSON text.
-    pub fn bytes(&self) -> &[u8] {
-        &self.0
-    }
-
-    /// A record of its own, for tests.
-    #[cfg(test)]
-    pub fn from_text(text: &str) -> serde_json::Result<RawRecord> {
-        let _: &RawValue = serde_json::from_str(text)?;
-        Ok(RawRecord(Bytes::copy_from_slice(text.trim().as_bytes())))
-    }
-}
-
-impl fmt::Debug for RawRecord {
-    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        write!(f, "RawRecord({})", String::from_utf8_lossy(&self.0))
-    }
-}
+use crate::page::RawRecord;
 
 /// A page's body: the arrays asked for as records' text, the other members parsed.
 #[derive(Debug, Default)]
@@ -150,7 +125,9 @@ impl<'de> Visitor<'de> for MaybeArray<'_> {
         // A borrowed `&RawValue` is a part of the deserializer's input, which is `self.text`
         // (`Body::parse`), so `slice_ref` finds it there (it would panic on text from elsewhere).
         while let Some(item) = seq.next_element::<&RawValue>()? {
-            items.push(RawRecord(self.text.slice_ref(item.get().as_bytes())));
+            items.push(RawRecord::from_checked(
+                self.text.slice_ref(item.get().as_bytes()),
+            ));
         }
         Ok(Some(items))
     }
@@ -186,27 +163,6 @@ impl<'de> Visitor<'de> for MaybeArray<'_> {
 
     fn visit_none<E>(self) -> Result<Self::Value, E> {
         Ok(None)
-    }
-}
-
-/// A record parsed, and whether its text had to be repaired first: the body's reading lets
-/// unpaired UTF-16 surrogate escapes through (text cut in the middle of an emoji), which a
-/// value cannot hold, so they become U+FFFD as the client's repair of a body has it.
-pub fn parse_record(record: &RawRecord) -> serde_json::Result<(Value, bool)> {
-    parse_json(record).map(|(tree, repaired)| (tree.to_value(), repaired))
-}
-
-/// A record read into a tree that borrows its text ([`Json`]), and whether its text had to be
-/// repaired first (as [`parse_record`] says; a repaired record owns its strings).
-pub fn parse_json(record: &RawRecord) -> serde_json::Result<(Json<'_>, bool)> {
-    match Json::from_slice(record.bytes()) {
-        Ok(value) => Ok((value, false)),
-        Err(e) => match crate::zendesk::client::repair_text(record.bytes())
-            .and_then(|text| Json::from_slice(text.as_bytes()).ok().map(Json::into_owned))
-        {
-            Some(value) => Ok((value, true)),
-            None => Err(e),
-        },
     }
 }
 
@@ -336,29 +292,6 @@ mod tests {
         for record in &records {
             assert!(body_range.contains(&record.bytes().as_ptr()), "no copy");
         }
-    }
-
-    #[test]
-    fn a_record_with_a_lone_surrogate_is_repaired() {
-        let body = br#"{"tickets":[{"id":1,"subject":"cut \ud83d here"},{"id":2}]}"#;
-        let mut body = parse(body, &["tickets"]).unwrap();
-        let records = body.take_array("tickets").unwrap();
-        let (value, repaired) = parse_record(&records[0]).unwrap();
-        assert!(repaired);
-        assert_eq!(value, json!({"id": 1, "subject": "cut \u{fffd} here"}));
-        assert_eq!(
-            parse_record(&records[1]).unwrap(),
-            (json!({"id": 2}), false)
-        );
-        let (tree, repaired) = parse_json(&records[0]).unwrap();
-        assert!(repaired);
-        assert_eq!(
-            tree.to_value(),
-            json!({"id": 1, "subject": "cut \u{fffd} here"})
-        );
-        let (tree, repaired) = parse_json(&records[1]).unwrap();
-        assert!(!repaired);
-        assert_eq!(tree.to_value(), json!({"id": 2}));
     }
 
     #[test]

@@ -15,7 +15,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tracing::debug;
 
-use super::{parse_position, set_param, to_json, Context, RawPage, Reader};
+use super::{parse_position, set_param, to_json, Context, Reader};
+use crate::page::{ParentPage, RawPage};
 use crate::zendesk::Result;
 
 /// A parent whose children are read.
@@ -25,14 +26,6 @@ pub struct Parent {
     /// Its cursor (µs), the order parents are read in.
     pub cursor: i64,
     /// Deleted in the lake: its children are deleted, no request needed.
-    pub gone: bool,
-}
-
-/// The parent a page of children belongs to.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ParentPage {
-    pub id: i64,
-    /// The parent is deleted or gone (404): every child of it is deleted.
     pub gone: bool,
 }
 
@@ -142,6 +135,3 @@ impl Reader for Children {
         to_json(&self.position)
     }
 }
-
-/// The field each child gets with its parent's id (the children of a ticket carry none).
-pub const PARENT_FIELD: &str = "ticket_id";

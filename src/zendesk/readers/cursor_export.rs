@@ -8,7 +8,8 @@ use serde_json::Value;
 use tracing::debug;
 use url::Url;
 
-use super::{parse_position, set_includes, to_json, Context, RawPage, Reader, MAX_IDLE_PAGES};
+use super::{parse_position, set_includes, to_json, Context, Reader, MAX_IDLE_PAGES};
+use crate::page::RawPage;
 use crate::zendesk::Result;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

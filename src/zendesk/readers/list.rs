@@ -9,7 +9,8 @@ use serde_json::Value;
 use tracing::debug;
 use url::Url;
 
-use super::{set_param, Context, RawPage, Reader};
+use super::{set_param, Context, Reader};
+use crate::page::RawPage;
 use crate::zendesk::Result;
 
 /// Zendesk's largest list page (`page[size]=101` is a 400).

@@ -20,104 +20,13 @@ use tokio::sync::mpsc;
 use tracing::{info, warn};
 use url::Url;
 
-use self::body::{Body, RawRecord};
+use self::body::Body;
 use super::client::endpoint_of;
-use super::{Client, Error, RequestStats, Result};
-use crate::json::Json;
+use super::{Client, Error, Method, Request, RequestStats, Result};
+use crate::page::{RawPage, RawRecord};
 use crate::spec::{Stream, StreamKind};
 
 pub use time_export::fingerprint;
-
-/// One page as a reader returns it: its records as their JSON text ([`body`]), parsed by the
-/// decode stage a slice at a time ([`Page::parse`]).
-#[derive(Debug)]
-pub struct RawPage {
-    pub records: Vec<RawRecord>,
-    pub sideloads: Vec<(String, Vec<RawRecord>)>,
-    pub position: Value,
-    pub end_of_stream: bool,
-    pub parent: Option<children::ParentPage>,
-    /// Where the stream stands in time after this page (unix seconds), for readers whose
-    /// position is one: a time export's `end_time`, the cursor of a children stream's parent
-    /// (a cursor export's, its newest record, is read by the decode stage with the page's
-    /// watermark). Progress display only; never stored.
-    pub until: Option<i64>,
-}
-
-impl RawPage {
-    /// Bytes of JSON text the page's records and sideloads hold.
-    pub fn text_bytes(&self) -> usize {
-        let records = |items: &[RawRecord]| items.iter().map(|r| r.bytes().len()).sum::<usize>();
-        records(&self.records)
-            + self
-                .sideloads
-                .iter()
-                .map(|(_, items)| records(items))
-                .sum::<usize>()
-    }
-}
-
-/// Records of a page parsed, borrowing their strings from the records' text ([`Json`]).
-#[derive(Debug, Clone, Default)]
-pub struct Page<'a> {
-    /// The records of the stream's `records_key` array.
-    pub records: Vec<Json<'a>>,
-    /// Arrays sideloaded beside the records (`metric_sets`), by key.
-    pub sideloads: Vec<(String, Vec<Json<'a>>)>,
-}
-
-impl<'a> Page<'a> {
-    /// `records` and `sideloads` (of a page of `stream`, whose children have `parent`) parsed.
-    /// A children stream's records get their parent's id ([`children::PARENT_FIELD`]). Text
-    /// the body's reading let through but a value cannot hold, unpaired UTF-16 surrogate
-    /// escapes (text cut in the middle of an emoji), is repaired as the client repairs a body;
-    /// fails only on what no repair helps (nesting past serde_json's recursion limit), with the
-    /// record's position.
-    pub fn parse(
-        stream: &Stream,
-        records: &'a [RawRecord],
-        sideloads: &'a [(String, Vec<RawRecord>)],
-        parent: Option<&children::ParentPage>,
-    ) -> std::result::Result<Page<'a>, (usize, String)> {
-        let parse =
-            |items: &'a [RawRecord]| -> std::result::Result<Vec<Json<'a>>, (usize, String)> {
-                items
-                .iter()
-                .enumerate()
-                .map(|(i, item)| match body::parse_json(item) {
-                    Ok((value, repaired)) => {
-                        if repaired {
-                            warn!(object = %stream.name, index = i, "a record held lone surrogate escapes; they were replaced by U+FFFD");
-                        }
-                        Ok(value)
-                    }
-                    Err(e) => Err((i, e.to_string())),
-                })
-                .collect()
-            };
-        let mut records = parse(records)?;
-        if let Some(parent) = parent {
-            for child in &mut records {
-                if let Some(child) = child.as_object_mut() {
-                    child.insert(children::PARENT_FIELD, Json::from(parent.id));
-                }
-            }
-        }
-        let sideloads = sideloads
-            .iter()
-            .map(|(key, items)| Ok((key.clone(), parse(items)?)))
-            .collect::<std::result::Result<_, _>>()?;
-        Ok(Page { records, sideloads })
-    }
-
-    /// The sideloaded array `key`, empty when the page has none.
-    pub fn sideload(&self, key: &str) -> &[Json<'a>] {
-        self.sideloads
-            .iter()
-            .find(|(k, _)| k == key)
-            .map_or(&[], |(_, v)| v.as_slice())
-    }
-}
 
 /// A stream being read.
 #[async_trait]
@@ -139,7 +48,7 @@ pub struct Context {
     /// How the page size recovers from 504s (`PageSizing::default()` to start).
     pub sizing: PageSizing,
     pub stats: Arc<RequestStats>,
-    /// Sideloads and child objects the stream's tables need (`include=metric_sets`).
+    /// Sideloads and child events the stream's tables need (`include=metric_sets`).
     pub includes: Vec<String>,
     /// Children streams: the parents to read the children of, in order.
     pub parents: Vec<children::Parent>,
@@ -166,24 +75,23 @@ impl Context {
     }
 
     /// [`Context::get`], with the statuses in `handled` returned unretried.
-    async fn get_except(&self, url: &Url, handled: &[u16]) -> Result<Body> {
+    async fn get_except(&self, url: &Url, handled: &'static [u16]) -> Result<Body> {
         let mut arrays: Vec<&str> = vec![self.stream.records_key.as_str()];
         arrays.extend(self.includes.iter().map(String::as_str));
+        let request = Request::get(url.clone())
+            .with_class(self.stream.limit_class)
+            .with_handled(handled);
         self.client
-            .get_parsed(
-                self.name(),
-                url,
-                self.stream.limit_class,
-                &self.stats,
-                handled,
-                |text| Body::parse(text, &arrays),
-            )
+            .send_parsed(self.name(), &request, &self.stats, |text| {
+                Body::parse(text, &arrays)
+            })
             .await
     }
 
     fn shape(&self, url: &Url, detail: &str) -> Error {
         Error::Shape {
-            object: self.stream.name.clone(),
+            stream: self.stream.name.clone(),
+            method: Method::Get,
             endpoint: endpoint_of(url),
             detail: detail.to_owned(),
         }
@@ -218,23 +126,23 @@ impl Context {
     /// of answered pages doubles it back up to the size asked for before ([`PageSizing`]).
     /// `None` when the start time is less than a minute old: nothing to fetch yet.
     async fn get_page(&mut self, url: &mut Url) -> Result<Option<Body>> {
-        let object = self.stream.name.as_str();
+        let stream = self.stream.name.as_str();
         loop {
             set_param(url, PAGE_SIZE_PARAM, &self.page_size.to_string());
-            let handled: &[u16] = if self.page_size > MIN_PAGE_SIZE {
+            let handled: &'static [u16] = if self.page_size > MIN_PAGE_SIZE {
                 &[504]
             } else {
                 &[]
             };
             match self.get_except(url, handled).await {
                 Err(err) if is_start_time_too_recent(&err) => {
-                    info!(%object, "start_time is less than a minute old: nothing to fetch yet");
+                    info!(%stream, "start_time is less than a minute old: nothing to fetch yet");
                     return Ok(None);
                 }
                 Err(err) if err.status() == Some(504) && self.page_size > MIN_PAGE_SIZE => {
                     self.sizing.shrunk(self.page_size);
                     self.page_size = (self.page_size / 2).max(MIN_PAGE_SIZE);
-                    warn!(%object, page_size = self.page_size, "504 on a large page: asking for smaller pages");
+                    warn!(%stream, page_size = self.page_size, "504 on a large page: asking for smaller pages");
                     self.stats
                         .retries
                         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -243,7 +151,7 @@ impl Context {
                     if other.is_ok() {
                         if let Some(size) = self.sizing.answered(self.page_size) {
                             self.page_size = size;
-                            info!(%object, page_size = size, "pages answered again: asking for larger ones");
+                            info!(%stream, page_size = size, "pages answered again: asking for larger ones");
                         }
                     }
                     return other.map(Some);
@@ -448,7 +356,8 @@ impl Drop for Held {
 /// reader's.
 fn parse_position<T: serde::de::DeserializeOwned>(stream: &Stream, position: &Value) -> Result<T> {
     serde_json::from_value(position.clone()).map_err(|e| Error::Shape {
-        object: stream.name.clone(),
+        stream: stream.name.clone(),
+        method: Method::Get,
         endpoint: stream.path.clone(),
         detail: format!("the stored position {position} is not this reader's: {e}"),
     })

@@ -14,9 +14,10 @@ use serde_json::Value;
 use tracing::debug;
 use url::Url;
 
-use super::body::{field, parse_record};
-use super::{parse_position, to_json, Context, RawPage, Reader, MAX_IDLE_PAGES, MAX_PAGE_SIZE};
-use crate::decode::timestamp_micros;
+use super::body::field;
+use super::{parse_position, to_json, Context, Reader, MAX_IDLE_PAGES, MAX_PAGE_SIZE};
+use crate::json::timestamp_micros;
+use crate::page::{parse_record, RawPage};
 use crate::zendesk::client::endpoint_of;
 use crate::zendesk::{Error, Result};
 
@@ -118,7 +119,7 @@ impl Reader for TimeExport {
                         continue;
                     }
                     return Err(Error::Stalled {
-                        object: context.name().to_owned(),
+                        stream: context.name().to_owned(),
                         endpoint: endpoint_of(&url),
                         start_time: start,
                     });
