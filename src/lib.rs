@@ -19,6 +19,7 @@ pub mod page;
 pub mod sim;
 pub mod spec;
 pub mod sync;
+pub mod webhooks;
 pub mod zendesk;
 
 /// The Arrow, DataFusion and Delta types this crate uses, through deltalake's re-exports so that

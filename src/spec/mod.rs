@@ -105,6 +105,19 @@ pub struct Stream {
     /// Children streams: the lake table whose changed rows are the parents.
     #[serde(default)]
     pub parents: Option<Parents>,
+    /// The webhook event types that mean the stream has news, as prefixes of Zendesk's types
+    /// (`zen:event-type:ticket.`): `listen` runs the stream soon after one is delivered.
+    #[serde(default)]
+    pub webhook_events: Vec<String>,
+}
+
+impl Stream {
+    /// Whether a webhook event of `event_type` means this stream has news.
+    pub fn follows(&self, event_type: &str) -> bool {
+        self.webhook_events
+            .iter()
+            .any(|p| event_type.starts_with(p.as_str()))
+    }
 }
 
 /// Where a children stream finds its parents: the rows of a lake table, in the order of a
