@@ -415,8 +415,9 @@ mod tests {
     use serde_json::Value;
 
     use crate::lake::faultstore::Plan;
+    use crate::lake::files::files;
     use crate::lake::maintenance::{Layout, OptimizeOptions};
-    use crate::lake::merge::tests::{draft, files};
+    use crate::lake::merge::tests::draft;
     use crate::lake::{Error, Lake};
     use crate::sim::{SimConfig, Simulator};
 

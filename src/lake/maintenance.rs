@@ -27,6 +27,8 @@ use deltalake::{DeltaTable, DeltaTableError};
 use tracing::{info, warn};
 
 use super::commit::is_conflict;
+use super::files::stats;
+pub use super::files::FileStats;
 use super::rewrite::{rewrite, Rewritten};
 use super::{Error, Lake, Result, CONTROL_TABLE};
 use crate::spec;
@@ -156,18 +158,6 @@ impl Default for Policy {
             deletion_vectors: false,
         }
     }
-}
-
-/// The data files of a table's current version.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct FileStats {
-    pub files: usize,
-    pub bytes: u64,
-    /// Files under a quarter of the target size.
-    pub small: usize,
-    /// Rows the files hold, and of them the rows deletion vectors hide.
-    pub rows: u64,
-    pub hidden: u64,
 }
 
 /// The tables maintenance applies to: the named ones (table names or `_sync_state`), or every
@@ -467,23 +457,6 @@ fn snapshot<'t>(
     table.snapshot().map_err(|source| delta(name, source))
 }
 
-pub(crate) fn stats(name: &str, table: &DeltaTable, small_below: u64) -> Result<FileStats> {
-    let mut stats = FileStats::default();
-    for file in snapshot(name, table)?.log_data().iter() {
-        let size = file.size().max(0) as u64;
-        stats.files += 1;
-        stats.bytes += size;
-        if size < small_below {
-            stats.small += 1;
-        }
-        stats.rows += file.num_records().unwrap_or(0) as u64;
-        stats.hidden += file
-            .deletion_vector_descriptor()
-            .map_or(0, |dv| dv.cardinality.max(0) as u64);
-    }
-    Ok(stats)
-}
-
 /// A checkpoint of the table's current version, so that readers replay no commit before it.
 /// A checkpoint that cannot be written is logged: the commit before it stands, and readers
 /// replay its log from the checkpoint before.
@@ -577,7 +550,8 @@ mod tests {
     /// the files read (a batch of new rows) does not stop a rewrite. Every row stays once.
     #[tokio::test]
     async fn optimizes_racing_on_one_table_never_duplicate_rows() {
-        use crate::lake::merge::tests::{draft, files};
+        use crate::lake::files::files;
+        use crate::lake::merge::tests::draft;
         use crate::sim::{SimConfig, Simulator};
         use deltalake::arrow::array::AsArray;
         use deltalake::arrow::datatypes::Int64Type;

@@ -740,11 +740,12 @@ fn check_schema(spec: &Table, table: &deltalake::DeltaTable) -> Result<()> {
 
 #[cfg(test)]
 pub(crate) mod tests {
-    use std::collections::{BTreeMap, HashSet};
+    use std::collections::BTreeMap;
 
     use serde_json::Value;
 
     use super::*;
+    use crate::lake::files::files;
     use crate::lake::ControlRow;
     use crate::sim::{SimConfig, Simulator};
 
@@ -797,17 +798,6 @@ pub(crate) mod tests {
             },
             writes: vec!["tickets".into()],
         }
-    }
-
-    /// The data files of the table's version.
-    pub(crate) fn files(table: &DeltaTable) -> HashSet<String> {
-        table
-            .snapshot()
-            .unwrap()
-            .log_data()
-            .iter()
-            .map(|f| f.path().into_owned())
-            .collect()
     }
 
     /// A merge reads and rewrites only the files whose key range holds a stored key of the

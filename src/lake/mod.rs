@@ -44,6 +44,7 @@ pub mod control;
 pub mod dv;
 pub mod failstore;
 pub mod faultstore;
+pub(crate) mod files;
 pub mod maintenance;
 pub mod merge;
 mod rewrite;

@@ -22,30 +22,22 @@
 //!   proves the commit absent.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 
 use deltalake::arrow::array::{ArrayRef, AsArray, RecordBatch};
 use deltalake::arrow::compute::{cast, concat_batches, interleave, sort_to_indices, take};
 use deltalake::arrow::datatypes::{DataType, Int64Type, SchemaRef};
 use deltalake::kernel::{Action, Add, Remove};
-use deltalake::logstore::object_store::{ObjectStore, ObjectStoreExt};
-use deltalake::parquet::arrow::arrow_reader::{ArrowReaderOptions, RowSelection};
-use deltalake::parquet::arrow::async_reader::AsyncFileReader;
-use deltalake::parquet::arrow::{ParquetRecordBatchStreamBuilder, ProjectionMask};
-use deltalake::parquet::errors::ParquetError;
-use deltalake::parquet::file::metadata::{ParquetMetaData, ParquetMetaDataReader};
 use deltalake::protocol::DeltaOperation;
 use deltalake::table::config::TablePropertiesExt;
 use deltalake::{DeltaTable, Path};
-use futures::future::BoxFuture;
-use futures::{FutureExt, TryFutureExt, TryStreamExt};
+use futures::TryStreamExt;
 use roaring::RoaringTreemap;
 use serde_json::Value;
 
 use super::commit::{self, Intent};
 use super::dv;
+use super::files::{abort, as_table, delete, physical, scan, writer, Read};
 use super::merge::PatchSet;
-use super::rewrite::{abort, as_table, delete, scan, writer};
 use super::{Error, Result};
 use crate::spec::Table;
 
@@ -494,130 +486,6 @@ enum Pick {
     Row(usize),
     /// Patched by this row of the patches.
     Patch(usize),
-}
-
-/// What [`physical`] reads of a file: by default, everything.
-#[derive(Debug, Clone, Copy, Default)]
-struct Read<'a> {
-    /// Only these columns.
-    columns: Option<&'a [&'a str]>,
-    /// Only the rows at these positions (ascending).
-    rows: Option<&'a [usize]>,
-}
-
-/// A file's rows as stored, deleted ones included, in their order (the positions deletion
-/// vectors name), or those `read` names: every column of the table, or only some. Only the
-/// byte ranges of the columns read are fetched from the store.
-async fn physical(
-    name: &str,
-    table: &DeltaTable,
-    file: &Add,
-    path: &Path,
-    schema: &SchemaRef,
-    read: Read<'_>,
-) -> Result<RecordBatch> {
-    let failed = |e: &dyn std::fmt::Display| Error::Invalid {
-        table: name.to_owned(),
-        detail: format!("reading {path}: {e}"),
-    };
-    let store = table.log_store().object_store(None);
-    let input = FileReader {
-        store,
-        path: path.clone(),
-        size: file.size.max(0) as u64,
-    };
-    let mut reader = ParquetRecordBatchStreamBuilder::new(input)
-        .await
-        .map_err(|e| failed(&e))?;
-    let mut schema = schema.clone();
-    if let Some(rows) = read.rows {
-        let total = reader.metadata().file_metadata().num_rows().max(0) as usize;
-        let ranges = rows.iter().map(|&i| i..i + 1);
-        reader = reader.with_row_selection(RowSelection::from_consecutive_ranges(ranges, total));
-    }
-    if let Some(columns) = read.columns {
-        let wanted = columns_in(&schema, columns);
-        let roots: Vec<usize> = reader
-            .schema()
-            .fields()
-            .iter()
-            .enumerate()
-            .filter(|(_, f)| columns.contains(&f.name().as_str()))
-            .map(|(i, _)| i)
-            .collect();
-        if roots.len() != wanted.len() {
-            return Err(failed(&format!("it lacks one of the columns {columns:?}")));
-        }
-        let mask = ProjectionMask::roots(reader.parquet_schema(), roots);
-        schema = Arc::new(schema.project(&wanted).map_err(|e| failed(&e))?);
-        reader = reader.with_projection(mask);
-    }
-    let batches: Vec<RecordBatch> = reader
-        .build()
-        .map_err(|e| failed(&e))?
-        .try_collect()
-        .await
-        .map_err(|e| failed(&e))?;
-    let batches = batches
-        .into_iter()
-        .map(|b| as_table(name, &schema, b))
-        .collect::<Result<Vec<_>>>()?;
-    concat_batches(&schema, &batches).map_err(|e| failed(&e))
-}
-
-/// A data file read by byte ranges from the table's store (parquet's reader of an object
-/// store, which it deprecates in favour of one's own).
-struct FileReader {
-    store: Arc<dyn ObjectStore>,
-    path: Path,
-    size: u64,
-}
-
-impl AsyncFileReader for FileReader {
-    fn get_bytes(
-        &mut self,
-        range: std::ops::Range<u64>,
-    ) -> BoxFuture<'_, deltalake::parquet::errors::Result<bytes::Bytes>> {
-        self.store
-            .get_range(&self.path, range)
-            .map_err(|e| ParquetError::External(Box::new(e)))
-            .boxed()
-    }
-
-    fn get_byte_ranges(
-        &mut self,
-        ranges: Vec<std::ops::Range<u64>>,
-    ) -> BoxFuture<'_, deltalake::parquet::errors::Result<Vec<bytes::Bytes>>> {
-        async move {
-            self.store
-                .get_ranges(&self.path, &ranges)
-                .await
-                .map_err(|e| ParquetError::External(Box::new(e)))
-        }
-        .boxed()
-    }
-
-    fn get_metadata<'a>(
-        &'a mut self,
-        options: Option<&'a ArrowReaderOptions>,
-    ) -> BoxFuture<'a, deltalake::parquet::errors::Result<Arc<ParquetMetaData>>> {
-        async move {
-            let size = self.size;
-            let metadata = ParquetMetaDataReader::new()
-                .with_arrow_reader_options(options)
-                .load_and_finish(self, size)
-                .await?;
-            Ok(Arc::new(metadata))
-        }
-        .boxed()
-    }
-}
-
-/// The positions in `schema` of `columns`, in the schema's order.
-fn columns_in(schema: &SchemaRef, columns: &[&str]) -> Vec<usize> {
-    (0..schema.fields().len())
-        .filter(|&i| columns.contains(&schema.field(i).name().as_str()))
-        .collect()
 }
 
 /// The values of an int64 key column, by row.
