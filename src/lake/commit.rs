@@ -414,10 +414,10 @@ mod tests {
     use deltalake::arrow::datatypes::Int64Type;
     use serde_json::Value;
 
+    use crate::lake::control::tests::draft;
     use crate::lake::faultstore::Plan;
     use crate::lake::files::files;
     use crate::lake::maintenance::{Layout, OptimizeOptions};
-    use crate::lake::merge::tests::draft;
     use crate::lake::{Error, Lake};
     use crate::sim::{SimConfig, Simulator};
 

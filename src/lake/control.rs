@@ -24,7 +24,7 @@ use serde_json::Value;
 use tracing::{debug, info, warn};
 
 use super::commit::{app_id, is_conflict, txn_version, CONTROL_METADATA};
-use super::merge::table_id;
+use super::table::table_id;
 use super::{query_one, Error, Lake, Result};
 use crate::spec::timestamp_type;
 
@@ -700,4 +700,26 @@ fn rows_of(batch: &RecordBatch) -> Result<Vec<ControlRow>> {
         });
     }
     Ok(rows)
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// The draft of batch `seq` of the tickets stream.
+    pub(crate) fn draft(seq: i64) -> CommitDraft {
+        CommitDraft {
+            row: ControlRow {
+                stream: "tickets".into(),
+                seq,
+                epoch: "test".into(),
+                position: Value::Null,
+                watermark: None,
+                tables: BTreeMap::new(),
+                run_id: "test".into(),
+                committed_at: 0,
+            },
+            writes: vec!["tickets".into()],
+        }
+    }
 }

@@ -357,7 +357,7 @@ mod tests {
     /// (clustering a 14.9M-row table once failed in the merge of the spilled runs).
     #[tokio::test]
     async fn a_sort_larger_than_its_memory_spills_and_returns_every_row_in_order() {
-        use crate::lake::merge::tests::draft;
+        use crate::lake::control::tests::draft;
         use crate::lake::Lake;
         use crate::sim::{SimConfig, Simulator};
         use deltalake::arrow::array::AsArray;

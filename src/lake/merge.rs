@@ -9,17 +9,18 @@ use std::sync::Arc;
 
 use deltalake::arrow::array::{new_null_array, ArrayRef, BooleanArray, RecordBatch};
 use deltalake::arrow::compute::concat_batches;
-use deltalake::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use deltalake::arrow::datatypes::{DataType, Field, Schema};
 use deltalake::datafusion::prelude::{col, not, SessionContext};
 use deltalake::protocol::SaveMode;
 use deltalake::DeltaTable;
 use tracing::debug;
 
 use super::commit::{
-    self, after_commit, app_id, commit_actions, is_conflict, txn_version, CommitFiles, Intent,
-    CONTROL_METADATA,
+    self, after_commit, app_id, commit_actions, txn_version, CommitFiles, Intent, CONTROL_METADATA,
 };
+use super::patch::PatchSet;
 use super::splice::Splice;
+use super::table::{table_configuration, table_id};
 use super::{CommitDraft, Error, Lake, Result};
 use crate::spec::Table;
 
@@ -95,7 +96,7 @@ impl Lake {
                     .with_save_mode(SaveMode::Append)
                     .with_table_name(name)
                     .with_description(spec.description.clone())
-                    .with_configuration(super::maintenance::table_configuration())
+                    .with_configuration(table_configuration())
                     .with_commit_properties(intent.properties())
                     .await;
                 let table = match written {
@@ -273,134 +274,9 @@ impl Lake {
             }
         }
     }
-
-    /// Make sure the table exists, so that queries find it even before any data.
-    pub async fn ensure_table(&self, spec: &Table) -> Result<()> {
-        self.create_if_missing(&spec.name, spec.schema(), &spec.description)
-            .await
-            .map(drop)
-    }
-
-    /// Open the table `name`, creating it empty first if it does not exist.
-    ///
-    /// Another run creating it at the same moment is not an error: the loser of the race finds
-    /// the table created. Nor is an error of the create when the table exists after it (the
-    /// store applied the create and lost its answer).
-    pub(crate) async fn create_if_missing(
-        &self,
-        name: &str,
-        schema: SchemaRef,
-        description: &str,
-    ) -> Result<deltalake::DeltaTable> {
-        if let Some(table) = self.open(name).await? {
-            return Ok(table);
-        }
-        // No conflict retries: a create that loses the race would be committed again as the
-        // next version (a second metadata action, a new table id); the loser finds the table.
-        let created = self
-            .handle(name)?
-            .write(vec![RecordBatch::new_empty(schema)])
-            .with_save_mode(SaveMode::Append)
-            .with_table_name(name)
-            .with_description(description)
-            .with_configuration(super::maintenance::table_configuration())
-            .with_commit_properties(Intent::new().properties())
-            .await;
-        let error = match created {
-            Ok(table) => return Ok(table),
-            Err(error) => error,
-        };
-        debug!(table = name, %error, "creating the table failed: looking for it");
-        self.open(name)
-            .await?
-            .ok_or_else(|| Error::delta(name)(error))
-    }
-
-    /// The table at `version`, which this process just committed ([`Error::AfterCommit`] when
-    /// it cannot be read).
-    async fn at_version(&self, name: &str, version: u64) -> Result<DeltaTable> {
-        let mut table = self.handle(name)?;
-        table
-            .load_version(version)
-            .await
-            .map_err(|e| after_commit(name, version, e))?;
-        Ok(table)
-    }
 }
 
 impl Lake {
-    /// The table's handle kept from this process's last commit to it, brought up to date with
-    /// the commits made since (a listing of the log after its version, not a reload), or the
-    /// table opened afresh. `None` when it does not exist yet.
-    async fn cached(&self, name: &str) -> Result<Option<DeltaTable>> {
-        let kept = self.handles_lock().remove(name);
-        if let Some(mut table) = kept {
-            match table.update_incremental(None).await {
-                Ok(()) => return Ok(Some(table)),
-                Err(e) => debug!(table = name, error = %e, "reloading the table's handle"),
-            }
-        }
-        self.open(name).await
-    }
-
-    /// Whether `table` has deletion vectors, enabling them first (one commit of the table's
-    /// properties and protocol, once in its life). `table` is then at the latest version.
-    async fn enable_deletion_vectors(&self, name: &str, table: &mut DeltaTable) -> Result<bool> {
-        let enabled = |table: &DeltaTable| -> Result<bool> {
-            let state = table.snapshot().map_err(Error::delta(name))?;
-            Ok(state
-                .metadata()
-                .configuration()
-                .get(super::dv::PROPERTY)
-                .is_some_and(|v| v.eq_ignore_ascii_case("true")))
-        };
-        if enabled(table)? {
-            return Ok(true);
-        }
-        let properties = HashMap::from([(super::dv::PROPERTY.to_owned(), "true".to_owned())]);
-        let changed = table
-            .clone()
-            .set_tbl_properties()
-            .with_properties(properties)
-            .with_commit_properties(Intent::new().properties())
-            .await;
-        match changed {
-            Ok(changed) => *table = changed,
-            // Another writer's commit came first, or the store lost the answer: the table
-            // says whether the property is set, by this run or another.
-            Err(error) => {
-                debug!(table = name, %error, "enabling deletion vectors failed: reading the table");
-                table
-                    .update_incremental(None)
-                    .await
-                    .map_err(Error::delta(name))?;
-                if !enabled(table)? {
-                    return Err(match is_conflict(&error) {
-                        true => Error::Concurrent {
-                            table: name.to_owned(),
-                            detail: format!(
-                                "enabling deletion vectors lost to its commit: {error}"
-                            ),
-                        },
-                        false => Error::delta(name)(error),
-                    });
-                }
-            }
-        }
-        debug!(table = name, "deletion vectors enabled");
-        Ok(true)
-    }
-
-    /// Keep a table's handle after a commit, for the next commit of the run.
-    fn keep(&self, name: &str, table: DeltaTable) {
-        self.handles_lock().insert(name.to_owned(), table);
-    }
-
-    fn handles_lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, DeltaTable>> {
-        // Poisoning needs a panic while holding the lock, which only a bug can cause.
-        self.handles.lock().expect("table handles lock poisoned")
-    }
-
     /// The report of a write that left `table` at its current version (`committed`: the write
     /// made that version, whose files it reports), reading no file of the table; its handle is
     /// kept for the next commit.
@@ -630,25 +506,6 @@ fn key_ranges(keys: &[i64], max: usize) -> Vec<(i64, i64)> {
     ranges
 }
 
-/// The table's Delta metadata id: it identifies one life of the table, from its creation.
-pub(crate) fn table_id(name: &str, table: &deltalake::DeltaTable) -> Result<String> {
-    let state = table.snapshot().map_err(|source| Error::Delta {
-        table: name.to_owned(),
-        source,
-    })?;
-    Ok(state.metadata().id().to_owned())
-}
-
-/// Changes to a few columns of rows already in a table: each row of `rows` sets the columns
-/// `sets` (and `_synced_at`) of the table's rows whose `column` equals its own.
-#[derive(Debug, Clone)]
-pub struct PatchSet {
-    pub column: String,
-    pub sets: Vec<String>,
-    /// The match column, the columns set and `_synced_at`, typed as in the table.
-    pub rows: RecordBatch,
-}
-
 /// The merge source's column that tells patches from whole rows.
 const PATCH_COLUMN: &str = "_patch";
 
@@ -740,13 +597,12 @@ fn check_schema(spec: &Table, table: &deltalake::DeltaTable) -> Result<()> {
 
 #[cfg(test)]
 pub(crate) mod tests {
-    use std::collections::BTreeMap;
 
     use serde_json::Value;
 
     use super::*;
+    use crate::lake::control::tests::draft;
     use crate::lake::files::files;
-    use crate::lake::ControlRow;
     use crate::sim::{SimConfig, Simulator};
 
     #[test]
@@ -780,23 +636,6 @@ pub(crate) mod tests {
                     "{key}"
                 );
             }
-        }
-    }
-
-    /// The draft of batch `seq` of the tickets stream.
-    pub(crate) fn draft(seq: i64) -> CommitDraft {
-        CommitDraft {
-            row: ControlRow {
-                stream: "tickets".into(),
-                seq,
-                epoch: "test".into(),
-                position: Value::Null,
-                watermark: None,
-                tables: BTreeMap::new(),
-                run_id: "test".into(),
-                committed_at: 0,
-            },
-            writes: vec!["tickets".into()],
         }
     }
 

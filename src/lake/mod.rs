@@ -47,8 +47,10 @@ pub mod faultstore;
 pub(crate) mod files;
 pub mod maintenance;
 pub mod merge;
+mod patch;
 mod rewrite;
 mod splice;
+pub(crate) mod table;
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -63,7 +65,8 @@ use crate::spec;
 
 pub use commit::CommitFiles;
 pub use control::{CommitDraft, ControlRow, Resume, TableCommit, CONTROL_TABLE};
-pub use merge::{CommitReport, PatchSet};
+pub use merge::CommitReport;
+pub use patch::PatchSet;
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -220,65 +223,6 @@ impl Lake {
         self.root
             .join(&format!("{name}/"))
             .unwrap_or_else(|_| self.root.clone())
-    }
-
-    /// Open a table, `None` when no table exists there yet.
-    pub async fn open(&self, name: &str) -> Result<Option<DeltaTable>> {
-        let delta = |source| Error::Delta {
-            table: name.to_owned(),
-            source,
-        };
-        let mut table = self.handle(name)?;
-        if !table.verify_deltatable_existence().await.map_err(delta)? {
-            return Ok(None);
-        }
-        table.load().await.map_err(delta)?;
-        Ok(Some(table))
-    }
-
-    /// An uninitialised handle on a table location, for the first write.
-    pub(crate) fn handle(&self, name: &str) -> Result<DeltaTable> {
-        let delta = |source| Error::Delta {
-            table: name.to_owned(),
-            source,
-        };
-        self.builder(name)?.build().map_err(delta)
-    }
-
-    /// The builder of a table's handle: its URL and storage options, and, when the crash
-    /// tests arm [`failstore::POINT`], a store that can kill the process inside a commit, or
-    /// when the tests inject object-store faults, a store that fails requests ([`faultstore`]).
-    fn builder(&self, name: &str) -> Result<DeltaTableBuilder> {
-        let url = self.table_url(name);
-        let delta = |source| Error::Delta {
-            table: name.to_owned(),
-            source,
-        };
-        let builder = DeltaTableBuilder::from_url(url.clone())
-            .map_err(delta)?
-            .with_storage_options(self.storage.clone());
-        let killing = crate::failpoint::armed_at(failstore::POINT);
-        if !killing && self.faults.is_none() {
-            return Ok(builder);
-        }
-        let scheme = Url::parse(&format!("{}://", url.scheme())).map_err(|e| Error::Uri {
-            uri: url.to_string(),
-            detail: e.to_string(),
-        })?;
-        let factory = deltalake::logstore::object_store_factories()
-            .get(&scheme)
-            .map(|entry| entry.value().clone())
-            .ok_or_else(|| delta(DeltaTableError::InvalidTableLocation(url.to_string())))?;
-        let config = deltalake::logstore::StorageConfig::parse_options(self.storage.clone())
-            .map_err(delta)?;
-        let (mut root, _) = factory.parse_url_opts(&url, &config).map_err(delta)?;
-        if killing {
-            root = Arc::new(failstore::FailpointStore(root));
-        }
-        if let Some(plan) = &self.faults {
-            root = Arc::new(faultstore::FaultStore::new(root, plan.clone()));
-        }
-        Ok(builder.with_storage_backend(root, url))
     }
 
     /// A DataFusion session with every existing table of the lake registered under its name

@@ -37,7 +37,7 @@ use serde_json::Value;
 use super::commit::{self, Intent};
 use super::dv;
 use super::files::{abort, as_table, delete, physical, scan, writer, Read};
-use super::merge::PatchSet;
+use super::patch::PatchSet;
 use super::{Error, Result};
 use crate::spec::Table;
 
