@@ -199,13 +199,12 @@ impl Lake {
                 }
             }
             attempt += 1;
-            table = self
-                .open(CONTROL_TABLE)
-                .await?
-                .ok_or_else(|| Error::Invalid {
-                    table: CONTROL_TABLE.to_owned(),
-                    detail: "it disappeared while rows were being recorded".into(),
-                })?;
+            table = self.open(CONTROL_TABLE).await?.ok_or_else(|| {
+                Error::invalid(
+                    CONTROL_TABLE,
+                    "it disappeared while rows were being recorded",
+                )
+            })?;
         }
     }
 
@@ -217,12 +216,11 @@ impl Lake {
             .create_if_missing(CONTROL_TABLE, schema(), CONTROL_DESCRIPTION)
             .await?;
         if is_legacy(&table)? {
-            return Err(Error::Invalid {
-                table: CONTROL_TABLE.to_owned(),
-                detail: "it is in the layout of zendesk-lake 0.1 (one row per object); \
-                         `zendesk-lake sync` migrates it before its first commit"
-                    .into(),
-            });
+            return Err(Error::invalid(
+                CONTROL_TABLE,
+                "it is in the layout of zendesk-lake 0.1 (one row per object); \
+                         `zendesk-lake sync` migrates it before its first commit",
+            ));
         }
         Ok(table)
     }
@@ -264,14 +262,14 @@ impl Lake {
                 return Err(self.lost_commits(name, stream, recorded.unwrap_or(0), at));
             }
             if at > seq + 1 {
-                return Err(Error::Invalid {
-                    table: name.to_owned(),
-                    detail: format!(
+                return Err(Error::invalid(
+                    name,
+                    format!(
                         "it holds batch #{at} of stream {stream} but {CONTROL_TABLE} records only \
                          #{seq}: rows of the control table were removed. Restore them, or delete \
                          the stream's tables together with its rows to reload it"
                     ),
-                });
+                ));
             }
             if at == seq + 1 {
                 if let Some(table) = table {
@@ -289,14 +287,14 @@ impl Lake {
         let mut drafts = Vec::with_capacity(ahead.len());
         for (name, table) in &ahead {
             let Some((draft, version)) = find_draft(name, table, stream, seq + 1).await? else {
-                return Err(Error::Invalid {
-                    table: name.clone(),
-                    detail: format!(
+                return Err(Error::invalid(
+                    name,
+                    format!(
                         "its commit of batch #{} of stream {stream} carries no readable control \
                          metadata; the control table is at #{seq}",
                         seq + 1
                     ),
-                });
+                ));
             };
             drafts.push((name, draft, version));
         }
@@ -345,15 +343,15 @@ impl Lake {
     }
 
     fn lost_commits(&self, table: &str, stream: &str, recorded: i64, at: i64) -> Error {
-        Error::Invalid {
-            table: table.to_owned(),
-            detail: format!(
+        Error::invalid(
+            table,
+            format!(
                 "the control table records batch #{recorded} of stream {stream} in it but the \
                  table's last is #{at}: the table was dropped, restored or replaced. Resuming \
                  would skip data; delete the stream's tables together with its rows in \
                  {CONTROL_TABLE} (or the whole lake) to reload it"
             ),
-        }
+        )
     }
 
     /// The newest control row of every stream.
@@ -483,18 +481,19 @@ async fn find_draft(
     stream: &str,
     seq: i64,
 ) -> Result<Option<(CommitDraft, i64)>> {
-    let delta = |source| Error::Delta {
-        table: name.to_owned(),
-        source,
-    };
     let latest = table.version().unwrap_or_default();
     let store = table.log_store();
     for version in (latest.saturating_sub(DRAFT_LOOKBACK - 1)..=latest).rev() {
         // A commit removed by log cleanup (older than delta.logRetentionDuration) ends the search.
-        let Some(bytes) = store.read_commit_entry(version).await.map_err(delta)? else {
+        let Some(bytes) = store
+            .read_commit_entry(version)
+            .await
+            .map_err(Error::delta(name))?
+        else {
             break;
         };
-        let actions = deltalake::logstore::get_actions(version, &bytes).map_err(delta)?;
+        let actions =
+            deltalake::logstore::get_actions(version, &bytes).map_err(Error::delta(name))?;
         let draft = actions.iter().find_map(|action| match action {
             deltalake::kernel::Action::CommitInfo(info) => {
                 info.info.get(CONTROL_METADATA).and_then(parse_draft)
@@ -571,18 +570,12 @@ impl LegacyRow {
 
 /// Whether the control table is in the layout of zendesk-lake 0.1.
 fn is_legacy(table: &deltalake::DeltaTable) -> Result<bool> {
-    let state = table.snapshot().map_err(|source| Error::Delta {
-        table: CONTROL_TABLE.to_owned(),
-        source,
-    })?;
+    let state = table.snapshot().map_err(Error::delta(CONTROL_TABLE))?;
     Ok(state.schema().fields().any(|f| f.name() == "object"))
 }
 
 fn invalid(detail: String) -> Error {
-    Error::Invalid {
-        table: CONTROL_TABLE.to_owned(),
-        detail,
-    }
+    Error::invalid(CONTROL_TABLE, detail)
 }
 
 fn control_batch(row: &ControlRow) -> Result<RecordBatch> {

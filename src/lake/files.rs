@@ -87,17 +87,13 @@ async fn scan_within(
     sort_by: Option<&str>,
     memory: usize,
 ) -> Result<SendableRecordBatchStream> {
-    let datafusion = |source| Error::DataFusion {
-        table: name.to_owned(),
-        source,
-    };
     // One sort, not one per core, and its merge's memory reserved before it spills: under a
     // greedy pool, two sorters' spills took all of it and the merge of the spilled runs
     // (which cannot spill) failed, so clustering a 14.9M-row table gave up.
     let runtime = RuntimeEnvBuilder::new()
         .with_memory_pool(Arc::new(FairSpillPool::new(memory)))
         .build_arc()
-        .map_err(datafusion)?;
+        .map_err(Error::datafusion(name))?;
     let mut config = SessionConfig::new().with_sort_spill_reservation_bytes(memory / 8);
     if sort_by.is_some() {
         config = config.with_target_partitions(1);
@@ -105,22 +101,22 @@ async fn scan_within(
     let ctx = SessionContext::new_with_config_rt(config, runtime);
     table
         .update_datafusion_session(&ctx.state())
-        .map_err(|source| Error::Delta {
-            table: name.to_owned(),
-            source,
-        })?;
+        .map_err(Error::delta(name))?;
     let provider = table
         .table_provider()
         .with_adds(adds)
         .await
-        .map_err(datafusion)?;
-    let mut frame = ctx.read_table(provider).map_err(datafusion)?;
+        .map_err(Error::datafusion(name))?;
+    let mut frame = ctx.read_table(provider).map_err(Error::datafusion(name))?;
     if let Some(column) = sort_by {
         frame = frame
             .sort(vec![col(column).sort(true, false)])
-            .map_err(datafusion)?;
+            .map_err(Error::datafusion(name))?;
     }
-    frame.execute_stream().await.map_err(datafusion)
+    frame
+        .execute_stream()
+        .await
+        .map_err(Error::datafusion(name))
 }
 
 /// A batch as the table stores it: DataFusion may read text as views; the files keep the
@@ -129,21 +125,21 @@ pub(crate) fn as_table(name: &str, schema: &SchemaRef, batch: RecordBatch) -> Re
     if batch.schema().fields() == schema.fields() {
         return Ok(batch);
     }
-    let invalid = |detail: String| Error::Invalid {
-        table: name.to_owned(),
-        detail,
-    };
     let columns = schema
         .fields()
         .iter()
         .zip(batch.columns())
         .map(|(field, column)| {
             cast(column, field.data_type())
-                .map_err(|e| invalid(format!("column {}: {e}", field.name())))
+                .map_err(|e| Error::invalid(name, format!("column {}: {e}", field.name())))
         })
         .collect::<Result<Vec<_>>>()?;
-    RecordBatch::try_new(schema.clone(), columns)
-        .map_err(|e| invalid(format!("rewritten rows do not fit the table's schema: {e}")))
+    RecordBatch::try_new(schema.clone(), columns).map_err(|e| {
+        Error::invalid(
+            name,
+            format!("rewritten rows do not fit the table's schema: {e}"),
+        )
+    })
 }
 
 /// Delete files written for a commit that will not be made (vacuum would remove them past the
@@ -198,10 +194,7 @@ pub(crate) async fn physical(
     schema: &SchemaRef,
     read: Read<'_>,
 ) -> Result<RecordBatch> {
-    let failed = |e: &dyn std::fmt::Display| Error::Invalid {
-        table: name.to_owned(),
-        detail: format!("reading {path}: {e}"),
-    };
+    let failed = |e: &dyn std::fmt::Display| Error::invalid(name, format!("reading {path}: {e}"));
     let store = table.log_store().object_store(None);
     let input = FileReader {
         store,

@@ -162,13 +162,13 @@ pub fn tables(names: Option<&[String]>) -> Result<Vec<String>> {
     let mut out: Vec<String> = Vec::new();
     for name in names.iter().map(|n| n.trim()) {
         if !all().any(|known| known == name) {
-            return Err(Error::Invalid {
-                table: name.to_owned(),
-                detail: format!(
+            return Err(Error::invalid(
+                name,
+                format!(
                     "no such table; known tables: {}",
                     all().collect::<Vec<_>>().join(", ")
                 ),
-            });
+            ));
         }
         if !out.iter().any(|n| n == name) {
             out.push(name.to_owned());
@@ -221,9 +221,8 @@ impl Lake {
         let retention = i64::try_from(hours)
             .ok()
             .and_then(chrono::Duration::try_hours)
-            .ok_or_else(|| Error::Invalid {
-                table: name.to_owned(),
-                detail: format!("a retention of {hours} hours is too long"),
+            .ok_or_else(|| {
+                Error::invalid(name, format!("a retention of {hours} hours is too long"))
             })?;
         let (table, metrics) = table
             .vacuum()
@@ -313,10 +312,8 @@ pub(crate) async fn optimize_table(
     mut table: DeltaTable,
     options: &OptimizeOptions,
 ) -> Result<OptimizeReport> {
-    let target = NonZeroU64::new(options.target_file_size).ok_or_else(|| Error::Invalid {
-        table: name.to_owned(),
-        detail: "the target file size must be at least 1 byte".into(),
-    })?;
+    let target = NonZeroU64::new(options.target_file_size)
+        .ok_or_else(|| Error::invalid(name, "the target file size must be at least 1 byte"))?;
     let before = stats(name, &table, 0)?;
     let version_before = table.version().unwrap_or_default();
     let key = match (options.layout, spec::find(name)) {
@@ -340,7 +337,9 @@ pub(crate) async fn optimize_table(
     }
     // Clustering rewrites every file, sorted by the key; compaction the files under the
     // target size and those with rows hidden by a deletion vector.
-    let chosen: HashSet<String> = snapshot(name, &table)?
+    let chosen: HashSet<String> = table
+        .snapshot()
+        .map_err(Error::delta(name))?
         .log_data()
         .iter()
         .filter(|file| {
@@ -382,13 +381,6 @@ pub(crate) async fn optimize_table(
     Ok(report)
 }
 
-fn delta(name: &str, source: DeltaTableError) -> Error {
-    Error::Delta {
-        table: name.to_owned(),
-        source,
-    }
-}
-
 /// A maintenance commit that lost to another writer changed nothing: say so.
 fn busy_or_delta(name: &str, operation: &'static str, source: DeltaTableError) -> Error {
     if is_conflict(&source) {
@@ -398,15 +390,8 @@ fn busy_or_delta(name: &str, operation: &'static str, source: DeltaTableError) -
             detail: source.to_string(),
         }
     } else {
-        delta(name, source)
+        Error::delta(name)(source)
     }
-}
-
-fn snapshot<'t>(
-    name: &str,
-    table: &'t DeltaTable,
-) -> Result<&'t deltalake::table::state::DeltaTableState> {
-    table.snapshot().map_err(|source| delta(name, source))
 }
 
 /// A checkpoint of the table's current version, so that readers replay no commit before it.

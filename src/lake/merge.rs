@@ -62,10 +62,8 @@ impl Lake {
         let seq = draft.row.seq;
         let app = app_id(&draft.row.stream);
         let rows = batch.num_rows() as u64;
-        let metadata = serde_json::to_value(draft).map_err(|e| Error::Invalid {
-            table: name.to_owned(),
-            detail: format!("cannot serialise the control row: {e}"),
-        })?;
+        let metadata = serde_json::to_value(draft)
+            .map_err(|e| Error::invalid(name, format!("cannot serialise the control row: {e}")))?;
         // No conflict retries: a conflicting commit is another run's, and retrying on top of
         // it is never right.
         let intent = Intent::new()
@@ -144,10 +142,6 @@ impl Lake {
                 };
                 let before = table.version();
                 let log = table.log_store();
-                let datafusion = |source| Error::DataFusion {
-                    table: name.to_owned(),
-                    source,
-                };
                 let key = spec.primary_key.as_str();
                 let cursor = spec.cursor_field.as_str();
                 let columns: Vec<String> = spec
@@ -182,7 +176,7 @@ impl Lake {
                 };
                 let source = SessionContext::new()
                     .read_batch(source)
-                    .map_err(datafusion)?;
+                    .map_err(Error::datafusion(name))?;
                 let mut merge = table
                     .merge(source, predicate)
                     .with_source_alias("source")
@@ -427,10 +421,8 @@ async fn patches_by_key(
         }
     }
     let picks = UInt32Array::from(picks);
-    let arrow = |e: deltalake::arrow::error::ArrowError| Error::Invalid {
-        table: name.to_owned(),
-        detail: format!("patches by {key}: {e}"),
-    };
+    let doing = format!("patches by {key}");
+    let arrow = Error::arrow(name, &doing);
     let mut fields = vec![Field::new(key, DataType::Int64, false)];
     let mut columns: Vec<ArrayRef> = vec![Arc::new(Int64Array::from(keys))];
     for set in patch
@@ -444,10 +436,7 @@ async fn patches_by_key(
             .schema()
             .column_with_name(set)
             .map(|(at, f)| (at, f.clone()))
-            .ok_or_else(|| Error::Invalid {
-                table: name.to_owned(),
-                detail: format!("its patches carry no {set}"),
-            })?;
+            .ok_or_else(|| Error::invalid(name, format!("its patches carry no {set}")))?;
         columns.push(
             deltalake::arrow::compute::take(patch.rows.column(at), &picks, None).map_err(arrow)?,
         );
@@ -512,10 +501,7 @@ const PATCH_COLUMN: &str = "_patch";
 /// The merge source of whole rows and patches: the table's columns, all nullable, and
 /// [`PATCH_COLUMN`]; a patch's columns that it does not carry are null.
 fn with_patches(spec: &Table, rows: RecordBatch, patches: RecordBatch) -> Result<RecordBatch> {
-    let arrow = |source: deltalake::arrow::error::ArrowError| Error::Invalid {
-        table: spec.name.clone(),
-        detail: format!("building the merge source: {source}"),
-    };
+    let arrow = Error::arrow(&spec.name, "building the merge source");
     let schema = spec.schema();
     let mut fields: Vec<Field> = schema
         .fields()
@@ -569,14 +555,7 @@ async fn at_batch(
 /// Refuse to merge into a table whose columns differ from the schema file: a silent cast
 /// would lose data.
 fn check_schema(spec: &Table, table: &deltalake::DeltaTable) -> Result<()> {
-    let invalid = |detail: String| Error::Invalid {
-        table: spec.name.clone(),
-        detail,
-    };
-    let state = table.snapshot().map_err(|source| Error::Delta {
-        table: spec.name.clone(),
-        source,
-    })?;
+    let state = table.snapshot().map_err(Error::delta(&spec.name))?;
     let existing: Vec<String> = state.schema().fields().map(|f| f.name().clone()).collect();
     let expected: Vec<String> = spec
         .schema()
@@ -587,7 +566,9 @@ fn check_schema(spec: &Table, table: &deltalake::DeltaTable) -> Result<()> {
     if existing != expected {
         let missing: Vec<_> = expected.iter().filter(|c| !existing.contains(c)).collect();
         let extra: Vec<_> = existing.iter().filter(|c| !expected.contains(c)).collect();
-        return Err(invalid(format!(
+        return Err(Error::invalid(
+            &spec.name,
+            format!(
             "the table's columns differ from schemas/{}.json (missing: {missing:?}, unexpected: {extra:?})",
             spec.name
         )));

@@ -57,6 +57,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 use deltalake::arrow::array::RecordBatch;
+use deltalake::arrow::error::ArrowError;
+use deltalake::datafusion::error::DataFusionError;
 use deltalake::datafusion::prelude::SessionContext;
 use deltalake::{DeltaTable, DeltaTableBuilder, DeltaTableError};
 use url::Url;
@@ -84,7 +86,7 @@ pub enum Error {
     DataFusion {
         table: String,
         #[source]
-        source: deltalake::datafusion::error::DataFusionError,
+        source: DataFusionError,
     },
     #[error("table {table}: {detail}")]
     Invalid { table: String, detail: String },
@@ -118,7 +120,7 @@ pub enum Error {
         detail: String,
     },
     #[error("query: {0}")]
-    Query(#[source] deltalake::datafusion::error::DataFusionError),
+    Query(#[source] DataFusionError),
     /// The object-store faults of the tests do not parse ([`faultstore`]).
     #[error("{0}")]
     Faults(String),
@@ -126,10 +128,34 @@ pub enum Error {
 
 impl Error {
     /// The wrapper of deltalake's errors about `table`.
-    pub(crate) fn delta(table: &str) -> impl Fn(DeltaTableError) -> Error + '_ {
+    pub(crate) fn delta(table: &str) -> impl Fn(DeltaTableError) -> Error + Copy + '_ {
         move |source| Error::Delta {
             table: table.to_owned(),
             source,
+        }
+    }
+
+    /// The wrapper of DataFusion's errors about `table` (reading it, or rows bound for it).
+    pub(crate) fn datafusion(table: &str) -> impl Fn(DataFusionError) -> Error + Copy + '_ {
+        move |source| Error::DataFusion {
+            table: table.to_owned(),
+            source,
+        }
+    }
+
+    /// The wrapper of Arrow's errors about rows of `table`, met while `doing` something.
+    pub(crate) fn arrow<'a>(
+        table: &'a str,
+        doing: &'a str,
+    ) -> impl Fn(ArrowError) -> Error + Copy + 'a {
+        move |e| Error::invalid(table, format!("{doing}: {e}"))
+    }
+
+    /// What is wrong with `table`, or with rows read from or bound for it.
+    pub(crate) fn invalid(table: &str, detail: impl Into<String>) -> Error {
+        Error::Invalid {
+            table: table.to_owned(),
+            detail: detail.into(),
         }
     }
 }
@@ -268,23 +294,19 @@ impl Lake {
         );
         let batches = query_one(table, &delta, &sql).await?;
         let mut rows = Vec::new();
-        let invalid = |detail: &str| Error::Invalid {
-            table: table.to_owned(),
-            detail: detail.to_owned(),
-        };
         for batch in &batches {
             let ids = batch
                 .column(0)
                 .as_primitive_opt::<Int64Type>()
-                .ok_or_else(|| invalid("id is not an int64 column"))?;
+                .ok_or_else(|| Error::invalid(table, "id is not an int64 column"))?;
             let cursors = batch
                 .column(1)
                 .as_primitive_opt::<TimestampMicrosecondType>()
-                .ok_or_else(|| invalid("the cursor is not a timestamp column"))?;
+                .ok_or_else(|| Error::invalid(table, "the cursor is not a timestamp column"))?;
             let deleted = batch
                 .column(2)
                 .as_boolean_opt()
-                .ok_or_else(|| invalid("_deleted is not a boolean column"))?;
+                .ok_or_else(|| Error::invalid(table, "_deleted is not a boolean column"))?;
             for i in 0..batch.num_rows() {
                 let row = (ids.value(i), cursors.value(i), deleted.value(i));
                 if (row.1, row.0) > after {
@@ -320,21 +342,12 @@ pub(crate) async fn register(ctx: &SessionContext, name: &str, table: &DeltaTabl
     let provider = table
         .table_provider()
         .await
-        .map_err(|source| Error::DataFusion {
-            table: name.to_owned(),
-            source,
-        })?;
+        .map_err(Error::datafusion(name))?;
     table
         .update_datafusion_session(&ctx.state())
-        .map_err(|source| Error::Delta {
-            table: name.to_owned(),
-            source,
-        })?;
+        .map_err(Error::delta(name))?;
     ctx.register_table(name, provider)
-        .map_err(|source| Error::DataFusion {
-            table: name.to_owned(),
-            source,
-        })?;
+        .map_err(Error::datafusion(name))?;
     Ok(())
 }
 

@@ -52,15 +52,7 @@ pub(crate) async fn rewrite(
     sort_by: Option<&str>,
     target: NonZeroU64,
 ) -> Result<Rewritten> {
-    let delta = |source| Error::Delta {
-        table: name.to_owned(),
-        source,
-    };
-    let datafusion = |source| Error::DataFusion {
-        table: name.to_owned(),
-        source,
-    };
-    let state = table.snapshot().map_err(delta)?;
+    let state = table.snapshot().map_err(Error::delta(name))?;
     let read_version = state.version();
     let schema = state.snapshot().arrow_schema();
     let files: Vec<_> = state
@@ -69,31 +61,31 @@ pub(crate) async fn rewrite(
         .filter(|file| paths.contains(file.path().as_ref()))
         .collect();
     if files.len() != paths.len() {
-        return Err(Error::Invalid {
-            table: name.to_owned(),
-            detail: format!(
+        return Err(Error::invalid(
+            name,
+            format!(
                 "{} of the {} files to rewrite are not in version {read_version}",
                 paths.len() - files.len(),
                 paths.len()
             ),
-        });
+        ));
     }
     #[allow(deprecated)] // The provider's file selection takes Add actions.
     let adds: Vec<Add> = files.iter().map(|file| file.add_action()).collect();
     let removes: Vec<Remove> = files.iter().map(|file| file.remove_action(false)).collect();
     let store = table.log_store().object_store(None);
-    let mut writer = writer(table, target).map_err(delta)?;
+    let mut writer = writer(table, target).map_err(Error::delta(name))?;
     let mut rows = scan(name, table, adds, sort_by).await?;
     let written = async {
         while let Some(batch) = rows.next().await {
-            let batch = as_table(name, &schema, batch.map_err(datafusion)?)?;
-            writer.write(&batch).await.map_err(delta)?;
+            let batch = as_table(name, &schema, batch.map_err(Error::datafusion(name))?)?;
+            writer.write(&batch).await.map_err(Error::delta(name))?;
         }
         Ok::<_, Error>(())
     }
     .await;
     let added = match written {
-        Ok(()) => writer.close().await.map_err(delta)?,
+        Ok(()) => writer.close().await.map_err(Error::delta(name))?,
         Err(e) => {
             abort(name, writer).await;
             return Err(e);
@@ -139,7 +131,10 @@ pub(crate) async fn rewrite(
         };
         // The version aimed at holds another writer's commit: this one was not made, and
         // can be made on top of it unless it touched the files read.
-        table.update_incremental(None).await.map_err(delta)?;
+        table
+            .update_incremental(None)
+            .await
+            .map_err(Error::delta(name))?;
         let latest = table.version().unwrap_or_default();
         if let Some(why) = touched(name, table, checked + 1, latest, &read).await? {
             delete(name, store.as_ref(), &added).await;

@@ -85,23 +85,20 @@ async fn splice(op: Splice<'_>, table: &mut DeltaTable) -> Result<Spliced> {
         seq,
     } = op;
     let name = spec.name.as_str();
-    let delta = |source| Error::Delta {
-        table: name.to_owned(),
-        source,
-    };
-    let invalid = |detail: String| Error::Invalid {
-        table: name.to_owned(),
-        detail,
-    };
-    let arrow = |e: deltalake::arrow::error::ArrowError| invalid(format!("splicing: {e}"));
+    let arrow = Error::arrow(name, "splicing");
     let key = spec.primary_key.as_str();
-    let schema = table.snapshot().map_err(delta)?.snapshot().arrow_schema();
+    let schema = table
+        .snapshot()
+        .map_err(Error::delta(name))?
+        .snapshot()
+        .arrow_schema();
     let batch = as_table(name, &schema, batch)?;
-    let source = Source::new(spec, &batch, patches.as_ref()).map_err(invalid)?;
+    let source =
+        Source::new(spec, &batch, patches.as_ref()).map_err(|e| Error::invalid(name, e))?;
 
     // The files that may hold one of the keys, by their statistics.
     let candidates: Vec<(Add, Remove, Path)> = {
-        let state = table.snapshot().map_err(delta)?;
+        let state = table.snapshot().map_err(Error::delta(name))?;
         #[allow(deprecated)] // The provider's file selection takes Add actions.
         let files = state
             .log_data()
@@ -119,10 +116,10 @@ async fn splice(op: Splice<'_>, table: &mut DeltaTable) -> Result<Spliced> {
     };
     let target = table
         .snapshot()
-        .map_err(delta)?
+        .map_err(Error::delta(name))?
         .table_config()
         .target_file_size();
-    let mut rewritten = writer(table, target).map_err(delta)?;
+    let mut rewritten = writer(table, target).map_err(Error::delta(name))?;
     let mut removes = Vec::new();
     let mut kept = Vec::new();
     // New versions of rows that a deletion vector now hides in their old file.
@@ -132,7 +129,7 @@ async fn splice(op: Splice<'_>, table: &mut DeltaTable) -> Result<Spliced> {
     // On a failure the files being written are abandoned (`abort`).
     let read = async {
         for (add, remove, path) in &candidates {
-            let in_file = |e: String| invalid(format!("file {}: {e}", add.path));
+            let in_file = |e: String| Error::invalid(name, format!("file {}: {e}", add.path));
             // With deletion vectors, the file's rows as stored (positions are what a vector
             // names) and the rows its vector hides already; without, its live rows.
             let hidden = match (&add.deletion_vector, deletion_vectors) {
@@ -150,10 +147,7 @@ async fn splice(op: Splice<'_>, table: &mut DeltaTable) -> Result<Spliced> {
                         .await?
                         .try_collect()
                         .await
-                        .map_err(|source| Error::DataFusion {
-                            table: name.to_owned(),
-                            source,
-                        })?;
+                        .map_err(Error::datafusion(name))?;
                     let rows = rows
                         .into_iter()
                         .map(|b| as_table(name, &schema, b))
@@ -222,7 +216,10 @@ async fn splice(op: Splice<'_>, table: &mut DeltaTable) -> Result<Spliced> {
                     let spliced = source
                         .assemble(whole.as_ref().unwrap_or(rows), &picks, &all)
                         .map_err(in_file)?;
-                    rewritten.write(&spliced).await.map_err(delta)?;
+                    rewritten
+                        .write(&spliced)
+                        .await
+                        .map_err(Error::delta(name))?;
                 }
             }
         }
@@ -233,7 +230,7 @@ async fn splice(op: Splice<'_>, table: &mut DeltaTable) -> Result<Spliced> {
         abort(name, rewritten).await;
         return Err(e);
     }
-    let mut added = rewritten.close().await.map_err(delta)?;
+    let mut added = rewritten.close().await.map_err(Error::delta(name))?;
     let fresh: Vec<u32> = (0..batch.num_rows() as u32)
         .filter(|&i| !matched[i as usize])
         .collect();
@@ -245,12 +242,12 @@ async fn splice(op: Splice<'_>, table: &mut DeltaTable) -> Result<Spliced> {
         let order = sort_to_indices(fresh.column_by_name(key).expect("key column"), None, None)
             .map_err(arrow)?;
         let fresh = take_rows(&fresh, &order).map_err(arrow)?;
-        let mut writer = writer(table, target).map_err(delta)?;
+        let mut writer = writer(table, target).map_err(Error::delta(name))?;
         if let Err(e) = writer.write(&fresh).await {
             abort(name, writer).await;
-            return Err(delta(e));
+            return Err(Error::delta(name)(e));
         }
-        added.extend(writer.close().await.map_err(delta)?);
+        added.extend(writer.close().await.map_err(Error::delta(name))?);
     }
     let files_scanned = candidates.len() as u64;
     if inserted == 0 && updated == 0 {

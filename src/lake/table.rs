@@ -39,25 +39,21 @@ pub(crate) fn table_configuration() -> [(&'static str, Option<String>); 1] {
 impl Lake {
     /// Open a table, `None` when no table exists there yet.
     pub async fn open(&self, name: &str) -> Result<Option<DeltaTable>> {
-        let delta = |source| Error::Delta {
-            table: name.to_owned(),
-            source,
-        };
         let mut table = self.handle(name)?;
-        if !table.verify_deltatable_existence().await.map_err(delta)? {
+        if !table
+            .verify_deltatable_existence()
+            .await
+            .map_err(Error::delta(name))?
+        {
             return Ok(None);
         }
-        table.load().await.map_err(delta)?;
+        table.load().await.map_err(Error::delta(name))?;
         Ok(Some(table))
     }
 
     /// An uninitialised handle on a table location, for the first write.
     pub(crate) fn handle(&self, name: &str) -> Result<DeltaTable> {
-        let delta = |source| Error::Delta {
-            table: name.to_owned(),
-            source,
-        };
-        self.builder(name)?.build().map_err(delta)
+        self.builder(name)?.build().map_err(Error::delta(name))
     }
 
     /// The builder of a table's handle: its URL and storage options, and, when the crash
@@ -65,12 +61,8 @@ impl Lake {
     /// when the tests inject object-store faults, a store that fails requests ([`faultstore`]).
     fn builder(&self, name: &str) -> Result<DeltaTableBuilder> {
         let url = self.table_url(name);
-        let delta = |source| Error::Delta {
-            table: name.to_owned(),
-            source,
-        };
         let builder = DeltaTableBuilder::from_url(url.clone())
-            .map_err(delta)?
+            .map_err(Error::delta(name))?
             .with_storage_options(self.storage.clone());
         let killing = crate::failpoint::armed_at(failstore::POINT);
         if !killing && self.faults.is_none() {
@@ -83,10 +75,14 @@ impl Lake {
         let factory = deltalake::logstore::object_store_factories()
             .get(&scheme)
             .map(|entry| entry.value().clone())
-            .ok_or_else(|| delta(DeltaTableError::InvalidTableLocation(url.to_string())))?;
+            .ok_or_else(|| {
+                Error::delta(name)(DeltaTableError::InvalidTableLocation(url.to_string()))
+            })?;
         let config = deltalake::logstore::StorageConfig::parse_options(self.storage.clone())
-            .map_err(delta)?;
-        let (mut root, _) = factory.parse_url_opts(&url, &config).map_err(delta)?;
+            .map_err(Error::delta(name))?;
+        let (mut root, _) = factory
+            .parse_url_opts(&url, &config)
+            .map_err(Error::delta(name))?;
         if killing {
             root = Arc::new(failstore::FailpointStore(root));
         }
@@ -266,10 +262,7 @@ impl Lake {
 
 /// The table's Delta metadata id: it identifies one life of the table, from its creation.
 pub(crate) fn table_id(name: &str, table: &deltalake::DeltaTable) -> Result<String> {
-    let state = table.snapshot().map_err(|source| Error::Delta {
-        table: name.to_owned(),
-        source,
-    })?;
+    let state = table.snapshot().map_err(Error::delta(name))?;
     Ok(state.metadata().id().to_owned())
 }
 
