@@ -373,7 +373,8 @@ mod tests {
                 .unwrap()
                 .batch;
             size += batch.get_array_memory_size();
-            lake.upsert(spec, batch, None, &draft(i as i64 + 1), i as i64)
+            lake.upsert(spec, batch, &draft(i as i64 + 1))
+                .with_expected_batch(i as i64)
                 .await
                 .unwrap();
         }

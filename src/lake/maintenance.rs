@@ -455,7 +455,8 @@ mod tests {
         };
         let (old, new) = records.split_at(40);
         for (i, chunk) in old.chunks(10).enumerate() {
-            lake.upsert(spec, decode(chunk), None, &draft(i as i64 + 1), i as i64)
+            lake.upsert(spec, decode(chunk), &draft(i as i64 + 1))
+                .with_expected_batch(i as i64)
                 .await
                 .unwrap();
         }
@@ -499,11 +500,13 @@ mod tests {
 
         // A stale handle, then a batch of new tickets: clustering commits on top of it.
         let (newer, newest) = new.split_at(5);
-        lake.upsert(spec, decode(newer), None, &draft(5), 4)
+        lake.upsert(spec, decode(newer), &draft(5))
+            .with_expected_batch(4)
             .await
             .unwrap();
         let stale = lake.open("tickets").await.unwrap().unwrap();
-        lake.upsert(spec, decode(newest), None, &draft(6), 5)
+        lake.upsert(spec, decode(newest), &draft(6))
+            .with_expected_batch(5)
             .await
             .unwrap();
         let with_new = rows().await;

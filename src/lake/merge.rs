@@ -1,10 +1,14 @@
-//! Writing a table's rows: append when the table is new, merge-upsert by primary key after.
+//! Writing a batch into its table ([`Lake::upsert`]), the one way a sync's rows enter its
+//! tables (docs/ARCHITECTURE.md, "Write modes, patches and deletions", "Layout and merges"):
+//! a new table is created with the batch; after, a table keyed by int64 is spliced
+//! ([`super::splice`]), and any other by deltalake's merge by primary key.
 //!
 //! The source batch must hold one row per key ([`crate::decode::dedup`]). A matched row is only
 //! replaced by a source row whose cursor is at least as new, so re-applying an older batch (a
 //! retry after a crash) can never roll a row back.
 
 use std::collections::HashMap;
+use std::future::IntoFuture;
 use std::sync::Arc;
 
 use deltalake::arrow::array::{new_null_array, ArrayRef, BooleanArray, RecordBatch};
@@ -13,6 +17,7 @@ use deltalake::arrow::datatypes::{DataType, Field, Schema};
 use deltalake::datafusion::prelude::{col, not, SessionContext};
 use deltalake::protocol::SaveMode;
 use deltalake::DeltaTable;
+use futures::future::BoxFuture;
 use tracing::debug;
 
 use super::commit::{
@@ -43,21 +48,75 @@ pub struct CommitReport {
 }
 
 impl Lake {
-    /// Upsert `batch` (one row per key) into the table in one commit tagged with the
-    /// application transaction `(app_id(stream), seq)` and the draft in its commit info.
-    /// `patches` set a few columns of rows of earlier batches in the same commit; with no table
-    /// yet there is nothing for them to change.
-    ///
-    /// `expected` is the stream's last batch in this table as this run knows it: if the table
-    /// holds another, a concurrent run committed to it, and nothing is written.
-    pub async fn upsert(
-        &self,
-        spec: &Table,
+    /// An upsert of `batch` (one row per key) into the table `spec`, as batch `draft.row.seq`
+    /// of the stream `draft.row.stream`: `.await` it to commit. See [`Upsert`].
+    pub fn upsert<'a>(
+        &'a self,
+        spec: &'a Table,
         batch: RecordBatch,
-        patches: Option<PatchSet>,
-        draft: &CommitDraft,
-        expected: i64,
-    ) -> Result<CommitReport> {
+        draft: &'a CommitDraft,
+    ) -> Upsert<'a> {
+        Upsert {
+            lake: self,
+            spec,
+            batch,
+            draft,
+            patches: None,
+            expected: 0,
+        }
+    }
+}
+
+/// Upsert a batch (one row per key) into a table in one commit tagged with the application
+/// transaction `(app_id(stream), seq)` and the draft in its commit info (docs/ARCHITECTURE.md,
+/// "Exactly once"). Built by [`Lake::upsert`]; awaiting it commits and returns the
+/// [`CommitReport`].
+#[must_use = "an upsert commits nothing until it is awaited"]
+pub struct Upsert<'a> {
+    lake: &'a Lake,
+    spec: &'a Table,
+    batch: RecordBatch,
+    draft: &'a CommitDraft,
+    patches: Option<PatchSet>,
+    expected: i64,
+}
+
+impl<'a> Upsert<'a> {
+    /// Patches that set a few columns of rows of earlier batches, in the same commit; with no
+    /// table yet there is nothing for them to change. None by default.
+    pub fn with_patches(mut self, patches: impl Into<Option<PatchSet>>) -> Self {
+        self.patches = patches.into();
+        self
+    }
+
+    /// The stream's last batch in this table as this run knows it (0, the default: none). If
+    /// the table holds another, a concurrent run committed to it, and nothing is written
+    /// ([`Error::Concurrent`]).
+    pub fn with_expected_batch(mut self, expected: i64) -> Self {
+        self.expected = expected;
+        self
+    }
+}
+
+impl<'a> IntoFuture for Upsert<'a> {
+    type Output = Result<CommitReport>;
+    type IntoFuture = BoxFuture<'a, Self::Output>;
+
+    fn into_future(self) -> Self::IntoFuture {
+        Box::pin(self.run())
+    }
+}
+
+impl Upsert<'_> {
+    async fn run(self) -> Result<CommitReport> {
+        let Upsert {
+            lake,
+            spec,
+            batch,
+            draft,
+            patches,
+            expected,
+        } = self;
         let name = spec.name.as_str();
         let seq = draft.row.seq;
         let app = app_id(&draft.row.stream);
@@ -69,15 +128,15 @@ impl Lake {
         let intent = Intent::new()
             .with_transaction(app.clone(), seq)
             .with_metadata(CONTROL_METADATA, metadata);
-        let mut table = self.cached(name).await?;
+        let mut table = lake.cached(name).await?;
         // The table holds the batch this run expects, before anything is committed to it and
         // again on the version the data commit builds on.
         let stream = draft.row.stream.as_str();
         at_batch(name, table.as_ref(), stream, expected).await?;
-        let vectors = match (&mut table, self.deletion_vectors) {
+        let vectors = match (&mut table, lake.deletion_vectors) {
             (Some(handle), true) => {
                 let before = handle.version();
-                let enabled = self.enable_deletion_vectors(name, handle).await?;
+                let enabled = lake.enable_deletion_vectors(name, handle).await?;
                 if handle.version() != before {
                     at_batch(name, table.as_ref(), stream, expected).await?;
                 }
@@ -87,7 +146,7 @@ impl Lake {
         };
         match table {
             None => {
-                let handle = self.handle(name)?;
+                let handle = lake.handle(name)?;
                 let log = handle.log_store();
                 let written = handle
                     .write(vec![batch])
@@ -103,10 +162,10 @@ impl Lake {
                         let version = commit::settle(name, log.as_ref(), None, &intent, error)
                             .await
                             .map_err(|unmade| unmade.into_error(name, &format!("commit #{seq}")))?;
-                        self.at_version(name, version).await?
+                        lake.at_version(name, version).await?
                     }
                 };
-                self.report(name, table, true, rows, 0).await
+                lake.report(name, table, true, rows, 0).await
             }
             Some(table) => {
                 check_schema(spec, &table)?;
@@ -118,19 +177,13 @@ impl Lake {
                     } => {
                         let mut table = table;
                         let before = table.version();
-                        let done = Splice {
-                            spec,
-                            batch,
-                            patches,
-                            keys: &keys,
-                            deletion_vectors: vectors,
-                            intent: &intent,
-                            seq,
-                        }
-                        .apply(&mut table)
-                        .await?;
+                        let done = Splice::new(spec, batch, &keys, &intent, seq)
+                            .with_patches(patches)
+                            .with_deletion_vectors(vectors)
+                            .apply(&mut table)
+                            .await?;
                         debug_assert!(done.committed == (table.version() != before));
-                        return self
+                        return lake
                             .report(name, table, done.committed, done.inserted, done.updated)
                             .await
                             .map(|r| CommitReport {
@@ -238,7 +291,7 @@ impl Lake {
                         let version = commit::settle(name, log.as_ref(), before, &intent, error)
                             .await
                             .map_err(|unmade| unmade.into_error(name, &format!("commit #{seq}")))?;
-                        let table = self.at_version(name, version).await?;
+                        let table = lake.at_version(name, version).await?;
                         let actions = commit_actions(name, &table, version)
                             .await
                             .map_err(|e| after_commit(name, version, e))?;
@@ -258,7 +311,7 @@ impl Lake {
                     }
                 };
                 let committed = table.version() != before;
-                let report = self
+                let report = lake
                     .report(name, table, committed, inserted, updated)
                     .await?;
                 Ok(CommitReport {
@@ -654,12 +707,10 @@ pub(crate) mod tests {
         };
         // Two files with disjoint key ranges: the lower and the upper half of the ids.
         let (low, high) = records.split_at(30);
-        let first = lake
-            .upsert(spec, decode(low), None, &draft(1), 0)
-            .await
-            .unwrap();
+        let first = lake.upsert(spec, decode(low), &draft(1)).await.unwrap();
         let second = lake
-            .upsert(spec, decode(high), None, &draft(2), 1)
+            .upsert(spec, decode(high), &draft(2))
+            .with_expected_batch(1)
             .await
             .unwrap();
         assert!(first.committed && second.committed);
@@ -677,13 +728,8 @@ pub(crate) mod tests {
         let mut highest = high[0].clone();
         highest["id"] = Value::from(top + 1000);
         let report = lake
-            .upsert(
-                spec,
-                decode(&[changed.clone(), highest]),
-                None,
-                &draft(3),
-                2,
-            )
+            .upsert(spec, decode(&[changed.clone(), highest]), &draft(3))
+            .with_expected_batch(2)
             .await
             .unwrap();
         assert_eq!((report.inserted, report.updated), (1, 1));
@@ -733,7 +779,8 @@ pub(crate) mod tests {
         let mut new = high[0].clone();
         new["id"] = Value::from(top + 2000);
         let report = lake
-            .upsert(spec, decode(&[new]), None, &draft(4), 3)
+            .upsert(spec, decode(&[new]), &draft(4))
+            .with_expected_batch(3)
             .await
             .unwrap();
         assert_eq!((report.inserted, report.updated), (1, 0));
@@ -789,7 +836,7 @@ pub(crate) mod tests {
                 .unwrap()
                 .batch
         };
-        lake.upsert(spec, decode(&records), None, &draft(1), 0)
+        lake.upsert(spec, decode(&records), &draft(1))
             .await
             .unwrap();
         let stamped = |record: &Value, by: i64, subject: &str| {
@@ -809,13 +856,9 @@ pub(crate) mod tests {
             rows: crate::decode::deletions(spec, &[Key::Int(id(4)), Key::Int(-1)], now).unwrap(),
         };
         let report = lake
-            .upsert(
-                spec,
-                decode(&[older.clone(), same, newer]),
-                Some(patches),
-                &draft(2),
-                1,
-            )
+            .upsert(spec, decode(&[older.clone(), same, newer]), &draft(2))
+            .with_patches(Some(patches))
+            .with_expected_batch(1)
             .await
             .unwrap();
         assert!(report.committed);
@@ -862,7 +905,8 @@ pub(crate) mod tests {
         // Only an older version: nothing changes and nothing is committed.
         let version = table.version();
         let report = lake
-            .upsert(spec, decode(&[older]), None, &draft(3), 2)
+            .upsert(spec, decode(&[older]), &draft(3))
+            .with_expected_batch(2)
             .await
             .unwrap();
         assert!(!report.committed);
@@ -874,7 +918,8 @@ pub(crate) mod tests {
         // file gets its own; then compaction drops every hidden row for good.
         let again = stamped(&records[3], 20, "newer again");
         let other = stamped(&records[5], 10, "other");
-        lake.upsert(spec, decode(&[again, other]), None, &draft(3), 2)
+        lake.upsert(spec, decode(&[again, other]), &draft(3))
+            .with_expected_batch(2)
             .await
             .unwrap();
         let subjects = || async {

@@ -51,23 +51,56 @@ pub(crate) struct Spliced {
     pub committed: bool,
 }
 
-/// Upsert `batch` (one row per key) and `patches` (matched on the key, none for a key of the
-/// batch) into a table, in one commit carrying `intent`. With `deletion_vectors` (the table has
+/// Upsert a batch (one row per key) and its patches (matched on the key, none for a key of the
+/// batch) into a table, in one commit carrying its intent. With deletion vectors (the table has
 /// the feature), a changed row's old version is hidden by its file's deletion vector instead of
 /// the file being rewritten.
 pub(crate) struct Splice<'a> {
-    pub spec: &'a Table,
-    pub batch: RecordBatch,
-    pub patches: Option<PatchSet>,
+    spec: &'a Table,
+    batch: RecordBatch,
+    patches: Option<PatchSet>,
     /// The keys of the batch and its patches, sorted and distinct.
-    pub keys: &'a [i64],
-    pub deletion_vectors: bool,
-    pub intent: &'a Intent,
+    keys: &'a [i64],
+    deletion_vectors: bool,
+    intent: &'a Intent,
     /// The batch's number, for errors.
-    pub seq: i64,
+    seq: i64,
 }
 
-impl Splice<'_> {
+impl<'a> Splice<'a> {
+    /// A splice of `batch`, batch `seq` of its stream, into the table `spec`, whose commit
+    /// carries `intent`; `keys` are the batch's (and its patches'), sorted and distinct.
+    pub fn new(
+        spec: &'a Table,
+        batch: RecordBatch,
+        keys: &'a [i64],
+        intent: &'a Intent,
+        seq: i64,
+    ) -> Self {
+        Splice {
+            spec,
+            batch,
+            patches: None,
+            keys,
+            deletion_vectors: false,
+            intent,
+            seq,
+        }
+    }
+
+    /// Patches of stored rows, matched on the key (none by default).
+    pub fn with_patches(mut self, patches: Option<PatchSet>) -> Self {
+        self.patches = patches;
+        self
+    }
+
+    /// Hide changed rows with deletion vectors (the table must have the feature) instead of
+    /// rewriting their files (off by default).
+    pub fn with_deletion_vectors(mut self, on: bool) -> Self {
+        self.deletion_vectors = on;
+        self
+    }
+
     /// Apply the splice to `table`; on success the table is at the new commit.
     pub async fn apply(self, table: &mut DeltaTable) -> Result<Spliced> {
         splice(self, table).await
