@@ -53,8 +53,8 @@ const ATTEMPTS: u32 = 3;
 const RETRY_WAIT: Duration = Duration::from_millis(200);
 
 /// The Delta application id under which a stream's data commits are recorded in each of its
-/// tables (a stream's name is the name its single object had in zendesk-lake 0.1, so lakes of
-/// that version continue the same sequence).
+/// tables (in zendesk-lake 0.1 each stream fed one table of its own name, so lakes of that
+/// version continue the same sequence).
 pub fn app_id(stream: &str) -> String {
     format!("zendesk-lake/{stream}")
 }

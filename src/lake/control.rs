@@ -218,8 +218,8 @@ impl Lake {
         if is_legacy(&table)? {
             return Err(Error::invalid(
                 CONTROL_TABLE,
-                "it is in the layout of zendesk-lake 0.1 (one row per object); \
-                         `zendesk-lake sync` migrates it before its first commit",
+                "it is in the layout of zendesk-lake 0.1 (one row per table); \
+                 `zendesk-lake sync` migrates it before its first commit",
             ));
         }
         Ok(table)
@@ -386,7 +386,7 @@ impl Lake {
         .await
     }
 
-    /// Rewrite a control table of zendesk-lake 0.1 (one row per commit of an object, position
+    /// Rewrite a control table of zendesk-lake 0.1 (one row per commit of a table, position
     /// in columns) in the current layout, in one commit, keeping every row. Does nothing when it
     /// is already current or missing. Safe to repeat and to race: the overwrite is one Delta
     /// commit, and a run that loses the race finds the table migrated.
@@ -435,9 +435,9 @@ impl Lake {
         }
     }
 
-    /// The rows of a 0.1 control table in the current layout. Each object was a stream of one
-    /// table; its epoch was the object table's Delta metadata id, read here so that rows keep
-    /// being recorded under the same application ids.
+    /// The rows of a 0.1 control table in the current layout. In 0.1 each stream fed one table
+    /// of its own name; its epoch was that table's Delta metadata id, read here so that rows
+    /// keep being recorded under the same application ids.
     async fn legacy_rows(&self, batches: &[RecordBatch]) -> Result<Vec<ControlRow>> {
         let mut legacy = Vec::new();
         for batch in batches {
@@ -451,14 +451,14 @@ impl Lake {
         let mut epochs: HashMap<String, String> = HashMap::new();
         let mut rows = Vec::with_capacity(legacy.len());
         for old in legacy {
-            if !epochs.contains_key(&old.object) {
-                let epoch = match self.open(&old.object).await? {
-                    Some(table) => table_id(&old.object, &table)?,
+            if !epochs.contains_key(&old.table) {
+                let epoch = match self.open(&old.table).await? {
+                    Some(table) => table_id(&old.table, &table)?,
                     None => String::from("legacy"),
                 };
-                epochs.insert(old.object.clone(), epoch);
+                epochs.insert(old.table.clone(), epoch);
             }
-            let epoch = epochs[&old.object].clone();
+            let epoch = epochs[&old.table].clone();
             rows.push(old.into_row(epoch));
         }
         rows.sort_by(|a, b| (&a.stream, a.seq).cmp(&(&b.stream, b.seq)));
@@ -524,7 +524,9 @@ fn parse_draft(meta: &Value) -> Option<CommitDraft> {
 /// A control row of zendesk-lake 0.1.
 #[derive(Deserialize)]
 struct LegacyRow {
-    object: String,
+    /// The stream, and the one table it fed, of one name (0.1 called both an object).
+    #[serde(rename = "object")]
+    table: String,
     seq: i64,
     cursor: Option<String>,
     start_time: i64,
@@ -540,14 +542,14 @@ struct LegacyRow {
 
 impl LegacyRow {
     fn into_row(self, epoch: String) -> ControlRow {
-        // The readers of cursor and time exports read the fields they use from this object.
+        // The readers of cursor and time exports read the fields they use from this position.
         let position = serde_json::json!({
             "cursor": self.cursor,
             "start_time": self.start_time,
             "boundary": self.boundary.unwrap_or_default(),
         });
         let tables = BTreeMap::from([(
-            self.object.clone(),
+            self.table.clone(),
             TableCommit {
                 seq: self.seq,
                 version: self.data_version,
@@ -556,7 +558,7 @@ impl LegacyRow {
             },
         )]);
         ControlRow {
-            stream: self.object,
+            stream: self.table,
             seq: self.seq,
             epoch,
             position,

@@ -1,12 +1,24 @@
 //! The lake: one Delta table per table name at `<lake>/<table>` and the control table
 //! `<lake>/_sync_state`, on any object_store URI (local paths, `file://`, `s3://`, `gs://`,
 //! `az://`; credentials from object_store's usual environment variables or storage options).
+//! The lake knows Delta and nothing of Zendesk: a stream's position is JSON it stores without
+//! reading (docs/ARCHITECTURE.md, "How a sync runs").
 //!
-//! [`merge`] writes a table's batches (append when the table is new, merge-upsert by primary key
-//! after), [`control`] keeps the position of every stream, [`maintenance`] keeps the tables'
-//! files and logs few (checkpoints, optimize, vacuum), rewriting files through [`rewrite`],
-//! whose commits no concurrent rewrite can slip under; [`commit`] is what their commits share. The lake knows Delta and nothing of
-//! Zendesk: a stream's position is JSON it stores without reading.
+//! Its modules, each importing (tests aside) only from those listed before it
+//! (docs/ARCHITECTURE.md, "Layout and merges", "Layout and maintenance", "Ambiguous commits"):
+//! - [`commit`]: committing to a table and settling from the log whether a commit was made,
+//!   application ids, a commit's actions and files; [`dv`]: deletion vectors; [`failstore`]
+//!   and [`faultstore`]: the stores of the crash and fault tests;
+//! - [`files`]: a table's data files: writing, abandoning and deleting them, reading them back,
+//!   what a version's files hold;
+//! - [`table`]: what a table is and how it comes to exist: its handle, opening, creation, its
+//!   properties, its id, the handles kept between commits;
+//! - [`control`]: the control table, reconcile, the migration of 0.1 lakes;
+//! - [`rewrite`]: rewriting some files of a table in a commit no concurrent rewrite slips under;
+//! - `patch` ([`PatchSet`]) and [`splice`]: the merge writer of tables keyed by int64;
+//! - [`merge`]: [`Lake::upsert`], a batch into its table: created with it, spliced, or merged
+//!   by deltalake (text keys);
+//! - [`maintenance`]: checkpoints, optimize, vacuum and the compaction after a sync.
 //!
 //! # Exactly-once protocol (docs/ARCHITECTURE.md, "Exactly once")
 //! Batch `n` of stream `S` is applied in one data commit per table it has rows for, then one
@@ -67,7 +79,7 @@ use crate::spec;
 
 pub use commit::CommitFiles;
 pub use control::{CommitDraft, ControlRow, Resume, TableCommit, CONTROL_TABLE};
-pub use merge::CommitReport;
+pub use merge::{CommitReport, Upsert};
 pub use patch::PatchSet;
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
