@@ -543,7 +543,7 @@ async fn files(lake: &Lake, tables: &[&str]) -> Result<HashMap<String, Files>, E
                         .map(|f| (f.path().into_owned(), f.size().max(0) as u64))
                         .collect(),
                     rows: {
-                        let stats = crate::lake::maintenance::stats(table, &delta, 0)
+                        let stats = crate::lake::files::stats(table, &delta, 0)
                             .map_err(setup("a table's statistics"))?;
                         stats.rows.saturating_sub(stats.hidden)
                     },

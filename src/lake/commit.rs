@@ -53,8 +53,8 @@ const ATTEMPTS: u32 = 3;
 const RETRY_WAIT: Duration = Duration::from_millis(200);
 
 /// The Delta application id under which a stream's data commits are recorded in each of its
-/// tables (a stream's name is the name its single object had in zendesk-lake 0.1, so lakes of
-/// that version continue the same sequence).
+/// tables (in zendesk-lake 0.1 each stream fed one table of its own name, so lakes of that
+/// version continue the same sequence).
 pub fn app_id(stream: &str) -> String {
     format!("zendesk-lake/{stream}")
 }
@@ -414,9 +414,10 @@ mod tests {
     use deltalake::arrow::datatypes::Int64Type;
     use serde_json::Value;
 
+    use crate::lake::control::tests::draft;
     use crate::lake::faultstore::Plan;
+    use crate::lake::files::files;
     use crate::lake::maintenance::{Layout, OptimizeOptions};
-    use crate::lake::merge::tests::{draft, files};
     use crate::lake::{Error, Lake};
     use crate::sim::{SimConfig, Simulator};
 
@@ -518,12 +519,13 @@ mod tests {
             let lake = case.lake(&format!("{fault} create {TICKETS_LOG} #{first}..3"));
             let spec = crate::spec::find("tickets").unwrap();
             let first = lake
-                .upsert(spec, case.batch(&case.records[..20]), None, &draft(1), 0)
+                .upsert(spec, case.batch(&case.records[..20]), &draft(1))
                 .await
                 .unwrap_or_else(|e| panic!("{fault}, first commit: {e}"));
             assert!(first.committed && first.version == 0, "{fault}: {first:?}");
             let second = lake
-                .upsert(spec, case.batch(&case.records[20..]), None, &draft(2), 1)
+                .upsert(spec, case.batch(&case.records[20..]), &draft(2))
+                .with_expected_batch(1)
                 .await
                 .unwrap_or_else(|e| panic!("{fault}, second commit: {e}"));
             assert_eq!((second.version, second.inserted), (1, 20), "{fault}");
@@ -532,7 +534,8 @@ mod tests {
             changed["generated_timestamp"] =
                 Value::from(changed["generated_timestamp"].as_i64().unwrap() + 1);
             let third = lake
-                .upsert(spec, case.batch(&[changed]), None, &draft(3), 2)
+                .upsert(spec, case.batch(&[changed]), &draft(3))
+                .with_expected_batch(2)
                 .await
                 .unwrap_or_else(|e| panic!("{fault}, third commit: {e}"));
             assert_eq!((third.version, third.updated), (2, 1), "{fault}");
@@ -554,7 +557,7 @@ mod tests {
         let spec = crate::spec::find("tickets").unwrap();
         let lake = case.lake(&format!("late:5 create {TICKETS_LOG} #1"));
         let err = lake
-            .upsert(spec, case.batch(&case.records), None, &draft(1), 0)
+            .upsert(spec, case.batch(&case.records), &draft(1))
             .await
             .unwrap_err();
         assert!(matches!(err, Error::Unresolved { .. }), "{err}");
@@ -567,12 +570,12 @@ mod tests {
         let case = self::case(20);
         let lake = case.lake(&format!("503 create {TICKETS_LOG} #1"));
         let err = lake
-            .upsert(spec, case.batch(&case.records), None, &draft(1), 0)
+            .upsert(spec, case.batch(&case.records), &draft(1))
             .await
             .unwrap_err();
         assert!(matches!(err, Error::Unresolved { .. }), "{err}");
         assert!(lake.open("tickets").await.unwrap().is_none());
-        lake.upsert(spec, case.batch(&case.records), None, &draft(1), 0)
+        lake.upsert(spec, case.batch(&case.records), &draft(1))
             .await
             .unwrap();
         assert_eq!(case.ids().await, case.expected(20));
@@ -586,13 +589,14 @@ mod tests {
         let case = case(30);
         let spec = crate::spec::find("tickets").unwrap();
         case.lake("")
-            .upsert(spec, case.batch(&case.records[..10]), None, &draft(1), 0)
+            .upsert(spec, case.batch(&case.records[..10]), &draft(1))
             .await
             .unwrap();
         let before = case.on_disk();
         let lake = case.lake(&format!("503 create {TICKETS_LOG} #1.."));
         let err = lake
-            .upsert(spec, case.batch(&case.records[10..]), None, &draft(2), 1)
+            .upsert(spec, case.batch(&case.records[10..]), &draft(2))
+            .with_expected_batch(1)
             .await
             .unwrap_err();
         assert!(matches!(err, Error::Unresolved { .. }), "{err}");
@@ -600,7 +604,8 @@ mod tests {
         assert!(case.on_disk().len() > before.len(), "its files are kept");
         assert_eq!(case.ids().await, case.expected(10));
         case.lake("")
-            .upsert(spec, case.batch(&case.records[10..]), None, &draft(2), 1)
+            .upsert(spec, case.batch(&case.records[10..]), &draft(2))
+            .with_expected_batch(1)
             .await
             .unwrap();
         assert_eq!(case.ids().await, case.expected(30));
@@ -613,7 +618,7 @@ mod tests {
         let case = case(30);
         let spec = crate::spec::find("tickets").unwrap();
         let lake = case.lake("");
-        lake.upsert(spec, case.batch(&case.records[..10]), None, &draft(1), 0)
+        lake.upsert(spec, case.batch(&case.records[..10]), &draft(1))
             .await
             .unwrap();
         // This run's handle is at version 0; another writer commits version 1 meanwhile.
@@ -622,22 +627,22 @@ mod tests {
         changed["generated_timestamp"] =
             Value::from(changed["generated_timestamp"].as_i64().unwrap() + 1);
         other
-            .upsert(spec, case.batch(&[changed]), None, &draft(2), 1)
+            .upsert(spec, case.batch(&[changed]), &draft(2))
+            .with_expected_batch(1)
             .await
             .unwrap();
         let before = case.on_disk();
         let mut table = lake.open("tickets").await.unwrap().unwrap();
         table.load_version(0).await.unwrap();
         let intent = super::Intent::new();
-        let splice = crate::lake::splice::Splice {
+        let keys = case.expected(30);
+        let splice = crate::lake::splice::Splice::new(
             spec,
-            batch: case.batch(&case.records[10..]),
-            patches: None,
-            keys: &case.expected(30)[10..],
-            deletion_vectors: false,
-            intent: &intent,
-            seq: 2,
-        };
+            case.batch(&case.records[10..]),
+            &keys[10..],
+            &intent,
+            2,
+        );
         let err = splice.apply(&mut table).await.unwrap_err();
         assert!(matches!(err, Error::Concurrent { .. }), "{err}");
         assert_eq!(case.on_disk(), before, "the loser's files are deleted");
@@ -653,13 +658,8 @@ mod tests {
         let plain = case.lake("");
         for (i, chunk) in case.records[..40].chunks(10).enumerate() {
             plain
-                .upsert(
-                    spec,
-                    case.batch(chunk),
-                    None,
-                    &draft(i as i64 + 1),
-                    i as i64,
-                )
+                .upsert(spec, case.batch(chunk), &draft(i as i64 + 1))
+                .with_expected_batch(i as i64)
                 .await
                 .unwrap();
         }
@@ -668,7 +668,8 @@ mod tests {
             // A second file for the optimize to rewrite.
             let new = &case.records[35 + seq as usize..36 + seq as usize];
             plain
-                .upsert(spec, case.batch(new), None, &draft(seq), seq - 1)
+                .upsert(spec, case.batch(new), &draft(seq))
+                .with_expected_batch(seq - 1)
                 .await
                 .unwrap();
             let lake = case.lake(&format!("{fault} create {TICKETS_LOG} #1"));
@@ -723,7 +724,8 @@ mod tests {
         changed["generated_timestamp"] =
             Value::from(changed["generated_timestamp"].as_i64().unwrap() + 1);
         let report = lake
-            .upsert(spec, case.batch(&[changed]), None, &draft(8), 7)
+            .upsert(spec, case.batch(&[changed]), &draft(8))
+            .with_expected_batch(7)
             .await
             .unwrap();
         assert_eq!(report.updated, 1);
@@ -739,15 +741,10 @@ mod tests {
             case.lake_and_plan("503 put *checkpoint* #1..; 503 put *_last_checkpoint #1..");
         // Version 9 is a checkpoint's (an interval of 10).
         for (i, chunk) in case.records.chunks(5).enumerate() {
-            lake.upsert(
-                spec,
-                case.batch(chunk),
-                None,
-                &draft(i as i64 + 1),
-                i as i64,
-            )
-            .await
-            .unwrap_or_else(|e| panic!("batch {}: {e}", i + 1));
+            lake.upsert(spec, case.batch(chunk), &draft(i as i64 + 1))
+                .with_expected_batch(i as i64)
+                .await
+                .unwrap_or_else(|e| panic!("batch {}: {e}", i + 1));
         }
         let log: Vec<String> = std::fs::read_dir(case.root.join("tickets/_delta_log"))
             .unwrap()
@@ -776,7 +773,7 @@ mod tests {
         let case = case(1);
         let first: Vec<Value> = (1..=5).map(|i| group(i, "2024-01-01T00:00:00Z")).collect();
         case.lake("")
-            .upsert(&spec, decode(&first), None, &draft(1), 0)
+            .upsert(&spec, decode(&first), &draft(1))
             .await
             .unwrap();
         for (seq, fault) in [(2, "exists"), (3, "lost")] {
@@ -786,7 +783,8 @@ mod tests {
             let stamp = format!("2024-01-0{seq}T00:00:00Z");
             let changes = [group(2, &stamp), group(10 + seq, &stamp)];
             let report = lake
-                .upsert(&spec, decode(&changes), None, &draft(seq), seq - 1)
+                .upsert(&spec, decode(&changes), &draft(seq))
+                .with_expected_batch(seq - 1)
                 .await
                 .unwrap_or_else(|e| panic!("{fault}: {e}"));
             assert_eq!(plan.injected(), 1, "{fault}");

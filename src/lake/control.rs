@@ -24,7 +24,7 @@ use serde_json::Value;
 use tracing::{debug, info, warn};
 
 use super::commit::{app_id, is_conflict, txn_version, CONTROL_METADATA};
-use super::merge::table_id;
+use super::table::table_id;
 use super::{query_one, Error, Lake, Result};
 use crate::spec::timestamp_type;
 
@@ -199,13 +199,12 @@ impl Lake {
                 }
             }
             attempt += 1;
-            table = self
-                .open(CONTROL_TABLE)
-                .await?
-                .ok_or_else(|| Error::Invalid {
-                    table: CONTROL_TABLE.to_owned(),
-                    detail: "it disappeared while rows were being recorded".into(),
-                })?;
+            table = self.open(CONTROL_TABLE).await?.ok_or_else(|| {
+                Error::invalid(
+                    CONTROL_TABLE,
+                    "it disappeared while rows were being recorded",
+                )
+            })?;
         }
     }
 
@@ -217,12 +216,11 @@ impl Lake {
             .create_if_missing(CONTROL_TABLE, schema(), CONTROL_DESCRIPTION)
             .await?;
         if is_legacy(&table)? {
-            return Err(Error::Invalid {
-                table: CONTROL_TABLE.to_owned(),
-                detail: "it is in the layout of zendesk-lake 0.1 (one row per object); \
-                         `zendesk-lake sync` migrates it before its first commit"
-                    .into(),
-            });
+            return Err(Error::invalid(
+                CONTROL_TABLE,
+                "it is in the layout of zendesk-lake 0.1 (one row per table); \
+                 `zendesk-lake sync` migrates it before its first commit",
+            ));
         }
         Ok(table)
     }
@@ -264,14 +262,14 @@ impl Lake {
                 return Err(self.lost_commits(name, stream, recorded.unwrap_or(0), at));
             }
             if at > seq + 1 {
-                return Err(Error::Invalid {
-                    table: name.to_owned(),
-                    detail: format!(
+                return Err(Error::invalid(
+                    name,
+                    format!(
                         "it holds batch #{at} of stream {stream} but {CONTROL_TABLE} records only \
                          #{seq}: rows of the control table were removed. Restore them, or delete \
                          the stream's tables together with its rows to reload it"
                     ),
-                });
+                ));
             }
             if at == seq + 1 {
                 if let Some(table) = table {
@@ -289,14 +287,14 @@ impl Lake {
         let mut drafts = Vec::with_capacity(ahead.len());
         for (name, table) in &ahead {
             let Some((draft, version)) = find_draft(name, table, stream, seq + 1).await? else {
-                return Err(Error::Invalid {
-                    table: name.clone(),
-                    detail: format!(
+                return Err(Error::invalid(
+                    name,
+                    format!(
                         "its commit of batch #{} of stream {stream} carries no readable control \
                          metadata; the control table is at #{seq}",
                         seq + 1
                     ),
-                });
+                ));
             };
             drafts.push((name, draft, version));
         }
@@ -345,15 +343,15 @@ impl Lake {
     }
 
     fn lost_commits(&self, table: &str, stream: &str, recorded: i64, at: i64) -> Error {
-        Error::Invalid {
-            table: table.to_owned(),
-            detail: format!(
+        Error::invalid(
+            table,
+            format!(
                 "the control table records batch #{recorded} of stream {stream} in it but the \
                  table's last is #{at}: the table was dropped, restored or replaced. Resuming \
                  would skip data; delete the stream's tables together with its rows in \
                  {CONTROL_TABLE} (or the whole lake) to reload it"
             ),
-        }
+        )
     }
 
     /// The newest control row of every stream.
@@ -388,7 +386,7 @@ impl Lake {
         .await
     }
 
-    /// Rewrite a control table of zendesk-lake 0.1 (one row per commit of an object, position
+    /// Rewrite a control table of zendesk-lake 0.1 (one row per commit of a table, position
     /// in columns) in the current layout, in one commit, keeping every row. Does nothing when it
     /// is already current or missing. Safe to repeat and to race: the overwrite is one Delta
     /// commit, and a run that loses the race finds the table migrated.
@@ -437,9 +435,9 @@ impl Lake {
         }
     }
 
-    /// The rows of a 0.1 control table in the current layout. Each object was a stream of one
-    /// table; its epoch was the object table's Delta metadata id, read here so that rows keep
-    /// being recorded under the same application ids.
+    /// The rows of a 0.1 control table in the current layout. In 0.1 each stream fed one table
+    /// of its own name; its epoch was that table's Delta metadata id, read here so that rows
+    /// keep being recorded under the same application ids.
     async fn legacy_rows(&self, batches: &[RecordBatch]) -> Result<Vec<ControlRow>> {
         let mut legacy = Vec::new();
         for batch in batches {
@@ -453,14 +451,14 @@ impl Lake {
         let mut epochs: HashMap<String, String> = HashMap::new();
         let mut rows = Vec::with_capacity(legacy.len());
         for old in legacy {
-            if !epochs.contains_key(&old.object) {
-                let epoch = match self.open(&old.object).await? {
-                    Some(table) => table_id(&old.object, &table)?,
+            if !epochs.contains_key(&old.table) {
+                let epoch = match self.open(&old.table).await? {
+                    Some(table) => table_id(&old.table, &table)?,
                     None => String::from("legacy"),
                 };
-                epochs.insert(old.object.clone(), epoch);
+                epochs.insert(old.table.clone(), epoch);
             }
-            let epoch = epochs[&old.object].clone();
+            let epoch = epochs[&old.table].clone();
             rows.push(old.into_row(epoch));
         }
         rows.sort_by(|a, b| (&a.stream, a.seq).cmp(&(&b.stream, b.seq)));
@@ -483,18 +481,19 @@ async fn find_draft(
     stream: &str,
     seq: i64,
 ) -> Result<Option<(CommitDraft, i64)>> {
-    let delta = |source| Error::Delta {
-        table: name.to_owned(),
-        source,
-    };
     let latest = table.version().unwrap_or_default();
     let store = table.log_store();
     for version in (latest.saturating_sub(DRAFT_LOOKBACK - 1)..=latest).rev() {
         // A commit removed by log cleanup (older than delta.logRetentionDuration) ends the search.
-        let Some(bytes) = store.read_commit_entry(version).await.map_err(delta)? else {
+        let Some(bytes) = store
+            .read_commit_entry(version)
+            .await
+            .map_err(Error::delta(name))?
+        else {
             break;
         };
-        let actions = deltalake::logstore::get_actions(version, &bytes).map_err(delta)?;
+        let actions =
+            deltalake::logstore::get_actions(version, &bytes).map_err(Error::delta(name))?;
         let draft = actions.iter().find_map(|action| match action {
             deltalake::kernel::Action::CommitInfo(info) => {
                 info.info.get(CONTROL_METADATA).and_then(parse_draft)
@@ -525,7 +524,9 @@ fn parse_draft(meta: &Value) -> Option<CommitDraft> {
 /// A control row of zendesk-lake 0.1.
 #[derive(Deserialize)]
 struct LegacyRow {
-    object: String,
+    /// The stream, and the one table it fed, of one name (0.1 called both an object).
+    #[serde(rename = "object")]
+    table: String,
     seq: i64,
     cursor: Option<String>,
     start_time: i64,
@@ -541,14 +542,14 @@ struct LegacyRow {
 
 impl LegacyRow {
     fn into_row(self, epoch: String) -> ControlRow {
-        // The readers of cursor and time exports read the fields they use from this object.
+        // The readers of cursor and time exports read the fields they use from this position.
         let position = serde_json::json!({
             "cursor": self.cursor,
             "start_time": self.start_time,
             "boundary": self.boundary.unwrap_or_default(),
         });
         let tables = BTreeMap::from([(
-            self.object.clone(),
+            self.table.clone(),
             TableCommit {
                 seq: self.seq,
                 version: self.data_version,
@@ -557,7 +558,7 @@ impl LegacyRow {
             },
         )]);
         ControlRow {
-            stream: self.object,
+            stream: self.table,
             seq: self.seq,
             epoch,
             position,
@@ -571,18 +572,12 @@ impl LegacyRow {
 
 /// Whether the control table is in the layout of zendesk-lake 0.1.
 fn is_legacy(table: &deltalake::DeltaTable) -> Result<bool> {
-    let state = table.snapshot().map_err(|source| Error::Delta {
-        table: CONTROL_TABLE.to_owned(),
-        source,
-    })?;
+    let state = table.snapshot().map_err(Error::delta(CONTROL_TABLE))?;
     Ok(state.schema().fields().any(|f| f.name() == "object"))
 }
 
 fn invalid(detail: String) -> Error {
-    Error::Invalid {
-        table: CONTROL_TABLE.to_owned(),
-        detail,
-    }
+    Error::invalid(CONTROL_TABLE, detail)
 }
 
 fn control_batch(row: &ControlRow) -> Result<RecordBatch> {
@@ -700,4 +695,26 @@ fn rows_of(batch: &RecordBatch) -> Result<Vec<ControlRow>> {
         });
     }
     Ok(rows)
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// The draft of batch `seq` of the tickets stream.
+    pub(crate) fn draft(seq: i64) -> CommitDraft {
+        CommitDraft {
+            row: ControlRow {
+                stream: "tickets".into(),
+                seq,
+                epoch: "test".into(),
+                position: Value::Null,
+                watermark: None,
+                tables: BTreeMap::new(),
+                run_id: "test".into(),
+                committed_at: 0,
+            },
+            writes: vec!["tickets".into()],
+        }
+    }
 }

@@ -19,7 +19,7 @@
 //! protocol does not see them: a table's transaction version is read from its snapshot, which
 //! keeps it across any commit, and reconcile looks for drafts commit by commit.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::num::NonZeroU64;
 
 use deltalake::operations::vacuum::VacuumMode;
@@ -27,17 +27,12 @@ use deltalake::{DeltaTable, DeltaTableError};
 use tracing::{info, warn};
 
 use super::commit::is_conflict;
+use super::files::stats;
+pub use super::files::FileStats;
 use super::rewrite::{rewrite, Rewritten};
+pub use super::table::{CHECKPOINT_INTERVAL, CHECKPOINT_PROPERTY};
 use super::{Error, Lake, Result, CONTROL_TABLE};
 use crate::spec;
-
-/// Commits between two checkpoints of every table: a sync makes one commit per batch in each
-/// table it writes and in the control table, so a reader replays at most this many JSON
-/// commits after the newest checkpoint.
-pub const CHECKPOINT_INTERVAL: u64 = 10;
-
-/// The table property holding the checkpoint interval.
-pub const CHECKPOINT_PROPERTY: &str = "delta.checkpointInterval";
 
 /// How long vacuum keeps files that the current version no longer reads (7 days, Delta's own
 /// default): readers and writers running now, and time travel within it, still find them.
@@ -53,11 +48,6 @@ pub const DEFAULT_SMALL_FILES: usize = 32;
 /// The share of a table's stored rows that deletion vectors may hide before a sync compacts
 /// the table.
 pub const HIDDEN_SHARE: f64 = 0.1;
-
-/// The properties a table of the lake is created with.
-pub(crate) fn table_configuration() -> [(&'static str, Option<String>); 1] {
-    [(CHECKPOINT_PROPERTY, Some(CHECKPOINT_INTERVAL.to_string()))]
-}
 
 /// How optimize rewrites a table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -158,18 +148,6 @@ impl Default for Policy {
     }
 }
 
-/// The data files of a table's current version.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct FileStats {
-    pub files: usize,
-    pub bytes: u64,
-    /// Files under a quarter of the target size.
-    pub small: usize,
-    /// Rows the files hold, and of them the rows deletion vectors hide.
-    pub rows: u64,
-    pub hidden: u64,
-}
-
 /// The tables maintenance applies to: the named ones (table names or `_sync_state`), or every
 /// table the registry knows and the control table.
 pub fn tables(names: Option<&[String]>) -> Result<Vec<String>> {
@@ -184,13 +162,13 @@ pub fn tables(names: Option<&[String]>) -> Result<Vec<String>> {
     let mut out: Vec<String> = Vec::new();
     for name in names.iter().map(|n| n.trim()) {
         if !all().any(|known| known == name) {
-            return Err(Error::Invalid {
-                table: name.to_owned(),
-                detail: format!(
+            return Err(Error::invalid(
+                name,
+                format!(
                     "no such table; known tables: {}",
                     all().collect::<Vec<_>>().join(", ")
                 ),
-            });
+            ));
         }
         if !out.iter().any(|n| n == name) {
             out.push(name.to_owned());
@@ -200,42 +178,6 @@ pub fn tables(names: Option<&[String]>) -> Result<Vec<String>> {
 }
 
 impl Lake {
-    /// Open a table and give it the lake's table properties if it lacks them (one metadata
-    /// commit, once in the table's life). `None` when the table does not exist.
-    pub async fn open_maintained(&self, name: &str) -> Result<Option<DeltaTable>> {
-        let Some(table) = self.open(name).await? else {
-            return Ok(None);
-        };
-        let configured = |table: &DeltaTable| -> Result<bool> {
-            Ok(snapshot(name, table)?
-                .metadata()
-                .configuration()
-                .contains_key(CHECKPOINT_PROPERTY))
-        };
-        if configured(&table)? {
-            return Ok(Some(table));
-        }
-        let properties: HashMap<String, String> = table_configuration()
-            .into_iter()
-            .filter_map(|(k, v)| Some((k.to_owned(), v?)))
-            .collect();
-        match table.set_tbl_properties().with_properties(properties).await {
-            Ok(table) => {
-                info!(
-                    table = name,
-                    "checkpoint interval set to {CHECKPOINT_INTERVAL}"
-                );
-                Ok(Some(table))
-            }
-            // Another writer committed first (the property is set next time), or the store
-            // lost the answer to this commit (the table read again holds it).
-            Err(source) => match self.open(name).await? {
-                Some(table) if is_conflict(&source) || configured(&table)? => Ok(Some(table)),
-                _ => Err(delta(name, source)),
-            },
-        }
-    }
-
     /// The data files of a table's current version (`None` when it does not exist); files
     /// under `small_below` bytes count as small.
     pub async fn file_stats(&self, name: &str, small_below: u64) -> Result<Option<FileStats>> {
@@ -279,9 +221,8 @@ impl Lake {
         let retention = i64::try_from(hours)
             .ok()
             .and_then(chrono::Duration::try_hours)
-            .ok_or_else(|| Error::Invalid {
-                table: name.to_owned(),
-                detail: format!("a retention of {hours} hours is too long"),
+            .ok_or_else(|| {
+                Error::invalid(name, format!("a retention of {hours} hours is too long"))
             })?;
         let (table, metrics) = table
             .vacuum()
@@ -371,10 +312,8 @@ pub(crate) async fn optimize_table(
     mut table: DeltaTable,
     options: &OptimizeOptions,
 ) -> Result<OptimizeReport> {
-    let target = NonZeroU64::new(options.target_file_size).ok_or_else(|| Error::Invalid {
-        table: name.to_owned(),
-        detail: "the target file size must be at least 1 byte".into(),
-    })?;
+    let target = NonZeroU64::new(options.target_file_size)
+        .ok_or_else(|| Error::invalid(name, "the target file size must be at least 1 byte"))?;
     let before = stats(name, &table, 0)?;
     let version_before = table.version().unwrap_or_default();
     let key = match (options.layout, spec::find(name)) {
@@ -398,7 +337,9 @@ pub(crate) async fn optimize_table(
     }
     // Clustering rewrites every file, sorted by the key; compaction the files under the
     // target size and those with rows hidden by a deletion vector.
-    let chosen: HashSet<String> = snapshot(name, &table)?
+    let chosen: HashSet<String> = table
+        .snapshot()
+        .map_err(Error::delta(name))?
         .log_data()
         .iter()
         .filter(|file| {
@@ -440,13 +381,6 @@ pub(crate) async fn optimize_table(
     Ok(report)
 }
 
-fn delta(name: &str, source: DeltaTableError) -> Error {
-    Error::Delta {
-        table: name.to_owned(),
-        source,
-    }
-}
-
 /// A maintenance commit that lost to another writer changed nothing: say so.
 fn busy_or_delta(name: &str, operation: &'static str, source: DeltaTableError) -> Error {
     if is_conflict(&source) {
@@ -456,32 +390,8 @@ fn busy_or_delta(name: &str, operation: &'static str, source: DeltaTableError) -
             detail: source.to_string(),
         }
     } else {
-        delta(name, source)
+        Error::delta(name)(source)
     }
-}
-
-fn snapshot<'t>(
-    name: &str,
-    table: &'t DeltaTable,
-) -> Result<&'t deltalake::table::state::DeltaTableState> {
-    table.snapshot().map_err(|source| delta(name, source))
-}
-
-pub(crate) fn stats(name: &str, table: &DeltaTable, small_below: u64) -> Result<FileStats> {
-    let mut stats = FileStats::default();
-    for file in snapshot(name, table)?.log_data().iter() {
-        let size = file.size().max(0) as u64;
-        stats.files += 1;
-        stats.bytes += size;
-        if size < small_below {
-            stats.small += 1;
-        }
-        stats.rows += file.num_records().unwrap_or(0) as u64;
-        stats.hidden += file
-            .deletion_vector_descriptor()
-            .map_or(0, |dv| dv.cardinality.max(0) as u64);
-    }
-    Ok(stats)
 }
 
 /// A checkpoint of the table's current version, so that readers replay no commit before it.
@@ -495,6 +405,8 @@ async fn checkpoint(name: &str, table: &DeltaTable) {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::HashMap;
+
     use super::*;
 
     #[test]
@@ -513,71 +425,14 @@ mod tests {
         assert!(err.to_string().contains("nope") && err.to_string().contains("tickets"));
     }
 
-    #[tokio::test]
-    async fn tables_without_the_checkpoint_interval_get_it_once() {
-        let dir = tempfile::tempdir().unwrap();
-        let lake = Lake::try_new(dir.path().to_str().unwrap(), HashMap::new()).unwrap();
-        // A table as an earlier version created it: no properties.
-        let spec = spec::find("groups").unwrap();
-        lake.handle("groups")
-            .unwrap()
-            .write(vec![deltalake::arrow::array::RecordBatch::new_empty(
-                spec.schema(),
-            )])
-            .await
-            .unwrap();
-        let interval = |table: &DeltaTable| {
-            let config = table.snapshot().unwrap().metadata().configuration().clone();
-            config.get(CHECKPOINT_PROPERTY).cloned()
-        };
-        let table = lake.open("groups").await.unwrap().unwrap();
-        assert_eq!(interval(&table), None);
-        let table = lake.open_maintained("groups").await.unwrap().unwrap();
-        assert_eq!(interval(&table).as_deref(), Some("10"));
-        assert_eq!(table.version(), Some(1));
-        // Once: the next open commits nothing.
-        let table = lake.open_maintained("groups").await.unwrap().unwrap();
-        assert_eq!(table.version(), Some(1));
-        // The same commit applied with its answer lost: set, once.
-        for fault in ["exists", "lost"] {
-            lake.handle("users")
-                .unwrap()
-                .write(vec![deltalake::arrow::array::RecordBatch::new_empty(
-                    spec::find("users").unwrap().schema(),
-                )])
-                .await
-                .unwrap();
-            let plan = std::sync::Arc::new(
-                crate::lake::faultstore::Plan::parse(&format!(
-                    "{fault} create *users/_delta_log/*.json #1"
-                ))
-                .unwrap(),
-            );
-            let faulty = Lake::try_new(dir.path().to_str().unwrap(), HashMap::new())
-                .unwrap()
-                .with_faults(plan.clone());
-            let table = faulty.open_maintained("users").await.unwrap().unwrap();
-            assert_eq!(plan.injected(), 1, "{fault}");
-            assert_eq!(interval(&table).as_deref(), Some("10"), "{fault}");
-            assert_eq!(table.version(), Some(1), "{fault}");
-            std::fs::remove_dir_all(dir.path().join("users")).unwrap();
-        }
-        assert!(lake.open_maintained("tickets").await.unwrap().is_none());
-        // A table this version creates has it from the start.
-        lake.ensure_table(spec::find("users").unwrap())
-            .await
-            .unwrap();
-        let table = lake.open("users").await.unwrap().unwrap();
-        assert_eq!(interval(&table).as_deref(), Some("10"));
-    }
-
     /// Two optimizes of one table from the same version (overlapping runs compacting it, or
     /// `zendesk-lake optimize` during a sync's compaction): one commits, the other finds its
     /// files replaced, changes nothing and leaves no file behind. A commit that touched none of
     /// the files read (a batch of new rows) does not stop a rewrite. Every row stays once.
     #[tokio::test]
     async fn optimizes_racing_on_one_table_never_duplicate_rows() {
-        use crate::lake::merge::tests::{draft, files};
+        use crate::lake::control::tests::draft;
+        use crate::lake::files::files;
         use crate::sim::{SimConfig, Simulator};
         use deltalake::arrow::array::AsArray;
         use deltalake::arrow::datatypes::Int64Type;
@@ -600,7 +455,8 @@ mod tests {
         };
         let (old, new) = records.split_at(40);
         for (i, chunk) in old.chunks(10).enumerate() {
-            lake.upsert(spec, decode(chunk), None, &draft(i as i64 + 1), i as i64)
+            lake.upsert(spec, decode(chunk), &draft(i as i64 + 1))
+                .with_expected_batch(i as i64)
                 .await
                 .unwrap();
         }
@@ -644,11 +500,13 @@ mod tests {
 
         // A stale handle, then a batch of new tickets: clustering commits on top of it.
         let (newer, newest) = new.split_at(5);
-        lake.upsert(spec, decode(newer), None, &draft(5), 4)
+        lake.upsert(spec, decode(newer), &draft(5))
+            .with_expected_batch(4)
             .await
             .unwrap();
         let stale = lake.open("tickets").await.unwrap().unwrap();
-        lake.upsert(spec, decode(newest), None, &draft(6), 5)
+        lake.upsert(spec, decode(newest), &draft(6))
+            .with_expected_batch(5)
             .await
             .unwrap();
         let with_new = rows().await;

@@ -1,25 +1,31 @@
-//! Writing a table's rows: append when the table is new, merge-upsert by primary key after.
+//! Writing a batch into its table ([`Lake::upsert`]), the one way a sync's rows enter its
+//! tables (docs/ARCHITECTURE.md, "Write modes, patches and deletions", "Layout and merges"):
+//! a new table is created with the batch; after, a table keyed by int64 is spliced
+//! ([`super::splice`]), and any other by deltalake's merge by primary key.
 //!
 //! The source batch must hold one row per key ([`crate::decode::dedup`]). A matched row is only
 //! replaced by a source row whose cursor is at least as new, so re-applying an older batch (a
 //! retry after a crash) can never roll a row back.
 
 use std::collections::HashMap;
+use std::future::IntoFuture;
 use std::sync::Arc;
 
 use deltalake::arrow::array::{new_null_array, ArrayRef, BooleanArray, RecordBatch};
 use deltalake::arrow::compute::concat_batches;
-use deltalake::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use deltalake::arrow::datatypes::{DataType, Field, Schema};
 use deltalake::datafusion::prelude::{col, not, SessionContext};
 use deltalake::protocol::SaveMode;
 use deltalake::DeltaTable;
+use futures::future::BoxFuture;
 use tracing::debug;
 
 use super::commit::{
-    self, after_commit, app_id, commit_actions, is_conflict, txn_version, CommitFiles, Intent,
-    CONTROL_METADATA,
+    self, after_commit, app_id, commit_actions, txn_version, CommitFiles, Intent, CONTROL_METADATA,
 };
+use super::patch::PatchSet;
 use super::splice::Splice;
+use super::table::{table_configuration, table_id};
 use super::{CommitDraft, Error, Lake, Result};
 use crate::spec::Table;
 
@@ -42,43 +48,95 @@ pub struct CommitReport {
 }
 
 impl Lake {
-    /// Upsert `batch` (one row per key) into the table in one commit tagged with the
-    /// application transaction `(app_id(stream), seq)` and the draft in its commit info.
-    /// `patches` set a few columns of rows of earlier batches in the same commit; with no table
-    /// yet there is nothing for them to change.
-    ///
-    /// `expected` is the stream's last batch in this table as this run knows it: if the table
-    /// holds another, a concurrent run committed to it, and nothing is written.
-    pub async fn upsert(
-        &self,
-        spec: &Table,
+    /// An upsert of `batch` (one row per key) into the table `spec`, as batch `draft.row.seq`
+    /// of the stream `draft.row.stream`: `.await` it to commit. See [`Upsert`].
+    pub fn upsert<'a>(
+        &'a self,
+        spec: &'a Table,
         batch: RecordBatch,
-        patches: Option<PatchSet>,
-        draft: &CommitDraft,
-        expected: i64,
-    ) -> Result<CommitReport> {
+        draft: &'a CommitDraft,
+    ) -> Upsert<'a> {
+        Upsert {
+            lake: self,
+            spec,
+            batch,
+            draft,
+            patches: None,
+            expected: 0,
+        }
+    }
+}
+
+/// Upsert a batch (one row per key) into a table in one commit tagged with the application
+/// transaction `(app_id(stream), seq)` and the draft in its commit info (docs/ARCHITECTURE.md,
+/// "Exactly once"). Built by [`Lake::upsert`]; awaiting it commits and returns the
+/// [`CommitReport`].
+#[must_use = "an upsert commits nothing until it is awaited"]
+pub struct Upsert<'a> {
+    lake: &'a Lake,
+    spec: &'a Table,
+    batch: RecordBatch,
+    draft: &'a CommitDraft,
+    patches: Option<PatchSet>,
+    expected: i64,
+}
+
+impl<'a> Upsert<'a> {
+    /// Patches that set a few columns of rows of earlier batches, in the same commit; with no
+    /// table yet there is nothing for them to change. None by default.
+    pub fn with_patches(mut self, patches: impl Into<Option<PatchSet>>) -> Self {
+        self.patches = patches.into();
+        self
+    }
+
+    /// The stream's last batch in this table as this run knows it (0, the default: none). If
+    /// the table holds another, a concurrent run committed to it, and nothing is written
+    /// ([`Error::Concurrent`]).
+    pub fn with_expected_batch(mut self, expected: i64) -> Self {
+        self.expected = expected;
+        self
+    }
+}
+
+impl<'a> IntoFuture for Upsert<'a> {
+    type Output = Result<CommitReport>;
+    type IntoFuture = BoxFuture<'a, Self::Output>;
+
+    fn into_future(self) -> Self::IntoFuture {
+        Box::pin(self.run())
+    }
+}
+
+impl Upsert<'_> {
+    async fn run(self) -> Result<CommitReport> {
+        let Upsert {
+            lake,
+            spec,
+            batch,
+            draft,
+            patches,
+            expected,
+        } = self;
         let name = spec.name.as_str();
         let seq = draft.row.seq;
         let app = app_id(&draft.row.stream);
         let rows = batch.num_rows() as u64;
-        let metadata = serde_json::to_value(draft).map_err(|e| Error::Invalid {
-            table: name.to_owned(),
-            detail: format!("cannot serialise the control row: {e}"),
-        })?;
+        let metadata = serde_json::to_value(draft)
+            .map_err(|e| Error::invalid(name, format!("cannot serialise the control row: {e}")))?;
         // No conflict retries: a conflicting commit is another run's, and retrying on top of
         // it is never right.
         let intent = Intent::new()
             .with_transaction(app.clone(), seq)
             .with_metadata(CONTROL_METADATA, metadata);
-        let mut table = self.cached(name).await?;
+        let mut table = lake.cached(name).await?;
         // The table holds the batch this run expects, before anything is committed to it and
         // again on the version the data commit builds on.
         let stream = draft.row.stream.as_str();
         at_batch(name, table.as_ref(), stream, expected).await?;
-        let vectors = match (&mut table, self.deletion_vectors) {
+        let vectors = match (&mut table, lake.deletion_vectors) {
             (Some(handle), true) => {
                 let before = handle.version();
-                let enabled = self.enable_deletion_vectors(name, handle).await?;
+                let enabled = lake.enable_deletion_vectors(name, handle).await?;
                 if handle.version() != before {
                     at_batch(name, table.as_ref(), stream, expected).await?;
                 }
@@ -88,14 +146,14 @@ impl Lake {
         };
         match table {
             None => {
-                let handle = self.handle(name)?;
+                let handle = lake.handle(name)?;
                 let log = handle.log_store();
                 let written = handle
                     .write(vec![batch])
                     .with_save_mode(SaveMode::Append)
                     .with_table_name(name)
                     .with_description(spec.description.clone())
-                    .with_configuration(super::maintenance::table_configuration())
+                    .with_configuration(table_configuration())
                     .with_commit_properties(intent.properties())
                     .await;
                 let table = match written {
@@ -104,10 +162,10 @@ impl Lake {
                         let version = commit::settle(name, log.as_ref(), None, &intent, error)
                             .await
                             .map_err(|unmade| unmade.into_error(name, &format!("commit #{seq}")))?;
-                        self.at_version(name, version).await?
+                        lake.at_version(name, version).await?
                     }
                 };
-                self.report(name, table, true, rows, 0).await
+                lake.report(name, table, true, rows, 0).await
             }
             Some(table) => {
                 check_schema(spec, &table)?;
@@ -119,19 +177,13 @@ impl Lake {
                     } => {
                         let mut table = table;
                         let before = table.version();
-                        let done = Splice {
-                            spec,
-                            batch,
-                            patches,
-                            keys: &keys,
-                            deletion_vectors: vectors,
-                            intent: &intent,
-                            seq,
-                        }
-                        .apply(&mut table)
-                        .await?;
+                        let done = Splice::new(spec, batch, &keys, &intent, seq)
+                            .with_patches(patches)
+                            .with_deletion_vectors(vectors)
+                            .apply(&mut table)
+                            .await?;
                         debug_assert!(done.committed == (table.version() != before));
-                        return self
+                        return lake
                             .report(name, table, done.committed, done.inserted, done.updated)
                             .await
                             .map(|r| CommitReport {
@@ -143,10 +195,6 @@ impl Lake {
                 };
                 let before = table.version();
                 let log = table.log_store();
-                let datafusion = |source| Error::DataFusion {
-                    table: name.to_owned(),
-                    source,
-                };
                 let key = spec.primary_key.as_str();
                 let cursor = spec.cursor_field.as_str();
                 let columns: Vec<String> = spec
@@ -181,7 +229,7 @@ impl Lake {
                 };
                 let source = SessionContext::new()
                     .read_batch(source)
-                    .map_err(datafusion)?;
+                    .map_err(Error::datafusion(name))?;
                 let mut merge = table
                     .merge(source, predicate)
                     .with_source_alias("source")
@@ -243,7 +291,7 @@ impl Lake {
                         let version = commit::settle(name, log.as_ref(), before, &intent, error)
                             .await
                             .map_err(|unmade| unmade.into_error(name, &format!("commit #{seq}")))?;
-                        let table = self.at_version(name, version).await?;
+                        let table = lake.at_version(name, version).await?;
                         let actions = commit_actions(name, &table, version)
                             .await
                             .map_err(|e| after_commit(name, version, e))?;
@@ -263,7 +311,7 @@ impl Lake {
                     }
                 };
                 let committed = table.version() != before;
-                let report = self
+                let report = lake
                     .report(name, table, committed, inserted, updated)
                     .await?;
                 Ok(CommitReport {
@@ -273,134 +321,9 @@ impl Lake {
             }
         }
     }
-
-    /// Make sure the table exists, so that queries find it even before any data.
-    pub async fn ensure_table(&self, spec: &Table) -> Result<()> {
-        self.create_if_missing(&spec.name, spec.schema(), &spec.description)
-            .await
-            .map(drop)
-    }
-
-    /// Open the table `name`, creating it empty first if it does not exist.
-    ///
-    /// Another run creating it at the same moment is not an error: the loser of the race finds
-    /// the table created. Nor is an error of the create when the table exists after it (the
-    /// store applied the create and lost its answer).
-    pub(crate) async fn create_if_missing(
-        &self,
-        name: &str,
-        schema: SchemaRef,
-        description: &str,
-    ) -> Result<deltalake::DeltaTable> {
-        if let Some(table) = self.open(name).await? {
-            return Ok(table);
-        }
-        // No conflict retries: a create that loses the race would be committed again as the
-        // next version (a second metadata action, a new table id); the loser finds the table.
-        let created = self
-            .handle(name)?
-            .write(vec![RecordBatch::new_empty(schema)])
-            .with_save_mode(SaveMode::Append)
-            .with_table_name(name)
-            .with_description(description)
-            .with_configuration(super::maintenance::table_configuration())
-            .with_commit_properties(Intent::new().properties())
-            .await;
-        let error = match created {
-            Ok(table) => return Ok(table),
-            Err(error) => error,
-        };
-        debug!(table = name, %error, "creating the table failed: looking for it");
-        self.open(name)
-            .await?
-            .ok_or_else(|| Error::delta(name)(error))
-    }
-
-    /// The table at `version`, which this process just committed ([`Error::AfterCommit`] when
-    /// it cannot be read).
-    async fn at_version(&self, name: &str, version: u64) -> Result<DeltaTable> {
-        let mut table = self.handle(name)?;
-        table
-            .load_version(version)
-            .await
-            .map_err(|e| after_commit(name, version, e))?;
-        Ok(table)
-    }
 }
 
 impl Lake {
-    /// The table's handle kept from this process's last commit to it, brought up to date with
-    /// the commits made since (a listing of the log after its version, not a reload), or the
-    /// table opened afresh. `None` when it does not exist yet.
-    async fn cached(&self, name: &str) -> Result<Option<DeltaTable>> {
-        let kept = self.handles_lock().remove(name);
-        if let Some(mut table) = kept {
-            match table.update_incremental(None).await {
-                Ok(()) => return Ok(Some(table)),
-                Err(e) => debug!(table = name, error = %e, "reloading the table's handle"),
-            }
-        }
-        self.open(name).await
-    }
-
-    /// Whether `table` has deletion vectors, enabling them first (one commit of the table's
-    /// properties and protocol, once in its life). `table` is then at the latest version.
-    async fn enable_deletion_vectors(&self, name: &str, table: &mut DeltaTable) -> Result<bool> {
-        let enabled = |table: &DeltaTable| -> Result<bool> {
-            let state = table.snapshot().map_err(Error::delta(name))?;
-            Ok(state
-                .metadata()
-                .configuration()
-                .get(super::dv::PROPERTY)
-                .is_some_and(|v| v.eq_ignore_ascii_case("true")))
-        };
-        if enabled(table)? {
-            return Ok(true);
-        }
-        let properties = HashMap::from([(super::dv::PROPERTY.to_owned(), "true".to_owned())]);
-        let changed = table
-            .clone()
-            .set_tbl_properties()
-            .with_properties(properties)
-            .with_commit_properties(Intent::new().properties())
-            .await;
-        match changed {
-            Ok(changed) => *table = changed,
-            // Another writer's commit came first, or the store lost the answer: the table
-            // says whether the property is set, by this run or another.
-            Err(error) => {
-                debug!(table = name, %error, "enabling deletion vectors failed: reading the table");
-                table
-                    .update_incremental(None)
-                    .await
-                    .map_err(Error::delta(name))?;
-                if !enabled(table)? {
-                    return Err(match is_conflict(&error) {
-                        true => Error::Concurrent {
-                            table: name.to_owned(),
-                            detail: format!(
-                                "enabling deletion vectors lost to its commit: {error}"
-                            ),
-                        },
-                        false => Error::delta(name)(error),
-                    });
-                }
-            }
-        }
-        debug!(table = name, "deletion vectors enabled");
-        Ok(true)
-    }
-
-    /// Keep a table's handle after a commit, for the next commit of the run.
-    fn keep(&self, name: &str, table: DeltaTable) {
-        self.handles_lock().insert(name.to_owned(), table);
-    }
-
-    fn handles_lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, DeltaTable>> {
-        // Poisoning needs a panic while holding the lock, which only a bug can cause.
-        self.handles.lock().expect("table handles lock poisoned")
-    }
-
     /// The report of a write that left `table` at its current version (`committed`: the write
     /// made that version, whose files it reports), reading no file of the table; its handle is
     /// kept for the next commit.
@@ -551,10 +474,8 @@ async fn patches_by_key(
         }
     }
     let picks = UInt32Array::from(picks);
-    let arrow = |e: deltalake::arrow::error::ArrowError| Error::Invalid {
-        table: name.to_owned(),
-        detail: format!("patches by {key}: {e}"),
-    };
+    let doing = format!("patches by {key}");
+    let arrow = Error::arrow(name, &doing);
     let mut fields = vec![Field::new(key, DataType::Int64, false)];
     let mut columns: Vec<ArrayRef> = vec![Arc::new(Int64Array::from(keys))];
     for set in patch
@@ -568,10 +489,7 @@ async fn patches_by_key(
             .schema()
             .column_with_name(set)
             .map(|(at, f)| (at, f.clone()))
-            .ok_or_else(|| Error::Invalid {
-                table: name.to_owned(),
-                detail: format!("its patches carry no {set}"),
-            })?;
+            .ok_or_else(|| Error::invalid(name, format!("its patches carry no {set}")))?;
         columns.push(
             deltalake::arrow::compute::take(patch.rows.column(at), &picks, None).map_err(arrow)?,
         );
@@ -630,35 +548,13 @@ fn key_ranges(keys: &[i64], max: usize) -> Vec<(i64, i64)> {
     ranges
 }
 
-/// The table's Delta metadata id: it identifies one life of the table, from its creation.
-pub(crate) fn table_id(name: &str, table: &deltalake::DeltaTable) -> Result<String> {
-    let state = table.snapshot().map_err(|source| Error::Delta {
-        table: name.to_owned(),
-        source,
-    })?;
-    Ok(state.metadata().id().to_owned())
-}
-
-/// Changes to a few columns of rows already in a table: each row of `rows` sets the columns
-/// `sets` (and `_synced_at`) of the table's rows whose `column` equals its own.
-#[derive(Debug, Clone)]
-pub struct PatchSet {
-    pub column: String,
-    pub sets: Vec<String>,
-    /// The match column, the columns set and `_synced_at`, typed as in the table.
-    pub rows: RecordBatch,
-}
-
 /// The merge source's column that tells patches from whole rows.
 const PATCH_COLUMN: &str = "_patch";
 
 /// The merge source of whole rows and patches: the table's columns, all nullable, and
 /// [`PATCH_COLUMN`]; a patch's columns that it does not carry are null.
 fn with_patches(spec: &Table, rows: RecordBatch, patches: RecordBatch) -> Result<RecordBatch> {
-    let arrow = |source: deltalake::arrow::error::ArrowError| Error::Invalid {
-        table: spec.name.clone(),
-        detail: format!("building the merge source: {source}"),
-    };
+    let arrow = Error::arrow(&spec.name, "building the merge source");
     let schema = spec.schema();
     let mut fields: Vec<Field> = schema
         .fields()
@@ -712,14 +608,7 @@ async fn at_batch(
 /// Refuse to merge into a table whose columns differ from the schema file: a silent cast
 /// would lose data.
 fn check_schema(spec: &Table, table: &deltalake::DeltaTable) -> Result<()> {
-    let invalid = |detail: String| Error::Invalid {
-        table: spec.name.clone(),
-        detail,
-    };
-    let state = table.snapshot().map_err(|source| Error::Delta {
-        table: spec.name.clone(),
-        source,
-    })?;
+    let state = table.snapshot().map_err(Error::delta(&spec.name))?;
     let existing: Vec<String> = state.schema().fields().map(|f| f.name().clone()).collect();
     let expected: Vec<String> = spec
         .schema()
@@ -730,7 +619,9 @@ fn check_schema(spec: &Table, table: &deltalake::DeltaTable) -> Result<()> {
     if existing != expected {
         let missing: Vec<_> = expected.iter().filter(|c| !existing.contains(c)).collect();
         let extra: Vec<_> = existing.iter().filter(|c| !expected.contains(c)).collect();
-        return Err(invalid(format!(
+        return Err(Error::invalid(
+            &spec.name,
+            format!(
             "the table's columns differ from schemas/{}.json (missing: {missing:?}, unexpected: {extra:?})",
             spec.name
         )));
@@ -740,12 +631,12 @@ fn check_schema(spec: &Table, table: &deltalake::DeltaTable) -> Result<()> {
 
 #[cfg(test)]
 pub(crate) mod tests {
-    use std::collections::{BTreeMap, HashSet};
 
     use serde_json::Value;
 
     use super::*;
-    use crate::lake::ControlRow;
+    use crate::lake::control::tests::draft;
+    use crate::lake::files::files;
     use crate::sim::{SimConfig, Simulator};
 
     #[test]
@@ -782,34 +673,6 @@ pub(crate) mod tests {
         }
     }
 
-    /// The draft of batch `seq` of the tickets stream.
-    pub(crate) fn draft(seq: i64) -> CommitDraft {
-        CommitDraft {
-            row: ControlRow {
-                stream: "tickets".into(),
-                seq,
-                epoch: "test".into(),
-                position: Value::Null,
-                watermark: None,
-                tables: BTreeMap::new(),
-                run_id: "test".into(),
-                committed_at: 0,
-            },
-            writes: vec!["tickets".into()],
-        }
-    }
-
-    /// The data files of the table's version.
-    pub(crate) fn files(table: &DeltaTable) -> HashSet<String> {
-        table
-            .snapshot()
-            .unwrap()
-            .log_data()
-            .iter()
-            .map(|f| f.path().into_owned())
-            .collect()
-    }
-
     /// A merge reads and rewrites only the files whose key range holds a stored key of the
     /// batch, and a batch of new keys only appends.
     #[tokio::test]
@@ -844,12 +707,10 @@ pub(crate) mod tests {
         };
         // Two files with disjoint key ranges: the lower and the upper half of the ids.
         let (low, high) = records.split_at(30);
-        let first = lake
-            .upsert(spec, decode(low), None, &draft(1), 0)
-            .await
-            .unwrap();
+        let first = lake.upsert(spec, decode(low), &draft(1)).await.unwrap();
         let second = lake
-            .upsert(spec, decode(high), None, &draft(2), 1)
+            .upsert(spec, decode(high), &draft(2))
+            .with_expected_batch(1)
             .await
             .unwrap();
         assert!(first.committed && second.committed);
@@ -867,13 +728,8 @@ pub(crate) mod tests {
         let mut highest = high[0].clone();
         highest["id"] = Value::from(top + 1000);
         let report = lake
-            .upsert(
-                spec,
-                decode(&[changed.clone(), highest]),
-                None,
-                &draft(3),
-                2,
-            )
+            .upsert(spec, decode(&[changed.clone(), highest]), &draft(3))
+            .with_expected_batch(2)
             .await
             .unwrap();
         assert_eq!((report.inserted, report.updated), (1, 1));
@@ -923,7 +779,8 @@ pub(crate) mod tests {
         let mut new = high[0].clone();
         new["id"] = Value::from(top + 2000);
         let report = lake
-            .upsert(spec, decode(&[new]), None, &draft(4), 3)
+            .upsert(spec, decode(&[new]), &draft(4))
+            .with_expected_batch(3)
             .await
             .unwrap();
         assert_eq!((report.inserted, report.updated), (1, 0));
@@ -979,7 +836,7 @@ pub(crate) mod tests {
                 .unwrap()
                 .batch
         };
-        lake.upsert(spec, decode(&records), None, &draft(1), 0)
+        lake.upsert(spec, decode(&records), &draft(1))
             .await
             .unwrap();
         let stamped = |record: &Value, by: i64, subject: &str| {
@@ -999,13 +856,9 @@ pub(crate) mod tests {
             rows: crate::decode::deletions(spec, &[Key::Int(id(4)), Key::Int(-1)], now).unwrap(),
         };
         let report = lake
-            .upsert(
-                spec,
-                decode(&[older.clone(), same, newer]),
-                Some(patches),
-                &draft(2),
-                1,
-            )
+            .upsert(spec, decode(&[older.clone(), same, newer]), &draft(2))
+            .with_patches(Some(patches))
+            .with_expected_batch(1)
             .await
             .unwrap();
         assert!(report.committed);
@@ -1052,7 +905,8 @@ pub(crate) mod tests {
         // Only an older version: nothing changes and nothing is committed.
         let version = table.version();
         let report = lake
-            .upsert(spec, decode(&[older]), None, &draft(3), 2)
+            .upsert(spec, decode(&[older]), &draft(3))
+            .with_expected_batch(2)
             .await
             .unwrap();
         assert!(!report.committed);
@@ -1064,7 +918,8 @@ pub(crate) mod tests {
         // file gets its own; then compaction drops every hidden row for good.
         let again = stamped(&records[3], 20, "newer again");
         let other = stamped(&records[5], 10, "other");
-        lake.upsert(spec, decode(&[again, other]), None, &draft(3), 2)
+        lake.upsert(spec, decode(&[again, other]), &draft(3))
+            .with_expected_batch(2)
             .await
             .unwrap();
         let subjects = || async {

@@ -1,12 +1,24 @@
 //! The lake: one Delta table per table name at `<lake>/<table>` and the control table
 //! `<lake>/_sync_state`, on any object_store URI (local paths, `file://`, `s3://`, `gs://`,
 //! `az://`; credentials from object_store's usual environment variables or storage options).
+//! The lake knows Delta and nothing of Zendesk: a stream's position is JSON it stores without
+//! reading (docs/ARCHITECTURE.md, "How a sync runs").
 //!
-//! [`merge`] writes a table's batches (append when the table is new, merge-upsert by primary key
-//! after), [`control`] keeps the position of every stream, [`maintenance`] keeps the tables'
-//! files and logs few (checkpoints, optimize, vacuum), rewriting files through [`rewrite`],
-//! whose commits no concurrent rewrite can slip under; [`commit`] is what their commits share. The lake knows Delta and nothing of
-//! Zendesk: a stream's position is JSON it stores without reading.
+//! Its modules, each importing (tests aside) only from those listed before it
+//! (docs/ARCHITECTURE.md, "Layout and merges", "Layout and maintenance", "Ambiguous commits"):
+//! - [`commit`]: committing to a table and settling from the log whether a commit was made,
+//!   application ids, a commit's actions and files; [`dv`]: deletion vectors; [`failstore`]
+//!   and [`faultstore`]: the stores of the crash and fault tests;
+//! - [`files`]: a table's data files: writing, abandoning and deleting them, reading them back,
+//!   what a version's files hold;
+//! - [`table`]: what a table is and how it comes to exist: its handle, opening, creation, its
+//!   properties, its id, the handles kept between commits;
+//! - [`control`]: the control table, reconcile, the migration of 0.1 lakes;
+//! - [`rewrite`]: rewriting some files of a table in a commit no concurrent rewrite slips under;
+//! - `patch` ([`PatchSet`]) and [`splice`]: the merge writer of tables keyed by int64;
+//! - [`merge`]: [`Lake::upsert`], a batch into its table: created with it, spliced, or merged
+//!   by deltalake (text keys);
+//! - [`maintenance`]: checkpoints, optimize, vacuum and the compaction after a sync.
 //!
 //! # Exactly-once protocol (docs/ARCHITECTURE.md, "Exactly once")
 //! Batch `n` of stream `S` is applied in one data commit per table it has rows for, then one
@@ -44,16 +56,21 @@ pub mod control;
 pub mod dv;
 pub mod failstore;
 pub mod faultstore;
+pub(crate) mod files;
 pub mod maintenance;
 pub mod merge;
+mod patch;
 mod rewrite;
 mod splice;
+pub(crate) mod table;
 
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 
 use deltalake::arrow::array::RecordBatch;
+use deltalake::arrow::error::ArrowError;
+use deltalake::datafusion::error::DataFusionError;
 use deltalake::datafusion::prelude::SessionContext;
 use deltalake::{DeltaTable, DeltaTableBuilder, DeltaTableError};
 use url::Url;
@@ -62,7 +79,8 @@ use crate::spec;
 
 pub use commit::CommitFiles;
 pub use control::{CommitDraft, ControlRow, Resume, TableCommit, CONTROL_TABLE};
-pub use merge::{CommitReport, PatchSet};
+pub use merge::{CommitReport, Upsert};
+pub use patch::PatchSet;
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -80,7 +98,7 @@ pub enum Error {
     DataFusion {
         table: String,
         #[source]
-        source: deltalake::datafusion::error::DataFusionError,
+        source: DataFusionError,
     },
     #[error("table {table}: {detail}")]
     Invalid { table: String, detail: String },
@@ -114,7 +132,7 @@ pub enum Error {
         detail: String,
     },
     #[error("query: {0}")]
-    Query(#[source] deltalake::datafusion::error::DataFusionError),
+    Query(#[source] DataFusionError),
     /// The object-store faults of the tests do not parse ([`faultstore`]).
     #[error("{0}")]
     Faults(String),
@@ -122,10 +140,34 @@ pub enum Error {
 
 impl Error {
     /// The wrapper of deltalake's errors about `table`.
-    pub(crate) fn delta(table: &str) -> impl Fn(DeltaTableError) -> Error + '_ {
+    pub(crate) fn delta(table: &str) -> impl Fn(DeltaTableError) -> Error + Copy + '_ {
         move |source| Error::Delta {
             table: table.to_owned(),
             source,
+        }
+    }
+
+    /// The wrapper of DataFusion's errors about `table` (reading it, or rows bound for it).
+    pub(crate) fn datafusion(table: &str) -> impl Fn(DataFusionError) -> Error + Copy + '_ {
+        move |source| Error::DataFusion {
+            table: table.to_owned(),
+            source,
+        }
+    }
+
+    /// The wrapper of Arrow's errors about rows of `table`, met while `doing` something.
+    pub(crate) fn arrow<'a>(
+        table: &'a str,
+        doing: &'a str,
+    ) -> impl Fn(ArrowError) -> Error + Copy + 'a {
+        move |e| Error::invalid(table, format!("{doing}: {e}"))
+    }
+
+    /// What is wrong with `table`, or with rows read from or bound for it.
+    pub(crate) fn invalid(table: &str, detail: impl Into<String>) -> Error {
+        Error::Invalid {
+            table: table.to_owned(),
+            detail: detail.into(),
         }
     }
 }
@@ -221,65 +263,6 @@ impl Lake {
             .unwrap_or_else(|_| self.root.clone())
     }
 
-    /// Open a table, `None` when no table exists there yet.
-    pub async fn open(&self, name: &str) -> Result<Option<DeltaTable>> {
-        let delta = |source| Error::Delta {
-            table: name.to_owned(),
-            source,
-        };
-        let mut table = self.handle(name)?;
-        if !table.verify_deltatable_existence().await.map_err(delta)? {
-            return Ok(None);
-        }
-        table.load().await.map_err(delta)?;
-        Ok(Some(table))
-    }
-
-    /// An uninitialised handle on a table location, for the first write.
-    pub(crate) fn handle(&self, name: &str) -> Result<DeltaTable> {
-        let delta = |source| Error::Delta {
-            table: name.to_owned(),
-            source,
-        };
-        self.builder(name)?.build().map_err(delta)
-    }
-
-    /// The builder of a table's handle: its URL and storage options, and, when the crash
-    /// tests arm [`failstore::POINT`], a store that can kill the process inside a commit, or
-    /// when the tests inject object-store faults, a store that fails requests ([`faultstore`]).
-    fn builder(&self, name: &str) -> Result<DeltaTableBuilder> {
-        let url = self.table_url(name);
-        let delta = |source| Error::Delta {
-            table: name.to_owned(),
-            source,
-        };
-        let builder = DeltaTableBuilder::from_url(url.clone())
-            .map_err(delta)?
-            .with_storage_options(self.storage.clone());
-        let killing = crate::failpoint::armed_at(failstore::POINT);
-        if !killing && self.faults.is_none() {
-            return Ok(builder);
-        }
-        let scheme = Url::parse(&format!("{}://", url.scheme())).map_err(|e| Error::Uri {
-            uri: url.to_string(),
-            detail: e.to_string(),
-        })?;
-        let factory = deltalake::logstore::object_store_factories()
-            .get(&scheme)
-            .map(|entry| entry.value().clone())
-            .ok_or_else(|| delta(DeltaTableError::InvalidTableLocation(url.to_string())))?;
-        let config = deltalake::logstore::StorageConfig::parse_options(self.storage.clone())
-            .map_err(delta)?;
-        let (mut root, _) = factory.parse_url_opts(&url, &config).map_err(delta)?;
-        if killing {
-            root = Arc::new(failstore::FailpointStore(root));
-        }
-        if let Some(plan) = &self.faults {
-            root = Arc::new(faultstore::FaultStore::new(root, plan.clone()));
-        }
-        Ok(builder.with_storage_backend(root, url))
-    }
-
     /// A DataFusion session with every existing table of the lake registered under its name
     /// (`tickets`, `users`, ..., and `_sync_state`).
     pub async fn session(&self) -> Result<SessionContext> {
@@ -323,23 +306,19 @@ impl Lake {
         );
         let batches = query_one(table, &delta, &sql).await?;
         let mut rows = Vec::new();
-        let invalid = |detail: &str| Error::Invalid {
-            table: table.to_owned(),
-            detail: detail.to_owned(),
-        };
         for batch in &batches {
             let ids = batch
                 .column(0)
                 .as_primitive_opt::<Int64Type>()
-                .ok_or_else(|| invalid("id is not an int64 column"))?;
+                .ok_or_else(|| Error::invalid(table, "id is not an int64 column"))?;
             let cursors = batch
                 .column(1)
                 .as_primitive_opt::<TimestampMicrosecondType>()
-                .ok_or_else(|| invalid("the cursor is not a timestamp column"))?;
+                .ok_or_else(|| Error::invalid(table, "the cursor is not a timestamp column"))?;
             let deleted = batch
                 .column(2)
                 .as_boolean_opt()
-                .ok_or_else(|| invalid("_deleted is not a boolean column"))?;
+                .ok_or_else(|| Error::invalid(table, "_deleted is not a boolean column"))?;
             for i in 0..batch.num_rows() {
                 let row = (ids.value(i), cursors.value(i), deleted.value(i));
                 if (row.1, row.0) > after {
@@ -375,21 +354,12 @@ pub(crate) async fn register(ctx: &SessionContext, name: &str, table: &DeltaTabl
     let provider = table
         .table_provider()
         .await
-        .map_err(|source| Error::DataFusion {
-            table: name.to_owned(),
-            source,
-        })?;
+        .map_err(Error::datafusion(name))?;
     table
         .update_datafusion_session(&ctx.state())
-        .map_err(|source| Error::Delta {
-            table: name.to_owned(),
-            source,
-        })?;
+        .map_err(Error::delta(name))?;
     ctx.register_table(name, provider)
-        .map_err(|source| Error::DataFusion {
-            table: name.to_owned(),
-            source,
-        })?;
+        .map_err(Error::datafusion(name))?;
     Ok(())
 }
 

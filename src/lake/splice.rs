@@ -22,30 +22,22 @@
 //!   proves the commit absent.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 
 use deltalake::arrow::array::{ArrayRef, AsArray, RecordBatch};
 use deltalake::arrow::compute::{cast, concat_batches, interleave, sort_to_indices, take};
 use deltalake::arrow::datatypes::{DataType, Int64Type, SchemaRef};
 use deltalake::kernel::{Action, Add, Remove};
-use deltalake::logstore::object_store::{ObjectStore, ObjectStoreExt};
-use deltalake::parquet::arrow::arrow_reader::{ArrowReaderOptions, RowSelection};
-use deltalake::parquet::arrow::async_reader::AsyncFileReader;
-use deltalake::parquet::arrow::{ParquetRecordBatchStreamBuilder, ProjectionMask};
-use deltalake::parquet::errors::ParquetError;
-use deltalake::parquet::file::metadata::{ParquetMetaData, ParquetMetaDataReader};
 use deltalake::protocol::DeltaOperation;
 use deltalake::table::config::TablePropertiesExt;
 use deltalake::{DeltaTable, Path};
-use futures::future::BoxFuture;
-use futures::{FutureExt, TryFutureExt, TryStreamExt};
+use futures::TryStreamExt;
 use roaring::RoaringTreemap;
 use serde_json::Value;
 
 use super::commit::{self, Intent};
 use super::dv;
-use super::merge::PatchSet;
-use super::rewrite::{abort, as_table, delete, scan, writer};
+use super::files::{abort, as_table, delete, physical, scan, writer, Read};
+use super::patch::PatchSet;
 use super::{Error, Result};
 use crate::spec::Table;
 
@@ -59,23 +51,56 @@ pub(crate) struct Spliced {
     pub committed: bool,
 }
 
-/// Upsert `batch` (one row per key) and `patches` (matched on the key, none for a key of the
-/// batch) into a table, in one commit carrying `intent`. With `deletion_vectors` (the table has
+/// Upsert a batch (one row per key) and its patches (matched on the key, none for a key of the
+/// batch) into a table, in one commit carrying its intent. With deletion vectors (the table has
 /// the feature), a changed row's old version is hidden by its file's deletion vector instead of
 /// the file being rewritten.
 pub(crate) struct Splice<'a> {
-    pub spec: &'a Table,
-    pub batch: RecordBatch,
-    pub patches: Option<PatchSet>,
+    spec: &'a Table,
+    batch: RecordBatch,
+    patches: Option<PatchSet>,
     /// The keys of the batch and its patches, sorted and distinct.
-    pub keys: &'a [i64],
-    pub deletion_vectors: bool,
-    pub intent: &'a Intent,
+    keys: &'a [i64],
+    deletion_vectors: bool,
+    intent: &'a Intent,
     /// The batch's number, for errors.
-    pub seq: i64,
+    seq: i64,
 }
 
-impl Splice<'_> {
+impl<'a> Splice<'a> {
+    /// A splice of `batch`, batch `seq` of its stream, into the table `spec`, whose commit
+    /// carries `intent`; `keys` are the batch's (and its patches'), sorted and distinct.
+    pub fn new(
+        spec: &'a Table,
+        batch: RecordBatch,
+        keys: &'a [i64],
+        intent: &'a Intent,
+        seq: i64,
+    ) -> Self {
+        Splice {
+            spec,
+            batch,
+            patches: None,
+            keys,
+            deletion_vectors: false,
+            intent,
+            seq,
+        }
+    }
+
+    /// Patches of stored rows, matched on the key (none by default).
+    pub fn with_patches(mut self, patches: Option<PatchSet>) -> Self {
+        self.patches = patches;
+        self
+    }
+
+    /// Hide changed rows with deletion vectors (the table must have the feature) instead of
+    /// rewriting their files (off by default).
+    pub fn with_deletion_vectors(mut self, on: bool) -> Self {
+        self.deletion_vectors = on;
+        self
+    }
+
     /// Apply the splice to `table`; on success the table is at the new commit.
     pub async fn apply(self, table: &mut DeltaTable) -> Result<Spliced> {
         splice(self, table).await
@@ -93,23 +118,20 @@ async fn splice(op: Splice<'_>, table: &mut DeltaTable) -> Result<Spliced> {
         seq,
     } = op;
     let name = spec.name.as_str();
-    let delta = |source| Error::Delta {
-        table: name.to_owned(),
-        source,
-    };
-    let invalid = |detail: String| Error::Invalid {
-        table: name.to_owned(),
-        detail,
-    };
-    let arrow = |e: deltalake::arrow::error::ArrowError| invalid(format!("splicing: {e}"));
+    let arrow = Error::arrow(name, "splicing");
     let key = spec.primary_key.as_str();
-    let schema = table.snapshot().map_err(delta)?.snapshot().arrow_schema();
+    let schema = table
+        .snapshot()
+        .map_err(Error::delta(name))?
+        .snapshot()
+        .arrow_schema();
     let batch = as_table(name, &schema, batch)?;
-    let source = Source::new(spec, &batch, patches.as_ref()).map_err(invalid)?;
+    let source =
+        Source::new(spec, &batch, patches.as_ref()).map_err(|e| Error::invalid(name, e))?;
 
     // The files that may hold one of the keys, by their statistics.
     let candidates: Vec<(Add, Remove, Path)> = {
-        let state = table.snapshot().map_err(delta)?;
+        let state = table.snapshot().map_err(Error::delta(name))?;
         #[allow(deprecated)] // The provider's file selection takes Add actions.
         let files = state
             .log_data()
@@ -127,10 +149,10 @@ async fn splice(op: Splice<'_>, table: &mut DeltaTable) -> Result<Spliced> {
     };
     let target = table
         .snapshot()
-        .map_err(delta)?
+        .map_err(Error::delta(name))?
         .table_config()
         .target_file_size();
-    let mut rewritten = writer(table, target).map_err(delta)?;
+    let mut rewritten = writer(table, target).map_err(Error::delta(name))?;
     let mut removes = Vec::new();
     let mut kept = Vec::new();
     // New versions of rows that a deletion vector now hides in their old file.
@@ -140,7 +162,7 @@ async fn splice(op: Splice<'_>, table: &mut DeltaTable) -> Result<Spliced> {
     // On a failure the files being written are abandoned (`abort`).
     let read = async {
         for (add, remove, path) in &candidates {
-            let in_file = |e: String| invalid(format!("file {}: {e}", add.path));
+            let in_file = |e: String| Error::invalid(name, format!("file {}: {e}", add.path));
             // With deletion vectors, the file's rows as stored (positions are what a vector
             // names) and the rows its vector hides already; without, its live rows.
             let hidden = match (&add.deletion_vector, deletion_vectors) {
@@ -158,10 +180,7 @@ async fn splice(op: Splice<'_>, table: &mut DeltaTable) -> Result<Spliced> {
                         .await?
                         .try_collect()
                         .await
-                        .map_err(|source| Error::DataFusion {
-                            table: name.to_owned(),
-                            source,
-                        })?;
+                        .map_err(Error::datafusion(name))?;
                     let rows = rows
                         .into_iter()
                         .map(|b| as_table(name, &schema, b))
@@ -230,7 +249,10 @@ async fn splice(op: Splice<'_>, table: &mut DeltaTable) -> Result<Spliced> {
                     let spliced = source
                         .assemble(whole.as_ref().unwrap_or(rows), &picks, &all)
                         .map_err(in_file)?;
-                    rewritten.write(&spliced).await.map_err(delta)?;
+                    rewritten
+                        .write(&spliced)
+                        .await
+                        .map_err(Error::delta(name))?;
                 }
             }
         }
@@ -241,7 +263,7 @@ async fn splice(op: Splice<'_>, table: &mut DeltaTable) -> Result<Spliced> {
         abort(name, rewritten).await;
         return Err(e);
     }
-    let mut added = rewritten.close().await.map_err(delta)?;
+    let mut added = rewritten.close().await.map_err(Error::delta(name))?;
     let fresh: Vec<u32> = (0..batch.num_rows() as u32)
         .filter(|&i| !matched[i as usize])
         .collect();
@@ -253,12 +275,12 @@ async fn splice(op: Splice<'_>, table: &mut DeltaTable) -> Result<Spliced> {
         let order = sort_to_indices(fresh.column_by_name(key).expect("key column"), None, None)
             .map_err(arrow)?;
         let fresh = take_rows(&fresh, &order).map_err(arrow)?;
-        let mut writer = writer(table, target).map_err(delta)?;
+        let mut writer = writer(table, target).map_err(Error::delta(name))?;
         if let Err(e) = writer.write(&fresh).await {
             abort(name, writer).await;
-            return Err(delta(e));
+            return Err(Error::delta(name)(e));
         }
-        added.extend(writer.close().await.map_err(delta)?);
+        added.extend(writer.close().await.map_err(Error::delta(name))?);
     }
     let files_scanned = candidates.len() as u64;
     if inserted == 0 && updated == 0 {
@@ -494,130 +516,6 @@ enum Pick {
     Row(usize),
     /// Patched by this row of the patches.
     Patch(usize),
-}
-
-/// What [`physical`] reads of a file: by default, everything.
-#[derive(Debug, Clone, Copy, Default)]
-struct Read<'a> {
-    /// Only these columns.
-    columns: Option<&'a [&'a str]>,
-    /// Only the rows at these positions (ascending).
-    rows: Option<&'a [usize]>,
-}
-
-/// A file's rows as stored, deleted ones included, in their order (the positions deletion
-/// vectors name), or those `read` names: every column of the table, or only some. Only the
-/// byte ranges of the columns read are fetched from the store.
-async fn physical(
-    name: &str,
-    table: &DeltaTable,
-    file: &Add,
-    path: &Path,
-    schema: &SchemaRef,
-    read: Read<'_>,
-) -> Result<RecordBatch> {
-    let failed = |e: &dyn std::fmt::Display| Error::Invalid {
-        table: name.to_owned(),
-        detail: format!("reading {path}: {e}"),
-    };
-    let store = table.log_store().object_store(None);
-    let input = FileReader {
-        store,
-        path: path.clone(),
-        size: file.size.max(0) as u64,
-    };
-    let mut reader = ParquetRecordBatchStreamBuilder::new(input)
-        .await
-        .map_err(|e| failed(&e))?;
-    let mut schema = schema.clone();
-    if let Some(rows) = read.rows {
-        let total = reader.metadata().file_metadata().num_rows().max(0) as usize;
-        let ranges = rows.iter().map(|&i| i..i + 1);
-        reader = reader.with_row_selection(RowSelection::from_consecutive_ranges(ranges, total));
-    }
-    if let Some(columns) = read.columns {
-        let wanted = columns_in(&schema, columns);
-        let roots: Vec<usize> = reader
-            .schema()
-            .fields()
-            .iter()
-            .enumerate()
-            .filter(|(_, f)| columns.contains(&f.name().as_str()))
-            .map(|(i, _)| i)
-            .collect();
-        if roots.len() != wanted.len() {
-            return Err(failed(&format!("it lacks one of the columns {columns:?}")));
-        }
-        let mask = ProjectionMask::roots(reader.parquet_schema(), roots);
-        schema = Arc::new(schema.project(&wanted).map_err(|e| failed(&e))?);
-        reader = reader.with_projection(mask);
-    }
-    let batches: Vec<RecordBatch> = reader
-        .build()
-        .map_err(|e| failed(&e))?
-        .try_collect()
-        .await
-        .map_err(|e| failed(&e))?;
-    let batches = batches
-        .into_iter()
-        .map(|b| as_table(name, &schema, b))
-        .collect::<Result<Vec<_>>>()?;
-    concat_batches(&schema, &batches).map_err(|e| failed(&e))
-}
-
-/// A data file read by byte ranges from the table's store (parquet's reader of an object
-/// store, which it deprecates in favour of one's own).
-struct FileReader {
-    store: Arc<dyn ObjectStore>,
-    path: Path,
-    size: u64,
-}
-
-impl AsyncFileReader for FileReader {
-    fn get_bytes(
-        &mut self,
-        range: std::ops::Range<u64>,
-    ) -> BoxFuture<'_, deltalake::parquet::errors::Result<bytes::Bytes>> {
-        self.store
-            .get_range(&self.path, range)
-            .map_err(|e| ParquetError::External(Box::new(e)))
-            .boxed()
-    }
-
-    fn get_byte_ranges(
-        &mut self,
-        ranges: Vec<std::ops::Range<u64>>,
-    ) -> BoxFuture<'_, deltalake::parquet::errors::Result<Vec<bytes::Bytes>>> {
-        async move {
-            self.store
-                .get_ranges(&self.path, &ranges)
-                .await
-                .map_err(|e| ParquetError::External(Box::new(e)))
-        }
-        .boxed()
-    }
-
-    fn get_metadata<'a>(
-        &'a mut self,
-        options: Option<&'a ArrowReaderOptions>,
-    ) -> BoxFuture<'a, deltalake::parquet::errors::Result<Arc<ParquetMetaData>>> {
-        async move {
-            let size = self.size;
-            let metadata = ParquetMetaDataReader::new()
-                .with_arrow_reader_options(options)
-                .load_and_finish(self, size)
-                .await?;
-            Ok(Arc::new(metadata))
-        }
-        .boxed()
-    }
-}
-
-/// The positions in `schema` of `columns`, in the schema's order.
-fn columns_in(schema: &SchemaRef, columns: &[&str]) -> Vec<usize> {
-    (0..schema.fields().len())
-        .filter(|&i| columns.contains(&schema.field(i).name().as_str()))
-        .collect()
 }
 
 /// The values of an int64 key column, by row.

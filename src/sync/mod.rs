@@ -941,7 +941,9 @@ impl StreamJob {
             failpoint::hit("before_data_commit");
             let commit = self
                 .lake
-                .upsert(table, batch, patches, &draft, expected)
+                .upsert(table, batch, &draft)
+                .with_patches(patches)
+                .with_expected_batch(expected)
                 .await?;
             failpoint::hit("after_data_commit");
             if !commit.committed {

@@ -391,16 +391,11 @@ async fn a_batch_that_changes_nothing_makes_no_commit_and_says_so() {
     )
     .unwrap();
     let report = lake
-        .upsert(
-            table,
-            empty,
-            Some(PatchSet {
-                rows: renamed,
-                ..patches
-            }),
-            &draft,
-            0,
-        )
+        .upsert(table, empty, &draft)
+        .with_patches(PatchSet {
+            rows: renamed,
+            ..patches
+        })
         .await
         .unwrap();
     assert!(!report.committed);
