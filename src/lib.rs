@@ -15,6 +15,7 @@ pub mod decode;
 pub mod failpoint;
 pub mod json;
 pub mod lake;
+pub mod listen;
 pub mod page;
 pub mod sim;
 pub mod spec;
