@@ -484,7 +484,8 @@ impl State {
     pub(crate) fn apply_round(&mut self, round: &Round, admin_email: &str) -> Vec<Change> {
         let window_start = self.now;
         self.round += 1;
-        self.tick(ROUND_SECS, 1);
+        // At least the generated lag on, so no change of the round is dated after its end.
+        self.tick(ROUND_SECS, GENERATED_LAG_MAX + 1);
         // A fixed clock keeps changes outside the hold-back; a real one dates them up to now.
         let min_age = match self.clock {
             super::SimClock::Fixed => MIN_AGE_SECS,

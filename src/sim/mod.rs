@@ -108,8 +108,9 @@ pub enum SimClock {
     #[default]
     Fixed,
     /// History ends at the real time the account is created (its last changes two minutes
-    /// before), and each round, import or update moves the clock to the real time (at least a
-    /// second on, never back): lags and freshness against this account mean what they say.
+    /// before), and each round, import or update moves the clock to the real time (never back;
+    /// a round at least three seconds on, a job a second): lags and freshness against this
+    /// account mean what they say.
     Now,
 }
 
@@ -407,7 +408,7 @@ impl Simulator {
 
     /// Apply one round of changes to tickets, users and organizations, deterministically (seeded
     /// by config.seed and the round number), and advance the virtual clock (an hour with
-    /// [`SimClock::Fixed`]; to the real time, at least a second on, with [`SimClock::Now`]).
+    /// [`SimClock::Fixed`]; to the real time, at least three seconds on, with [`SimClock::Now`]).
     /// The other records follow (see [`Round`]): ticket events, metric sets and side
     /// conversations of the changed tickets, and creates / updates / deletes of the listed
     /// objects. The registered webhooks get their deliveries of the round's changes (queued,
@@ -826,3 +827,5 @@ impl Drop for SimServer {
 mod tests;
 #[cfg(test)]
 mod tests_endpoints;
+#[cfg(test)]
+mod tests_writes;
