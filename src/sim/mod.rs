@@ -5,11 +5,12 @@
 //! move only that field, time exports that repeat the boundary second, the 60-second hold-back,
 //! 429s with fractional or missing `Retry-After`. A real account can't be reset, made to fail on
 //! demand or replayed, so tests, `sync --demo` and the benchmarks run against this simulator
-//! instead: deterministic data (same [`SimConfig`] ⇒ byte-identical records), a virtual clock
-//! advanced by [`Simulator::apply_round`], and fault injection through [`Faults`].
+//! instead: deterministic data (same [`SimConfig`] ⇒ byte-identical records, with the default
+//! [`SimClock::Fixed`]), a virtual clock advanced by [`Simulator::apply_round`] (or ending at
+//! the present, [`SimClock::Now`]), and fault injection through [`Faults`].
 //!
-//! Served endpoints (all GET, Basic `{email}/token:{api_token}` or Bearer auth; the ".json"
-//! suffix is optional):
+//! Served endpoints (Basic `{email}/token:{api_token}` or Bearer auth; the ".json" suffix is
+//! optional). Reads (GET):
 //! - `/api/v2/users/me.json`
 //! - cursor exports `/api/v2/incremental/tickets/cursor.json` (`start_time` | `cursor`,
 //!   `per_page`, `include=metric_sets`) and `/api/v2/incremental/users/cursor.json`
@@ -24,11 +25,24 @@
 //!   `/api/v2/community/posts.json` (the community also under `/api/v2/help_center/community/`)
 //! - offset-paginated `/api/v2/tickets/{id}/side_conversations.json` (`page`, `per_page`)
 //!
+//! Writes (bodies by `Content-Length`, at most 16 MiB; counted against the account budget and
+//! logged in [`Simulator::write_log`]), see `jobs.rs` and `webhooks.rs` for their shapes:
+//! - `POST /api/v2/imports/tickets/create_many` and `PUT /api/v2/tickets/update_many`, answered
+//!   with a job status; `GET /api/v2/job_statuses[/{id}]`; `GET /api/v2/tickets?external_id=`
+//! - the Webhooks API (`/api/v2/webhooks`, `/{id}`, `/{id}/signing_secret`) and the Triggers
+//!   API (`/api/v2/triggers`, `/{id}`)
+//!
+//! After each change (a round, a job completing) the registered webhooks get signed deliveries
+//! (`deliver.rs`), optionally faulted ([`WebhookFaults`]); [`Simulator::deliveries`] records
+//! them and [`Simulator::deliveries_settled`] waits for the queue to drain.
+//!
 //! Every answer carries Zendesk's rate headers, and the budgets are enforced per window (429
 //! with `Retry-After` once spent): see [`Budget`], set by [`Simulator::set_budget`].
 //!
-//! Ground truth for tests: [`Simulator::records`], [`Simulator::deleted_keys`] and
-//! [`Simulator::budget_windows`].
+//! Ground truth for tests: [`Simulator::records`], [`Simulator::deleted_keys`],
+//! [`Simulator::budget_windows`], [`Simulator::tickets_created_per_external_id`],
+//! [`Simulator::comments_added`], [`Simulator::update_requests`] and
+//! [`Simulator::deliveries`].
 
 mod activity;
 mod api;
