@@ -31,7 +31,7 @@ const FIRST_ATTACHMENT_ID: i64 = 498_000_000_000;
 pub(crate) const FIRST_METRIC_ID: i64 = 800_000_000_000;
 /// Random stream number of this module (see `data::stream_rng`).
 const STREAM: u64 = 21;
-const TRIGGERS: [(i64, &str); 3] = [
+pub(crate) const TRIGGERS: [(i64, &str); 3] = [
     (360_000_700_001, "Notify requester of comment update"),
     (360_000_700_002, "Auto-assign to first responder"),
     (360_000_700_003, "Escalate VIP tickets"),
@@ -490,6 +490,9 @@ struct CommentDraft {
     public: bool,
     voice: bool,
     body: String,
+    /// Written through the API (an import or an update): its own time (when given), and no
+    /// attachments.
+    given: Option<i64>,
 }
 
 /// An event to add.
@@ -739,6 +742,7 @@ impl Activity {
                     public: true,
                     voice: false,
                     body,
+                    given: None,
                 }),
                 privacy: None,
                 keyed,
@@ -793,6 +797,7 @@ impl Activity {
                 public,
                 voice,
                 body: reply(rng),
+                given: None,
             })
         } else {
             None
@@ -889,13 +894,148 @@ impl Activity {
         );
     }
 
+    /// The events of an imported ticket, all at `ts` (the import), each comment keeping its
+    /// own `created_at`: a `Create` event with the first comment, then one event per further
+    /// comment; its metric set. `comments` are (author, body, public, created_at). Returns the
+    /// comments' ids.
+    pub(crate) fn imported(
+        &mut self,
+        rng: &mut StdRng,
+        ticket: &Map<String, Value>,
+        ts: i64,
+        comments: &[(i64, String, bool, i64)],
+    ) -> Vec<i64> {
+        let Some(ticket_id) = int(ticket, "id") else {
+            return Vec::new();
+        };
+        let requester = int(ticket, "requester_id").unwrap_or(FIRST_USER_ID);
+        let fields = tracked(ticket, &CREATE_FIELDS)
+            .into_iter()
+            .map(|(field, value)| FieldChange {
+                field,
+                value,
+                previous: Value::Null,
+            })
+            .collect();
+        let draft = |(author, body, public, at): &(i64, String, bool, i64)| CommentDraft {
+            author: *author,
+            public: *public,
+            voice: false,
+            body: body.clone(),
+            given: Some(*at),
+        };
+        let mut ids = Vec::new();
+        ids.extend(self.push_event(
+            rng,
+            Draft {
+                ticket_id,
+                ts,
+                updater: comments.first().map_or(requester, |c| c.0),
+                via: API,
+                create: true,
+                fields,
+                comment: comments.first().map(draft),
+                privacy: None,
+                keyed: false,
+            },
+        ));
+        for comment in comments.iter().skip(1) {
+            ids.extend(self.push_event(
+                rng,
+                Draft {
+                    ticket_id,
+                    ts,
+                    updater: comment.0,
+                    via: API,
+                    create: false,
+                    fields: Vec::new(),
+                    comment: Some(draft(comment)),
+                    privacy: None,
+                    keyed: false,
+                },
+            ));
+        }
+        self.metrics
+            .insert(ticket_id, Metric::new(ticket, ts, false));
+        ids
+    }
+
+    /// The event of an update through the API (`update_many`) by `updater` at `ts`: its field
+    /// changes and comment (body, public); none when it changed nothing. Returns the comment's
+    /// id.
+    pub(crate) fn api_updated(
+        &mut self,
+        rng: &mut StdRng,
+        before: &Map<String, Value>,
+        after: &Map<String, Value>,
+        ts: i64,
+        updater: i64,
+        comment: Option<(String, bool)>,
+    ) -> Option<i64> {
+        let ticket_id = int(after, "id")?;
+        let fields = diff(before, after);
+        if fields.is_empty() && comment.is_none() {
+            return None;
+        }
+        let requester = int(after, "requester_id").unwrap_or(FIRST_USER_ID);
+        let update = MetricUpdate {
+            ts,
+            status: fields
+                .iter()
+                .find(|f| f.field == FieldName::Named("status"))
+                .map(|f| {
+                    (
+                        f.previous.as_str().unwrap_or_default().to_string(),
+                        f.value.as_str().unwrap_or_default().to_string(),
+                    )
+                }),
+            assigned: fields
+                .iter()
+                .find(|f| f.field == FieldName::Named("assignee_id"))
+                .map(|f| !f.value.is_null()),
+            group_changed: fields
+                .iter()
+                .any(|f| f.field == FieldName::Named("group_id")),
+            comment: comment
+                .as_ref()
+                .map(|(_, public)| (*public, updater == requester)),
+            by_requester: updater == requester,
+            by_assignee: int(after, "assignee_id") == Some(updater),
+        };
+        let id = self.push_event(
+            rng,
+            Draft {
+                ticket_id,
+                ts,
+                updater,
+                via: API,
+                create: false,
+                fields,
+                comment: comment.map(|(body, public)| CommentDraft {
+                    author: updater,
+                    public,
+                    voice: false,
+                    body,
+                    given: Some(ts),
+                }),
+                privacy: None,
+                keyed: false,
+            },
+        );
+        if let Some(metric) = self.metrics.get_mut(&ticket_id) {
+            metric.apply(&update);
+        }
+        id
+    }
+
     fn take_id(&mut self) -> i64 {
         let id = self.next_id;
         self.next_id += 1;
         id
     }
 
-    fn push_event(&mut self, rng: &mut StdRng, draft: Draft) {
+    /// Adds the event; returns the id of its comment, if it has one.
+    fn push_event(&mut self, rng: &mut StdRng, draft: Draft) -> Option<i64> {
         let id = self.take_id();
         let via = draft.via;
         let system = if via.channel == "web" {
@@ -930,8 +1070,10 @@ impl Activity {
 
         let mut children = Vec::new();
         let mut comment_flag = None;
+        let mut added = None;
         if let Some(comment) = draft.comment {
             let comment_id = self.take_id();
+            added = Some(comment_id);
             let value = self.comment_child(rng, comment_id, id, draft.ts, via, &comment);
             children.push(Child::Text {
                 comment: true,
@@ -988,6 +1130,7 @@ impl Activity {
                 children,
             },
         );
+        added
     }
 
     fn comment_child(
@@ -1000,7 +1143,7 @@ impl Activity {
         comment: &CommentDraft,
     ) -> Value {
         let mut attachments = Vec::new();
-        if !comment.voice && rng.gen_bool(0.2) {
+        if !comment.voice && comment.given.is_none() && rng.gen_bool(0.2) {
             for _ in 0..rng.gen_range(1..=2) {
                 let attachment = self.next_attachment;
                 self.next_attachment += 2;
@@ -1035,7 +1178,7 @@ impl Activity {
             "public": comment.public,
             "attachments": attachments,
             "audit_id": audit_id,
-            "created_at": rfc3339(ts),
+            "created_at": rfc3339(comment.given.unwrap_or(ts)),
             "metadata": {
                 "system": {"client": "Simulated/1.0", "ip_address": "192.0.2.1"},
                 "custom": {},

@@ -33,10 +33,12 @@ pub(crate) struct Request {
     pub(crate) headers: Vec<(String, String)>,
     /// Path and raw query as received, for the request log.
     pub(crate) target: String,
+    /// The body (empty without one), read by its Content-Length.
+    pub(crate) body: Vec<u8>,
 }
 
 impl Request {
-    fn header(&self, name: &str) -> Option<&str> {
+    pub(crate) fn header(&self, name: &str) -> Option<&str> {
         self.headers
             .iter()
             .find(|(n, _)| n.eq_ignore_ascii_case(name))
@@ -174,6 +176,9 @@ impl Simulator {
     /// Waits (without holding any lock) when `Faults::delay_every` hits it.
     pub(crate) async fn handle(&self, request: &Request, base_url: &str) -> Action {
         let number = self.record_request(&request.target);
+        if request.method != "GET" {
+            self.record_write(request);
+        }
         let faults = self.faults();
         let hits = |every| hits(every, number);
         if hits(faults.reset_every) {
@@ -211,7 +216,9 @@ impl Simulator {
                 empty_page: hits(faults.empty_page_every),
                 duplicate_first: hits(faults.duplicate_in_page_every),
             };
-            self.route(request, &export)
+            self.route_jobs(request, base_url)
+                .or_else(|| self.route_webhooks(request, base_url))
+                .unwrap_or_else(|| self.route(request, &export))
         };
         // An injected 429 (`rate_limit_every`) is a passing fault, not a spent budget: the
         // headers say what the budgets hold (a 429 of a spent budget says 0 by itself).

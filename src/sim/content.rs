@@ -20,8 +20,8 @@ use rand::Rng;
 use serde_json::{json, Map, Value};
 
 use super::data::{
-    optional, pick, rfc3339, stream_rng, Clock, BRAND_IDS, DAY_SECS, EPOCH, FIRST_USER_ID,
-    GROUP_IDS, MIN_AGE_SECS, RECORD_BASE_URL, TAGS, TICKET_FORM_IDS, YEAR_SECS,
+    optional, pick, rfc3339, stream_rng, Clock, BRAND_IDS, DAY_SECS, FIRST_USER_ID, GROUP_IDS,
+    MIN_AGE_SECS, RECORD_BASE_URL, TAGS, TICKET_FORM_IDS, YEAR_SECS,
 };
 use super::{Round, SimConfig};
 
@@ -434,10 +434,11 @@ fn parent(rng: &mut StdRng, ids: &[i64], fallback: i64) -> i64 {
 }
 
 impl Content {
-    pub(crate) fn new(config: &SimConfig, users: usize) -> Self {
+    /// The initial records, their history ending at `origin` (unix seconds).
+    pub(crate) fn new(config: &SimConfig, users: usize, origin: i64) -> Self {
         let mut content = Self::default();
-        let lo = EPOCH - YEAR_SECS;
-        let hi = EPOCH - MIN_AGE_SECS;
+        let lo = origin - YEAR_SECS;
+        let hi = origin - MIN_AGE_SECS;
         // Parents first, so children point at existing records.
         for kind in [
             Kind::Groups,

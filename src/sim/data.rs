@@ -177,7 +177,7 @@ pub(crate) struct Table {
 }
 
 impl Table {
-    fn insert(&mut self, id: i64, key: i64, value: &Value) {
+    pub(crate) fn insert(&mut self, id: i64, key: i64, value: &Value) {
         let entry = Entry {
             key,
             deleted: false,
@@ -190,7 +190,7 @@ impl Table {
     }
 
     /// Changes a record in place and moves it to its new export position.
-    fn update(
+    pub(crate) fn update(
         &mut self,
         id: i64,
         key: i64,
@@ -277,6 +277,47 @@ impl Table {
     }
 }
 
+/// What kind of change a [`Change`] is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ChangeKind {
+    Create,
+    Update,
+    Delete,
+}
+
+/// Where a change came from: triggers run on a round's and an update's ticket changes, not on
+/// imported tickets (Zendesk's import bypasses them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Source {
+    Round,
+    Import,
+    Update,
+}
+
+/// A comment a change added, as webhook events describe it.
+#[derive(Debug, Clone)]
+pub(crate) struct AddedComment {
+    pub(crate) id: i64,
+    pub(crate) author_id: i64,
+    pub(crate) body: String,
+    pub(crate) public: bool,
+}
+
+/// One visible change of a record of tickets, users or organizations, with the record before
+/// (None for a create) and after it: what webhook deliveries are made of.
+#[derive(Debug, Clone)]
+pub(crate) struct Change {
+    pub(crate) object: Object,
+    pub(crate) kind: ChangeKind,
+    pub(crate) source: Source,
+    pub(crate) id: i64,
+    /// When it happened (unix seconds).
+    pub(crate) ts: i64,
+    pub(crate) before: Option<Map<String, Value>>,
+    pub(crate) after: Map<String, Value>,
+    pub(crate) comments: Vec<AddedComment>,
+}
+
 /// Mean number of records on one hot second: enough to exercise boundary duplicates, few enough
 /// that a second never outgrows a time-export page of 1000 (which would stall a real client).
 const HOT_SECOND_CROWD: f64 = 20.0;
@@ -320,10 +361,16 @@ impl Clock {
     }
 }
 
+/// The real time, unix seconds.
+pub(crate) fn real_now() -> i64 {
+    chrono::Utc::now().timestamp()
+}
+
 /// The whole account.
 pub(crate) struct State {
     seed: u64,
     pub(crate) now: i64,
+    clock: super::SimClock,
     round: u64,
     pub(crate) tickets: Table,
     pub(crate) users: Table,
@@ -334,13 +381,20 @@ pub(crate) struct State {
     pub(crate) activity: Activity,
     /// How rounds choose the tickets they update ([`super::Simulator::set_recent_bias`]).
     pub(crate) bias: Option<super::RecentBias>,
+    /// Bulk jobs (imports, update_many) and what they did.
+    pub(crate) jobs: super::jobs::Jobs,
 }
 
 impl State {
     pub(crate) fn new(config: &SimConfig) -> Self {
+        let origin = match config.clock {
+            super::SimClock::Fixed => EPOCH,
+            super::SimClock::Now => real_now(),
+        };
         let mut state = Self {
             seed: config.seed,
-            now: EPOCH,
+            now: origin,
+            clock: config.clock,
             round: 0,
             tickets: Table::default(),
             users: Table::default(),
@@ -348,9 +402,10 @@ impl State {
             content: Content::default(),
             activity: Activity::default(),
             bias: None,
+            jobs: super::jobs::Jobs::default(),
         };
-        let lo = EPOCH - YEAR_SECS;
-        let hi = EPOCH - MIN_AGE_SECS - GENERATED_LAG_MAX;
+        let lo = origin - YEAR_SECS;
+        let hi = origin - MIN_AGE_SECS - GENERATED_LAG_MAX;
 
         let mut rng = state.rng(Object::Organizations);
         let clock = Clock::new(&mut rng, (lo, hi), config.organizations, 3, 0.25);
@@ -381,8 +436,18 @@ impl State {
         // Everything new draws from streams of its own, so the records above do not depend on it.
         let users = state.users.len();
         state.activity = Activity::new(config.seed, &state.tickets, users);
-        state.content = Content::new(config, users);
+        state.content = Content::new(config, users, origin);
         state
+    }
+
+    /// Moves the clock for a change happening now: [`SimClock::Fixed`] by `fixed_step`
+    /// seconds, [`SimClock::Now`] to the real time (at least `min_step` on). Returns the new now.
+    pub(crate) fn tick(&mut self, fixed_step: i64, min_step: i64) -> i64 {
+        self.now = match self.clock {
+            super::SimClock::Fixed => self.now + fixed_step,
+            super::SimClock::Now => real_now().max(self.now + min_step),
+        };
+        self.now
     }
 
     pub(crate) fn table(&self, object: Object) -> &Table {
@@ -406,28 +471,88 @@ impl State {
         self.users.get(FIRST_USER_ID)
     }
 
+    pub(crate) fn seed(&self) -> u64 {
+        self.seed
+    }
+
     /// A random stream per (seed, round, object), so rounds are reproducible one by one.
     fn rng(&self, object: Object) -> StdRng {
         stream_rng(self.seed, self.round, object.stream())
     }
 
-    pub(crate) fn apply_round(&mut self, round: &Round, admin_email: &str) {
+    /// Applies a round; returns its visible changes of tickets, users and organizations.
+    pub(crate) fn apply_round(&mut self, round: &Round, admin_email: &str) -> Vec<Change> {
         let window_start = self.now;
         self.round += 1;
-        self.now += ROUND_SECS;
-        let hi = self.now - MIN_AGE_SECS - GENERATED_LAG_MAX;
+        // At least the generated lag on, so no change of the round is dated after its end.
+        self.tick(ROUND_SECS, GENERATED_LAG_MAX + 1);
+        // A fixed clock keeps changes outside the hold-back; a real one dates them up to now.
+        let min_age = match self.clock {
+            super::SimClock::Fixed => MIN_AGE_SECS,
+            super::SimClock::Now => 0,
+        };
+        let hi = self.now - min_age - GENERATED_LAG_MAX;
+        let mut changes = Vec::new();
         // Organizations first so new users and tickets may point at new organizations.
-        self.organizations_round(round, window_start, hi);
-        self.users_round(round, window_start, hi, admin_email);
+        self.organizations_round(round, window_start, hi, &mut changes);
+        self.users_round(round, window_start, hi, admin_email, &mut changes);
         let log = self.tickets_round(round, window_start, hi);
         let users = self.users.len();
         self.activity.apply_round(self.round, &log, users);
         self.content
             .apply_round(self.seed, self.round, round, (window_start, hi), users);
+        changes.extend(log.into_iter().filter_map(|entry| {
+            let id = entry.after.get("id").and_then(Value::as_i64)?;
+            Some(Change {
+                object: Object::Tickets,
+                kind: match entry.kind {
+                    TicketLogKind::Create => ChangeKind::Create,
+                    TicketLogKind::Update => ChangeKind::Update,
+                    TicketLogKind::Delete => ChangeKind::Delete,
+                },
+                source: Source::Round,
+                id,
+                ts: entry.ts,
+                before: entry.before,
+                after: entry.after,
+                comments: Vec::new(),
+            })
+        }));
+        changes
+    }
+
+    /// Records a change of a user or organization (`before` read before it).
+    fn changed(
+        &self,
+        changes: &mut Vec<Change>,
+        object: Object,
+        kind: ChangeKind,
+        id: i64,
+        ts: i64,
+        before: Option<Map<String, Value>>,
+    ) {
+        if let Some(after) = self.table(object).object(id) {
+            changes.push(Change {
+                object,
+                kind,
+                source: Source::Round,
+                id,
+                ts,
+                before,
+                after,
+                comments: Vec::new(),
+            });
+        }
     }
 
     /// Silent updates are ordinary updates for organizations.
-    fn organizations_round(&mut self, round: &Round, window_start: i64, hi: i64) {
+    fn organizations_round(
+        &mut self,
+        round: &Round,
+        window_start: i64,
+        hi: i64,
+        changes_out: &mut Vec<Change>,
+    ) {
         let changes = round.updates + round.silent_updates;
         let mut rng = self.rng(Object::Organizations);
         let clock = Clock::new(&mut rng, (window_start, hi), touched(round), 2, 0.4);
@@ -445,6 +570,7 @@ impl State {
                 id - FIRST_ORG_ID + 1
             );
             let note = rng.gen_range(0..1000);
+            let before = self.organizations.object(id);
             self.organizations.update(id, ts, false, |map| {
                 set_updated(map, ts);
                 match change {
@@ -472,22 +598,37 @@ impl State {
                     _ => flip(map, "shared_tickets"),
                 }
             });
+            let object = Object::Organizations;
+            self.changed(changes_out, object, ChangeKind::Update, id, ts, before);
         }
         for id in deletes {
             let ts = clock.pick(&mut rng);
+            let before = self.organizations.object(id);
             self.organizations.update(id, ts, true, |map| {
                 set_updated(map, ts);
                 map.insert("deleted_at".into(), json!(rfc3339(ts)));
             });
+            let object = Object::Organizations;
+            self.changed(changes_out, object, ChangeKind::Delete, id, ts, before);
         }
         for _ in 0..round.creates {
             let ts = clock.pick(&mut rng);
+            let id = FIRST_ORG_ID + self.organizations.len() as i64;
             self.create_organization(&mut rng, ts, ts);
+            let object = Object::Organizations;
+            self.changed(changes_out, object, ChangeKind::Create, id, ts, None);
         }
     }
 
     /// Silent updates are ordinary updates for users; the admin is never changed.
-    fn users_round(&mut self, round: &Round, window_start: i64, hi: i64, admin_email: &str) {
+    fn users_round(
+        &mut self,
+        round: &Round,
+        window_start: i64,
+        hi: i64,
+        admin_email: &str,
+        changes_out: &mut Vec<Change>,
+    ) {
         let changes = round.updates + round.silent_updates;
         let mut rng = self.rng(Object::Users);
         let clock = Clock::new(&mut rng, (window_start, hi), touched(round), 2, 0.4);
@@ -506,6 +647,7 @@ impl State {
             let fields = user_fields(&mut rng, ts);
             let (tz, iana) = *pick(&mut rng, &TIME_ZONES);
             let note = rng.gen_range(0..1000);
+            let before = self.users.object(id);
             self.users.update(id, ts, false, |map| {
                 set_updated(map, ts);
                 match change {
@@ -536,17 +678,36 @@ impl State {
                     }
                 }
             });
+            self.changed(
+                changes_out,
+                Object::Users,
+                ChangeKind::Update,
+                id,
+                ts,
+                before,
+            );
         }
         for id in deletes {
             let ts = clock.pick(&mut rng);
+            let before = self.users.object(id);
             self.users.update(id, ts, true, |map| {
                 set_updated(map, ts);
                 map.insert("active".into(), json!(false));
             });
+            self.changed(
+                changes_out,
+                Object::Users,
+                ChangeKind::Delete,
+                id,
+                ts,
+                before,
+            );
         }
         for _ in 0..round.creates {
             let ts = clock.pick(&mut rng);
+            let id = FIRST_USER_ID + self.users.len() as i64;
             self.create_user(&mut rng, admin_email, ts, ts);
+            self.changed(changes_out, Object::Users, ChangeKind::Create, id, ts, None);
         }
     }
 
@@ -749,7 +910,13 @@ impl State {
         self.tickets.insert(id, generated, &value);
     }
 
-    fn create_user(&mut self, rng: &mut StdRng, admin_email: &str, created: i64, updated: i64) {
+    pub(crate) fn create_user(
+        &mut self,
+        rng: &mut StdRng,
+        admin_email: &str,
+        created: i64,
+        updated: i64,
+    ) {
         let index = self.users.len() as i64;
         let id = FIRST_USER_ID + index;
         let role = if index == 0 {
@@ -1043,7 +1210,7 @@ fn date(secs: i64) -> String {
     }
 }
 
-fn custom_status_id(status: &str) -> i64 {
+pub(crate) fn custom_status_id(status: &str) -> i64 {
     let index = STATUSES
         .iter()
         .position(|s| *s == status)

@@ -1,9 +1,11 @@
 //! A deliberately minimal HTTP/1.1 server for the simulator.
 //!
 //! One request per connection, answered with `Connection: close`: enough for reqwest (which then
-//! opens a new connection per request) and small enough to need no server crate. Only GET
-//! requests without bodies are expected; the request head is capped at 64 KiB. Injected faults
-//! (`Faults`) may delay an answer, send only half of its body, or reset the connection instead.
+//! opens a new connection per request) and small enough to need no server crate. The request
+//! head is capped at 64 KiB; a body is read by its `Content-Length` (capped at 16 MiB: 413
+//! beyond; a chunked body is refused with 411, which reqwest never sends for a known body).
+//! Injected faults (`Faults`) may delay an answer, send only half of its body, or reset the
+//! connection instead.
 
 use std::io;
 use std::sync::Arc;
@@ -16,6 +18,8 @@ use super::api::{Action, Request, Response};
 use super::Simulator;
 
 const MAX_HEAD_BYTES: usize = 64 * 1024;
+/// Largest request body read; a larger `Content-Length` is answered 413 unread.
+const MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
 /// A client that opens a connection but never finishes its request head is dropped after this.
 const READ_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -42,7 +46,8 @@ pub(crate) async fn accept_loop(listener: TcpListener, sim: Simulator, base_url:
 }
 
 enum Head {
-    Complete(Vec<u8>),
+    /// The head (without the blank line) and the bytes read after it (the start of the body).
+    Complete(Vec<u8>, Vec<u8>),
     Closed,
     TooLarge,
 }
@@ -65,16 +70,26 @@ async fn serve_connection(
             sim.record_request("<request head too large>");
             Action::Send(Response::error(431, "RequestHeaderFieldsTooLarge"))
         }
-        Head::Complete(bytes) => match parse_head(&bytes) {
-            Some(request) => {
-                if let Some(message) = sim.replayed(&request.target) {
+        Head::Complete(bytes, rest) => match parse_head(&bytes) {
+            Some(mut request) => {
+                match read_body(&mut stream, &request, rest).await? {
+                    Ok(body) => request.body = body,
+                    Err(response) => {
+                        sim.record_request(&request.target);
+                        write_response(&mut stream, &response, response.body.len()).await?;
+                        return stream.shutdown().await;
+                    }
+                }
+                // Only reads are cached: a write, or a job's status, changes the account.
+                let cached = request.method == "GET" && !request.path.contains("job_statuses");
+                if let Some(message) = cached.then(|| sim.replayed(&request.target)).flatten() {
                     stream.write_all(&message).await?;
                     return stream.shutdown().await;
                 }
                 // Runs in this connection's task, so a delayed answer holds up no other
                 // connection.
                 let action = sim.handle(&request, base_url).await;
-                if let Action::Send(response) = &action {
+                if let (true, Action::Send(response)) = (cached, &action) {
                     sim.rendered(&request.target, response);
                 }
                 action
@@ -106,8 +121,9 @@ async fn read_head(stream: &mut TcpStream) -> io::Result<Head> {
     let mut chunk = [0u8; 4096];
     loop {
         if let Some(end) = head_end(&buf) {
+            let rest = buf.split_off(end + 4);
             buf.truncate(end);
-            return Ok(Head::Complete(buf));
+            return Ok(Head::Complete(buf, rest));
         }
         if buf.len() > MAX_HEAD_BYTES {
             return Ok(Head::TooLarge);
@@ -118,6 +134,53 @@ async fn read_head(stream: &mut TcpStream) -> io::Result<Head> {
         }
         buf.extend_from_slice(&chunk[..n]);
     }
+}
+
+/// The request's body by its `Content-Length` (none: empty), `rest` being what was read after
+/// the head; or the answer that refuses it (411 chunked, 413 too large, 400 a bad length).
+async fn read_body(
+    stream: &mut TcpStream,
+    request: &Request,
+    mut rest: Vec<u8>,
+) -> io::Result<Result<Vec<u8>, Response>> {
+    let header = |name: &str| {
+        request
+            .headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    };
+    if header("transfer-encoding").is_some_and(|v| v.to_ascii_lowercase().contains("chunked")) {
+        return Ok(Err(Response::error(411, "LengthRequired")));
+    }
+    let length = match header("content-length").map(|v| v.trim().parse::<usize>()) {
+        None => 0,
+        Some(Ok(length)) => length,
+        Some(Err(_)) => return Ok(Err(Response::error(400, "BadRequest"))),
+    };
+    if length > MAX_BODY_BYTES {
+        return Ok(Err(Response::error(413, "RequestEntityTooLarge")));
+    }
+    let mut chunk = [0u8; 16 * 1024];
+    let read = async {
+        while rest.len() < length {
+            let n = stream.read(&mut chunk).await?;
+            if n == 0 {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "request body cut short",
+                ));
+            }
+            rest.extend_from_slice(&chunk[..n]);
+        }
+        Ok(())
+    };
+    match tokio::time::timeout(READ_TIMEOUT, read).await {
+        Ok(result) => result?,
+        Err(_) => return Err(io::Error::new(io::ErrorKind::TimedOut, "request body")),
+    }
+    rest.truncate(length);
+    Ok(Ok(rest))
 }
 
 /// Length of the head up to the blank line that ends it, if it has arrived.
@@ -158,6 +221,7 @@ pub(crate) fn parse_head(head: &[u8]) -> Option<Request> {
         query: url.query_pairs().into_owned().collect(),
         headers,
         target,
+        body: Vec::new(),
     })
 }
 
@@ -196,9 +260,16 @@ pub(crate) fn render(response: &Response, send: usize) -> Vec<u8> {
 fn reason(status: u16) -> &'static str {
     match status {
         200 => "OK",
+        201 => "Created",
+        204 => "No Content",
         400 => "Bad Request",
         401 => "Unauthorized",
+        403 => "Forbidden",
         404 => "Not Found",
+        409 => "Conflict",
+        411 => "Length Required",
+        413 => "Payload Too Large",
+        422 => "Unprocessable Entity",
         429 => "Too Many Requests",
         431 => "Request Header Fields Too Large",
         500 => "Internal Server Error",

@@ -5,11 +5,12 @@
 //! move only that field, time exports that repeat the boundary second, the 60-second hold-back,
 //! 429s with fractional or missing `Retry-After`. A real account can't be reset, made to fail on
 //! demand or replayed, so tests, `sync --demo` and the benchmarks run against this simulator
-//! instead: deterministic data (same [`SimConfig`] ⇒ byte-identical records), a virtual clock
-//! advanced by [`Simulator::apply_round`], and fault injection through [`Faults`].
+//! instead: deterministic data (same [`SimConfig`] ⇒ byte-identical records, with the default
+//! [`SimClock::Fixed`]), a virtual clock advanced by [`Simulator::apply_round`] (or ending at
+//! the present, [`SimClock::Now`]), and fault injection through [`Faults`].
 //!
-//! Served endpoints (all GET, Basic `{email}/token:{api_token}` or Bearer auth; the ".json"
-//! suffix is optional):
+//! Served endpoints (Basic `{email}/token:{api_token}` or Bearer auth; the ".json" suffix is
+//! optional). Reads (GET):
 //! - `/api/v2/users/me.json`
 //! - cursor exports `/api/v2/incremental/tickets/cursor.json` (`start_time` | `cursor`,
 //!   `per_page`, `include=metric_sets`) and `/api/v2/incremental/users/cursor.json`
@@ -24,19 +25,36 @@
 //!   `/api/v2/community/posts.json` (the community also under `/api/v2/help_center/community/`)
 //! - offset-paginated `/api/v2/tickets/{id}/side_conversations.json` (`page`, `per_page`)
 //!
+//! Writes (bodies by `Content-Length`, at most 16 MiB; counted against the account budget and
+//! logged in [`Simulator::write_log`]), see `jobs.rs` and `webhooks.rs` for their shapes:
+//! - `POST /api/v2/imports/tickets/create_many` and `PUT /api/v2/tickets/update_many`, answered
+//!   with a job status; `GET /api/v2/job_statuses[/{id}]`; `GET /api/v2/tickets?external_id=`
+//! - the Webhooks API (`/api/v2/webhooks`, `/{id}`, `/{id}/signing_secret`) and the Triggers
+//!   API (`/api/v2/triggers`, `/{id}`)
+//!
+//! After each change (a round, a job completing) the registered webhooks get signed deliveries
+//! (`deliver.rs`), optionally faulted ([`WebhookFaults`]); [`Simulator::deliveries`] records
+//! them and [`Simulator::deliveries_settled`] waits for the queue to drain.
+//!
 //! Every answer carries Zendesk's rate headers, and the budgets are enforced per window (429
 //! with `Retry-After` once spent): see [`Budget`], set by [`Simulator::set_budget`].
 //!
-//! Ground truth for tests: [`Simulator::records`], [`Simulator::deleted_keys`] and
-//! [`Simulator::budget_windows`].
+//! Ground truth for tests: [`Simulator::records`], [`Simulator::deleted_keys`],
+//! [`Simulator::budget_windows`], [`Simulator::tickets_created_per_external_id`],
+//! [`Simulator::comments_added`], [`Simulator::update_requests`] and
+//! [`Simulator::deliveries`].
 
 mod activity;
 mod api;
 mod budget;
 mod content;
 mod data;
+mod deliver;
 mod endpoints;
+mod events;
 mod http;
+mod jobs;
+mod webhooks;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io;
@@ -51,6 +69,7 @@ use content::Kind;
 use data::{Object, State};
 
 pub use budget::{Budget, BudgetWindow};
+pub use deliver::{Delivery, WebhookFault, WebhookFaults};
 
 /// The size and identity of the simulated account.
 #[derive(Debug, Clone)]
@@ -84,6 +103,29 @@ pub struct SimConfig {
     pub posts: Option<usize>,
     /// Initial number of Help Center articles; None: 10 + tickets / 6 (at most 20000).
     pub articles: Option<usize>,
+    /// Where the account's history ends and how rounds move its clock.
+    pub clock: SimClock,
+    /// A bulk job (ticket import, update_many) reports `completed` at this poll of its status
+    /// (1-based): `queued` before the poll that reports `working`, which is the one before.
+    /// 0: completed as soon as it is submitted.
+    pub job_polls: u32,
+    /// Whether webhooks may subscribe to ticket event types (`zen:event-type:ticket.*`); an
+    /// account without the feature refuses them (400) and needs trigger-connected webhooks.
+    pub webhook_ticket_events: bool,
+}
+
+/// The account's virtual clock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SimClock {
+    /// History ends at 2024-01-01T00:00:00Z and each round moves the clock by an hour: the same
+    /// config gives the same records, whenever it runs (tests, benchmarks).
+    #[default]
+    Fixed,
+    /// History ends at the real time the account is created (its last changes two minutes
+    /// before), and each round, import or update moves the clock to the real time (never back;
+    /// a round at least three seconds on, a job a second): lags and freshness against this
+    /// account mean what they say.
+    Now,
 }
 
 impl Default for SimConfig {
@@ -103,6 +145,9 @@ impl Default for SimConfig {
             topics: None,
             posts: None,
             articles: None,
+            clock: SimClock::Fixed,
+            job_polls: 3,
+            webhook_ticket_events: true,
         }
     }
 }
@@ -115,6 +160,7 @@ impl SimConfig {
             tickets: 2000,
             users: 500,
             organizations: 100,
+            clock: SimClock::Now,
             ..SimConfig::default()
         }
     }
@@ -259,6 +305,26 @@ struct Inner {
     cache_misses: AtomicU64,
     /// Bytes of HTTP messages answered from the cache.
     replayed_bytes: AtomicU64,
+    /// Every write request (any method but GET), in order.
+    writes: Mutex<Vec<WriteRequest>>,
+    /// Webhooks and triggers.
+    hooks: Mutex<webhooks::Hooks>,
+    /// Webhook deliveries queued and made.
+    outbox: Mutex<deliver::Outbox>,
+    /// Wakes the delivery task when the outbox has work.
+    outbox_ready: tokio::sync::Notify,
+    /// Tells [`Simulator::deliveries_settled`] the outbox went empty.
+    settled: tokio::sync::Notify,
+}
+
+/// A write request the account received (ground truth for tests).
+#[derive(Debug, Clone)]
+pub struct WriteRequest {
+    pub method: String,
+    /// Path and query as received.
+    pub target: String,
+    /// The body, parsed when it is JSON (else its text as a JSON string).
+    pub body: Value,
 }
 
 /// Pre-rendered HTTP messages, appended to one file, with where each request's message is.
@@ -311,7 +377,8 @@ impl std::fmt::Debug for Simulator {
 }
 
 impl Simulator {
-    /// Generates the initial records; the virtual clock starts at 2024-01-01T00:00:00Z.
+    /// Generates the initial records; the virtual clock starts at 2024-01-01T00:00:00Z
+    /// ([`SimClock::Fixed`]) or at the real time ([`SimClock::Now`]).
     pub fn new(config: SimConfig) -> Self {
         let state = State::new(&config);
         Self {
@@ -326,12 +393,17 @@ impl Simulator {
                 rendered: Mutex::new(None),
                 cache_misses: AtomicU64::new(0),
                 replayed_bytes: AtomicU64::new(0),
+                writes: Mutex::new(Vec::new()),
+                hooks: Mutex::new(webhooks::Hooks::default()),
+                outbox: Mutex::new(deliver::Outbox::default()),
+                outbox_ready: tokio::sync::Notify::new(),
+                settled: tokio::sync::Notify::new(),
             }),
         }
     }
 
     /// Bind 127.0.0.1:port (0 = ephemeral) and serve in a spawned tokio task until the returned
-    /// handle is dropped or shut down.
+    /// handle is dropped or shut down; a second task sends the webhook deliveries.
     pub async fn serve(&self, port: u16) -> io::Result<SimServer> {
         let listener = TcpListener::bind(("127.0.0.1", port)).await?;
         let base_url = format!("http://{}", listener.local_addr()?);
@@ -340,18 +412,122 @@ impl Simulator {
             self.clone(),
             Arc::from(base_url.as_str()),
         ));
+        let deliverer = tokio::spawn(self.clone().deliver_loop());
         Ok(SimServer {
             base_url,
             task: Some(task),
+            deliverer: Some(deliverer),
         })
     }
 
     /// Apply one round of changes to tickets, users and organizations, deterministically (seeded
-    /// by config.seed and the round number), and advance the virtual clock by an hour. The other
-    /// records follow (see [`Round`]): ticket events, metric sets and side conversations of the
-    /// changed tickets, and creates / updates / deletes of the listed objects.
+    /// by config.seed and the round number), and advance the virtual clock (an hour with
+    /// [`SimClock::Fixed`]; to the real time, at least three seconds on, with [`SimClock::Now`]).
+    /// The other records follow (see [`Round`]): ticket events, metric sets and side
+    /// conversations of the changed tickets, and creates / updates / deletes of the listed
+    /// objects. The registered webhooks get their deliveries of the round's changes (queued,
+    /// sent by the server's task).
     pub fn apply_round(&self, round: &Round) {
-        self.state().apply_round(round, &self.inner.config.email);
+        let changes = self.state().apply_round(round, &self.inner.config.email);
+        self.deliver_changes(changes);
+    }
+
+    /// Completes every bulk job still queued or working, as if each had been polled to the end
+    /// (its tickets exist from now on; webhooks get their deliveries).
+    pub fn complete_jobs(&self) {
+        let mut changes = Vec::new();
+        self.state().complete_jobs(&mut changes);
+        self.deliver_changes(changes);
+    }
+
+    /// Ground truth: every bulk job as `GET /api/v2/job_statuses/{id}` shows it now (its `url`
+    /// on the record host), in submission order. Reading them polls nothing.
+    pub fn jobs(&self) -> Vec<Value> {
+        self.state().job_values(data::RECORD_BASE_URL)
+    }
+
+    /// Ground truth: how many tickets imports created per `external_id` (a correct import
+    /// creates each once).
+    pub fn tickets_created_per_external_id(&self) -> BTreeMap<String, usize> {
+        self.state().jobs.created_per_external_id()
+    }
+
+    /// Ground truth: the comments `update_many` added, per ticket id, in order (`{id, ticket_id,
+    /// author_id, body, public, created_at}`).
+    pub fn comments_added(&self) -> BTreeMap<i64, Vec<Value>> {
+        self.state().jobs.comments_added()
+    }
+
+    /// Ground truth: the body of every `update_many` request received (`{"tickets": [...]}`),
+    /// refused ones (over 100 tickets, not JSON) excepted.
+    pub fn update_requests(&self) -> Vec<Value> {
+        self.state().jobs.update_requests()
+    }
+
+    /// Every write request received (POST, PUT, PATCH, DELETE), refused ones included.
+    pub fn write_log(&self) -> Vec<WriteRequest> {
+        // Poisoning needs a panic while holding the lock, which only a bug can cause.
+        self.inner
+            .writes
+            .lock()
+            .expect("simulator writes lock poisoned")
+            .clone()
+    }
+
+    /// Replaces the faults of webhook deliveries; delivery numbering is not reset.
+    pub fn set_webhook_faults(&self, faults: WebhookFaults) {
+        self.outbox().faults = faults;
+    }
+
+    /// Ground truth: every request made to a webhook so far (each retry and fault copy too).
+    pub fn deliveries(&self) -> Vec<Delivery> {
+        self.outbox().records.clone()
+    }
+
+    /// Waits until every queued webhook delivery has been sent (and answered, retried or
+    /// given up). Needs a running server ([`Simulator::serve`]), whose task sends them.
+    pub async fn deliveries_settled(&self) {
+        loop {
+            let settled = self.inner.settled.notified();
+            tokio::pin!(settled);
+            settled.as_mut().enable();
+            if self.outbox().outstanding() == 0 {
+                return;
+            }
+            settled.await;
+        }
+    }
+
+    fn hooks(&self) -> MutexGuard<'_, webhooks::Hooks> {
+        // Poisoning needs a panic while holding the lock, which only a bug can cause.
+        self.inner
+            .hooks
+            .lock()
+            .expect("simulator hooks lock poisoned")
+    }
+
+    fn outbox(&self) -> MutexGuard<'_, deliver::Outbox> {
+        // Poisoning needs a panic while holding the lock, which only a bug can cause.
+        self.inner
+            .outbox
+            .lock()
+            .expect("simulator outbox lock poisoned")
+    }
+
+    /// Logs a write request.
+    fn record_write(&self, request: &api::Request) {
+        let body = serde_json::from_slice(&request.body)
+            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&request.body).into_owned()));
+        // Poisoning needs a panic while holding the lock, which only a bug can cause.
+        self.inner
+            .writes
+            .lock()
+            .expect("simulator writes lock poisoned")
+            .push(WriteRequest {
+                method: request.method.clone(),
+                target: request.target.clone(),
+                body,
+            });
     }
 
     /// Ground truth: every record of `object` the account ever had, with its current (or last)
@@ -627,6 +803,8 @@ pub struct SimServer {
     /// "http://127.0.0.1:PORT"
     pub base_url: String,
     task: Option<JoinHandle<()>>,
+    /// Sends the webhook deliveries.
+    deliverer: Option<JoinHandle<()>>,
 }
 
 impl SimServer {
@@ -637,9 +815,12 @@ impl SimServer {
 
     /// Stops accepting connections and waits until the listener is closed.
     pub async fn shutdown(mut self) {
-        if let Some(task) = self.task.take() {
+        for task in [self.task.take(), self.deliverer.take()]
+            .into_iter()
+            .flatten()
+        {
             task.abort();
-            // The task only ends by being aborted, so the JoinError (cancelled) is expected.
+            // The tasks only end by being aborted, so the JoinError (cancelled) is expected.
             let _ = task.await;
         }
     }
@@ -647,7 +828,10 @@ impl SimServer {
 
 impl Drop for SimServer {
     fn drop(&mut self) {
-        if let Some(task) = self.task.take() {
+        for task in [self.task.take(), self.deliverer.take()]
+            .into_iter()
+            .flatten()
+        {
             task.abort();
         }
     }
@@ -657,3 +841,5 @@ impl Drop for SimServer {
 mod tests;
 #[cfg(test)]
 mod tests_endpoints;
+#[cfg(test)]
+mod tests_writes;
