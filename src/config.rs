@@ -405,6 +405,19 @@ fn secret(env: &dyn Fn(&str) -> Option<String>, name: &str) -> Result<Option<Str
     Ok(Some(text.to_owned()))
 }
 
+/// The webhook signing secret `listen` verifies deliveries with: `ZENDESK_WEBHOOK_SECRET`, or
+/// the file `ZENDESK_WEBHOOK_SECRET_FILE` names.
+pub fn webhook_secret(env: &dyn Fn(&str) -> Option<String>) -> Result<Secret> {
+    match secret(env, "ZENDESK_WEBHOOK_SECRET")? {
+        Some(secret) => Ok(Secret::new(secret.trim())),
+        None => Err(Error::Invalid(
+            "set ZENDESK_WEBHOOK_SECRET or ZENDESK_WEBHOOK_SECRET_FILE (the webhook's signing \
+             secret; `zendesk-lake webhook register` writes it to a file)"
+                .into(),
+        )),
+    }
+}
+
 fn resolve_auth(env: &dyn Fn(&str) -> Option<String>) -> Result<Auth> {
     let non_empty = |name: &str| env(name).filter(|v| !v.trim().is_empty());
     if let Some(token) = secret(env, "ZENDESK_OAUTH_TOKEN")? {

@@ -14,7 +14,7 @@ use std::time::Duration;
 use anyhow::{Context as _, Result};
 use clap::Parser;
 use zendesk_lake::arrow::util::pretty::pretty_format_batches;
-use zendesk_lake::commands::{self, simulate::Simulation, sync::Demo};
+use zendesk_lake::commands::{self, listen::Listening, simulate::Simulation, sync::Demo};
 use zendesk_lake::config;
 use zendesk_lake::sync::progress::Tracker;
 use zendesk_lake::sync::SyncReport;
@@ -143,6 +143,17 @@ async fn run(command: Command, screen: Arc<Screen>) -> Result<ExitCode> {
             render::vacuum(&report, options.retention_hours(), options.dry_run);
             code(report.ok())
         }
+        Command::Listen(args) => {
+            let file = args.target.pipeline_file()?.unwrap_or_default();
+            let settings = args
+                .target
+                .settings(file, args.tables.clone(), &config::process_env)?;
+            let secret = config::webhook_secret(&config::process_env)?;
+            let listening = Listening::start(settings, &secret, args.options()).await?;
+            render::listening(listening.local_addr());
+            render::listened(&listening.serve(terminated()).await);
+            ExitCode::SUCCESS
+        }
         Command::Simulate(args) => {
             let simulation = Simulation::start(args.config(), args.port)
                 .await
@@ -179,5 +190,19 @@ fn code(ok: bool) -> ExitCode {
     match ok {
         true => ExitCode::SUCCESS,
         false => ExitCode::from(1),
+    }
+}
+
+/// SIGTERM or SIGINT, whichever comes first.
+async fn terminated() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut term) => _ = term.recv().await,
+            Err(_) => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term => {}
     }
 }

@@ -4,6 +4,7 @@
 pub mod render;
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::{Context as _, Result};
 use clap::{Parser, Subcommand, ValueEnum};
@@ -11,6 +12,8 @@ use zendesk_lake::commands::bench::BenchConfig;
 use zendesk_lake::config::{Overrides, PipelineFile, Settings};
 use zendesk_lake::lake::maintenance::{Layout, OptimizeOptions, VacuumOptions};
 use zendesk_lake::lake::Lake;
+use zendesk_lake::listen::schedule::Cadence;
+use zendesk_lake::listen::ListenOptions;
 use zendesk_lake::sim::SimConfig;
 
 #[derive(Parser)]
@@ -105,8 +108,42 @@ pub enum Command {
     /// Delete files that no version within the retention reads (replaced files, and orphans of
     /// killed runs); versions older than the retention can no longer be read.
     Vacuum(VacuumArgs),
+    /// Serve Zendesk's webhook deliveries and sync the streams they name within seconds (and
+    /// every stream every --max-interval-secs) until SIGTERM or SIGINT. The signing secret
+    /// comes from ZENDESK_WEBHOOK_SECRET or ZENDESK_WEBHOOK_SECRET_FILE.
+    Listen(ListenArgs),
     /// Serve the simulated Zendesk account until interrupted.
     Simulate(SimulateArgs),
+}
+
+#[derive(clap::Args)]
+pub struct ListenArgs {
+    #[command(flatten)]
+    pub target: Target,
+    /// Only these tables, comma-separated (`--objects` is the older name).
+    #[arg(long = "tables", visible_alias = "objects", value_delimiter = ',')]
+    pub tables: Option<Vec<String>>,
+    /// Address to serve on; loopback by default (TLS is the ingress's job).
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub bind: std::net::SocketAddr,
+    /// Seconds from a stream's first delivery to the run that syncs it.
+    #[arg(long, default_value_t = 2)]
+    pub debounce_secs: u64,
+    /// Every stream runs at least this often, deliveries or not.
+    #[arg(long, default_value_t = 900, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_interval_secs: u64,
+}
+
+impl ListenArgs {
+    pub fn options(&self) -> ListenOptions {
+        ListenOptions::new(
+            self.bind,
+            Cadence {
+                debounce: Duration::from_secs(self.debounce_secs),
+                max_interval: Duration::from_secs(self.max_interval_secs),
+            },
+        )
+    }
 }
 
 #[derive(clap::Args)]

@@ -10,6 +10,7 @@ use zendesk_lake::commands::maintenance::TablesReport;
 use zendesk_lake::commands::simulate::Simulation;
 use zendesk_lake::commands::status::StreamStatus;
 use zendesk_lake::lake::maintenance::{OptimizeReport, VacuumReport};
+use zendesk_lake::listen::ListenReport;
 use zendesk_lake::sync::progress::{self, Tracker};
 use zendesk_lake::sync::{Outcome, SyncReport};
 
@@ -243,6 +244,22 @@ pub fn simulation(simulation: &Simulation) {
     for (name, value) in simulation.config.env(base_url) {
         println!("export {name}={value}");
     }
+}
+
+/// Where `listen` serves.
+pub fn listening(addr: std::net::SocketAddr) {
+    eprintln!(
+        "listening on http://{addr}{}",
+        zendesk_lake::listen::DELIVERY_PATH
+    );
+}
+
+/// What `listen` did, once stopped.
+pub fn listened(report: &ListenReport) {
+    println!(
+        "listen stopped: {} deliveries, {} accepted",
+        report.deliveries, report.accepted
+    );
 }
 
 /// A time in µs since the epoch, to the second in UTC.

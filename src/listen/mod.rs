@@ -51,6 +51,10 @@ const SEEN_IDS: usize = 100_000;
 /// How long a graceful shutdown waits for open connections.
 const DRAIN: Duration = Duration::from_secs(5);
 
+/// How long a shutdown waits for the run in progress to stop after its commit; with the drain,
+/// the process exits within 30 s of its signal.
+const STOP_WITHIN: Duration = Duration::from_secs(22);
+
 /// How the server listens and when it runs.
 #[derive(Debug, Clone)]
 pub struct ListenOptions {
@@ -135,6 +139,9 @@ impl Listener {
             health: Arc::default(),
             report: Mutex::default(),
         });
+        // Every stream runs first: the lake may have fallen behind while no listener served.
+        let all = shared.streams.iter().map(|s| s.name.clone()).collect();
+        shared.health.set_activity(&Default::default(), &all);
         let cancel = CancellationToken::new();
         let scheduler = tokio::spawn(schedule::schedule(
             syncer,
@@ -184,8 +191,16 @@ impl Listener {
         {
             debug!("listen: connections still open after the drain; closing them");
         }
-        if let Err(error) = scheduler.await {
-            warn!(%error, "listen: the scheduler ended with an error");
+        let mut scheduler = scheduler;
+        match tokio::time::timeout(STOP_WITHIN, &mut scheduler).await {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => warn!(%error, "listen: the scheduler ended with an error"),
+            Err(_) => {
+                // Abandoned as a crash would be: the next run goes on from the last recorded
+                // commit.
+                warn!("listen: the run in progress did not stop in time; abandoning it");
+                scheduler.abort();
+            }
         }
         let report = shared.report.lock().map(|r| r.clone()).unwrap_or_default();
         report
@@ -256,8 +271,12 @@ fn receive(shared: &Shared, headers: &HeaderMap, body: &[u8]) -> (StatusCode, De
 }
 
 async fn healthz(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
+    let mut activity = shared.health.activity();
+    activity.pending.extend(shared.trigger.marked());
     let body = serde_json::json!({
         "status": "serving",
+        "running": activity.running,
+        "pending": activity.pending,
         "streams": shared.health.snapshot(),
     });
     (

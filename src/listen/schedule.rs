@@ -37,12 +37,28 @@ impl Trigger {
     fn take(&self) -> BTreeSet<String> {
         std::mem::take(&mut *lock(&self.dirty))
     }
+
+    /// The streams marked and not yet taken by the scheduler.
+    pub fn marked(&self) -> BTreeSet<String> {
+        lock(&self.dirty).clone()
+    }
 }
 
-/// Where each stream stood after its last run, for `/healthz`.
+/// Where each stream stood after its last run, and what the scheduler is doing, for
+/// `/healthz`.
 #[derive(Debug, Default)]
 pub struct Health {
     streams: Mutex<BTreeMap<String, StreamHealth>>,
+    activity: Mutex<Activity>,
+}
+
+/// What the scheduler is doing.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Activity {
+    /// The streams of the run in progress (empty: none).
+    pub running: BTreeSet<String>,
+    /// Streams marked and waiting for a run.
+    pub pending: BTreeSet<String>,
 }
 
 #[derive(Debug, Clone, Default, serde::Serialize)]
@@ -59,6 +75,17 @@ pub struct StreamHealth {
 impl Health {
     pub fn snapshot(&self) -> BTreeMap<String, StreamHealth> {
         lock(&self.streams).clone()
+    }
+
+    pub fn activity(&self) -> Activity {
+        lock(&self.activity).clone()
+    }
+
+    pub(crate) fn set_activity(&self, running: &BTreeSet<String>, pending: &BTreeSet<String>) {
+        *lock(&self.activity) = Activity {
+            running: running.clone(),
+            pending: pending.clone(),
+        };
     }
 
     fn ran(&self, report: &SyncReport) {
@@ -120,10 +147,12 @@ pub async fn schedule(
     let mut dirty: BTreeSet<String> = all.clone();
     let mut due = Some(Instant::now());
     let mut running: Option<tokio::task::JoinHandle<Ran>> = None;
+    let mut running_streams = BTreeSet::new();
     let mut full_at = Instant::now() + cadence.max_interval;
     // Consecutive failed runs, for the retry's backoff.
     let mut failures = 0u32;
     loop {
+        health.set_activity(&running_streams, &dirty);
         // A run starts when it is due and none is running.
         let start_at = due.filter(|_| running.is_none());
         tokio::select! {
@@ -137,11 +166,13 @@ pub async fn schedule(
             }
             _ = async { tokio::time::sleep_until(start_at.unwrap_or_else(Instant::now)).await }, if start_at.is_some() => {
                 let streams = std::mem::take(&mut dirty);
+                running_streams = streams.clone();
                 due = None;
                 running = Some(tokio::spawn(run(syncer.clone(), streams, cancel.clone())));
             }
             ran = async { running.as_mut().expect("enabled only while running").await }, if running.is_some() => {
                 running = None;
+                running_streams.clear();
                 let retry = match ran {
                     Ok(ran) => record(&ran, &metrics, &health),
                     Err(e) => {

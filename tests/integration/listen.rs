@@ -1,0 +1,363 @@
+//! `listen`: webhook deliveries verified and counted, runs debounced, the lake exact beside a
+//! scheduled sync, and a clean stop on SIGTERM. Deliveries are signed here with ring's HMAC,
+//! independently of the product's verifier.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use base64::Engine as _;
+use serde_json::{json, Value};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use zendesk_lake::commands::listen::Listening;
+use zendesk_lake::config::{Secret, Settings};
+use zendesk_lake::listen::schedule::Cadence;
+use zendesk_lake::listen::{ListenOptions, ListenReport, DELIVERY_PATH};
+use zendesk_lake::sim::Round;
+use zendesk_lake::sync::{self, Outcome};
+
+use crate::common::*;
+
+const SECRET: &str = "listen-test-signing-secret";
+
+/// The tables whose streams follow webhook events.
+const FOLLOWED: [&str; 6] = [
+    "tickets",
+    "ticket_metrics",
+    "users",
+    "organizations",
+    "ticket_comments",
+    "ticket_field_history",
+];
+
+struct Running {
+    addr: SocketAddr,
+    stop: oneshot::Sender<()>,
+    served: JoinHandle<ListenReport>,
+    http: reqwest::Client,
+}
+
+async fn listen(settings: Settings, debounce: Duration) -> Running {
+    let cadence = Cadence {
+        debounce,
+        max_interval: Duration::from_secs(3600),
+    };
+    let options = ListenOptions::new("127.0.0.1:0".parse().unwrap(), cadence);
+    let listening = Listening::start(settings, &Secret::new(SECRET), options)
+        .await
+        .unwrap();
+    let addr = listening.local_addr();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let served = tokio::spawn(listening.serve(async {
+        _ = stopped.await;
+    }));
+    let running = Running {
+        addr,
+        stop,
+        served,
+        http: reqwest::Client::new(),
+    };
+    // The listener's first run syncs every stream.
+    running.idle().await;
+    running
+}
+
+fn sign(timestamp: &str, body: &[u8]) -> String {
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, SECRET.as_bytes());
+    let mut context = ring::hmac::Context::with_key(&key);
+    context.update(timestamp.as_bytes());
+    context.update(body);
+    base64::engine::general_purpose::STANDARD.encode(context.sign().as_ref())
+}
+
+fn now_rfc3339(offset_secs: i64) -> String {
+    (chrono::Utc::now() + chrono::Duration::seconds(offset_secs))
+        .format("%Y-%m-%dT%H:%M:%SZ")
+        .to_string()
+}
+
+fn event(event_type: &str, id: &str) -> Vec<u8> {
+    json!({
+        "type": event_type,
+        "account_id": 1,
+        "id": id,
+        "time": now_rfc3339(0),
+        "zendesk_event_version": "2022-11-06",
+        "subject": "zen:user:1",
+        "detail": {"id": "1"},
+        "event": {},
+    })
+    .to_string()
+    .into_bytes()
+}
+
+impl Running {
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// Post `body` with these signature headers; the status answered.
+    async fn post(&self, body: Vec<u8>, timestamp: Option<&str>, signature: Option<&str>) -> u16 {
+        let mut request = self.http.post(self.url(DELIVERY_PATH)).body(body);
+        if let Some(timestamp) = timestamp {
+            request = request.header("X-Zendesk-Webhook-Signature-Timestamp", timestamp);
+        }
+        if let Some(signature) = signature {
+            request = request.header("X-Zendesk-Webhook-Signature", signature);
+        }
+        request.send().await.unwrap().status().as_u16()
+    }
+
+    /// Post `body` signed now.
+    async fn deliver(&self, body: Vec<u8>) -> u16 {
+        let timestamp = now_rfc3339(0);
+        let signature = sign(&timestamp, &body);
+        self.post(body, Some(&timestamp), Some(&signature)).await
+    }
+
+    async fn health(&self) -> Value {
+        let response = self.http.get(self.url("/healthz")).send().await.unwrap();
+        assert_eq!(response.status().as_u16(), 200);
+        response.json().await.unwrap()
+    }
+
+    /// Wait until no run is in progress and no stream waits for one.
+    async fn idle(&self) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+        loop {
+            let health = self.health().await;
+            let empty = |key: &str| health[key].as_array().is_some_and(|a| a.is_empty());
+            if empty("running") && empty("pending") {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "never idle: {health}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    async fn metrics(&self) -> String {
+        let response = self.http.get(self.url("/metrics")).send().await.unwrap();
+        assert_eq!(response.status().as_u16(), 200);
+        response.text().await.unwrap()
+    }
+
+    /// The value of the sample `name{labels}` (0 when absent).
+    async fn metric(&self, sample: &str) -> f64 {
+        let text = self.metrics().await;
+        text.lines()
+            .find_map(|line| line.strip_prefix(sample)?.trim().parse().ok())
+            .unwrap_or(0.0)
+    }
+
+    async fn runs(&self, stream: &str) -> f64 {
+        let ok = format!("zendesk_lake_runs_total{{stream=\"{stream}\",outcome=\"ok\"}}");
+        let failed = format!("zendesk_lake_runs_total{{stream=\"{stream}\",outcome=\"failed\"}}");
+        self.metric(&ok).await + self.metric(&failed).await
+    }
+
+    async fn stop(self) -> ListenReport {
+        _ = self.stop.send(());
+        self.served.await.unwrap()
+    }
+}
+
+fn followed(settings: &mut Settings) {
+    settings
+        .tables
+        .retain(|t| FOLLOWED.contains(&t.name.as_str()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_signature_rule_is_enforced_and_each_outcome_counted() {
+    let (_sim, server) = start(small()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut settings = settings(&server, dir.path(), "");
+    followed(&mut settings);
+    let listener = listen(settings, Duration::from_millis(100)).await;
+    let (users, tickets) = (listener.runs("users").await, listener.runs("tickets").await);
+    assert!(users >= 1.0, "the first run");
+
+    let genuine = event("zen:event-type:user.created", "e-1");
+    assert_eq!(listener.deliver(genuine.clone()).await, 200);
+    assert_eq!(
+        listener.deliver(genuine.clone()).await,
+        200,
+        "a replayed envelope"
+    );
+    let timestamp = now_rfc3339(0);
+    let signature = sign(&timestamp, &genuine);
+    let forged = event("zen:event-type:user.created", "e-2");
+    for (body, timestamp, signature, status) in [
+        (
+            forged.clone(),
+            Some(timestamp.as_str()),
+            Some(signature.as_str()),
+            401,
+        ),
+        (forged.clone(), Some(timestamp.as_str()), None, 401),
+        (forged.clone(), None, Some(signature.as_str()), 401),
+    ] {
+        assert_eq!(listener.post(body, timestamp, signature).await, status);
+    }
+    for offset in [-600, 600] {
+        let at = now_rfc3339(offset);
+        let body = event("zen:event-type:user.created", &format!("e-stale{offset}"));
+        let signature = sign(&at, &body);
+        assert_eq!(
+            listener.post(body, Some(&at), Some(&signature)).await,
+            401,
+            "{offset}"
+        );
+    }
+    assert_eq!(listener.deliver(Vec::new()).await, 400, "an empty body");
+    assert_eq!(
+        listener.deliver(b"{\"type\": ".to_vec()).await,
+        400,
+        "not JSON"
+    );
+    let unknown = event("zen:event-type:agent.state_changed", "e-3");
+    assert_eq!(listener.deliver(unknown).await, 200);
+    let mut huge = br#"{"type":"zen:event-type:user.created","id":"e-4","pad":""#.to_vec();
+    huge.resize((1 << 20) + 10, b'x');
+    huge.extend_from_slice(b"\"}");
+    assert_eq!(listener.deliver(huge).await, 413, "a body over 1 MiB");
+
+    for (outcome, count) in [
+        ("accepted", 1.0),
+        ("duplicate", 1.0),
+        ("bad_signature", 3.0),
+        ("stale", 2.0),
+        ("malformed", 2.0),
+        ("ignored", 1.0),
+    ] {
+        let sample = format!("zendesk_lake_webhook_deliveries_total{{outcome=\"{outcome}\"}}");
+        assert_eq!(listener.metric(&sample).await, count, "{outcome}");
+    }
+    listener.idle().await;
+    assert_eq!(
+        listener.runs("users").await,
+        users + 1.0,
+        "one run for the genuine one"
+    );
+    assert_eq!(
+        listener.runs("tickets").await,
+        tickets,
+        "no ticket event was accepted"
+    );
+    let report = listener.stop().await;
+    assert_eq!(report.accepted, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_deliveries_makes_one_run_and_forged_ones_none() {
+    let (_sim, server) = start(small()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut settings = settings(&server, dir.path(), "");
+    followed(&mut settings);
+    let listener = listen(settings, Duration::from_secs(1)).await;
+    let (users, tickets) = (listener.runs("users").await, listener.runs("tickets").await);
+
+    let deliveries = (0..500).map(|i| {
+        let listener = &listener;
+        async move {
+            let body = event("zen:event-type:user.updated", &format!("flood-{i}"));
+            listener.deliver(body).await
+        }
+    });
+    let statuses = futures::future::join_all(deliveries).await;
+    assert!(statuses.iter().all(|&s| s == 200), "{statuses:?}");
+    listener.idle().await;
+    let after = listener.runs("users").await;
+    assert!(
+        after > users && after <= users + 2.0,
+        "{users} -> {after} runs"
+    );
+    assert_eq!(listener.runs("tickets").await, tickets);
+
+    // Forged deliveries mark nothing: no stream waits for a run once they are answered.
+    for i in 0..50 {
+        let body = event(
+            "zen:event-type:ticket.status_changed",
+            &format!("forged-{i}"),
+        );
+        let timestamp = now_rfc3339(0);
+        assert_eq!(
+            listener
+                .post(body, Some(&timestamp), Some("Zm9yZ2Vk"))
+                .await,
+            401
+        );
+    }
+    let health = listener.health().await;
+    assert_eq!(health["pending"], json!([]), "{health}");
+    assert_eq!(health["running"], json!([]), "{health}");
+    assert_eq!(listener.runs("tickets").await, tickets);
+    listener.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_account_s_deliveries_keep_the_lake_exact_beside_a_scheduled_sync() {
+    let (sim, server) = start(small()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut settings = settings(&server, dir.path(), "");
+    followed(&mut settings);
+    let listener = listen(settings.clone(), Duration::from_millis(200)).await;
+    // The account delivers its changes to the listener, signed with the secret it was given.
+    let config = small();
+    let created = reqwest::Client::new()
+        .post(format!("{}/api/v2/webhooks", server.base_url()))
+        .basic_auth(format!("{}/token", config.email), Some(&config.api_token))
+        .json(&json!({"webhook": {
+            "name": "lake",
+            "status": "active",
+            "endpoint": listener.url(DELIVERY_PATH),
+            "http_method": "POST",
+            "request_format": "json",
+            "subscriptions": [
+                "zen:event-type:ticket.created", "zen:event-type:ticket.status_changed",
+                "zen:event-type:ticket.comment_added", "zen:event-type:user.created",
+                "zen:event-type:organization.created",
+            ],
+            "signing_secret": {"algorithm": "SHA256", "secret": SECRET},
+        }}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        created.status().as_u16(),
+        201,
+        "{}",
+        created.text().await.unwrap()
+    );
+
+    for n in 0..3 {
+        sim.apply_round(&Round {
+            creates: 5 + n,
+            updates: 12,
+            silent_updates: 4,
+            deletes: 2,
+        });
+        // A scheduled sync of the same lake at the same time: the exactly-once protocol decides
+        // which commits a batch; the loser's streams fail as concurrent, and run again later.
+        let report = sync::run(&settings).await.unwrap();
+        for table in &report.tables {
+            if let Outcome::Failed(why) = &table.outcome {
+                assert!(why.contains("concurrent"), "{}: {why}", table.table);
+            }
+        }
+    }
+    sim.deliveries_settled().await;
+    let delivered = sim.deliveries();
+    assert!(!delivered.is_empty());
+    assert!(
+        delivered.iter().all(|d| d.status == Some(200)),
+        "{delivered:?}"
+    );
+    listener.idle().await;
+    assert_lake_matches_tables(&sim, dir.path(), &FOLLOWED).await;
+    nothing_half_written(dir.path()).await;
+    assert!(listener.stop().await.accepted > 0);
+}
