@@ -361,3 +361,134 @@ async fn the_account_s_deliveries_keep_the_lake_exact_beside_a_scheduled_sync() 
     nothing_half_written(dir.path()).await;
     assert!(listener.stop().await.accepted > 0);
 }
+
+const BIN: &str = env!("CARGO_BIN_EXE_zendesk-lake");
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listen_refuses_to_start_without_a_signing_secret() {
+    let (_sim, server) = start(small()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let out = tokio::process::Command::new(BIN)
+        .args(["listen", "--bind", "127.0.0.1:0", "--lake"])
+        .arg(dir.path().join("lake"))
+        .env_clear()
+        .envs(small().env(server.base_url()))
+        .output()
+        .await
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("ZENDESK_WEBHOOK_SECRET"), "{stderr}");
+    assert!(!dir.path().join("lake").exists(), "nothing written");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_during_a_run_exits_0_and_the_next_run_converges() {
+    use tokio::io::AsyncBufReadExt as _;
+    let (sim, server) = start(small()).await;
+    sim.apply_round(&Round {
+        creates: 8,
+        updates: 20,
+        silent_updates: 5,
+        deletes: 3,
+    });
+    // Slow answers, so that the listener's first run is still going when the signal comes.
+    sim.set_faults(zendesk_lake::sim::Faults {
+        delay_every: Some(1),
+        delay_ms: 40,
+        ..Default::default()
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let lake = dir.path().join("lake");
+    let pipeline = dir.path().join("listen.toml");
+    std::fs::write(
+        &pipeline,
+        "[sync]\npage_size = 25\ncommit_rows = 30\n[zendesk]\naccount_requests_per_minute = 1000000\nincremental_requests_per_minute = 1000000\n",
+    )
+    .unwrap();
+    let mut child = tokio::process::Command::new(BIN)
+        .args([
+            "listen",
+            "--bind",
+            "127.0.0.1:0",
+            "--tables",
+            &FOLLOWED.join(","),
+        ])
+        .arg("--pipeline")
+        .arg(&pipeline)
+        .arg("--lake")
+        .arg(&lake)
+        .env_clear()
+        .envs(small().env(server.base_url()))
+        .env("ZENDESK_WEBHOOK_SECRET", SECRET)
+        .env("RUST_LOG", "warn,zendesk_lake=info")
+        .stderr(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut logged = Vec::new();
+    let addr = loop {
+        let line = lines
+            .next_line()
+            .await
+            .unwrap()
+            .expect("listen prints where it serves");
+        logged.push(line.clone());
+        if let Some(rest) = line.strip_prefix("listening on http://") {
+            break rest.trim_end_matches(DELIVERY_PATH).to_owned();
+        }
+    };
+    // Wait for the first run to have committed something, then stop the process mid-run.
+    let http = reqwest::Client::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let health: Value = http
+            .get(format!("http://{addr}/healthz"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let committed = open_lake(&lake)
+            .latest_state()
+            .await
+            .is_ok_and(|s| !s.is_empty());
+        if committed {
+            assert_ne!(
+                health["running"],
+                json!([]),
+                "the first run is still going: {health}"
+            );
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no commit: {health}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let pid = child.id().unwrap() as i32;
+    // SAFETY: sends a signal to the child this test spawned.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+    let drain = async {
+        while let Ok(Some(line)) = lines.next_line().await {
+            logged.push(line);
+        }
+    };
+    let (status, ()) = tokio::time::timeout(Duration::from_secs(30), async {
+        tokio::join!(child.wait(), drain)
+    })
+    .await
+    .expect("listen stops within 30 s");
+    assert_eq!(status.unwrap().code(), Some(0), "{}", logged.join("\n"));
+
+    sim.set_faults(Default::default());
+    let mut settings = settings(&server, &lake, "");
+    followed(&mut settings);
+    sync_ok(&settings).await;
+    assert_lake_matches_tables(&sim, &lake, &FOLLOWED).await;
+    nothing_half_written(&lake).await;
+}
