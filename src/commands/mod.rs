@@ -1,7 +1,8 @@
 //! The commands of the `zendesk-lake` binary, one file each, as library functions that return
-//! a report (docs/ARCHITECTURE.md, "Rooms of the code"). The binary parses its arguments, calls one of
-//! these and renders the report; tests call them directly. A command orders the rooms below
-//! it ([`crate::sync`], [`crate::lake`], [`crate::sim`]) and holds no logic they could share.
+//! a report (docs/ARCHITECTURE.md, "Rooms of the code"). The binary parses its arguments, calls
+//! one of these and renders the report; tests call them directly. A command orders the rooms
+//! below it ([`crate::sync`], [`crate::lake`], [`crate::sim`]) and holds no logic they could
+//! share.
 
 pub mod bench;
 pub mod check;

@@ -271,6 +271,27 @@ struct MetricUpdate {
     by_assignee: bool,
 }
 
+impl MetricUpdate {
+    /// What a change of `fields` at `ts` does to the metrics, before its comment and author.
+    fn of_fields(ts: i64, fields: &[FieldChange]) -> MetricUpdate {
+        let named = |name| fields.iter().find(|f| f.field == FieldName::Named(name));
+        MetricUpdate {
+            ts,
+            status: named("status").map(|f| {
+                (
+                    f.previous.as_str().unwrap_or_default().to_string(),
+                    f.value.as_str().unwrap_or_default().to_string(),
+                )
+            }),
+            assigned: named("assignee_id").map(|f| !f.value.is_null()),
+            group_changed: named("group_id").is_some(),
+            comment: None,
+            by_requester: false,
+            by_assignee: false,
+        }
+    }
+}
+
 fn solved(status: &str) -> bool {
     status == "solved" || status == "closed"
 }
@@ -809,26 +830,10 @@ impl Activity {
             _ => None,
         };
         let update = MetricUpdate {
-            ts,
-            status: fields
-                .iter()
-                .find(|f| f.field == FieldName::Named("status"))
-                .map(|f| {
-                    (
-                        f.previous.as_str().unwrap_or_default().to_string(),
-                        f.value.as_str().unwrap_or_default().to_string(),
-                    )
-                }),
-            assigned: fields
-                .iter()
-                .find(|f| f.field == FieldName::Named("assignee_id"))
-                .map(|f| !f.value.is_null()),
-            group_changed: fields
-                .iter()
-                .any(|f| f.field == FieldName::Named("group_id")),
             comment: comment.as_ref().map(|c| (c.public, c.author == requester)),
             by_requester: updater == requester,
             by_assignee: assignee == Some(updater),
+            ..MetricUpdate::of_fields(ts, &fields)
         };
         let keyed = rng.gen_bool(0.5);
         self.push_event(
@@ -979,28 +984,12 @@ impl Activity {
         }
         let requester = int(after, "requester_id").unwrap_or(FIRST_USER_ID);
         let update = MetricUpdate {
-            ts,
-            status: fields
-                .iter()
-                .find(|f| f.field == FieldName::Named("status"))
-                .map(|f| {
-                    (
-                        f.previous.as_str().unwrap_or_default().to_string(),
-                        f.value.as_str().unwrap_or_default().to_string(),
-                    )
-                }),
-            assigned: fields
-                .iter()
-                .find(|f| f.field == FieldName::Named("assignee_id"))
-                .map(|f| !f.value.is_null()),
-            group_changed: fields
-                .iter()
-                .any(|f| f.field == FieldName::Named("group_id")),
             comment: comment
                 .as_ref()
                 .map(|(_, public)| (*public, updater == requester)),
             by_requester: updater == requester,
             by_assignee: int(after, "assignee_id") == Some(updater),
+            ..MetricUpdate::of_fields(ts, &fields)
         };
         let id = self.push_event(
             rng,

@@ -133,7 +133,8 @@ const ORGANIZATION_FIELDS: [(&str, &str); 6] = [
     ("external_id", "external_id_changed"),
 ];
 
-fn strings(value: Option<&Value>) -> Vec<String> {
+/// The strings of a JSON array (none for anything else).
+pub(crate) fn strings(value: Option<&Value>) -> Vec<String> {
     value
         .and_then(Value::as_array)
         .map(|items| {

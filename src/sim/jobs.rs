@@ -43,6 +43,7 @@ use super::data::{
     Source, State, BRAND_IDS, CUSTOM_FIELD_IDS, FIRST_TICKET_ID, FIRST_USER_ID, RECORD_BASE_URL,
     STATUSES, TICKET_FORM_IDS,
 };
+use super::events::strings;
 use super::Simulator;
 
 /// Zendesk's limit of tickets per bulk request.
@@ -171,15 +172,7 @@ fn int(map: &Map<String, Value>, field: &str) -> Option<i64> {
 
 /// Tags as Zendesk keeps them: sorted, unique.
 fn tag_list(value: Option<&Value>) -> Vec<String> {
-    let mut tags: Vec<String> = value
-        .and_then(Value::as_array)
-        .map(|items| {
-            items
-                .iter()
-                .filter_map(|t| t.as_str().map(String::from))
-                .collect()
-        })
-        .unwrap_or_default();
+    let mut tags = strings(value);
     tags.sort_unstable();
     tags.dedup();
     tags
