@@ -10,3 +10,4 @@ pub mod query;
 pub mod simulate;
 pub mod status;
 pub mod sync;
+pub mod webhook;

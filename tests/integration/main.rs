@@ -20,3 +20,4 @@ mod stores;
 mod sync;
 mod syncer;
 mod tables;
+mod webhook;
