@@ -12,3 +12,4 @@ pub mod query;
 pub mod simulate;
 pub mod status;
 pub mod sync;
+pub mod webhook;

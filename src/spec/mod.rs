@@ -109,6 +109,17 @@ pub struct Stream {
     /// (`zen:event-type:ticket.`): `listen` runs the stream soon after one is delivered.
     #[serde(default)]
     pub webhook_events: Vec<String>,
+    /// The exact event types `webhook register` subscribes to for this stream: Zendesk takes no
+    /// wildcards, so the prefixes above are spelled out, from Zendesk's reference ("Webhook
+    /// event types"), keeping those that change a column of the stream's tables. Each starts
+    /// with one of `webhook_events`, so a delivery of it runs this stream.
+    #[serde(default)]
+    pub webhook_subscriptions: Vec<String>,
+    /// Whether Zendesk's triggers act on this stream's records: an account that cannot
+    /// subscribe a webhook to its event types reaches it through a trigger instead (triggers
+    /// act on tickets only).
+    #[serde(default)]
+    pub webhook_via_trigger: bool,
 }
 
 impl Stream {
@@ -600,6 +611,42 @@ mod tests {
             names.sort();
             names.dedup();
             assert_eq!(names.len(), spec.columns.len(), "{name}: duplicate column");
+        }
+    }
+
+    #[test]
+    fn webhook_subscriptions_are_exact_types_that_run_their_stream() {
+        for stream in streams() {
+            let mut seen = std::collections::BTreeSet::new();
+            for subscription in &stream.webhook_subscriptions {
+                assert!(
+                    stream.follows(subscription),
+                    "{}: {subscription} matches none of webhook_events",
+                    stream.name
+                );
+                let name = subscription.rsplit('.').next().unwrap_or_default();
+                assert!(
+                    !name.is_empty() && name.chars().all(|c| c.is_ascii_lowercase() || c == '_'),
+                    "{}: {subscription} is not one exact event type",
+                    stream.name
+                );
+                assert!(
+                    seen.insert(subscription),
+                    "{}: {subscription} twice",
+                    stream.name
+                );
+            }
+            assert_eq!(
+                stream.webhook_events.is_empty(),
+                stream.webhook_subscriptions.is_empty(),
+                "{}: a stream that follows events subscribes to some, and only then",
+                stream.name
+            );
+            assert!(
+                !stream.webhook_via_trigger || !stream.webhook_subscriptions.is_empty(),
+                "{}: a trigger stands in for subscriptions it does not have",
+                stream.name
+            );
         }
     }
 

@@ -2,12 +2,13 @@
 //! authentication, retries and host pinning ([`client`]), what a request is and when it may be
 //! sent again ([`request`], "Requests and retries"), the rate budgets learned from Zendesk's
 //! headers ([`budget`], "Rate budgets"), and the endpoints as sequences of pages, one reader
-//! per stream kind ([`readers`], "Readers").
+//! per stream kind ([`readers`], "Readers"), and the write side's typed calls ([`writers`]).
 
 pub mod budget;
 pub mod client;
 pub mod readers;
 pub mod request;
+pub mod writers;
 
 use std::time::Duration;
 

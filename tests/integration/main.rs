@@ -21,3 +21,4 @@ mod stores;
 mod sync;
 mod syncer;
 mod tables;
+mod webhook;
