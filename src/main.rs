@@ -14,12 +14,17 @@ use std::time::Duration;
 use anyhow::{Context as _, Result};
 use clap::Parser;
 use zendesk_lake::arrow::util::pretty::pretty_format_batches;
-use zendesk_lake::commands::{self, listen::Listening, simulate::Simulation, sync::Demo};
+use zendesk_lake::commands::listen::{self, Listening};
+use zendesk_lake::commands::{self, simulate::Simulation, sync::Demo};
 use zendesk_lake::config;
+use zendesk_lake::listen as listen_server;
 use zendesk_lake::sync::progress::Tracker;
 use zendesk_lake::sync::SyncReport;
 
-use cli::{render, Cli, Command, LogFormat};
+use cli::{render, Cli, Command, LogFormat, WebhookCommand};
+
+/// How often the account of `listen --demo` changes.
+const DEMO_ROUND_EVERY: Duration = Duration::from_secs(5);
 use terminal::{Logs, Screen};
 
 fn main() -> ExitCode {
@@ -143,15 +148,48 @@ async fn run(command: Command, screen: Arc<Screen>) -> Result<ExitCode> {
             render::vacuum(&report, options.retention_hours(), options.dry_run);
             code(report.ok())
         }
+        Command::Listen(args) if args.demo => {
+            let demo = listen::Demo::start()
+                .await
+                .context("starting the simulated account")?;
+            let file = args
+                .target
+                .pipeline_file()?
+                .map_or_else(Demo::pipeline, Ok)?;
+            let env = demo.account.env();
+            let settings = args
+                .target
+                .settings(file, args.tables.clone(), &|name| env.get(name).cloned())?;
+            let listening = Listening::start(settings.clone(), args.options()).await?;
+            let url = format!(
+                "http://{}{}",
+                listening.local_addr(),
+                listen_server::DELIVERY_PATH
+            );
+            let secret = demo.connect(&settings, &url).await?;
+            render::listen_demo(demo.account.server.base_url(), &url, &settings.lake);
+            let stop = tokio_util::sync::CancellationToken::new();
+            let changes = demo.keep_changing(DEMO_ROUND_EVERY, stop.clone());
+            render::listened(&listening.serve(&secret, terminated()).await);
+            stop.cancel();
+            _ = changes.await;
+            ExitCode::SUCCESS
+        }
         Command::Listen(args) => {
             let file = args.target.pipeline_file()?.unwrap_or_default();
             let settings = args
                 .target
                 .settings(file, args.tables.clone(), &config::process_env)?;
             let secret = config::webhook_secret(&config::process_env)?;
-            let listening = Listening::start(settings, &secret, args.options()).await?;
+            let listening = Listening::start(settings, args.options()).await?;
             render::listening(listening.local_addr());
-            render::listened(&listening.serve(terminated()).await);
+            render::listened(&listening.serve(&secret, terminated()).await);
+            ExitCode::SUCCESS
+        }
+        Command::Webhook(WebhookCommand::Register(args)) => {
+            let file = args.target.pipeline_file()?.unwrap_or_default();
+            let settings = args.target.settings(file, None, &config::process_env)?;
+            render::registered(&commands::webhook::register(&settings, &args.options()).await?);
             ExitCode::SUCCESS
         }
         Command::Simulate(args) => {

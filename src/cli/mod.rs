@@ -9,6 +9,7 @@ use std::time::Duration;
 use anyhow::{Context as _, Result};
 use clap::{Parser, Subcommand, ValueEnum};
 use zendesk_lake::commands::bench::BenchConfig;
+use zendesk_lake::commands::webhook::RegisterOptions;
 use zendesk_lake::config::{Overrides, PipelineFile, Settings};
 use zendesk_lake::lake::maintenance::{Layout, OptimizeOptions, VacuumOptions};
 use zendesk_lake::lake::Lake;
@@ -112,8 +113,44 @@ pub enum Command {
     /// every stream every --max-interval-secs) until SIGTERM or SIGINT. The signing secret
     /// comes from ZENDESK_WEBHOOK_SECRET or ZENDESK_WEBHOOK_SECRET_FILE.
     Listen(ListenArgs),
+    /// Zendesk webhooks that deliver the configured tables' changes to `listen`.
+    #[command(subcommand)]
+    Webhook(WebhookCommand),
     /// Serve the simulated Zendesk account until interrupted.
     Simulate(SimulateArgs),
+}
+
+#[derive(Subcommand)]
+pub enum WebhookCommand {
+    /// Create (or update) the webhook, and where the account needs one a trigger, that
+    /// delivers the configured tables' changes to --url; write its signing secret to
+    /// --secret-file (mode 0600) and print the `listen` command to run.
+    Register(RegisterArgs),
+}
+
+#[derive(clap::Args)]
+pub struct RegisterArgs {
+    #[command(flatten)]
+    pub target: Target,
+    /// Where Zendesk delivers: https://your-host/webhooks/zendesk (http only to loopback).
+    #[arg(long)]
+    pub url: String,
+    /// The webhook's name in Zendesk.
+    #[arg(long, default_value = zendesk_lake::commands::webhook::DEFAULT_NAME)]
+    pub name: String,
+    /// Where the signing secret is written (mode 0600); never printed.
+    #[arg(long)]
+    pub secret_file: PathBuf,
+}
+
+impl RegisterArgs {
+    pub fn options(&self) -> RegisterOptions {
+        let options = RegisterOptions::new(&self.url, &self.secret_file).with_name(&self.name);
+        match &self.target.pipeline {
+            Some(pipeline) => options.with_pipeline(pipeline),
+            None => options,
+        }
+    }
 }
 
 #[derive(clap::Args)]
@@ -129,6 +166,10 @@ pub struct ListenArgs {
     /// Seconds from a stream's first delivery to the run that syncs it.
     #[arg(long, default_value_t = 2)]
     pub debounce_secs: u64,
+    /// The simulated account in-process, changing every few seconds and delivering signed
+    /// webhooks to this listener, into ./lake or --lake.
+    #[arg(long)]
+    pub demo: bool,
     /// Every stream runs at least this often, deliveries or not.
     #[arg(long, default_value_t = 900, value_parser = clap::value_parser!(u64).range(1..))]
     pub max_interval_secs: u64,

@@ -9,6 +9,7 @@ use zendesk_lake::commands::check::{CheckReport, Readable};
 use zendesk_lake::commands::maintenance::TablesReport;
 use zendesk_lake::commands::simulate::Simulation;
 use zendesk_lake::commands::status::StreamStatus;
+use zendesk_lake::commands::webhook::RegisterReport;
 use zendesk_lake::lake::maintenance::{OptimizeReport, VacuumReport};
 use zendesk_lake::listen::ListenReport;
 use zendesk_lake::sync::progress::{self, Tracker};
@@ -252,6 +253,42 @@ pub fn listening(addr: std::net::SocketAddr) {
         "listening on http://{addr}{}",
         zendesk_lake::listen::DELIVERY_PATH
     );
+}
+
+/// Where `listen --demo` serves, and what to try meanwhile.
+pub fn listen_demo(account: &str, url: &str, lake: &str) {
+    eprintln!("demo: simulated Zendesk account at {account}, changing every few seconds");
+    eprintln!("demo: its webhooks deliver to {url}");
+    eprintln!(
+        "Try, in another terminal: zendesk-lake status --lake {lake}   (Ctrl-C here to stop)"
+    );
+}
+
+/// What `webhook register` did; the signing secret is in the file, never shown.
+pub fn registered(report: &RegisterReport) {
+    for webhook in report.webhooks() {
+        println!(
+            "webhook {} ({}): {:?}, {} subscriptions",
+            webhook.id,
+            webhook.name,
+            webhook.applied,
+            webhook.subscriptions.len()
+        );
+    }
+    if let Some(trigger) = &report.trigger {
+        println!(
+            "trigger {} ({:?}): ticket created or updated → notify webhook {}",
+            trigger.id, trigger.applied, trigger.webhook_id
+        );
+    }
+    if !report.refused.is_empty() {
+        println!(
+            "this account cannot subscribe webhooks to ticket events: ticket activity reaches \
+             the listener through the trigger above"
+        );
+    }
+    println!("signing secret written to {}", report.secret_file.display());
+    println!("run: {}", report.listen_command);
 }
 
 /// What `listen` did, once stopped.

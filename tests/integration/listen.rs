@@ -43,14 +43,17 @@ async fn listen(settings: Settings, debounce: Duration) -> Running {
         max_interval: Duration::from_secs(3600),
     };
     let options = ListenOptions::new("127.0.0.1:0".parse().unwrap(), cadence);
-    let listening = Listening::start(settings, &Secret::new(SECRET), options)
-        .await
-        .unwrap();
+    let listening = Listening::start(settings, options).await.unwrap();
     let addr = listening.local_addr();
     let (stop, stopped) = oneshot::channel::<()>();
-    let served = tokio::spawn(listening.serve(async {
-        _ = stopped.await;
-    }));
+    let served = tokio::spawn(async move {
+        let secret = Secret::new(SECRET);
+        listening
+            .serve(&secret, async {
+                _ = stopped.await;
+            })
+            .await
+    });
     let running = Running {
         addr,
         stop,
@@ -491,4 +494,133 @@ async fn sigterm_during_a_run_exits_0_and_the_next_run_converges() {
     sync_ok(&settings).await;
     assert_lake_matches_tables(&sim, &lake, &FOLLOWED).await;
     nothing_half_written(&lake).await;
+}
+
+/// Lines of a child's stderr, read on.
+type Lines = tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStderr>>;
+
+/// Read `lines` until one contains `marker`; that line.
+async fn line_with(lines: &mut Lines, marker: &str, seen: &mut Vec<String>) -> String {
+    loop {
+        let line = lines.next_line().await.unwrap();
+        let line = line.unwrap_or_else(|| panic!("no {marker:?} in:\n{}", seen.join("\n")));
+        seen.push(line.clone());
+        if line.contains(marker) {
+            return line;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listen_demo_syncs_the_changes_its_account_delivers() {
+    use tokio::io::AsyncBufReadExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = tokio::process::Command::new(BIN)
+        .args([
+            "listen",
+            "--demo",
+            "--bind",
+            "127.0.0.1:0",
+            "--debounce-secs",
+            "1",
+        ])
+        .arg("--lake")
+        .arg(dir.path().join("lake"))
+        .env_clear()
+        .env("RUST_LOG", "warn")
+        .stderr(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut seen = Vec::new();
+    let line = line_with(&mut lines, "its webhooks deliver to http://", &mut seen).await;
+    let url = line.split("deliver to ").nth(1).unwrap().trim().to_owned();
+    let base = url.trim_end_matches(DELIVERY_PATH).to_owned();
+    // The account changes every few seconds; its deliveries make runs beyond the first.
+    let http = reqwest::Client::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
+    let sample = "zendesk_lake_runs_total{stream=\"users\",outcome=\"ok\"}";
+    loop {
+        let text = http
+            .get(format!("{base}/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let value = |name: &str| -> f64 {
+            text.lines()
+                .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+                .unwrap_or(0.0)
+        };
+        let accepted = value("zendesk_lake_webhook_deliveries_total{outcome=\"accepted\"}");
+        if accepted > 0.0 && value(sample) >= 2.0 {
+            assert_eq!(
+                value("zendesk_lake_webhook_deliveries_total{outcome=\"bad_signature\"}"),
+                0.0
+            );
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{text}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let pid = child.id().unwrap() as i32;
+    // SAFETY: sends a signal to the child this test spawned.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGINT) }, 0);
+    let drain = async { while let Ok(Some(_)) = lines.next_line().await {} };
+    let (status, ()) = tokio::time::timeout(Duration::from_secs(30), async {
+        tokio::join!(child.wait(), drain)
+    })
+    .await
+    .expect("listen --demo stops within 30 s");
+    assert_eq!(status.unwrap().code(), Some(0), "{}", seen.join("\n"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhook_register_twice_makes_one_webhook_and_never_prints_the_secret() {
+    let (sim, server) = start(small()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let secret_file = dir.path().join("secret");
+    let mut outputs = Vec::new();
+    for _ in 0..2 {
+        let out = tokio::process::Command::new(BIN)
+            .args([
+                "webhook",
+                "register",
+                "--url",
+                "http://127.0.0.1:9/webhooks/zendesk",
+            ])
+            .arg("--secret-file")
+            .arg(&secret_file)
+            .env_clear()
+            .envs(small().env(server.base_url()))
+            .env("RUST_LOG", "trace")
+            .output()
+            .await
+            .unwrap();
+        let shown = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(out.status.code(), Some(0), "{shown}");
+        outputs.push(shown);
+    }
+    let hooks = sim.webhooks();
+    assert_eq!(hooks.len(), 1, "{hooks:?}");
+    let secret = std::fs::read_to_string(&secret_file).unwrap();
+    assert!(secret.trim().len() >= 16);
+    for shown in &outputs {
+        assert!(!shown.contains(secret.trim()), "{shown}");
+        assert!(shown.contains("ZENDESK_WEBHOOK_SECRET_FILE="), "{shown}");
+    }
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode = std::fs::metadata(&secret_file)
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
 }
