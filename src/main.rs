@@ -196,6 +196,9 @@ async fn run(command: Command, screen: Arc<Screen>) -> Result<ExitCode> {
             let simulation = Simulation::start(args.config(), args.port)
                 .await
                 .context("starting the simulated account")?;
+            simulation
+                .simulator
+                .set_webhook_faults(args.webhook_faults());
             render::simulation(&simulation);
             let stop = async { _ = tokio::signal::ctrl_c().await };
             let every = args.round_every_secs.map(Duration::from_secs);

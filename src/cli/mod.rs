@@ -15,7 +15,7 @@ use zendesk_lake::lake::maintenance::{Layout, OptimizeOptions, VacuumOptions};
 use zendesk_lake::lake::Lake;
 use zendesk_lake::listen::schedule::Cadence;
 use zendesk_lake::listen::ListenOptions;
-use zendesk_lake::sim::SimConfig;
+use zendesk_lake::sim::{SimClock, SimConfig, WebhookFaults};
 
 #[derive(Parser)]
 #[command(
@@ -260,6 +260,10 @@ pub struct SimulateArgs {
     /// Apply a round of creates/updates/deletes every this many seconds.
     #[arg(long)]
     pub round_every_secs: Option<u64>,
+    /// Mix faulty webhook deliveries in: every 7th sent twice, every 11th with a stale
+    /// signature timestamp, every 13th signed with a wrong secret.
+    #[arg(long)]
+    pub webhook_faults: bool,
 }
 
 impl BenchArgs {
@@ -306,12 +310,26 @@ impl VacuumArgs {
 }
 
 impl SimulateArgs {
+    /// The webhook faults asked for.
+    pub fn webhook_faults(&self) -> WebhookFaults {
+        match self.webhook_faults {
+            true => WebhookFaults {
+                duplicate_every: Some(7),
+                stale_every: Some(11),
+                bad_signature_every: Some(13),
+            },
+            false => WebhookFaults::default(),
+        }
+    }
+
     pub fn config(&self) -> SimConfig {
         SimConfig {
             tickets: self.tickets,
             users: self.users,
             organizations: self.organizations,
             seed: self.seed,
+            // The account's history ends now and rounds keep it moving in real time.
+            clock: SimClock::Now,
             ..SimConfig::default()
         }
     }
