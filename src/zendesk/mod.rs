@@ -8,6 +8,7 @@ pub mod budget;
 pub mod client;
 pub mod readers;
 pub mod request;
+pub mod writers;
 
 use std::time::Duration;
 
