@@ -5,6 +5,7 @@
 
 pub mod bench;
 pub mod check;
+pub mod import;
 pub mod maintenance;
 pub mod query;
 pub mod simulate;
