@@ -9,6 +9,7 @@ mod common;
 mod crash;
 mod faults;
 mod hostile;
+mod import;
 mod maintenance;
 mod migrate;
 mod progress;
