@@ -12,6 +12,7 @@
 pub mod commands;
 pub mod config;
 pub mod decode;
+pub mod encode;
 pub mod failpoint;
 pub mod json;
 pub mod lake;

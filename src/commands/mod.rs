@@ -6,6 +6,7 @@
 
 pub mod bench;
 pub mod check;
+pub mod import;
 pub mod listen;
 pub mod maintenance;
 pub mod query;

@@ -1,5 +1,6 @@
-//! `zendesk-lake query`: SQL over the lake's tables with DataFusion, each registered by its
-//! name (and `_sync_state`); no Zendesk credentials needed.
+//! `zendesk-lake query`: SQL over the lake's tables with DataFusion: every Delta table under
+//! the root, registered by its folder name (the product's, `_sync_state`, `_import_state`, and
+//! any a team keeps beside them); no Zendesk credentials needed.
 
 use deltalake::arrow::array::RecordBatch;
 

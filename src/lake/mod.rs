@@ -18,7 +18,8 @@
 //! - `patch` ([`PatchSet`]) and [`splice`]: the merge writer of tables keyed by int64;
 //! - [`merge`]: [`Lake::upsert`], a batch into its table: created with it, spliced, or merged
 //!   by deltalake (text keys);
-//! - [`maintenance`]: checkpoints, optimize, vacuum and the compaction after a sync.
+//! - [`maintenance`]: checkpoints, optimize, vacuum and the compaction after a sync;
+//! - [`state`]: the write path's state tables (`_import_state`), appended exactly once.
 //!
 //! # Exactly-once protocol (docs/ARCHITECTURE.md, "Exactly once")
 //! Batch `n` of stream `S` is applied in one data commit per table it has rows for, then one
@@ -62,6 +63,7 @@ pub mod merge;
 mod patch;
 mod rewrite;
 mod splice;
+pub mod state;
 pub(crate) mod table;
 
 use std::collections::HashMap;
@@ -263,19 +265,55 @@ impl Lake {
             .unwrap_or_else(|_| self.root.clone())
     }
 
-    /// A DataFusion session with every existing table of the lake registered under its name
-    /// (`tickets`, `users`, ..., and `_sync_state`).
+    /// A DataFusion session with every Delta table under the lake's root registered under its
+    /// folder name: the product's (`tickets`, `users`, ..., `_sync_state`, `_import_state`) and
+    /// any a team keeps beside them (`their_export`), which `import` reads.
     pub async fn session(&self) -> Result<SessionContext> {
         let ctx = SessionContext::new();
-        let names = spec::names()
-            .into_iter()
-            .chain(std::iter::once(CONTROL_TABLE));
-        for name in names {
-            if let Some(table) = self.open(name).await? {
-                register(&ctx, name, &table).await?;
+        for name in self.table_names().await? {
+            if let Some(table) = self.open(&name).await? {
+                register(&ctx, &name, &table).await?;
             }
         }
         Ok(ctx)
+    }
+
+    /// The folders right under the root that hold a Delta table (a `_delta_log`), sorted, with
+    /// the product's tables (found by name, however the store lists).
+    pub async fn table_names(&self) -> Result<Vec<String>> {
+        use deltalake::logstore::object_store::path::Path as StorePath;
+        let root = self.root.as_str();
+        let store = DeltaTableBuilder::from_url(self.root.clone())
+            .and_then(|b| b.with_storage_options(self.storage.clone()).build_storage())
+            .map_err(Error::delta(root))?
+            .object_store(None);
+        let listing = store
+            .list_with_delimiter(None)
+            .await
+            .map_err(|e| Error::delta(root)(e.into()))?;
+        let mut names: Vec<String> = spec::names()
+            .into_iter()
+            .chain([CONTROL_TABLE, state::IMPORT_STATE.name])
+            .map(String::from)
+            .collect();
+        for folder in listing.common_prefixes {
+            let Some(name) = folder.filename().map(String::from) else {
+                continue;
+            };
+            if names.contains(&name) {
+                continue;
+            }
+            let log = StorePath::from(format!("{folder}/_delta_log"));
+            let holds_log = store
+                .list_with_delimiter(Some(&log))
+                .await
+                .is_ok_and(|l| !l.objects.is_empty());
+            if holds_log {
+                names.push(name);
+            }
+        }
+        names.sort();
+        Ok(names)
     }
 
     /// Every row of one table (none when it does not exist yet).

@@ -9,6 +9,7 @@ mod common;
 mod crash;
 mod faults;
 mod hostile;
+mod import;
 mod listen;
 mod maintenance;
 mod migrate;
