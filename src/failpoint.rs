@@ -20,6 +20,17 @@ pub const POINTS: &[&str] = &[
     "after_control_commit",
 ];
 
+/// The points an import can be killed at, in the order a batch reaches them: its rows recorded
+/// pending, its request answered (job id not yet recorded), the job id recorded, the job ended
+/// (its outcome not yet recorded), the outcome recorded.
+pub const IMPORT_POINTS: &[&str] = &[
+    "import_pending_recorded",
+    "import_submitted",
+    "import_job_recorded",
+    "import_job_done",
+    "import_recorded",
+];
+
 struct Armed {
     name: String,
     at: u64,

@@ -186,6 +186,13 @@ async fn run(command: Command, screen: Arc<Screen>) -> Result<ExitCode> {
             render::listened(&listening.serve(&secret, terminated()).await);
             ExitCode::SUCCESS
         }
+        Command::Import(args) => {
+            let file = args.target.pipeline_file()?.unwrap_or_default();
+            let settings = args.target.settings(file, None, &config::process_env)?;
+            let report = commands::import::import(settings, args.options()).await?;
+            render::imported(&report);
+            code(report.is_ok())
+        }
         Command::Webhook(WebhookCommand::Register(args)) => {
             let file = args.target.pipeline_file()?.unwrap_or_default();
             let settings = args.target.settings(file, None, &config::process_env)?;

@@ -9,6 +9,7 @@ use std::time::Duration;
 use anyhow::{Context as _, Result};
 use clap::{Parser, Subcommand, ValueEnum};
 use zendesk_lake::commands::bench::BenchConfig;
+use zendesk_lake::commands::import::ImportOptions;
 use zendesk_lake::commands::webhook::RegisterOptions;
 use zendesk_lake::config::{Overrides, PipelineFile, Settings};
 use zendesk_lake::lake::maintenance::{Layout, OptimizeOptions, VacuumOptions};
@@ -116,8 +117,47 @@ pub enum Command {
     /// Zendesk webhooks that deliver the configured tables' changes to `listen`.
     #[command(subcommand)]
     Webhook(WebhookCommand),
+    /// Import tickets from a lake table or a SQL query into Zendesk, exactly once per
+    /// external_id (recorded in <lake>/_import_state).
+    Import(ImportArgs),
     /// Serve the simulated Zendesk account until interrupted.
     Simulate(SimulateArgs),
+}
+
+#[derive(clap::Args)]
+#[command(group(clap::ArgGroup::new("source").required(true).args(["table", "sql"])))]
+pub struct ImportArgs {
+    #[command(flatten)]
+    pub target: Target,
+    /// A Delta table under the lake's root (any folder holding a Delta log), by its name.
+    #[arg(long)]
+    pub table: Option<String>,
+    /// A SQL query over the lake's tables, as `query` runs it.
+    #[arg(long)]
+    pub sql: Option<String>,
+    /// Archive the imported tickets at once (closed tickets of a migration).
+    #[arg(long)]
+    pub archive_immediately: bool,
+    /// Validate every row and tell the tickets, requests and time it would take; send and
+    /// write nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Import jobs in flight at once (Zendesk queues at most 30 per account).
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u64).range(1..=30))]
+    pub jobs: u64,
+}
+
+impl ImportArgs {
+    pub fn options(&self) -> ImportOptions {
+        let options = match (&self.table, &self.sql) {
+            (Some(table), _) => ImportOptions::table(table),
+            (None, sql) => ImportOptions::sql(sql.as_deref().unwrap_or_default()),
+        };
+        options
+            .with_archive_immediately(self.archive_immediately)
+            .with_dry_run(self.dry_run)
+            .with_jobs(self.jobs as usize)
+    }
 }
 
 #[derive(Subcommand)]

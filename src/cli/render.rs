@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use zendesk_lake::commands::check::{CheckReport, Readable};
+use zendesk_lake::commands::import::ImportReport;
 use zendesk_lake::commands::maintenance::TablesReport;
 use zendesk_lake::commands::simulate::Simulation;
 use zendesk_lake::commands::status::StreamStatus;
@@ -289,6 +290,29 @@ pub fn registered(report: &RegisterReport) {
     }
     println!("signing secret written to {}", report.secret_file.display());
     println!("run: {}", report.listen_command);
+}
+
+/// What `import` did: its summary, then the rows refused (the first 20, and a count) and those
+/// left pending, on stderr.
+pub fn imported(report: &ImportReport) {
+    println!("{}", report.summary());
+    if report.failed > 0 {
+        eprintln!(
+            "error: {} rows refused by Zendesk (a re-run retries them), the first {}:",
+            report.failed,
+            report.failed_rows.len()
+        );
+        for (external_id, message) in &report.failed_rows {
+            eprintln!("  {external_id}: {message}");
+        }
+    }
+    if !report.pending.is_empty() {
+        eprintln!(
+            "error: {} rows sent whose outcome is unknown; the next run looks them up before \
+             sending anything",
+            report.pending.len()
+        );
+    }
 }
 
 /// What `listen` did, once stopped.

@@ -30,6 +30,7 @@ use tracing::{info, warn};
 
 use crate::config::Settings;
 use crate::encode::{self, Encoded, TICKET_IMPORT};
+use crate::failpoint;
 use crate::lake::state::{ImportRow, ImportStatus, StateWriter, IMPORT_STATE};
 use crate::lake::{self, Lake};
 use crate::sync::progress::{StreamState, StreamTracker, Tracker};
@@ -393,6 +394,7 @@ async fn send_batch(run: &Run, chunk: &[&Encoded]) -> Result<Outcome, Error> {
         })
         .collect();
     run.writer.append(&rows).await?;
+    failpoint::hit("import_pending_recorded");
     let tickets: Vec<Value> = chunk
         .iter()
         .map(|e| Value::Object(e.object.clone()))
@@ -428,10 +430,12 @@ async fn send_batch(run: &Run, chunk: &[&Encoded]) -> Result<Outcome, Error> {
             });
         }
     };
+    failpoint::hit("import_submitted");
     for row in &mut rows {
         row.job_id = Some(job.id.clone());
     }
     run.writer.append(&rows).await?;
+    failpoint::hit("import_job_recorded");
     let done = match jobs::wait(&run.client, &run.stats, &job.id, run.options.poll).await {
         Ok(Some(done)) => done,
         Ok(None) => JobStatus {
@@ -446,8 +450,10 @@ async fn send_batch(run: &Run, chunk: &[&Encoded]) -> Result<Outcome, Error> {
             }
         }
     };
+    failpoint::hit("import_job_done");
     let (ended, outcome) = apply_results(&done, &rows);
     run.writer.append(&ended).await?;
+    failpoint::hit("import_recorded");
     Ok(outcome)
 }
 

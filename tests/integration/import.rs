@@ -443,3 +443,83 @@ async fn a_429_storm_still_imports_each_external_id_once() {
     assert_once(&sim, &keys(&source));
     assert_all_imported(&sim, dir.path(), &keys(&source)).await;
 }
+
+const BIN: &str = env!("CARGO_BIN_EXE_zendesk-lake");
+
+/// `zendesk-lake import` of `SOURCE` into the simulator, killed at `failpoint` if given.
+async fn import_binary(
+    server: &SimServer,
+    lake: &Path,
+    failpoint: Option<&str>,
+) -> std::process::Output {
+    let mut command = tokio::process::Command::new(BIN);
+    command
+        .args(["import", "--table", SOURCE, "--jobs", "4", "--lake"])
+        .arg(lake)
+        .env_clear()
+        .envs(small().env(server.base_url()))
+        .env("RUST_LOG", "warn");
+    if let Some(failpoint) = failpoint {
+        command.env("ZENDESK_LAKE_FAILPOINT", failpoint);
+    }
+    command.output().await.expect("the binary runs")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_import_killed_at_any_point_creates_each_ticket_once_after_the_next_run() {
+    use std::os::unix::process::ExitStatusExt as _;
+    let mut cases: Vec<String> = zendesk_lake::failpoint::IMPORT_POINTS
+        .iter()
+        .map(|p| format!("{p}:1"))
+        .collect();
+    cases.extend([
+        "import_submitted:2".to_owned(),
+        "import_job_done:2".to_owned(),
+    ]);
+    for case in cases {
+        let (sim, server) = start(small()).await;
+        let dir = tempfile::tempdir().unwrap();
+        let source = rows("kill", 150, requester(&sim), "open");
+        write_source(dir.path(), SOURCE, batch(source_schema(), &source)).await;
+
+        let killed = import_binary(&server, dir.path(), Some(&case)).await;
+        assert_eq!(
+            killed.status.signal(),
+            Some(libc::SIGKILL),
+            "{case}: {}",
+            String::from_utf8_lossy(&killed.stderr)
+        );
+        let out = import_binary(&server, dir.path(), None).await;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{case}: {stderr}");
+        assert_once(&sim, &keys(&source));
+        assert_all_imported(&sim, dir.path(), &keys(&source)).await;
+
+        // And once more: nothing left to send.
+        let before = create_manys(&sim);
+        let out = import_binary(&server, dir.path(), None).await;
+        assert_eq!(out.status.code(), Some(0), "{case}");
+        assert_eq!(
+            create_manys(&sim),
+            before,
+            "{case}: a third run sends nothing"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn import_exits_1_listing_the_rows_zendesk_refused() {
+    let (sim, server) = start(small()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut source = rows("cli", 5, requester(&sim), "open");
+    source[2]["requester_id"] = json!(999_999_999);
+    write_source(dir.path(), SOURCE, batch(source_schema(), &source)).await;
+    let out = import_binary(&server, dir.path(), None).await;
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert_eq!(out.status.code(), Some(1), "{stdout}{stderr}");
+    assert!(stdout.contains("imported 4"), "{stdout}");
+    assert!(stderr.contains("cli-2"), "{stderr}");
+}
