@@ -96,7 +96,7 @@ pub enum Command {
     /// (release build), and write the figures into BENCHMARKS.md.
     Bench(BenchArgs),
     /// Run a command and write its wall time, CPU time and peak RSS as JSON (the bench's
-    /// launcher of measured runs; see src/commands/bench.rs).
+    /// launcher of measured runs; see src/commands/bench/mod.rs).
     #[command(name = "__measure", hide = true)]
     Measure {
         #[arg(long)]
@@ -251,6 +251,20 @@ pub struct BenchArgs {
     /// `heaptrack -o prof/sync`); the figures then include the profiler's own cost.
     #[arg(long)]
     pub wrap: Option<String>,
+    /// Tickets changed one at a time while a listener keeps the lake fresh (the freshness
+    /// scenario); 0 skips it.
+    #[arg(long, default_value_t = 50)]
+    pub listen_changes: usize,
+    /// Signed webhook deliveries posted to a listener as fast as it answers (the intake
+    /// scenario); 0 skips it.
+    #[arg(long, default_value_t = 50_000)]
+    pub intake_deliveries: usize,
+    /// Client tasks, each with a keep-alive connection, posting the intake's deliveries.
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u64).range(1..=1024))]
+    pub intake_clients: u64,
+    /// The listener's `--debounce-secs` in the listen scenarios.
+    #[arg(long, default_value_t = 2)]
+    pub debounce_secs: u64,
 }
 
 #[derive(clap::Args)]
@@ -319,6 +333,11 @@ impl BenchArgs {
             wrap: (self.wrap.iter())
                 .flat_map(|w| w.split_whitespace().map(str::to_owned))
                 .collect(),
+            listen_changes: self.listen_changes,
+            intake_deliveries: self.intake_deliveries,
+            // At most 1024 by the flag's range.
+            intake_clients: self.intake_clients as usize,
+            debounce: Duration::from_secs(self.debounce_secs),
         })
     }
 }

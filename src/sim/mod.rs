@@ -69,6 +69,8 @@ use content::Kind;
 use data::{Object, State};
 
 pub use budget::{Budget, BudgetWindow};
+/// Signing as the account signs its deliveries (the bench plays Zendesk with it).
+pub(crate) use deliver::sign as sign_delivery;
 pub use deliver::{Delivery, WebhookFault, WebhookFaults};
 
 /// The size and identity of the simulated account.

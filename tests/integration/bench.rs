@@ -1,6 +1,10 @@
 //! The benchmark suite end to end on a small account: every measured run is answered from the
 //! pre-rendered pages (no cache misses), makes no more requests than the minimum, and leaves the
-//! lake holding every ticket the account's rounds created.
+//! lake holding every ticket the account's rounds created; the `listen` scenarios see every
+//! change in the lake, have every delivery verified, and make at most one run per debounce
+//! window and stream. Structure only: timing targets are the bench's to report, not a test's.
+
+use std::time::Duration;
 
 use zendesk_lake::commands::bench::{self, BenchConfig};
 use zendesk_lake::lake::Lake;
@@ -19,8 +23,43 @@ async fn bench_runs_every_scenario_from_pre_rendered_pages() {
         budget_tickets: 0,
         deletion_vectors: true,
         wrap: Vec::new(),
+        listen_changes: 3,
+        intake_deliveries: 500,
+        intake_clients: 4,
+        debounce: Duration::from_secs(1),
     };
     let report = bench::run(&config).await.unwrap();
+
+    let listen = report.listen.as_ref().expect("the listen scenarios ran");
+    let fresh = listen
+        .freshness
+        .as_ref()
+        .expect("the freshness scenario ran");
+    assert_eq!(fresh.changes, 3);
+    assert_eq!(fresh.latencies.len(), 3, "a change never reached the lake");
+    assert!(fresh.deliveries >= 3, "{fresh:?}");
+    assert_eq!(fresh.deliveries_ok, fresh.deliveries, "{fresh:?}");
+    let intake = listen.intake.as_ref().expect("the intake scenario ran");
+    assert_eq!(
+        intake.statuses.get(&200),
+        Some(&500),
+        "{:?}",
+        intake.statuses
+    );
+    assert_eq!(intake.statuses.len(), 1, "{:?}", intake.statuses);
+    let windows = intake.windows(config.debounce);
+    assert!(!intake.runs.is_empty(), "the burst made no run");
+    for (stream, runs) in &intake.runs {
+        assert!(
+            *runs <= windows + 1,
+            "{stream}: {runs} runs in {:.2} s of burst",
+            intake.seconds
+        );
+    }
+    assert!(listen.peak_rss_mb > 0.0, "{listen:?}");
+    let text = bench::markdown(&config, &report);
+    assert!(text.contains("| p50 |"), "{text}");
+    assert!(text.contains("| verified deliveries a second"), "{text}");
 
     let labels: Vec<&str> = report.runs.iter().map(|r| r.label.as_str()).collect();
     assert_eq!(labels.len(), 5, "{labels:?}");

@@ -19,7 +19,13 @@
 //! 4. `budgeted backfill`: a smaller account back-filled at Zendesk's budgets, enforced by the
 //!    simulator in minute windows: 10 export requests a minute, then 30 announced in the headers
 //!    while the pipeline says 10 (the High Volume add-on). Its wall time is compared with the
-//!    export requests divided by the budget, and its 429s are counted.
+//!    export requests divided by the budget, and its 429s are counted;
+//! 5. `listen` ([`listen`], on an account and a lake of their own, before the large account is
+//!    generated): freshness, the time from a ticket's change to the lake showing it through a
+//!    listener's webhook, and intake, how many signed deliveries a listener verifies a second
+//!    and how many runs a burst of them makes.
+
+pub mod listen;
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
@@ -54,8 +60,16 @@ pub struct BenchConfig {
     /// Whether the runs' merges write deletion vectors (`maintenance.deletion_vectors`).
     pub deletion_vectors: bool,
     /// A command (and its arguments) each measured run executes `exe` under, e.g. a profiler;
-    /// empty: `exe` itself.
+    /// empty: `exe` itself. The listener of the `listen` scenarios runs without it.
     pub wrap: Vec<String>,
+    /// Tickets changed one at a time in the freshness scenario (0: skip it).
+    pub listen_changes: usize,
+    /// Deliveries posted in the intake scenario (0: skip it).
+    pub intake_deliveries: usize,
+    /// Client tasks (keep-alive connections) posting them.
+    pub intake_clients: usize,
+    /// The listener's `--debounce-secs` (whole seconds).
+    pub debounce: Duration,
 }
 
 /// One measured child run.
@@ -97,6 +111,8 @@ pub struct BenchReport {
     pub runs: Vec<Measured>,
     pub earlier_runs_seconds: f64,
     pub budgeted: Vec<Budgeted>,
+    /// The `listen` scenarios; None when both were skipped.
+    pub listen: Option<listen::ListenBench>,
 }
 
 /// A backfill at Zendesk's budgets.
@@ -171,6 +187,7 @@ pub async fn run(config: &BenchConfig) -> Result<BenchReport, Error> {
             report.budgeted.push(budgeted(config, 10, announced).await?);
         }
     }
+    report.listen = listen::run(config).await?;
     let started = Instant::now();
     let account = account(config.tickets);
     let sim = Simulator::new(account.clone());
@@ -271,11 +288,7 @@ impl Bench<'_> {
     }
 
     fn settings(&self, tables: &[&str]) -> Result<Settings, Error> {
-        let file = PipelineFile::parse(&self.pipeline(tables), "bench pipeline")
-            .map_err(setup("the bench pipeline"))?;
-        let env = self.env();
-        Settings::resolve(file, Default::default(), &|name| env.get(name).cloned())
-            .map_err(setup("the bench pipeline"))
+        resolve(&self.pipeline(tables), &self.env())
     }
 
     /// Pre-render the pages a run of `tables` will ask for, then run it as a child process.
@@ -374,6 +387,13 @@ impl Bench<'_> {
         tracing::info!(label, wall = measured.wall, "bench: measured");
         Ok(measured)
     }
+}
+
+/// The settings of the pipeline file `text` in the environment `env`.
+fn resolve(text: &str, env: &BTreeMap<String, String>) -> Result<Settings, Error> {
+    let file = PipelineFile::parse(text, "bench pipeline").map_err(setup("the bench pipeline"))?;
+    Settings::resolve(file, Default::default(), &|name| env.get(name).cloned())
+        .map_err(setup("the bench pipeline"))
 }
 
 /// Requests a minute that never limit a run.
@@ -805,6 +825,9 @@ pub fn markdown(config: &BenchConfig, report: &BenchReport) -> String {
                 run.wall / run.floor(),
             );
         }
+    }
+    if let Some(bench) = &report.listen {
+        listen::markdown(&mut out, bench);
     }
     out
 }
