@@ -75,13 +75,6 @@ pub enum Error {
     TooMany { tickets: usize, max: usize },
 }
 
-impl Error {
-    /// A refusal of the push as a whole, made before any write request.
-    pub fn is_refusal(&self) -> bool {
-        matches!(self, Error::TooMany { .. } | Error::Encode(_))
-    }
-}
-
 /// What `push` does.
 #[derive(Debug, Clone)]
 pub struct PushOptions {
@@ -394,10 +387,11 @@ async fn lake_tickets(lake: &Lake, ids: &[i64]) -> Result<HashMap<i64, Map<Strin
 pub async fn push(settings: Settings, options: PushOptions) -> Result<PushReport, Error> {
     let started = Instant::now();
     let lake = Lake::try_new(&settings.lake, settings.storage.clone())?;
-    // The source is checked before anything is synced or sent.
-    let batches = lake.query(&options.sql).await?;
-    let rows = TICKET_UPDATE.encode(&batches)?;
+    // The source is checked before anything is synced or sent, and read again after the sync,
+    // so that a query joined with the tickets sees their latest state.
+    TICKET_UPDATE.encode(&lake.query(&options.sql).await?)?;
     sync_tickets(&settings).await?;
+    let rows = TICKET_UPDATE.encode(&lake.query(&options.sql).await?)?;
     let ids: Vec<i64> = rows
         .iter()
         .filter_map(|r| r.object.get("id").and_then(Value::as_i64))

@@ -247,3 +247,32 @@ async fn a_ticket_zendesk_refuses_is_reported_and_not_sent_again() {
     assert_eq!(again.refused_before, vec![unknown]);
     assert_eq!(sim.update_requests().len(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_prints_a_dry_runs_diff() {
+    let (sim, server) = start(small()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let open = &tickets(&sim, &["open", "pending", "new"], 1)[0];
+    let rows = [json!({"id": open["id"], "priority": other_priority(open)})];
+    write_source(dir.path(), &rows).await;
+    let out = tokio::process::Command::new(BIN)
+        .args(["push", "--dry-run", "--sql", &sql(), "--lake"])
+        .arg(dir.path())
+        .env_clear()
+        .envs(small().env(server.base_url()))
+        .env("RUST_LOG", "warn")
+        .output()
+        .await
+        .expect("the binary runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    let line = format!(
+        "{}\tpriority\t{} -> \"{}\"",
+        open["id"],
+        open["priority"],
+        other_priority(open)
+    );
+    assert!(stdout.contains(&line), "{stdout}");
+    assert!(stdout.contains("1 update requests"), "{stdout}");
+    assert!(sim.update_requests().is_empty());
+}
