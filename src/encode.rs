@@ -72,6 +72,8 @@ pub enum Kind {
     /// `list<struct<..>>` of the given fields (a subset of them, in any order); a JSON array
     /// of objects.
     Structs(&'static [Column]),
+    /// `struct<..>` of the given fields (a subset of them, in any order); a JSON object.
+    Struct(&'static [Column]),
 }
 
 impl Kind {
@@ -84,6 +86,7 @@ impl Kind {
             Kind::Timestamp => "a timestamp",
             Kind::TextList => "list<string>",
             Kind::Structs(_) => "a list of structs",
+            Kind::Struct(_) => "a struct",
         }
     }
 
@@ -114,6 +117,7 @@ impl Kind {
             Kind::TextList => list_item(ty).is_some_and(|item| Kind::Text.accepts(item)),
             Kind::Structs(_) => list_item(ty)
                 .is_some_and(|item| matches!(item, DataType::Struct(_)) || item == &DataType::Null),
+            Kind::Struct(_) => matches!(ty, DataType::Struct(_)),
         }
     }
 
@@ -126,7 +130,7 @@ impl Kind {
             Kind::Timestamp => DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
             Kind::TextList => DataType::List(Arc::new(Field::new_list_field(DataType::Utf8, true))),
             // Lists of structs are read field by field (see `Reader::structs`).
-            Kind::Structs(_) => DataType::Null,
+            Kind::Structs(_) | Kind::Struct(_) => DataType::Null,
         }
     }
 }
@@ -234,6 +238,32 @@ pub const TICKET_IMPORT: Shape = Shape {
     ],
 };
 
+/// A comment of a ticket update: an internal note unless `public`.
+const UPDATE_COMMENT: &[Column] = &[field("body", Kind::Text), field("public", Kind::Bool)];
+
+/// Zendesk's ticket update (`PUT /api/v2/tickets/update_many`), in the lake's types, keyed by
+/// the ticket's `id`. The lake's `tickets` table reads with it too (its columns of the same
+/// names are a subset), so that `push` compares like with like.
+pub const TICKET_UPDATE: Shape = Shape {
+    name: "the ticket update",
+    key: "id",
+    columns: &[
+        field("id", Kind::Int),
+        field("status", Kind::Text),
+        field("priority", Kind::Text),
+        field("type", Kind::Text),
+        field("assignee_id", Kind::Int),
+        field("group_id", Kind::Int),
+        field("organization_id", Kind::Int),
+        field("external_id", Kind::Text),
+        field("tags", Kind::TextList),
+        field("additional_tags", Kind::TextList),
+        field("remove_tags", Kind::TextList),
+        field("custom_fields", Kind::Structs(CUSTOM_FIELD)),
+        field("comment", Kind::Struct(UPDATE_COMMENT)),
+    ],
+};
+
 /// One encoded row: its key and its JSON object.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Encoded {
@@ -285,7 +315,15 @@ impl Shape {
                 expected: kind.expected(),
             });
         }
-        if let (Kind::Structs(columns), Some(DataType::Struct(fields))) = (kind, list_item(ty)) {
+        let inner_fields = match (kind, ty) {
+            (Kind::Structs(columns), _) => match list_item(ty) {
+                Some(DataType::Struct(fields)) => Some((columns, fields)),
+                _ => None,
+            },
+            (Kind::Struct(columns), DataType::Struct(fields)) => Some((columns, fields)),
+            _ => None,
+        };
+        if let Some((columns, fields)) = inner_fields {
             for inner in fields {
                 let path = format!("{path}.{}", inner.name());
                 let column = columns
@@ -343,6 +381,7 @@ impl Shape {
         for row in 0..batch.num_rows() {
             let key = match key_values.map(|v| v.get(row)) {
                 Some(Ok(Some(Value::String(key)))) if !key.is_empty() => key,
+                Some(Ok(Some(Value::Number(key)))) => key.to_string(),
                 _ => {
                     return Err(Error::MissingKey {
                         row: first + row + 1,
@@ -400,6 +439,8 @@ enum Values {
     Plain(Kind, ArrayRef),
     /// A list of structs: the list, and each known field's values over the flattened structs.
     Structs(ArrayRef, Vec<(&'static str, Values)>),
+    /// A struct: the struct, and each known field's values.
+    Struct(ArrayRef, Vec<(&'static str, Values)>),
 }
 
 impl Values {
@@ -441,6 +482,24 @@ impl Values {
                 }
                 Ok(Values::Structs(list, fields))
             }
+            Kind::Struct(columns) => {
+                let structs = array
+                    .as_struct_opt()
+                    .ok_or_else(|| wrong("not a struct".into()))?;
+                let mut fields = Vec::new();
+                for (inner, values) in structs.fields().iter().zip(structs.columns()) {
+                    // Validated: every field is one of the shape's.
+                    let Some(column) = columns.iter().find(|c| c.name == inner.name()) else {
+                        continue;
+                    };
+                    let path = format!("{path}.{}", inner.name());
+                    fields.push((
+                        column.name,
+                        Values::read(shape, &path, column.kind, values)?,
+                    ));
+                }
+                Ok(Values::Struct(array.clone(), fields))
+            }
             _ => {
                 let normal = cast(array, &kind.normal()).map_err(|e| wrong(e.to_string()))?;
                 Ok(Values::Plain(kind, normal))
@@ -476,6 +535,16 @@ impl Values {
                 }
                 Ok(Some(Value::Array(out)))
             }
+            Values::Struct(array, _) if array.is_null(i) => Ok(None),
+            Values::Struct(_, fields) => {
+                let mut object = Map::new();
+                for (name, values) in fields {
+                    if let Some(value) = values.get(i).map_err(|e| format!("{name}: {e}"))? {
+                        object.insert((*name).to_owned(), value);
+                    }
+                }
+                Ok(Some(Value::Object(object)))
+            }
         }
     }
 
@@ -507,7 +576,7 @@ impl Values {
                 ))
             }
             // Read by `get`.
-            Kind::Structs(_) => Ok(Value::Null),
+            Kind::Structs(_) | Kind::Struct(_) => Ok(Value::Null),
         }
     }
 }
@@ -784,5 +853,45 @@ mod tests {
                 proptest::prop_assert_eq!(o.get("custom_fields"), Some(&Value::Array(expected)));
             }
         }
+    }
+
+    #[test]
+    fn a_ticket_update_is_keyed_by_its_id_with_its_comment_as_an_object() {
+        let comment = DataType::Struct(
+            vec![
+                Field::new("body", DataType::Utf8, true),
+                Field::new("public", DataType::Boolean, true),
+            ]
+            .into(),
+        );
+        let rows = batch(
+            vec![
+                Field::new("id", DataType::Int64, false),
+                text("priority"),
+                Field::new("comment", comment, true),
+            ],
+            &[
+                json!({"id": 7, "priority": "high", "comment": {"body": "hi", "public": null}}),
+                json!({"id": 8, "comment": null}),
+            ],
+        );
+        let encoded = TICKET_UPDATE.encode(&[rows]).unwrap();
+        assert_eq!(encoded[0].key, "7");
+        assert_eq!(
+            Value::Object(encoded[0].object.clone()),
+            json!({"id": 7, "priority": "high", "comment": {"body": "hi"}})
+        );
+        assert_eq!(Value::Object(encoded[1].object.clone()), json!({"id": 8}));
+        let wrong = batch(
+            vec![
+                Field::new("id", DataType::Int64, false),
+                Field::new("comment", DataType::Utf8, true),
+            ],
+            &[],
+        );
+        assert!(matches!(
+            TICKET_UPDATE.validate(wrong.schema().as_ref()),
+            Err(Error::WrongType { .. })
+        ));
     }
 }

@@ -193,6 +193,13 @@ async fn run(command: Command, screen: Arc<Screen>) -> Result<ExitCode> {
             render::imported(&report);
             code(report.is_ok())
         }
+        Command::Push(args) => {
+            let file = args.target.pipeline_file()?.unwrap_or_default();
+            let settings = args.target.settings(file, None, &config::process_env)?;
+            let report = commands::push::push(settings, args.options()).await?;
+            render::pushed(&report);
+            code(report.is_ok())
+        }
         Command::Webhook(WebhookCommand::Register(args)) => {
             let file = args.target.pipeline_file()?.unwrap_or_default();
             let settings = args.target.settings(file, None, &config::process_env)?;

@@ -10,6 +10,7 @@ use anyhow::{Context as _, Result};
 use clap::{Parser, Subcommand, ValueEnum};
 use zendesk_lake::commands::bench::BenchConfig;
 use zendesk_lake::commands::import::ImportOptions;
+use zendesk_lake::commands::push::PushOptions;
 use zendesk_lake::commands::webhook::RegisterOptions;
 use zendesk_lake::config::{Overrides, PipelineFile, Settings};
 use zendesk_lake::lake::maintenance::{Layout, OptimizeOptions, VacuumOptions};
@@ -120,6 +121,11 @@ pub enum Command {
     /// Import tickets from a lake table or a SQL query into Zendesk, exactly once per
     /// external_id (recorded in <lake>/_import_state).
     Import(ImportArgs),
+    /// Push changes to existing tickets from a SQL query over the lake (columns `id` and any of
+    /// status, priority, type, assignee_id, group_id, organization_id, external_id, tags,
+    /// additional_tags, remove_tags, custom_fields, comment): only what differs from the lake's
+    /// copy is sent; comments once (recorded in <lake>/_push_state).
+    Push(PushArgs),
     /// Serve the simulated Zendesk account until interrupted.
     Simulate(SimulateArgs),
 }
@@ -157,6 +163,30 @@ impl ImportArgs {
             .with_archive_immediately(self.archive_immediately)
             .with_dry_run(self.dry_run)
             .with_jobs(self.jobs as usize)
+    }
+}
+
+#[derive(clap::Args)]
+pub struct PushArgs {
+    #[command(flatten)]
+    pub target: Target,
+    /// A SQL query over the lake's tables, one row per ticket to change (a null leaves its
+    /// field unchanged).
+    #[arg(long)]
+    pub sql: String,
+    /// Print the diff (ticket, field, lake value -> new value) and the requests; send nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Refuse the push, before any write, when more tickets than this would change.
+    #[arg(long, default_value_t = 10_000)]
+    pub max_tickets: usize,
+}
+
+impl PushArgs {
+    pub fn options(&self) -> PushOptions {
+        PushOptions::sql(&self.sql)
+            .with_dry_run(self.dry_run)
+            .with_max_tickets(self.max_tickets)
     }
 }
 

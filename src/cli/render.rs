@@ -8,6 +8,7 @@ use chrono::{DateTime, Utc};
 use zendesk_lake::commands::check::{CheckReport, Readable};
 use zendesk_lake::commands::import::ImportReport;
 use zendesk_lake::commands::maintenance::TablesReport;
+use zendesk_lake::commands::push::PushReport;
 use zendesk_lake::commands::simulate::Simulation;
 use zendesk_lake::commands::status::StreamStatus;
 use zendesk_lake::commands::webhook::RegisterReport;
@@ -311,6 +312,44 @@ pub fn imported(report: &ImportReport) {
             "error: {} rows sent whose outcome is unknown; the next run looks them up before \
              sending anything",
             report.pending.len()
+        );
+    }
+}
+
+/// What `push` did (or, dry, would do): the diff of a dry run, its summary, then the tickets
+/// not sent and those Zendesk refused, on stderr.
+pub fn pushed(report: &PushReport) {
+    if report.dry_run {
+        for change in &report.changes {
+            println!(
+                "{}\t{}\t{} -> {}",
+                change.ticket_id, change.field, change.before, change.after
+            );
+        }
+    }
+    println!("{}", report.summary());
+    for (id, status) in &report.frozen {
+        eprintln!("warning: ticket {id} is {status} in the lake: not sent (Zendesk refuses updates to it)");
+    }
+    for id in &report.refused_before {
+        eprintln!(
+            "warning: ticket {id}: the same update was refused by an earlier run: not sent again"
+        );
+    }
+    if !report.refused.is_empty() {
+        eprintln!(
+            "error: {} tickets refused by Zendesk:",
+            report.refused.len()
+        );
+        for (id, message) in &report.refused {
+            eprintln!("  {id}: {message}");
+        }
+    }
+    if !report.pending.is_empty() {
+        eprintln!(
+            "error: {} tickets sent whose outcome is unknown (their comments are not sent again): {:?}",
+            report.pending.len(),
+            report.pending
         );
     }
 }

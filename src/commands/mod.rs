@@ -9,6 +9,7 @@ pub mod check;
 pub mod import;
 pub mod listen;
 pub mod maintenance;
+pub mod push;
 pub mod query;
 pub mod simulate;
 pub mod status;

@@ -119,6 +119,63 @@ pub struct ImportRow {
     pub recorded_at: i64,
 }
 
+/// `_push_state`: one row per change of a push's key ([`PushRow`]): a comment pushed to a
+/// ticket (`comment/<ticket id>/<hash>`), or an update Zendesk refused
+/// (`refused/<ticket id>/<hash>`).
+pub const PUSH_STATE: StateTable = StateTable {
+    name: "_push_state",
+    description:
+        "zendesk-lake push state: one row per change of a pushed comment or refused update",
+    key: "key",
+    schema: push_schema,
+};
+
+fn push_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("key", DataType::Utf8, false),
+        Field::new("ticket_id", DataType::Int64, false),
+        Field::new("status", DataType::Utf8, false),
+        Field::new("error", DataType::Utf8, true),
+        Field::new("job_id", DataType::Utf8, true),
+        Field::new(RUN_ID_COLUMN, DataType::Utf8, false),
+        Field::new(RUN_SEQ_COLUMN, DataType::Int64, false),
+        Field::new(RECORDED_AT_COLUMN, timestamp_type(), false),
+    ]))
+}
+
+/// Where a pushed key stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PushStatus {
+    /// Its request is (about to be) sent; Zendesk may have applied it.
+    Pending,
+    /// Its job applied it.
+    Done,
+    /// Zendesk refused it: the same push does not send it again.
+    Refused,
+}
+
+/// One row of `_push_state`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PushRow {
+    pub key: String,
+    pub ticket_id: i64,
+    pub status: PushStatus,
+    /// Zendesk's message for a refused key.
+    #[serde(default)]
+    pub error: Option<String>,
+    /// The job of its request, once Zendesk answered.
+    #[serde(default)]
+    pub job_id: Option<String>,
+    /// Filled by the writer.
+    #[serde(default)]
+    pub run_id: String,
+    #[serde(default)]
+    pub run_seq: i64,
+    #[serde(default)]
+    pub recorded_at: i64,
+}
+
 /// The application id of one run's appends to a state table.
 pub fn state_app_id(table: &str, run_id: &str) -> String {
     format!("zendesk-lake-state/{table}/{run_id}")
@@ -260,7 +317,7 @@ impl Lake {
 }
 
 /// A batch's rows as JSON objects, timestamps as µs and nulls left out.
-fn batch_values(name: &str, batch: &RecordBatch) -> Result<Vec<Value>> {
+pub(crate) fn batch_values(name: &str, batch: &RecordBatch) -> Result<Vec<Value>> {
     let schema = batch.schema();
     let mut fields = Vec::with_capacity(schema.fields().len());
     let mut columns = Vec::with_capacity(schema.fields().len());

@@ -15,6 +15,7 @@ mod maintenance;
 mod migrate;
 mod progress;
 mod proxy;
+mod push;
 mod s3;
 mod samples;
 mod store_faults;

@@ -1,4 +1,5 @@
-//! Ticket writes: the bulk import (`POST /api/v2/imports/tickets/create_many`) and the look-ups
+//! Ticket writes: the bulk import (`POST /api/v2/imports/tickets/create_many`), the bulk update
+//! (`PUT /api/v2/tickets/update_many`) and the look-ups
 //! that find the tickets an interrupted import made, by `external_id`.
 //!
 //! Zendesk's ticket listing by external id leaves archived tickets out, so tickets imported with
@@ -15,6 +16,9 @@ use crate::zendesk::{Client, Error, Request, RequestStats, Result};
 
 /// The label of ticket writes in errors and logs.
 pub const STREAM: &str = "import";
+
+/// The label of ticket updates in errors and logs.
+pub const PUSH_STREAM: &str = "push";
 
 /// Zendesk's limit of tickets per bulk request.
 pub const MAX_BULK: usize = 100;
@@ -47,6 +51,35 @@ pub async fn import_many(
         method: request.method(),
         endpoint: path.to_owned(),
         detail: format!("accepted, but the answer is not a job status ({e})"),
+    })
+}
+
+/// Submit updates of `tickets` (at most [`MAX_BULK`], each `{id, ...}`) to
+/// `PUT /api/v2/tickets/update_many`; the job that applies them. Sent once, like
+/// [`import_many`]: an update carrying a comment is not idempotent.
+pub async fn update_many(
+    client: &Client,
+    stats: &RequestStats,
+    tickets: &[Value],
+) -> Result<JobStatus> {
+    let path = "/api/v2/tickets/update_many.json";
+    let request =
+        Request::put(client.endpoint(path), &json!({ "tickets": tickets })).map_err(|e| {
+            Error::Shape {
+                stream: PUSH_STREAM.to_owned(),
+                method: crate::zendesk::Method::Put,
+                endpoint: path.to_owned(),
+                detail: format!("the tickets do not serialise: {e}"),
+            }
+        })?;
+    let answer = client.send(PUSH_STREAM, &request, stats).await?;
+    JobStatus::from_answer(PUSH_STREAM, request.method(), path, answer).map_err(|e| {
+        Error::Ambiguous {
+            stream: PUSH_STREAM.to_owned(),
+            method: request.method(),
+            endpoint: path.to_owned(),
+            detail: format!("accepted, but the answer is not a job status ({e})"),
+        }
     })
 }
 

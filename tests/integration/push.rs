@@ -1,0 +1,278 @@
+//! `push` against the simulated account: only the fields that differ from the lake's copy are
+//! sent, rows that change nothing are not, a re-run sends nothing (a comment is added once),
+//! closed tickets are reported and not sent, `--max-tickets` refuses before any write, a dry
+//! run sends nothing, and the lake shows the pushed values. Expectations come from the
+//! simulator's ground truth (`update_requests`, `comments_added`, `write_log`).
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use zendesk_lake::arrow::array::RecordBatch;
+use zendesk_lake::arrow::datatypes::{DataType, Field, Schema};
+use zendesk_lake::arrow::json::ReaderBuilder;
+use zendesk_lake::commands::push::{push, PushOptions, PushReport};
+use zendesk_lake::sim::{SimServer, Simulator};
+use zendesk_lake::zendesk::writers::jobs::Poll;
+
+use crate::common::{lake_rows, open_lake, settings, small, start};
+
+/// The team's own table of a triage model's output.
+const SOURCE: &str = "triage";
+
+fn source_schema() -> Arc<Schema> {
+    let comment = DataType::Struct(
+        vec![
+            Field::new("body", DataType::Utf8, true),
+            Field::new("public", DataType::Boolean, true),
+        ]
+        .into(),
+    );
+    Arc::new(Schema::new(vec![
+        Field::new("id", DataType::Int64, false),
+        Field::new("priority", DataType::Utf8, true),
+        Field::new(
+            "additional_tags",
+            DataType::List(Arc::new(Field::new_list_field(DataType::Utf8, true))),
+            true,
+        ),
+        Field::new("comment", comment, true),
+    ]))
+}
+
+fn batch(rows: &[Value]) -> RecordBatch {
+    let mut decoder = ReaderBuilder::new(source_schema()).build_decoder().unwrap();
+    decoder.serialize(rows).unwrap();
+    decoder.flush().unwrap().unwrap()
+}
+
+async fn write_source(lake: &Path, rows: &[Value]) {
+    let url = open_lake(lake).table_url(SOURCE);
+    deltalake::DeltaTableBuilder::from_url(url)
+        .unwrap()
+        .build()
+        .unwrap()
+        .write(vec![batch(rows)])
+        .await
+        .expect("source table written");
+}
+
+fn fast(options: PushOptions) -> PushOptions {
+    options.with_poll(Poll {
+        first: Duration::from_millis(5),
+        max: Duration::from_millis(20),
+    })
+}
+
+/// The first `n` tickets of the account with `status` among `statuses`.
+fn tickets(sim: &Simulator, statuses: &[&str], n: usize) -> Vec<Value> {
+    sim.records("tickets")
+        .into_iter()
+        .filter(|t| statuses.contains(&t["status"].as_str().unwrap_or_default()))
+        .take(n)
+        .collect()
+}
+
+fn other_priority(ticket: &Value) -> &'static str {
+    match ticket["priority"].as_str() {
+        Some("urgent") => "low",
+        _ => "urgent",
+    }
+}
+
+fn tags(ticket: &Value) -> Vec<String> {
+    ticket["tags"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// A row changing `changed`'s priority, adding a tag and a note; a row that changes nothing of
+/// `same` (its priority, one of its tags); a row changing `closed`'s priority.
+fn source(changed: &Value, same: &Value, closed: &Value) -> Vec<Value> {
+    let same_tags: Vec<String> = tags(same).into_iter().take(1).collect();
+    vec![
+        json!({
+            "id": changed["id"], "priority": other_priority(changed),
+            "additional_tags": ["triaged"], "comment": {"body": "triage: urgent billing issue"},
+        }),
+        json!({"id": same["id"], "priority": same["priority"], "additional_tags": same_tags}),
+        json!({"id": closed["id"], "priority": other_priority(closed)}),
+    ]
+}
+
+async fn run(server: &SimServer, lake: &Path, options: PushOptions) -> PushReport {
+    push(settings(server, lake, ""), fast(options))
+        .await
+        .expect("push runs")
+}
+
+fn sql() -> String {
+    format!("SELECT * FROM {SOURCE}")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn push_sends_only_what_differs_once_and_the_lake_shows_it() {
+    let (sim, server) = start(small()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let open = tickets(&sim, &["open", "pending", "new"], 2);
+    let closed = &tickets(&sim, &["closed"], 1)[0];
+    let (changed, same) = (&open[0], &open[1]);
+    write_source(dir.path(), &source(changed, same, closed)).await;
+
+    let report = run(&server, dir.path(), PushOptions::sql(&sql())).await;
+    assert!(report.is_ok(), "{report:?}");
+    assert_eq!(report.updated, 1);
+    assert_eq!(report.unchanged, 1);
+    let closed_id = closed["id"].as_i64().unwrap();
+    assert_eq!(report.frozen, vec![(closed_id, "closed".to_owned())]);
+
+    // Zendesk's ground truth: one request, the changed ticket only, only its changed fields.
+    let requests = sim.update_requests();
+    assert_eq!(requests.len(), 1, "{requests:?}");
+    let sent = requests[0]["tickets"].as_array().unwrap();
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    let mut expected = json!({
+        "id": changed["id"], "priority": other_priority(changed),
+        "comment": {"body": "triage: urgent billing issue", "public": false},
+    });
+    if !tags(changed).contains(&"triaged".to_owned()) {
+        expected["additional_tags"] = json!(["triaged"]);
+    }
+    assert_eq!(sent[0], expected);
+    let id = changed["id"].as_i64().unwrap();
+    let comments = sim.comments_added();
+    assert_eq!(comments.get(&id).map(Vec::len), Some(1), "{comments:?}");
+    assert_eq!(comments[&id][0]["public"], json!(false));
+
+    // The lake shows the pushed values.
+    let lake = lake_rows(dir.path(), "tickets").await;
+    let row = &lake[&id.to_string()];
+    assert_eq!(row["priority"], json!(other_priority(changed)));
+    assert!(
+        row["tags"].as_array().unwrap().contains(&json!("triaged")),
+        "{row:?}"
+    );
+
+    // The same push again sends nothing, and adds no second comment.
+    let again = run(&server, dir.path(), PushOptions::sql(&sql())).await;
+    assert!(again.is_ok(), "{again:?}");
+    assert_eq!(again.updated, 0);
+    assert_eq!(again.unchanged, 2, "{again:?}");
+    assert_eq!(sim.update_requests().len(), 1);
+    assert_eq!(sim.comments_added()[&id].len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dry_run_prints_the_diff_and_sends_nothing() {
+    let (sim, server) = start(small()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let open = tickets(&sim, &["open", "pending", "new"], 2);
+    let closed = &tickets(&sim, &["closed"], 1)[0];
+    write_source(dir.path(), &source(&open[0], &open[1], closed)).await;
+    let report = run(
+        &server,
+        dir.path(),
+        PushOptions::sql(&sql()).with_dry_run(true),
+    )
+    .await;
+    assert_eq!(report.tickets(), 1, "{report:?}");
+    assert_eq!(report.update_requests, 1);
+    let priority = report
+        .changes
+        .iter()
+        .find(|c| c.field == "priority")
+        .unwrap();
+    assert_eq!(priority.ticket_id, open[0]["id"].as_i64().unwrap());
+    assert_eq!(priority.before, open[0]["priority"]);
+    assert!(sim.update_requests().is_empty());
+    assert!(sim.comments_added().is_empty());
+}
+
+const BIN: &str = env!("CARGO_BIN_EXE_zendesk-lake");
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn more_tickets_than_max_tickets_are_refused_before_any_write() {
+    let (sim, server) = start(small()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let open = tickets(&sim, &["open", "pending", "new"], 3);
+    let rows: Vec<Value> = open
+        .iter()
+        .map(|t| json!({"id": t["id"], "priority": other_priority(t)}))
+        .collect();
+    write_source(dir.path(), &rows).await;
+    let out = tokio::process::Command::new(BIN)
+        .args(["push", "--max-tickets", "2", "--sql", &sql(), "--lake"])
+        .arg(dir.path())
+        .env_clear()
+        .envs(small().env(server.base_url()))
+        .env("RUST_LOG", "warn")
+        .output()
+        .await
+        .expect("the binary runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("max-tickets"), "{stderr}");
+    let writes: Vec<_> = sim
+        .write_log()
+        .into_iter()
+        .filter(|w| w.method != "GET")
+        .collect();
+    assert!(writes.is_empty(), "{writes:?}");
+    assert!(sim.update_requests().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ticket_zendesk_refuses_is_reported_and_not_sent_again() {
+    let (sim, server) = start(small()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let open = &tickets(&sim, &["open", "pending", "new"], 1)[0];
+    let unknown = 999_999_999_i64;
+    let rows = [
+        json!({"id": open["id"], "priority": other_priority(open)}),
+        json!({"id": unknown, "priority": "high", "comment": {"body": "lost"}}),
+    ];
+    write_source(dir.path(), &rows).await;
+    let report = run(&server, dir.path(), PushOptions::sql(&sql())).await;
+    assert!(!report.is_ok());
+    assert_eq!(report.updated, 1, "{report:?}");
+    assert_eq!(report.refused.len(), 1, "{report:?}");
+    assert_eq!(report.refused[0].0, unknown);
+    assert!(report.refused[0].1.contains("RecordNotFound"), "{report:?}");
+    let again = run(&server, dir.path(), PushOptions::sql(&sql())).await;
+    assert!(again.is_ok(), "{again:?}");
+    assert_eq!(again.refused_before, vec![unknown]);
+    assert_eq!(sim.update_requests().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_prints_a_dry_runs_diff() {
+    let (sim, server) = start(small()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let open = &tickets(&sim, &["open", "pending", "new"], 1)[0];
+    let rows = [json!({"id": open["id"], "priority": other_priority(open)})];
+    write_source(dir.path(), &rows).await;
+    let out = tokio::process::Command::new(BIN)
+        .args(["push", "--dry-run", "--sql", &sql(), "--lake"])
+        .arg(dir.path())
+        .env_clear()
+        .envs(small().env(server.base_url()))
+        .env("RUST_LOG", "warn")
+        .output()
+        .await
+        .expect("the binary runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    let line = format!(
+        "{}\tpriority\t{} -> \"{}\"",
+        open["id"],
+        open["priority"],
+        other_priority(open)
+    );
+    assert!(stdout.contains(&line), "{stdout}");
+    assert!(stdout.contains("1 update requests"), "{stdout}");
+    assert!(sim.update_requests().is_empty());
+}
