@@ -1,5 +1,5 @@
 //! Arrow record batches → Zendesk JSON objects, by a declared column shape: the write path's
-//! mirror of [`crate::decode`] (docs/ARCHITECTURE.md, "Layout"; DESIGN.md, "The write path").
+//! mirror of [`crate::decode`] (docs/ARCHITECTURE.md, "The write path").
 //!
 //! Why a shape and not "every column as a JSON field": the rows come from a table or a query
 //! a team wrote, and Zendesk's bulk endpoints apply what they are sent. A column the shape does

@@ -1,6 +1,6 @@
 //! `zendesk-lake import`: tickets from a lake table or a SQL query over the lake into Zendesk
 //! through the ticket import, each `external_id` created exactly once, whatever moment a run
-//! was killed at (DESIGN.md, "The write path and webhooks"; issue 19).
+//! was killed at (docs/ARCHITECTURE.md, "The write path").
 //!
 //! The rooms, in order: the lake source ([`Lake::query`], which sees every Delta table under
 //! the root) → the encoder ([`TICKET_IMPORT`], which refuses a bad source before any request)

@@ -1,7 +1,7 @@
 //! `zendesk-lake push`: changes to existing tickets from a SQL query over the lake (a team's
 //! model output beside the product's tables, joined or not with `tickets`) into Zendesk through
 //! `update_many`, only what differs from the lake's copy of each ticket (docs/ARCHITECTURE.md,
-//! "The write path"; issue 19).
+//! "The write path").
 //!
 //! The rooms, in order: an incremental sync of the tickets' stream (so the diff is against
 //! Zendesk's latest state) → the lake source ([`Lake::query`]) → the encoder ([`TICKET_UPDATE`],

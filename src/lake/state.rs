@@ -1,6 +1,6 @@
 //! State tables: lake tables in which the write path records what it did to Zendesk, one row
-//! per key and change, appended, never updated (docs/ARCHITECTURE.md, "Exactly once";
-//! DESIGN.md, "The write path and webhooks"). `_import_state` records each imported
+//! per key and change, appended, never updated (docs/ARCHITECTURE.md, "The write path"
+//! and "Exactly once"). `_import_state` records each imported
 //! `external_id`: `pending` before its request is sent, its job once Zendesk answers, and
 //! `imported` or `failed` once the job ends. The newest row of a key is its state
 //! ([`Lake::state_latest`]); the older ones are its history.

@@ -2,8 +2,8 @@
 //! answered with a job status that a client polls, and the ticket listing by `external_id` a
 //! client uses to find what an interrupted import did.
 //!
-//! Why: writes to Zendesk are not idempotent (docs/ARCHITECTURE.md and DESIGN.md, "The write
-//! path and webhooks"), so the product's exactly-once import is only testable against an account
+//! Why: writes to Zendesk are not idempotent (docs/ARCHITECTURE.md, "The write
+//! path"), so the product's exactly-once import is only testable against an account
 //! whose jobs take a while, fail per row, and whose tickets exist only once a job has completed.
 //!
 //! Shapes, from Zendesk's reference and the recorded samples (`tickets_create_many.json`,
