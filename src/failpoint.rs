@@ -31,6 +31,17 @@ pub const IMPORT_POINTS: &[&str] = &[
     "import_recorded",
 ];
 
+/// The points a push can be killed at, in the order a batch reaches them: its comments recorded
+/// pending, its request answered (job id not yet recorded), the job id recorded, the job ended
+/// (its outcome not yet recorded), the outcome recorded.
+pub const PUSH_POINTS: &[&str] = &[
+    "push_pending_recorded",
+    "push_submitted",
+    "push_job_recorded",
+    "push_job_done",
+    "push_recorded",
+];
+
 struct Armed {
     name: String,
     at: u64,

@@ -12,11 +12,16 @@
 //! # Once
 //! Field changes are idempotent: a second run finds nothing to change and sends nothing.
 //! Comments are not: each is keyed by its ticket and a hash of its body and visibility, recorded
-//! `pending` before its request and `done` after its job, and a key recorded either way is never
-//! sent again (a pending one may have been applied). An update Zendesk refused is recorded by
-//! its ticket and a hash of the update, so that the same push does not send it again.
+//! `pending` (with its index in the request) before its request, with its job once Zendesk
+//! answered, and `done` after its job; a key recorded `done` is never sent again. A run that
+//! ends between the two (killed, its answer lost, its job's polling failed) leaves it `pending`,
+//! and the next push settles it before anything else ([`resolve`]): by its job's result when
+//! Zendesk still knows the job, else, once every running job of the account ended, by the
+//! ticket's comments: found is `done`, not found is `unapplied` and sent again. An update
+//! Zendesk refused is recorded by its ticket and a hash of the update, so that the same push
+//! does not send it again.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -26,6 +31,7 @@ use tracing::{info, warn};
 
 use crate::config::Settings;
 use crate::encode::{self, TICKET_UPDATE};
+use crate::failpoint;
 use crate::lake::state::{PushRow, PushStatus, StateWriter, PUSH_STATE};
 use crate::lake::{self, Lake};
 use crate::spec::{self, DELETED_COLUMN};
@@ -139,8 +145,12 @@ pub struct PushReport {
     pub updated: usize,
     /// Tickets Zendesk refused in this run, with its message.
     pub refused: Vec<(i64, String)>,
-    /// Tickets sent whose outcome is unknown (their comments are not sent again).
+    /// Tickets sent whose outcome is unknown (the next push settles their comments).
     pub pending: Vec<i64>,
+    /// Comments an earlier run left pending, settled by this one: applied (`done`), and not
+    /// applied (sent again if the source still has them).
+    pub settled_done: usize,
+    pub settled_unapplied: usize,
     /// Update requests this run sends (dry: would send).
     pub update_requests: u64,
     /// Requests to Zendesk, syncs left out.
@@ -205,7 +215,8 @@ fn hash(text: &str) -> String {
         .collect()
 }
 
-fn comment_key(ticket_id: i64, comment: &Value) -> String {
+/// The state key of a comment pushed to a ticket: its ticket and a hash of what was sent.
+pub fn comment_key(ticket_id: i64, comment: &Value) -> String {
     format!("comment/{ticket_id}/{}", hash(&comment.to_string()))
 }
 
@@ -389,25 +400,62 @@ pub async fn push(settings: Settings, options: PushOptions) -> Result<PushReport
     let lake = Lake::try_new(&settings.lake, settings.storage.clone())?;
     // The source is checked before anything is synced or sent, and read again after the sync,
     // so that a query joined with the tickets sees their latest state.
-    TICKET_UPDATE.encode(&lake.query(&options.sql).await?)?;
-    sync_tickets(&settings).await?;
-    let rows = TICKET_UPDATE.encode(&lake.query(&options.sql).await?)?;
-    let ids: Vec<i64> = rows
-        .iter()
-        .filter_map(|r| r.object.get("id").and_then(Value::as_i64))
-        .collect();
-    let current = lake_tickets(&lake, &ids).await?;
-    let state: HashMap<String, PushRow> = lake
+    let checked = TICKET_UPDATE.encode(&lake.query(&options.sql).await?)?;
+    let mut state: HashMap<String, PushRow> = lake
         .state_latest::<PushRow>(&PUSH_STATE)
         .await?
         .into_iter()
         .map(|row| (row.key.clone(), row))
         .collect();
     let mut report = PushReport {
-        rows: rows.len(),
         dry_run: options.dry_run,
         ..PushReport::default()
     };
+    let run_id = uuid::Uuid::new_v4().to_string();
+    let writer = StateWriter::new(&lake, PUSH_STATE, &run_id);
+    let stats = Arc::new(RequestStats::default());
+    let pending: Vec<PushRow> = state
+        .values()
+        .filter(|r| r.status == PushStatus::Pending)
+        .cloned()
+        .collect();
+    // Settled before the sync: waiting for a pending job applies its fields, which the sync
+    // then brings into the lake the diff reads. A dry run leaves them pending (it writes nothing).
+    if !pending.is_empty() && !options.dry_run {
+        let client = Client::try_new(&settings.zendesk).map_err(Error::Settings)?;
+        let sent: HashMap<String, Value> = checked
+            .iter()
+            .filter_map(|row| {
+                let id = row.object.get("id")?.as_i64()?;
+                let comment = comment_of(&row.object)?;
+                Some((comment_key(id, &comment), comment))
+            })
+            .collect();
+        info!(
+            run_id,
+            pending = pending.len(),
+            "settling the comments an earlier push left pending"
+        );
+        for row in resolve(&client, &stats, &writer, options.poll, &pending, &sent).await? {
+            match row.status {
+                PushStatus::Done => report.settled_done += 1,
+                PushStatus::Unapplied => report.settled_unapplied += 1,
+                PushStatus::Refused => report
+                    .refused
+                    .push((row.ticket_id, row.error.clone().unwrap_or_default())),
+                PushStatus::Pending => {}
+            }
+            state.insert(row.key.clone(), row);
+        }
+    }
+    sync_tickets(&settings).await?;
+    let rows = TICKET_UPDATE.encode(&lake.query(&options.sql).await?)?;
+    report.rows = rows.len();
+    let ids: Vec<i64> = rows
+        .iter()
+        .filter_map(|r| r.object.get("id").and_then(Value::as_i64))
+        .collect();
+    let current = lake_tickets(&lake, &ids).await?;
     let mut updates = Vec::new();
     for row in &rows {
         let Some(id) = row.object.get("id").and_then(Value::as_i64) else {
@@ -418,9 +466,7 @@ pub async fn push(settings: Settings, options: PushOptions) -> Result<PushReport
         let mut key = None;
         if let Some(comment) = comment_of(&row.object) {
             let k = comment_key(id, &comment);
-            let pushed = state
-                .get(&k)
-                .is_some_and(|s| s.status != PushStatus::Refused);
+            let pushed = state.get(&k).is_some_and(|s| s.status.holds());
             if !pushed {
                 changes.push(FieldChange {
                     ticket_id: id,
@@ -475,16 +521,13 @@ pub async fn push(settings: Settings, options: PushOptions) -> Result<PushReport
     }
     if !updates.is_empty() {
         let client = Client::try_new(&settings.zendesk).map_err(Error::Settings)?;
-        let stats = Arc::new(RequestStats::default());
-        let run_id = uuid::Uuid::new_v4().to_string();
-        let writer = StateWriter::new(&lake, PUSH_STATE, &run_id);
         info!(run_id, tickets = updates.len(), "push starts");
         for chunk in updates.chunks(MAX_BULK) {
             send_batch(&client, &stats, &writer, options.poll, chunk, &mut report).await?;
         }
-        report.requests = stats.requests();
         sync_tickets(&settings).await?;
     }
+    report.requests = stats.requests();
     report.refused.sort();
     report.pending.sort_unstable();
     report.seconds = started.elapsed().as_secs_f64();
@@ -499,6 +542,7 @@ fn push_row(ticket_id: i64, key: &str, status: PushStatus) -> PushRow {
         status,
         error: None,
         job_id: None,
+        job_index: None,
         run_id: String::new(),
         run_seq: 0,
         recorded_at: 0,
@@ -515,14 +559,19 @@ async fn send_batch(
     chunk: &[Update],
     report: &mut PushReport,
 ) -> Result<(), Error> {
-    let pending: Vec<PushRow> = chunk
+    let mut pending: Vec<PushRow> = chunk
         .iter()
-        .filter_map(|u| {
+        .enumerate()
+        .filter_map(|(index, u)| {
             let key = u.comment_key.as_deref()?;
-            Some(push_row(u.ticket_id, key, PushStatus::Pending))
+            Some(PushRow {
+                job_index: Some(index as i64),
+                ..push_row(u.ticket_id, key, PushStatus::Pending)
+            })
         })
         .collect();
     writer.append(&pending).await?;
+    failpoint::hit("push_pending_recorded");
     let tickets: Vec<Value> = chunk
         .iter()
         .map(|u| Value::Object(u.object.clone()))
@@ -531,7 +580,7 @@ async fn send_batch(
     let job = match tickets::update_many(client, stats, &tickets).await {
         Ok(job) => job,
         Err(error) if error.may_have_applied() => {
-            warn!(%error, tickets = chunk.len(), "the update may have been applied: its comments stay pending, never sent again");
+            warn!(%error, tickets = chunk.len(), "the update may have been applied: its comments stay pending for the next push to settle");
             report.pending.extend(chunk.iter().map(|u| u.ticket_id));
             return Ok(());
         }
@@ -545,6 +594,12 @@ async fn send_batch(
             return record(writer, chunk, None, &outcomes, report).await;
         }
     };
+    failpoint::hit("push_submitted");
+    for row in &mut pending {
+        row.job_id = Some(job.id.clone());
+    }
+    writer.append(&pending).await?;
+    failpoint::hit("push_job_recorded");
     let done = match jobs::wait(client, stats, &job.id, poll).await {
         Ok(Some(done)) => done,
         Ok(None) => JobStatus {
@@ -559,6 +614,7 @@ async fn send_batch(
             }
         }
     };
+    failpoint::hit("push_job_done");
     let mut outcomes = Vec::new();
     for (index, update) in chunk.iter().enumerate() {
         match done.result(index) {
@@ -566,7 +622,111 @@ async fn send_batch(
             None => report.pending.push(update.ticket_id),
         }
     }
-    record(writer, chunk, Some(&done.id), &outcomes, report).await
+    record(writer, chunk, Some(&done.id), &outcomes, report).await?;
+    failpoint::hit("push_recorded");
+    Ok(())
+}
+
+/// A comment's text as compared with a ticket's: whitespace collapsed (Zendesk may trim it or
+/// change its line ends).
+fn normalized(body: &str) -> String {
+    body.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// Settle the comments an earlier run left `pending` (docs/ARCHITECTURE.md, "The write path"):
+/// by the result of their recorded job when Zendesk still knows it; else, once every running
+/// job of the account ended, by the ticket's comments (`sent`, the source's comments by key,
+/// gives the body to look for; a key the source no longer has is looked for by its hash).
+/// Found is `done`, a refusal `refused`, not found `unapplied`. The settled rows, recorded.
+async fn resolve(
+    client: &Client,
+    stats: &RequestStats,
+    writer: &StateWriter,
+    poll: Poll,
+    pending: &[PushRow],
+    sent: &HashMap<String, Value>,
+) -> Result<Vec<PushRow>, Error> {
+    let next = |row: &PushRow, status: PushStatus, error: Option<String>| PushRow {
+        status,
+        error,
+        run_id: String::new(),
+        run_seq: 0,
+        recorded_at: 0,
+        ..row.clone()
+    };
+    let mut by_job: BTreeMap<&str, Vec<&PushRow>> = BTreeMap::new();
+    let mut unknown: Vec<&PushRow> = Vec::new();
+    for row in pending {
+        match &row.job_id {
+            Some(job) => by_job.entry(job.as_str()).or_default().push(row),
+            None => unknown.push(row),
+        }
+    }
+    let mut resolved = Vec::new();
+    for (id, rows) in by_job {
+        let Some(job) = jobs::wait(client, stats, id, poll).await? else {
+            unknown.extend(rows);
+            continue;
+        };
+        for row in rows {
+            let result = row
+                .job_index
+                .and_then(|i| usize::try_from(i).ok())
+                .and_then(|i| job.result(i));
+            match result.map(|r| r.error_message()) {
+                Some(None) => resolved.push(next(row, PushStatus::Done, None)),
+                Some(Some(message)) => resolved.push(next(row, PushStatus::Refused, Some(message))),
+                None => unknown.push(row),
+            }
+        }
+    }
+    if !unknown.is_empty() {
+        // A killed run's request may have been answered after it died: wait for every job of
+        // the account still running before looking at the tickets.
+        for job in jobs::list(client, stats).await? {
+            if job.is_running() {
+                info!(job = %job.id, status = %job.status, "waiting for a running job before looking pending comments up");
+                jobs::wait(client, stats, &job.id, poll).await?;
+            }
+        }
+        let mut by_ticket: BTreeMap<i64, Vec<&PushRow>> = BTreeMap::new();
+        for row in unknown {
+            by_ticket.entry(row.ticket_id).or_default().push(row);
+        }
+        for (ticket, rows) in by_ticket {
+            let comments = tickets::comments(client, stats, ticket).await?;
+            let bodies: BTreeSet<String> = comments
+                .iter()
+                .filter_map(|c| c.get("body")?.as_str().map(normalized))
+                .collect();
+            let keys: BTreeSet<String> = comments
+                .iter()
+                .filter_map(|c| c.get("body")?.as_str())
+                .flat_map(|body| {
+                    [true, false]
+                        .map(|public| comment_key(ticket, &json!({"body": body, "public": public})))
+                })
+                .collect();
+            for row in rows {
+                let found = match sent.get(&row.key).and_then(|c| c.get("body")?.as_str()) {
+                    Some(body) => bodies.contains(&normalized(body)),
+                    None => keys.contains(&row.key),
+                };
+                resolved.push(if found {
+                    next(row, PushStatus::Done, None)
+                } else {
+                    warn!(ticket, key = %row.key, "a pending comment is not on its ticket: never applied, sent again");
+                    next(
+                        row,
+                        PushStatus::Unapplied,
+                        Some("not found on its ticket after its run ended: never applied".into()),
+                    )
+                });
+            }
+        }
+    }
+    writer.append(&resolved).await?;
+    Ok(resolved)
 }
 
 /// Record the outcomes of a batch's rows (by index: Zendesk's message for a refused one).

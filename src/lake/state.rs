@@ -137,6 +137,7 @@ fn push_schema() -> SchemaRef {
         Field::new("status", DataType::Utf8, false),
         Field::new("error", DataType::Utf8, true),
         Field::new("job_id", DataType::Utf8, true),
+        Field::new("job_index", DataType::Int64, true),
         Field::new(RUN_ID_COLUMN, DataType::Utf8, false),
         Field::new(RUN_SEQ_COLUMN, DataType::Int64, false),
         Field::new(RECORDED_AT_COLUMN, timestamp_type(), false),
@@ -153,6 +154,16 @@ pub enum PushStatus {
     Done,
     /// Zendesk refused it: the same push does not send it again.
     Refused,
+    /// Pending when its run ended, and found neither in its job nor on its ticket afterwards:
+    /// never applied, so sent again.
+    Unapplied,
+}
+
+impl PushStatus {
+    /// Whether its comment was applied or may have been: such a key is never sent again.
+    pub fn holds(self) -> bool {
+        matches!(self, PushStatus::Pending | PushStatus::Done)
+    }
 }
 
 /// One row of `_push_state`.
@@ -167,6 +178,9 @@ pub struct PushRow {
     /// The job of its request, once Zendesk answered.
     #[serde(default)]
     pub job_id: Option<String>,
+    /// Its row's index in the request, which the job's results are keyed by.
+    #[serde(default)]
+    pub job_index: Option<i64>,
     /// Filled by the writer.
     #[serde(default)]
     pub run_id: String,

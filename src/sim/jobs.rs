@@ -22,6 +22,11 @@
 //!   closed one (the message Zendesk's UI and forums quote).
 //! - `GET /api/v2/job_statuses` lists the jobs, newest first; more than 30 unfinished jobs
 //!   refuse a new one with 429 `TooManyJobs` and a `Retry-After`.
+//! - `GET /api/v2/tickets/{id}/comments` lists the comments `update_many` added to a ticket
+//!   (`{comments: [{id, type, author_id, body, html_body, plain_body, public, attachments,
+//!   audit_id, via, metadata, created_at}], next_page, previous_page, count}`), oldest first,
+//!   with offset pagination (`page`, `per_page` up to 100); the generated history's comments are
+//!   not listed there (they are in the ticket events' export).
 //! - `GET /api/v2/tickets?external_id=X` lists the live, unarchived tickets with that external
 //!   id (`{tickets, next_page: null, previous_page: null, count}`); the unfiltered listing is not
 //!   served.
@@ -689,6 +694,39 @@ fn job_json(job: &Job, base_url: &str) -> Value {
     })
 }
 
+/// Comments per page of a ticket's comments, Zendesk's maximum (and default).
+const COMMENTS_PER_PAGE: usize = 100;
+
+/// The ticket id of a `/api/v2/tickets/{id}/comments` path.
+fn comments_of(path: &str) -> Option<&str> {
+    path.strip_prefix("/api/v2/tickets/")?
+        .strip_suffix("/comments")
+        .filter(|id| !id.contains('/'))
+}
+
+/// A comment as the comments' listing shows it (`type`, bodies, visibility, author, via).
+fn comment_json(comment: &Value) -> Value {
+    let body = comment["body"].as_str().unwrap_or_default();
+    let html = body
+        .replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;");
+    json!({
+        "id": comment["id"],
+        "type": "Comment",
+        "author_id": comment["author_id"],
+        "body": body,
+        "html_body": format!("<div class=\"zd-comment\" dir=\"auto\"><p dir=\"auto\">{html}</p></div>"),
+        "plain_body": body,
+        "public": comment["public"],
+        "attachments": [],
+        "audit_id": comment["id"],
+        "via": {"channel": "api", "source": {"from": {}, "to": {}, "rel": null}},
+        "metadata": {"system": {}, "custom": {}},
+        "created_at": comment["created_at"],
+    })
+}
+
 /// A job id as Zendesk writes them: "V3-" and 32 hex digits.
 fn job_id(seed: u64, number: u64) -> String {
     let a = splitmix(seed ^ splitmix(number));
@@ -728,6 +766,10 @@ impl Simulator {
             }
             ("GET", "/api/v2/tickets") if request.param("external_id").is_some() => {
                 self.list_tickets(request)
+            }
+            ("GET", _) if comments_of(path).is_some() => {
+                let ticket = comments_of(path).unwrap_or_default();
+                self.list_comments(ticket, request, base_url)
             }
             ("GET", _) if path.starts_with("/api/v2/job_statuses/") => {
                 let id = &path["/api/v2/job_statuses/".len()..];
@@ -793,6 +835,60 @@ impl Simulator {
         }
         let job = job_json(&state.jobs.jobs[index], base_url);
         Response::json(200, &json!({ "job_status": job }))
+    }
+
+    /// `GET /api/v2/tickets/{id}/comments[?page=N&per_page=M]`: the comments the API added to a
+    /// live ticket, oldest first, with offset pagination (at most 100 per page).
+    fn list_comments(&self, ticket: &str, request: &Request, base_url: &str) -> Response {
+        let state = self.state();
+        let Some(id) = ticket
+            .parse::<i64>()
+            .ok()
+            .filter(|&id| state.tickets.object(id).is_some() && !state.tickets.is_deleted(id))
+        else {
+            return Response::error(404, "RecordNotFound");
+        };
+        let number = |name: &str, default: usize| match request.param(name) {
+            None => Ok(default),
+            Some(raw) => raw
+                .trim()
+                .parse::<usize>()
+                .ok()
+                .filter(|&n| n > 0)
+                .ok_or(()),
+        };
+        let (Ok(page), Ok(per_page)) = (number("page", 1), number("per_page", COMMENTS_PER_PAGE))
+        else {
+            return Response::invalid("page and per_page must be positive integers");
+        };
+        let per_page = per_page.min(COMMENTS_PER_PAGE);
+        let all = state.jobs.comments.get(&id).cloned().unwrap_or_default();
+        let count = all.len();
+        let comments: Vec<Value> = all
+            .iter()
+            .skip((page - 1).saturating_mul(per_page))
+            .take(per_page)
+            .map(comment_json)
+            .collect();
+        let link = |page: usize| {
+            json!(format!(
+                "{base_url}/api/v2/tickets/{id}/comments.json?page={page}&per_page={per_page}"
+            ))
+        };
+        let next_page = if page.saturating_mul(per_page) < count {
+            link(page + 1)
+        } else {
+            Value::Null
+        };
+        let previous_page = if page > 1 {
+            link(page - 1)
+        } else {
+            Value::Null
+        };
+        Response::json(
+            200,
+            &json!({"comments": comments, "next_page": next_page, "previous_page": previous_page, "count": count}),
+        )
     }
 
     /// `GET /api/v2/tickets[?external_id=X]`: live, unarchived tickets.

@@ -276,3 +276,138 @@ async fn the_binary_prints_a_dry_runs_diff() {
     assert!(stdout.contains("1 update requests"), "{stdout}");
     assert!(sim.update_requests().is_empty());
 }
+
+/// `zendesk-lake push` of `sql()` into the simulator, killed at `failpoint` if given.
+async fn push_binary(
+    server: &SimServer,
+    lake: &Path,
+    failpoint: Option<&str>,
+) -> std::process::Output {
+    let mut command = tokio::process::Command::new(BIN);
+    command
+        .args(["push", "--sql", &sql(), "--lake"])
+        .arg(lake)
+        .env_clear()
+        .envs(small().env(server.base_url()))
+        .env("RUST_LOG", "warn");
+    if let Some(failpoint) = failpoint {
+        command.env("ZENDESK_LAKE_FAILPOINT", failpoint);
+    }
+    command.output().await.expect("the binary runs")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_push_killed_at_any_point_adds_each_comment_once_after_the_next_run() {
+    use std::os::unix::process::ExitStatusExt as _;
+    for point in zendesk_lake::failpoint::PUSH_POINTS {
+        let case = format!("{point}:1");
+        let (sim, server) = start(small()).await;
+        let dir = tempfile::tempdir().unwrap();
+        let open = tickets(&sim, &["open", "pending", "new"], 3);
+        let rows: Vec<Value> = open
+            .iter()
+            .map(|t| {
+                json!({
+                    "id": t["id"], "priority": other_priority(t), "additional_tags": ["killed"],
+                    "comment": {"body": format!("note for {}", t["id"])},
+                })
+            })
+            .collect();
+        write_source(dir.path(), &rows).await;
+
+        let killed = push_binary(&server, dir.path(), Some(&case)).await;
+        assert_eq!(
+            killed.status.signal(),
+            Some(libc::SIGKILL),
+            "{case}: {}",
+            String::from_utf8_lossy(&killed.stderr)
+        );
+        let out = push_binary(&server, dir.path(), None).await;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{case}: {stderr}");
+
+        // Zendesk's ground truth: each note once, each field change applied.
+        let comments = sim.comments_added();
+        let records = sim.records("tickets");
+        for ticket in &open {
+            let id = ticket["id"].as_i64().unwrap();
+            let added = comments.get(&id).cloned().unwrap_or_default();
+            assert_eq!(added.len(), 1, "{case}: ticket {id}: {added:?}");
+            assert_eq!(added[0]["body"], json!(format!("note for {id}")), "{case}");
+            let now = records.iter().find(|t| t["id"] == json!(id)).unwrap();
+            assert_eq!(now["priority"], json!(other_priority(ticket)), "{case}");
+            assert!(tags(now).contains(&"killed".to_owned()), "{case}: {now:?}");
+        }
+
+        // And once more: nothing left to send.
+        let before = sim.update_requests().len();
+        let out = push_binary(&server, dir.path(), None).await;
+        assert_eq!(out.status.code(), Some(0), "{case}");
+        assert_eq!(
+            sim.update_requests().len(),
+            before,
+            "{case}: a third run sends nothing"
+        );
+    }
+}
+
+/// A run ended after its request was answered and its job recorded, and the job completed
+/// meanwhile: the next push settles the comment by the job's result, without sending it again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pending_comment_whose_job_completed_meanwhile_is_done_and_not_sent_again() {
+    use zendesk_lake::lake::state::{PushRow, PushStatus, StateWriter, PUSH_STATE};
+    use zendesk_lake::zendesk::writers::{jobs, tickets as writers};
+    use zendesk_lake::zendesk::{Client, RequestStats};
+
+    let (sim, server) = start(small()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let ticket = &tickets(&sim, &["open", "pending", "new"], 1)[0];
+    let id = ticket["id"].as_i64().unwrap();
+    let comment = json!({"body": "sent by a run that died", "public": false});
+    write_source(
+        dir.path(),
+        &[json!({"id": id, "priority": other_priority(ticket), "comment": comment})],
+    )
+    .await;
+
+    // What the run that died did: its row recorded pending with its job, its job completed.
+    let settings = settings(&server, dir.path(), "");
+    let client = Client::try_new(&settings.zendesk).unwrap();
+    let stats = RequestStats::default();
+    let update = json!({"id": id, "priority": other_priority(ticket), "comment": comment});
+    let job = writers::update_many(&client, &stats, &[update])
+        .await
+        .unwrap();
+    let poll = Poll {
+        first: Duration::from_millis(5),
+        max: Duration::from_millis(20),
+    };
+    let done = jobs::wait(&client, &stats, &job.id, poll).await.unwrap();
+    assert!(done.is_some_and(|j| j.is_done()));
+    let lake = open_lake(dir.path());
+    let key = zendesk_lake::commands::push::comment_key(id, &comment);
+    StateWriter::new(&lake, PUSH_STATE, "dead-run")
+        .append(&[PushRow {
+            key: key.clone(),
+            ticket_id: id,
+            status: PushStatus::Pending,
+            error: None,
+            job_id: Some(job.id.clone()),
+            job_index: Some(0),
+            run_id: String::new(),
+            run_seq: 0,
+            recorded_at: 0,
+        }])
+        .await
+        .unwrap();
+
+    let report = run(&server, dir.path(), PushOptions::sql(&sql())).await;
+    assert!(report.is_ok(), "{report:?}");
+    assert_eq!(report.settled_done, 1, "{report:?}");
+    assert_eq!(report.updated, 0, "{report:?}");
+    assert_eq!(sim.update_requests().len(), 1, "nothing sent again");
+    assert_eq!(sim.comments_added()[&id].len(), 1);
+    let state: Vec<PushRow> = lake.state_latest(&PUSH_STATE).await.unwrap();
+    let row = state.iter().find(|r| r.key == key).unwrap();
+    assert_eq!(row.status, PushStatus::Done);
+}

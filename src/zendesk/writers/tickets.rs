@@ -1,6 +1,7 @@
 //! Ticket writes: the bulk import (`POST /api/v2/imports/tickets/create_many`), the bulk update
 //! (`PUT /api/v2/tickets/update_many`) and the look-ups
-//! that find the tickets an interrupted import made, by `external_id`.
+//! that find the tickets an interrupted import made, by `external_id`, and a ticket's comments
+//! (which say whether an interrupted push's comment was applied).
 //!
 //! Zendesk's ticket listing by external id leaves archived tickets out, so tickets imported with
 //! `archive_immediately` are found in the ticket export instead ([`exported_since`]), which
@@ -81,6 +82,30 @@ pub async fn update_many(
             detail: format!("accepted, but the answer is not a job status ({e})"),
         }
     })
+}
+
+/// Comments per page of a ticket's comments (Zendesk's maximum).
+const COMMENTS_PAGE: u32 = 100;
+
+/// Every comment of ticket `id` (`GET /api/v2/tickets/{id}/comments`, oldest first), each
+/// `{id, body, html_body, public, author_id, created_at, ...}`.
+pub async fn comments(client: &Client, stats: &RequestStats, id: i64) -> Result<Vec<Value>> {
+    let mut url = client.endpoint(&format!("/api/v2/tickets/{id}/comments.json"));
+    url.query_pairs_mut()
+        .append_pair("per_page", &COMMENTS_PAGE.to_string());
+    let mut comments = Vec::new();
+    loop {
+        let answer = client
+            .send(PUSH_STREAM, &Request::get(url.clone()), stats)
+            .await?;
+        if let Some(page) = answer.get("comments").and_then(Value::as_array) {
+            comments.extend(page.iter().cloned());
+        }
+        match answer.get("next_page").and_then(Value::as_str) {
+            Some(next) => url = client.pinned(PUSH_STREAM, next)?,
+            None => return Ok(comments),
+        }
+    }
 }
 
 /// The ids of the live, unarchived tickets with this external id.
