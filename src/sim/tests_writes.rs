@@ -926,3 +926,42 @@ fn the_now_clock_ends_history_at_the_present_and_moves_with_real_time() {
     assert_eq!(SimConfig::demo().clock, SimClock::Now);
     assert_eq!(SimConfig::default().clock, SimClock::Fixed);
 }
+
+#[tokio::test]
+async fn a_tickets_comments_list_what_update_many_added_page_by_page() {
+    let (sim, server) = serve(small()).await;
+    let base = server.base_url();
+    let open = sim
+        .records("tickets")
+        .into_iter()
+        .find(|t| t["status"] == "open")
+        .expect("an open ticket");
+    let id = open["id"].as_i64().expect("id");
+    for body in ["first <note>", "second note"] {
+        let update = json!({"tickets": [{"id": id, "comment": {"body": body, "public": false}}]});
+        let reply = put(&format!("{base}/api/v2/tickets/update_many.json"), &update).await;
+        assert_eq!(reply.status, 200, "{}", reply.body);
+        poll(base, &reply.body["job_status"]).await;
+    }
+    let url = format!("{base}/api/v2/tickets/{id}/comments.json?per_page=1");
+    let first = get(&url).await;
+    assert_eq!(first.status, 200, "{}", first.body);
+    assert_eq!(first.body["count"], json!(2));
+    let comment = &first.body["comments"][0];
+    assert_eq!(comment["body"], json!("first <note>"));
+    assert_eq!(comment["public"], json!(false));
+    assert_eq!(comment["type"], json!("Comment"));
+    assert!(comment["html_body"]
+        .as_str()
+        .unwrap()
+        .contains("first &lt;note&gt;"));
+    for field in ["id", "author_id", "created_at"] {
+        assert!(!comment[field].is_null(), "{field}: {comment}");
+    }
+    let next = first.body["next_page"].as_str().expect("a next page");
+    let second = get(next).await;
+    assert_eq!(second.body["comments"][0]["body"], json!("second note"));
+    assert!(second.body["next_page"].is_null());
+    let unknown = get(&format!("{base}/api/v2/tickets/999999999/comments.json")).await;
+    assert_eq!(unknown.status, 404);
+}
