@@ -522,14 +522,8 @@ async fn resolve(run: &Run, pending: &[ImportRow]) -> Result<Vec<ImportRow>, Err
         }
     }
     if !unknown.is_empty() {
-        // A killed run's request may have been answered after it died: wait for every job of
-        // the account still running before looking anything up.
-        for job in jobs::list(client, stats).await? {
-            if job.is_running() {
-                info!(job = %job.id, status = %job.status, "waiting for a running job before looking pending rows up");
-                jobs::wait(client, stats, &job.id, poll).await?;
-            }
-        }
+        // A killed run's request may have been answered after it died.
+        jobs::wait_running(client, stats, poll).await?;
     }
     let mut archived: Vec<&ImportRow> = Vec::new();
     let mut absent: Vec<&ImportRow> = Vec::new();

@@ -34,7 +34,7 @@ use crate::encode::{self, TICKET_UPDATE};
 use crate::failpoint;
 use crate::lake::state::{PushRow, PushStatus, StateWriter, PUSH_STATE};
 use crate::lake::{self, Lake};
-use crate::spec::{self, DELETED_COLUMN};
+use crate::spec::{self, Table, DELETED_COLUMN};
 use crate::sync::{self, Syncer};
 use crate::zendesk::writers::jobs::{self, JobStatus, Poll};
 use crate::zendesk::writers::tickets::{self, MAX_BULK};
@@ -343,15 +343,20 @@ fn comment_of(row: &Map<String, Value>) -> Option<Value> {
 }
 
 /// Sync the stream of the tickets table (with its other configured tables).
-async fn sync_tickets(settings: &Settings) -> Result<(), Error> {
+/// A syncer of the tickets' stream, and the tickets table it syncs.
+async fn tickets_syncer(settings: &Settings) -> Result<(Syncer, &'static Table), Error> {
     let table = spec::find(TICKETS_TABLE)
         .ok_or_else(|| Error::Settings(format!("no table {TICKETS_TABLE} in the registry")))?;
     let mut settings = settings.clone();
     if !settings.tables.iter().any(|t| t.name == table.name) {
         settings.tables.push(table);
     }
-    let syncer = Syncer::try_new(settings).await?;
-    let report = syncer.run(&[table]).await?;
+    Ok((Syncer::try_new(settings).await?, table))
+}
+
+/// An incremental run of the tickets' stream.
+async fn sync_tickets((syncer, table): &(Syncer, &'static Table)) -> Result<(), Error> {
+    let report = syncer.run(&[*table]).await?;
     if report.failed() {
         let failed: Vec<String> = report
             .tables
@@ -448,7 +453,9 @@ pub async fn push(settings: Settings, options: PushOptions) -> Result<PushReport
             state.insert(row.key.clone(), row);
         }
     }
-    sync_tickets(&settings).await?;
+    // One syncer for both runs: the credentials are checked and the lake migrated once.
+    let syncer = tickets_syncer(&settings).await?;
+    sync_tickets(&syncer).await?;
     let rows = TICKET_UPDATE.encode(&lake.query(&options.sql).await?)?;
     report.rows = rows.len();
     let ids: Vec<i64> = rows
@@ -525,7 +532,7 @@ pub async fn push(settings: Settings, options: PushOptions) -> Result<PushReport
         for chunk in updates.chunks(MAX_BULK) {
             send_batch(&client, &stats, &writer, options.poll, chunk, &mut report).await?;
         }
-        sync_tickets(&settings).await?;
+        sync_tickets(&syncer).await?;
     }
     report.requests = stats.requests();
     report.refused.sort();
@@ -681,14 +688,8 @@ async fn resolve(
         }
     }
     if !unknown.is_empty() {
-        // A killed run's request may have been answered after it died: wait for every job of
-        // the account still running before looking at the tickets.
-        for job in jobs::list(client, stats).await? {
-            if job.is_running() {
-                info!(job = %job.id, status = %job.status, "waiting for a running job before looking pending comments up");
-                jobs::wait(client, stats, &job.id, poll).await?;
-            }
-        }
+        // A killed run's request may have been answered after it died.
+        jobs::wait_running(client, stats, poll).await?;
         let mut by_ticket: BTreeMap<i64, Vec<&PushRow>> = BTreeMap::new();
         for row in unknown {
             by_ticket.entry(row.ticket_id).or_default().push(row);

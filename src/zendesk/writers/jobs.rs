@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 use serde_json::Value;
-use tracing::debug;
+use tracing::{debug, info};
 
 use crate::zendesk::{Client, Error, Request, RequestStats, Result};
 
@@ -132,6 +132,18 @@ pub async fn status(client: &Client, stats: &RequestStats, id: &str) -> Result<O
         Err(error) if error.status() == Some(404) => Ok(None),
         Err(error) => Err(error),
     }
+}
+
+/// Wait for every job of the account still queued or working: a killed run's request may be
+/// answered after it died, so its writes are only known once such jobs end.
+pub async fn wait_running(client: &Client, stats: &RequestStats, poll: Poll) -> Result<()> {
+    for job in list(client, stats).await? {
+        if job.is_running() {
+            info!(job = %job.id, status = %job.status, "waiting for a running job of the account");
+            wait(client, stats, &job.id, poll).await?;
+        }
+    }
+    Ok(())
 }
 
 /// Poll job `id` until it ends, backing off by `poll`; `None` when Zendesk does not know it.
