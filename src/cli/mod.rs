@@ -295,6 +295,10 @@ pub struct BenchArgs {
     /// The listener's `--debounce-secs` in the listen scenarios.
     #[arg(long, default_value_t = 2)]
     pub debounce_secs: u64,
+    /// Tickets imported at the Support budget (the import scenario, minutes of wall time); 0
+    /// skips it.
+    #[arg(long, default_value_t = 100_000)]
+    pub import_tickets: usize,
 }
 
 #[derive(clap::Args)]
@@ -368,6 +372,7 @@ impl BenchArgs {
             // At most 1024 by the flag's range.
             intake_clients: self.intake_clients as usize,
             debounce: Duration::from_secs(self.debounce_secs),
+            import_tickets: self.import_tickets,
         })
     }
 }

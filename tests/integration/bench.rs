@@ -2,7 +2,7 @@
 //! pre-rendered pages (no cache misses), makes no more requests than the minimum, and leaves the
 //! lake holding every ticket the account's rounds created; the `listen` scenarios see every
 //! change in the lake, have every delivery verified, and make at most one run per debounce
-//! window and stream. Structure only: timing targets are the bench's to report, not a test's.
+//! window and stream; the import scenario creates every ticket of its table. Structure only: timing targets are the bench's to report, not a test's.
 
 use std::time::Duration;
 
@@ -27,6 +27,7 @@ async fn bench_runs_every_scenario_from_pre_rendered_pages() {
         intake_deliveries: 500,
         intake_clients: 4,
         debounce: Duration::from_secs(1),
+        import_tickets: 250,
     };
     let report = bench::run(&config).await.unwrap();
 
@@ -60,6 +61,13 @@ async fn bench_runs_every_scenario_from_pre_rendered_pages() {
     let text = bench::markdown(&config, &report);
     assert!(text.contains("| p50 |"), "{text}");
     assert!(text.contains("| verified deliveries a second"), "{text}");
+
+    let import = report.import.as_ref().expect("the import scenario ran");
+    assert_eq!(import.created, 250, "{import:?}");
+    assert_eq!(import.batches, 3, "{import:?}");
+    assert_eq!(import.refused, 0, "{import:?}");
+    assert!(import.requests >= import.needed(), "{import:?}");
+    assert!(text.contains("| 429s |"), "{text}");
 
     let labels: Vec<&str> = report.runs.iter().map(|r| r.label.as_str()).collect();
     assert_eq!(labels.len(), 5, "{labels:?}");

@@ -23,8 +23,12 @@
 //! 5. `listen` ([`listen`], on an account and a lake of their own, before the large account is
 //!    generated): freshness, the time from a ticket's change to the lake showing it through a
 //!    listener's webhook, and intake, how many signed deliveries a listener verifies a second
-//!    and how many runs a burst of them makes.
+//!    and how many runs a burst of them makes;
+//! 6. `import` ([`import`], on an account and a lake of their own): a team's table of tickets
+//!    imported at the Support budget, its requests and wall time against what the budget
+//!    allows.
 
+pub mod import;
 pub mod listen;
 
 use std::collections::{BTreeMap, HashMap};
@@ -70,6 +74,8 @@ pub struct BenchConfig {
     pub intake_clients: usize,
     /// The listener's `--debounce-secs` (whole seconds).
     pub debounce: Duration,
+    /// Tickets the import scenario imports (0: skip it).
+    pub import_tickets: usize,
 }
 
 /// One measured child run.
@@ -113,6 +119,8 @@ pub struct BenchReport {
     pub budgeted: Vec<Budgeted>,
     /// The `listen` scenarios; None when both were skipped.
     pub listen: Option<listen::ListenBench>,
+    /// The `import` scenario; None when skipped.
+    pub import: Option<import::ImportBench>,
 }
 
 /// A backfill at Zendesk's budgets.
@@ -188,6 +196,7 @@ pub async fn run(config: &BenchConfig) -> Result<BenchReport, Error> {
         }
     }
     report.listen = listen::run(config).await?;
+    report.import = import::run(config).await?;
     let started = Instant::now();
     let account = account(config.tickets);
     let sim = Simulator::new(account.clone());
@@ -828,6 +837,9 @@ pub fn markdown(config: &BenchConfig, report: &BenchReport) -> String {
     }
     if let Some(bench) = &report.listen {
         listen::markdown(&mut out, bench);
+    }
+    if let Some(bench) = &report.import {
+        import::markdown(&mut out, bench);
     }
     out
 }
