@@ -280,10 +280,20 @@ fn field_change<'a>(table: &Table, parent: &Object<'a>, child: &Object<'a>) -> R
     row.insert("field_name", Json::String(field));
     row.insert("value", value);
     row.insert("previous_value", previous);
-    if let Some(channel) = child.lookup("via.channel") {
+    if let Some(channel) = via_channel(parent, child) {
         row.insert("via_channel", channel.clone());
     }
     Ok(row)
+}
+
+/// The channel of a child event: its own `via.channel`, else its parent event's (real
+/// exports give the channel on the audit, as `via.channel` or as a plain string).
+fn via_channel<'b, 'a>(parent: &'b Object<'a>, child: &'b Object<'a>) -> Option<&'b Json<'a>> {
+    child
+        .lookup("via.channel")
+        .or_else(|| parent.lookup("via.channel"))
+        .or_else(|| parent.get("via").filter(|via| via.as_str().is_some()))
+        .filter(|channel| !channel.is_null())
 }
 
 /// The tags after a keyed change that gives only `added_tags` and `removed_tags`.
@@ -1295,6 +1305,55 @@ mod tests {
         assert_eq!(values.value(0), r#"["a","b"]"#);
         assert!(values.is_null(1));
         assert_eq!(values.value(2), "4.5");
+    }
+
+    #[test]
+    fn a_field_change_without_a_channel_takes_its_audits() {
+        let spec = find("ticket_field_history").unwrap();
+        let change = |id: i64| {
+            json!({"id": id, "type": "Change", "event_type": "Change",
+            "field_name": "status", "value": "open", "previous_value": "new"})
+        };
+        let audit = |id: i64, via: Value, child: Value| {
+            json!({"id": id, "ticket_id": 4,
+            "timestamp": 1719792000, "created_at": "2024-07-01T00:00:00Z", "updater_id": 5,
+            "event_type": "Audit", "via": via, "child_events": [child]})
+        };
+        let mut own = change(12);
+        own["via"] = json!({"channel": "api"});
+        let records = [
+            audit(1, json!("web"), change(11)),
+            audit(2, json!({"channel": "email", "source": {}}), change(21)),
+            audit(3, json!("web"), own),
+            audit(4, Value::Null, change(41)),
+        ];
+        let page = Page {
+            records: records.iter().map(Json::from).collect(),
+            sideloads: Vec::new(),
+        };
+        let rows = extract(spec, &page).unwrap();
+        let batch = decode(spec, &rows, now()).unwrap().batch;
+        let ids = batch
+            .column_by_name("id")
+            .unwrap()
+            .as_primitive::<Int64Type>();
+        let channels = (batch.column_by_name("via_channel").unwrap()).as_string::<i32>();
+        let by_id: std::collections::HashMap<i64, Option<&str>> = (0..batch.num_rows())
+            .map(|i| {
+                (
+                    ids.value(i),
+                    channels.is_valid(i).then(|| channels.value(i)),
+                )
+            })
+            .collect();
+        assert_eq!(by_id[&11], Some("web"));
+        assert_eq!(by_id[&21], Some("email"));
+        assert_eq!(
+            by_id[&12],
+            Some("api"),
+            "the child's own channel comes first"
+        );
+        assert_eq!(by_id[&41], None);
     }
 
     #[test]

@@ -36,6 +36,10 @@ pub struct CommitReport {
     pub version: i64,
     pub inserted: u64,
     pub updated: u64,
+    /// Rows the commit inserted deleted or changed from live to `_deleted`, where the writer
+    /// counts them (a splice, a table's first write); None for a deltalake merge, whose metrics
+    /// do not tell.
+    pub deleted: Option<u64>,
     /// The table's Delta metadata id, new whenever the table is created again.
     pub table_id: String,
     /// Whether a commit was made: a merge that changes no row makes none (deltalake skips it),
@@ -146,6 +150,7 @@ impl Upsert<'_> {
         };
         match table {
             None => {
+                let deleted = crate::decode::count_deleted(&batch);
                 let handle = lake.handle(name)?;
                 let log = handle.log_store();
                 let written = handle
@@ -165,7 +170,12 @@ impl Upsert<'_> {
                         lake.at_version(name, version).await?
                     }
                 };
-                lake.report(name, table, true, rows, 0).await
+                lake.report(name, table, true, rows, 0)
+                    .await
+                    .map(|r| CommitReport {
+                        deleted: Some(deleted),
+                        ..r
+                    })
             }
             Some(table) => {
                 check_schema(spec, &table)?;
@@ -188,6 +198,7 @@ impl Upsert<'_> {
                             .await
                             .map(|r| CommitReport {
                                 files_scanned: done.files_scanned,
+                                deleted: Some(done.deleted),
                                 ..r
                             });
                     }
@@ -351,6 +362,7 @@ impl Lake {
             updated,
             table_id: table_id(name, &table)?,
             committed,
+            deleted: None,
             files_scanned: 0,
             files,
         };
@@ -960,5 +972,115 @@ pub(crate) mod tests {
             .iter()
             .all(|f| f.deletion_vector_descriptor().is_none()));
         assert_eq!(subjects().await, spliced);
+    }
+
+    /// A splice rewrites nothing for rows delivered again as they are stored (`_synced_at`
+    /// aside) or patched to values they hold, and counts as deleted only the rows it changes
+    /// from live to `_deleted`.
+    #[tokio::test]
+    async fn splices_skip_rows_and_patches_that_change_nothing() {
+        for vectors in [false, true] {
+            splices_skip_unchanged(vectors).await;
+        }
+    }
+
+    async fn splices_skip_unchanged(vectors: bool) {
+        use crate::decode::Key;
+        use deltalake::arrow::array::AsArray;
+        use deltalake::arrow::datatypes::Int64Type;
+
+        let dir = tempfile::tempdir().unwrap();
+        let lake = Lake::try_new(dir.path().to_str().unwrap(), HashMap::new())
+            .unwrap()
+            .with_deletion_vectors(vectors);
+        let spec = crate::spec::find("tickets").unwrap();
+        let sim = Simulator::new(SimConfig {
+            tickets: 20,
+            ..SimConfig::default()
+        });
+        let mut records = sim.records("tickets");
+        records.sort_by_key(|r| r["id"].as_i64());
+        // Ticket 0 deleted from the start, the rest live.
+        records[0]["status"] = Value::from("deleted");
+        for record in &mut records[1..] {
+            record["status"] = Value::from("open");
+        }
+        let decode = |records: &[Value], now| {
+            crate::decode::decode_values(spec, records, now)
+                .unwrap()
+                .batch
+        };
+        let first = chrono::Utc::now();
+        let report = lake
+            .upsert(spec, decode(&records, first), &draft(1))
+            .await
+            .unwrap();
+        assert_eq!(report.deleted, Some(1), "vectors {vectors}");
+        let id = |i: usize| records[i]["id"].as_i64().unwrap();
+        let version = || async { lake.open("tickets").await.unwrap().unwrap().version() };
+
+        // Every row again, read later: nothing to commit.
+        let later = first + chrono::Duration::seconds(60);
+        let report = lake
+            .upsert(spec, decode(&records, later), &draft(2))
+            .with_expected_batch(1)
+            .await
+            .unwrap();
+        assert!(!report.committed, "vectors {vectors}: {report:?}");
+        assert_eq!((report.inserted, report.updated), (0, 0));
+        // (The first write of a table with vectors on enabled them: a commit of properties.)
+        let before = version().await;
+        // A patch deleting the deleted ticket and a ticket the table lacks: nothing either.
+        let patches = |keys: &[i64]| PatchSet {
+            column: "id".into(),
+            sets: vec![crate::spec::DELETED_COLUMN.into()],
+            rows: crate::decode::deletions(
+                spec,
+                &keys.iter().map(|&k| Key::Int(k)).collect::<Vec<_>>(),
+                later,
+            )
+            .unwrap(),
+        };
+        let report = lake
+            .upsert(spec, decode(&[], later), &draft(2))
+            .with_patches(Some(patches(&[id(0), -1])))
+            .with_expected_batch(1)
+            .await
+            .unwrap();
+        assert!(!report.committed, "vectors {vectors}: {report:?}");
+        assert_eq!(version().await, before);
+
+        // The same cursor with another subject is a change; the deleted ticket patched again
+        // and a live one patched: one deletion.
+        let mut renamed = records[2].clone();
+        renamed["subject"] = Value::from("renamed at the same instant");
+        let report = lake
+            .upsert(spec, decode(&[renamed], later), &draft(2))
+            .with_patches(Some(patches(&[id(0), id(3)])))
+            .with_expected_batch(1)
+            .await
+            .unwrap();
+        assert!(report.committed);
+        assert_eq!(
+            (report.inserted, report.updated),
+            (0, 2),
+            "vectors {vectors}"
+        );
+        assert_eq!(report.deleted, Some(1), "vectors {vectors}");
+        let rows = lake
+            .query(&format!(
+                "SELECT subject, CAST(_deleted AS BIGINT) FROM tickets WHERE id IN ({}, {}) ORDER BY id",
+                id(2),
+                id(3)
+            ))
+            .await
+            .unwrap();
+        let rows = concat_batches(&rows[0].schema(), &rows).unwrap();
+        let subject = deltalake::arrow::compute::cast(rows.column(0), &DataType::Utf8).unwrap();
+        assert_eq!(
+            subject.as_string::<i32>().value(0),
+            "renamed at the same instant"
+        );
+        assert_eq!(rows.column(1).as_primitive::<Int64Type>().value(1), 1);
     }
 }

@@ -9,8 +9,10 @@
 //!   file is read whole, and a file none of whose rows changes is read no further (a batch
 //!   of new keys only, a backfill's, reads key columns and appends);
 //! - changes a file only when one of its rows changes: replaced by the batch's version of it
-//!   when that is at least as new by the cursor (as the merge does, so re-applying an older
-//!   batch never rolls a row back), or patched;
+//!   when that is newer by the cursor, or as new and different in any column but `_synced_at`
+//!   (re-applying an older batch never rolls a row back, and a row delivered again as it is
+//!   stored is not rewritten: a re-delivery commits nothing), or patched to values it does not
+//!   hold already;
 //! - with deletion vectors ([`super::dv`]), hides the old versions of the changed rows in the
 //!   file's vector instead of rewriting the file: the file stays, re-added with its new vector,
 //!   and the new versions join the batch's new rows; without, rewrites the file;
@@ -23,7 +25,8 @@
 
 use std::collections::HashMap;
 
-use deltalake::arrow::array::{ArrayRef, AsArray, RecordBatch};
+use deltalake::arrow::array::{make_comparator, Array, ArrayRef, AsArray, RecordBatch};
+use deltalake::arrow::compute::SortOptions;
 use deltalake::arrow::compute::{cast, concat_batches, interleave, sort_to_indices, take};
 use deltalake::arrow::datatypes::{DataType, Int64Type, SchemaRef};
 use deltalake::kernel::{Action, Add, Remove};
@@ -39,13 +42,15 @@ use super::dv;
 use super::files::{abort, as_table, delete, physical, scan, writer, Read};
 use super::patch::PatchSet;
 use super::{Error, Result};
-use crate::spec::Table;
+use crate::spec::{Table, DELETED_COLUMN, SYNCED_AT_COLUMN};
 
 /// What a splice changed.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(crate) struct Spliced {
     pub inserted: u64,
     pub updated: u64,
+    /// Rows inserted deleted, or changed from live to `_deleted`.
+    pub deleted: u64,
     pub files_scanned: u64,
     /// Whether it committed (a batch that changes no row makes no commit, as a merge).
     pub committed: bool,
@@ -159,6 +164,15 @@ async fn splice(op: Splice<'_>, table: &mut DeltaTable) -> Result<Spliced> {
     let mut moved = Vec::new();
     let mut matched = vec![false; batch.num_rows()];
     let mut updated = 0;
+    let mut deleted = 0;
+    // Of each candidate file first only the columns that tell which rows change: the key, the
+    // cursor, `_deleted` and the columns the patches set.
+    let mut telling: Vec<&str> = vec![key, source.cursor_field];
+    for name in source.patched_columns().chain([DELETED_COLUMN]) {
+        if !telling.contains(&name) && schema.column_with_name(name).is_some() {
+            telling.push(name);
+        }
+    }
     // On a failure the files being written are abandoned (`abort`).
     let read = async {
         for (add, remove, path) in &candidates {
@@ -189,7 +203,7 @@ async fn splice(op: Splice<'_>, table: &mut DeltaTable) -> Result<Spliced> {
                 }
                 _ => {
                     let read = Read {
-                        columns: Some(&[key, source.cursor_field]),
+                        columns: Some(&telling),
                         rows: None,
                     };
                     physical(name, table, add, path, &schema, read).await?
@@ -197,13 +211,37 @@ async fn splice(op: Splice<'_>, table: &mut DeltaTable) -> Result<Spliced> {
             };
             let rows = &keyed;
             let none = RoaringTreemap::new();
-            let (picks, changed) = source
+            let (mut picks, ties) = source
                 .picks(rows, key, hidden.as_ref().unwrap_or(&none), &mut matched)
                 .map_err(in_file)?;
+            if !ties.is_empty() {
+                // Rows as new as the batch's: kept unless a column differs.
+                let whole = rows.num_columns() == schema.fields().len();
+                let stored = match whole {
+                    true => rows.clone(),
+                    false => {
+                        let read = Read {
+                            columns: None,
+                            rows: Some(&ties),
+                        };
+                        physical(name, table, add, path, &schema, read).await?
+                    }
+                };
+                for (n, &i) in ties.iter().enumerate() {
+                    let at = if whole { i } else { n };
+                    if let Pick::Row(row) = picks[i] {
+                        if source.holds(&stored, at, row).map_err(in_file)? {
+                            picks[i] = Pick::Stored;
+                        }
+                    }
+                }
+            }
+            let changed = picks.iter().filter(|p| !matches!(p, Pick::Stored)).count() as u64;
             if changed == 0 {
                 continue;
             }
             updated += changed;
+            deleted += source.deletes(rows, &picks).map_err(in_file)?;
             removes.push(remove.clone());
             match hidden {
                 Some(mut hidden) => {
@@ -268,6 +306,10 @@ async fn splice(op: Splice<'_>, table: &mut DeltaTable) -> Result<Spliced> {
         .filter(|&i| !matched[i as usize])
         .collect();
     let inserted = fresh.len() as u64;
+    deleted += fresh
+        .iter()
+        .filter(|&&row| source.deleted_row(row as usize))
+        .count() as u64;
     // The batch's new rows and the moved ones, in files of their own sorted by key.
     moved.push(take_rows(&batch, &fresh.into()).map_err(arrow)?);
     let fresh = concat_batches(&schema, &moved).map_err(arrow)?;
@@ -308,6 +350,7 @@ async fn splice(op: Splice<'_>, table: &mut DeltaTable) -> Result<Spliced> {
             Ok(Spliced {
                 inserted,
                 updated,
+                deleted,
                 files_scanned,
                 committed: true,
             })
@@ -360,6 +403,8 @@ struct Source<'a> {
     patches: Option<(&'a RecordBatch, HashMap<i64, usize>)>,
     /// For each column of the table, the patches' column that sets it.
     sets: Vec<Option<ArrayRef>>,
+    /// The batch's `_deleted`, when the table has the column.
+    deleted: Option<ArrayRef>,
 }
 
 impl<'a> Source<'a> {
@@ -416,23 +461,95 @@ impl<'a> Source<'a> {
             rows,
             patches,
             sets,
+            deleted: batch.column_by_name(DELETED_COLUMN).cloned(),
         })
     }
 
-    /// What becomes of each of `rows` (one file's, `hidden` ones not live): kept, replaced by
-    /// a row of the batch, or patched; and how many change. Marks the batch rows whose key the
-    /// file holds live in `matched`.
+    /// The columns the patches set, but `_synced_at`.
+    fn patched_columns(&self) -> impl Iterator<Item = &str> + '_ {
+        let schema = self.batch.schema_ref();
+        (self.sets.iter().enumerate())
+            .filter(|(_, set)| set.is_some())
+            .map(move |(c, _)| schema.field(c).name().as_str())
+            .filter(|name| *name != SYNCED_AT_COLUMN)
+    }
+
+    /// Whether the batch's row `row` is `_deleted`.
+    fn deleted_row(&self, row: usize) -> bool {
+        self.deleted
+            .as_ref()
+            .and_then(|d| d.as_boolean_opt())
+            .is_some_and(|d| d.is_valid(row) && d.value(row))
+    }
+
+    /// Whether the stored row `at` of `stored` (every column of the table) holds what the
+    /// batch's row `row` holds, in every column but `_synced_at`.
+    fn holds(
+        &self,
+        stored: &RecordBatch,
+        at: usize,
+        row: usize,
+    ) -> std::result::Result<bool, String> {
+        for (c, field) in stored.schema().fields().iter().enumerate() {
+            if field.name() == SYNCED_AT_COLUMN {
+                continue;
+            }
+            let new = self
+                .batch
+                .column_by_name(field.name())
+                .ok_or_else(|| format!("the batch has no column {}", field.name()))?;
+            if !same(stored.column(c).as_ref(), at, new.as_ref(), row)? {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    /// Of the changed rows of a file (`picks` of its rows, `stored` its telling columns), how
+    /// many go from live to `_deleted`.
+    fn deletes(&self, stored: &RecordBatch, picks: &[Pick]) -> std::result::Result<u64, String> {
+        let flags = |column: Option<&ArrayRef>| column.and_then(|c| c.as_boolean_opt().cloned());
+        let Some(before) = flags(stored.column_by_name(DELETED_COLUMN)) else {
+            return Ok(0);
+        };
+        let at = |flags: &deltalake::arrow::array::BooleanArray, i: usize| {
+            flags.is_valid(i) && flags.value(i)
+        };
+        let patched = (self.batch.schema_ref().index_of(DELETED_COLUMN).ok())
+            .and_then(|c| flags(self.sets.get(c).and_then(Option::as_ref)));
+        let mut n = 0;
+        for (i, pick) in picks.iter().enumerate() {
+            let after = match pick {
+                Pick::Stored => continue,
+                Pick::Row(row) => self.deleted_row(*row),
+                Pick::Patch(p) => match &patched {
+                    Some(flags) => at(flags, *p),
+                    None => at(&before, i),
+                },
+            };
+            if after && !at(&before, i) {
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+
+    /// What becomes of each of `rows` (one file's telling columns, `hidden` rows not live):
+    /// kept, replaced by a row of the batch, or patched; and the rows replaced by a batch row
+    /// with the same cursor (the caller keeps those the batch holds unchanged). A patch that
+    /// sets only values the row holds keeps it. Marks the batch rows whose key the file holds
+    /// live in `matched`.
     fn picks(
         &self,
         rows: &RecordBatch,
         key: &str,
         hidden: &RoaringTreemap,
         matched: &mut [bool],
-    ) -> std::result::Result<(Vec<Pick>, u64), String> {
+    ) -> std::result::Result<(Vec<Pick>, Vec<usize>), String> {
         let stored_keys = keys(rows.column_by_name(key).ok_or("no key column")?)?;
         let stored_cursor = int64s(rows, self.cursor_field)?;
         let mut picks = Vec::with_capacity(rows.num_rows());
-        let mut changed = 0;
+        let mut ties = Vec::new();
         for (i, key) in stored_keys.iter().enumerate() {
             let pick = match key {
                 Some(_) if hidden.contains(i as u64) => Pick::Stored,
@@ -441,23 +558,50 @@ impl<'a> Source<'a> {
                     (Some(&row), _) => {
                         matched[row] = true;
                         match (self.cursor[row], stored_cursor[i]) {
-                            (Some(new), Some(old)) if new >= old => Pick::Row(row),
+                            (Some(new), Some(old)) if new > old => Pick::Row(row),
+                            (Some(new), Some(old)) if new == old => {
+                                ties.push(i);
+                                Pick::Row(row)
+                            }
                             _ => Pick::Stored,
                         }
                     }
                     (None, Some((_, patches))) => match patches.get(key) {
-                        Some(&p) => Pick::Patch(p),
-                        None => Pick::Stored,
+                        Some(&p) if self.patch_changes(rows, i, p)? => Pick::Patch(p),
+                        _ => Pick::Stored,
                     },
                     (None, None) => Pick::Stored,
                 },
             };
-            if !matches!(pick, Pick::Stored) {
-                changed += 1;
-            }
             picks.push(pick);
         }
-        Ok((picks, changed))
+        Ok((picks, ties))
+    }
+
+    /// Whether the patch `p` sets a value the stored row `i` of `rows` (which hold every
+    /// column a patch sets) does not hold.
+    fn patch_changes(
+        &self,
+        rows: &RecordBatch,
+        i: usize,
+        p: usize,
+    ) -> std::result::Result<bool, String> {
+        let schema = self.batch.schema_ref();
+        for (c, set) in self.sets.iter().enumerate() {
+            let (Some(set), name) = (set, schema.field(c).name()) else {
+                continue;
+            };
+            if name == SYNCED_AT_COLUMN {
+                continue;
+            }
+            let stored = rows
+                .column_by_name(name)
+                .ok_or_else(|| format!("the patched column {name} was not read"))?;
+            if !same(stored.as_ref(), i, set.as_ref(), p)? {
+                return Ok(true);
+            }
+        }
+        Ok(false)
     }
 
     /// The rows `which` of a file, every one of them replaced by a row of the batch
@@ -506,6 +650,19 @@ impl<'a> Source<'a> {
             .map_err(|e| e.to_string())?;
         RecordBatch::try_new(schema, columns).map_err(|e| e.to_string())
     }
+}
+
+/// Whether `left[i]` and `right[j]` hold the same value (two nulls do; nested values compare
+/// element by element).
+fn same(
+    left: &dyn Array,
+    i: usize,
+    right: &dyn Array,
+    j: usize,
+) -> std::result::Result<bool, String> {
+    let compare =
+        make_comparator(left, right, SortOptions::default()).map_err(|e| e.to_string())?;
+    Ok(compare(i, j).is_eq())
 }
 
 /// What becomes of a stored row.

@@ -956,9 +956,13 @@ impl StreamJob {
                 continue;
             }
             let upserted = commit.inserted + commit.updated;
+            // Only rows the commit changed: a patch of a row the table lacks, or of one already
+            // deleted, deletes nothing.
+            let deleted = commit.deleted.unwrap_or(deleted).min(upserted);
             if let Some(entry) = row.tables.get_mut(&table.name) {
                 entry.version = commit.version;
                 entry.upserted = upserted as i64;
+                entry.deleted = deleted as i64;
             }
             progress.committed.insert(table.name.clone(), row.seq);
             let written = &mut progress.written[i];

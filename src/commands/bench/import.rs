@@ -109,7 +109,10 @@ pub async fn run(config: &BenchConfig) -> Result<Option<ImportBench>, Error> {
         .envs(account.env(server.base_url()))
         .stdout(log.try_clone().map_err(setup("the import's log"))?)
         .stderr(log);
-    tracing::info!(tickets = config.import_tickets, "bench: import at the budget");
+    tracing::info!(
+        tickets = config.import_tickets,
+        "bench: import at the budget"
+    );
     let usage = tokio::task::spawn_blocking(move || measure(command, &usage_file))
         .await
         .map_err(setup("the import"))??;
