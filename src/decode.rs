@@ -289,11 +289,10 @@ fn field_change<'a>(table: &Table, parent: &Object<'a>, child: &Object<'a>) -> R
 /// The channel of a child event: its own `via.channel`, else its parent event's (real
 /// exports give the channel on the audit, as `via.channel` or as a plain string).
 fn via_channel<'b, 'a>(parent: &'b Object<'a>, child: &'b Object<'a>) -> Option<&'b Json<'a>> {
-    child
-        .lookup("via.channel")
-        .or_else(|| parent.lookup("via.channel"))
+    let channel = |event: &'b Object<'a>| event.lookup("via.channel").filter(|c| !c.is_null());
+    channel(child)
+        .or_else(|| channel(parent))
         .or_else(|| parent.get("via").filter(|via| via.as_str().is_some()))
-        .filter(|channel| !channel.is_null())
 }
 
 /// The tags after a keyed change that gives only `added_tags` and `removed_tags`.

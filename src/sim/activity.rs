@@ -1414,8 +1414,7 @@ const KEYED_RESERVED: [&str; 5] = [
 /// A `ticket_field_history` row from a `Create` / `Change` child: `{id, ticket_id, audit_id,
 /// updater_id, event_type, field_name, value, previous_value, via_channel, created_at}`.
 /// `via_channel` is the child's `via.channel` when the child carries a `via` object (the audit
-/// shape), else null (the keyed shape has none; the parent's `via` is a display string, not a
-/// channel).
+/// shape), else the parent's `via`: its `channel`, or the plain string it is.
 fn history_row(
     parent: &Map<String, Value>,
     child: &Map<String, Value>,
@@ -1440,10 +1439,14 @@ fn history_row(
     } else {
         child.get("previous_value").cloned().unwrap_or(Value::Null)
     };
-    let via_channel = child
-        .get("via")
-        .and_then(|via| via.get("channel"))
-        .cloned()
+    let channel = |event: &Map<String, Value>| match event.get("via") {
+        Some(Value::Object(via)) => via.get("channel").cloned(),
+        Some(Value::String(via)) => Some(Value::from(via.as_str())),
+        _ => None,
+    };
+    let via_channel = channel(child)
+        .filter(|c| !c.is_null())
+        .or_else(|| channel(parent))
         .unwrap_or(Value::Null);
     Some(json!({
         "id": child.get("id").cloned().unwrap_or(Value::Null),

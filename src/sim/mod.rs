@@ -555,8 +555,8 @@ impl Simulator {
     ///   parent event's; `value` / `previous_value` are the raw JSON values (keyed tag events:
     ///   the new and the previous tag arrays), `previous_value` null for `Create`; `via_channel`
     ///   is the child's `via.channel` when the child carries a `via` object (the audit shape),
-    ///   else null (the keyed shape carries none; the parent's `via` is a display string such as
-    ///   "Web form", not a channel).
+    ///   else its parent event's `via`: its `channel`, or the plain string it is (the keyed
+    ///   shape's children carry none).
     pub fn records(&self, object: &str) -> Vec<Value> {
         let state = self.state();
         let parse = |texts: &mut dyn Iterator<Item = &str>| -> Vec<Value> {
