@@ -10,7 +10,7 @@
 use std::num::NonZeroU64;
 use std::sync::Arc;
 
-use deltalake::arrow::array::RecordBatch;
+use deltalake::arrow::array::{new_null_array, RecordBatch};
 use deltalake::arrow::compute::{cast, concat_batches};
 use deltalake::arrow::datatypes::SchemaRef;
 use deltalake::datafile::writer::{DeltaWriter, WriterConfig};
@@ -119,8 +119,10 @@ async fn scan_within(
         .map_err(Error::datafusion(name))
 }
 
-/// A batch as the table stores it: DataFusion may read text as views; the files keep the
-/// table's own types.
+/// A batch as the table stores it, column by column by name: DataFusion may read text as
+/// views, the files keep the table's own types; a table that gained columns after its first
+/// ones holds them in its own order; a column the batch lacks (one its schema file no longer
+/// has) is null.
 pub(crate) fn as_table(name: &str, schema: &SchemaRef, batch: RecordBatch) -> Result<RecordBatch> {
     if batch.schema().fields() == schema.fields() {
         return Ok(batch);
@@ -128,10 +130,10 @@ pub(crate) fn as_table(name: &str, schema: &SchemaRef, batch: RecordBatch) -> Re
     let columns = schema
         .fields()
         .iter()
-        .zip(batch.columns())
-        .map(|(field, column)| {
-            cast(column, field.data_type())
-                .map_err(|e| Error::invalid(name, format!("column {}: {e}", field.name())))
+        .map(|field| match batch.column_by_name(field.name()) {
+            Some(column) => cast(column, field.data_type())
+                .map_err(|e| Error::invalid(name, format!("column {}: {e}", field.name()))),
+            None => Ok(new_null_array(field.data_type(), batch.num_rows())),
         })
         .collect::<Result<Vec<_>>>()?;
     RecordBatch::try_new(schema.clone(), columns).map_err(|e| {

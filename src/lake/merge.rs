@@ -178,7 +178,7 @@ impl Upsert<'_> {
                     })
             }
             Some(table) => {
-                check_schema(spec, &table)?;
+                let table = evolve(spec, table).await?;
                 let (batch, patches) = match narrow(name, spec, &table, batch, patches).await? {
                     Narrowed::Splice {
                         batch,
@@ -617,28 +617,89 @@ async fn at_batch(
     }
 }
 
-/// Refuse to merge into a table whose columns differ from the schema file: a silent cast
-/// would lose data.
-fn check_schema(spec: &Table, table: &deltalake::DeltaTable) -> Result<()> {
-    let state = table.snapshot().map_err(Error::delta(&spec.name))?;
-    let existing: Vec<String> = state.schema().fields().map(|f| f.name().clone()).collect();
-    let expected: Vec<String> = spec
-        .schema()
-        .fields()
-        .iter()
-        .map(|f| f.name().clone())
-        .collect();
-    if existing != expected {
-        let missing: Vec<_> = expected.iter().filter(|c| !existing.contains(c)).collect();
-        let extra: Vec<_> = existing.iter().filter(|c| !expected.contains(c)).collect();
-        return Err(Error::invalid(
-            &spec.name,
-            format!(
-            "the table's columns differ from schemas/{}.json (missing: {missing:?}, unexpected: {extra:?})",
-            spec.name
-        )));
+/// The table with every column of its schema file: the columns the file gained since the
+/// table was created are added to it (nullable, after its own columns, in one metadata commit;
+/// the rows written before hold null in them until they are written again). A column the file
+/// no longer has stays in the table, and new rows hold null in it. A column whose type differs
+/// from the file's is refused: a silent cast would lose data.
+async fn evolve(spec: &Table, table: DeltaTable) -> Result<DeltaTable> {
+    use deltalake::kernel::engine::arrow_conversion::TryIntoKernel as _;
+
+    let name = spec.name.as_str();
+    let state = table.snapshot().map_err(Error::delta(name))?;
+    let stored = state.snapshot().arrow_schema();
+    let expected = spec.schema();
+    let mut missing = Vec::new();
+    for field in expected.fields() {
+        match stored.field_with_name(field.name()) {
+            Ok(have) if same_type(have.data_type(), field.data_type()) => {}
+            Ok(have) => {
+                return Err(Error::invalid(
+                    name,
+                    format!(
+                        "column {} is {} in the table and {} in schemas/{name}.json: write the \
+                         table anew (move it away and sync it again) to change a column's type",
+                        field.name(),
+                        have.data_type(),
+                        field.data_type()
+                    ),
+                ))
+            }
+            Err(_) => missing.push(field.as_ref().clone().with_nullable(true)),
+        }
     }
-    Ok(())
+    if missing.is_empty() {
+        return Ok(table);
+    }
+    let names: Vec<String> = missing.iter().map(|f| f.name().clone()).collect();
+    let fields = missing
+        .iter()
+        .map(|f| f.try_into_kernel())
+        .collect::<std::result::Result<Vec<deltalake::kernel::StructField>, _>>()
+        .map_err(|e| Error::invalid(name, format!("column types for Delta: {e}")))?;
+    let before = table.version();
+    match table.clone().add_columns().with_fields(fields).await {
+        Ok(table) => {
+            tracing::info!(table = name, columns = ?names, "added the schema file's new columns to the table");
+            Ok(table)
+        }
+        // Another run added them first (or the answer to this one was lost): the table says.
+        Err(error) => {
+            let mut again = table;
+            again
+                .update_incremental(None)
+                .await
+                .map_err(Error::delta(name))?;
+            let state = again.snapshot().map_err(Error::delta(name))?;
+            let schema = state.snapshot().arrow_schema();
+            match names.iter().all(|n| schema.field_with_name(n).is_ok())
+                && again.version() != before
+            {
+                true => Ok(again),
+                false => Err(Error::delta(name)(error)),
+            }
+        }
+    }
+}
+
+/// Whether the table's type and the schema file's are the same, text stored as a view or not.
+fn same_type(stored: &DataType, expected: &DataType) -> bool {
+    let plain = |t: &DataType| match t {
+        DataType::Utf8View | DataType::LargeUtf8 => DataType::Utf8,
+        other => other.clone(),
+    };
+    match (stored, expected) {
+        (DataType::List(a), DataType::List(b)) | (DataType::LargeList(a), DataType::List(b)) => {
+            same_type(a.data_type(), b.data_type())
+        }
+        (DataType::Struct(a), DataType::Struct(b)) => {
+            a.len() == b.len()
+                && a.iter()
+                    .zip(b.iter())
+                    .all(|(x, y)| x.name() == y.name() && same_type(x.data_type(), y.data_type()))
+        }
+        _ => plain(stored) == plain(expected),
+    }
 }
 
 #[cfg(test)]
@@ -1082,5 +1143,103 @@ pub(crate) mod tests {
             "renamed at the same instant"
         );
         assert_eq!(rows.column(1).as_primitive::<Int64Type>().value(1), 1);
+    }
+
+    /// A table written before its schema file gained a column gets the column (null in the
+    /// rows written before); a column whose type differs is refused, naming it.
+    #[tokio::test]
+    async fn a_table_gains_the_columns_its_schema_file_gained() {
+        use deltalake::arrow::array::{Array, AsArray, Int64Array};
+        use deltalake::arrow::datatypes::Int64Type;
+
+        let dir = tempfile::tempdir().unwrap();
+        let lake = Lake::try_new(dir.path().to_str().unwrap(), HashMap::new()).unwrap();
+        let spec = crate::spec::find("tickets").unwrap();
+        let sim = Simulator::new(SimConfig {
+            tickets: 10,
+            ..SimConfig::default()
+        });
+        let mut records = sim.records("tickets");
+        records.sort_by_key(|r| r["id"].as_i64());
+        let now = chrono::Utc::now();
+        let batch = crate::decode::decode_values(spec, &records[..5], now)
+            .unwrap()
+            .batch;
+        // The table as an older release wrote it: without `subject`.
+        let at = batch.schema().index_of("subject").unwrap();
+        let mut old = batch.clone();
+        old.remove_column(at);
+        lake.handle("tickets")
+            .unwrap()
+            .write(vec![old])
+            .with_save_mode(SaveMode::Append)
+            .with_commit_properties(
+                Intent::new()
+                    .with_transaction(app_id("tickets"), 1)
+                    .properties(),
+            )
+            .await
+            .unwrap();
+        let mut newer = records[5..].to_vec();
+        newer.push(records[0].clone());
+        let last = newer.len() - 1;
+        let stamp = newer[last]["generated_timestamp"].as_i64().unwrap() + 10;
+        newer[last]["generated_timestamp"] = Value::from(stamp);
+        let report = lake
+            .upsert(
+                spec,
+                crate::decode::decode_values(spec, &newer, now)
+                    .unwrap()
+                    .batch,
+                &draft(2),
+            )
+            .with_expected_batch(1)
+            .await
+            .unwrap();
+        assert_eq!((report.inserted, report.updated), (5, 1));
+        let rows = lake
+            .query("SELECT id, subject FROM tickets ORDER BY id")
+            .await
+            .unwrap();
+        let rows = concat_batches(&rows[0].schema(), &rows).unwrap();
+        assert_eq!(rows.num_rows(), 10);
+        let subjects = deltalake::arrow::compute::cast(rows.column(1), &DataType::Utf8).unwrap();
+        let subjects = subjects.as_string::<i32>();
+        let ids = rows.column(0).as_primitive::<Int64Type>();
+        for (i, record) in records.iter().enumerate() {
+            assert_eq!(ids.value(i), record["id"].as_i64().unwrap());
+            match i {
+                1..=4 => assert!(subjects.is_null(i), "ticket {i} was written before"),
+                _ => assert_eq!(subjects.value(i), record["subject"].as_str().unwrap()),
+            }
+        }
+
+        // `subject` stored as numbers: refused, naming the column.
+        let other = tempfile::tempdir().unwrap();
+        let lake = Lake::try_new(other.path().to_str().unwrap(), HashMap::new()).unwrap();
+        let numbers = Arc::new(Int64Array::from(vec![1i64; batch.num_rows()])) as ArrayRef;
+        let mut fields: Vec<Field> = batch
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| f.as_ref().clone())
+            .collect();
+        fields[at] = Field::new("subject", DataType::Int64, true);
+        let mut columns = batch.columns().to_vec();
+        columns[at] = numbers;
+        let wrong = RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).unwrap();
+        lake.handle("tickets")
+            .unwrap()
+            .write(vec![wrong])
+            .with_save_mode(SaveMode::Append)
+            .await
+            .unwrap();
+        let error = lake
+            .upsert(spec, batch, &draft(2))
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("column subject"), "{error}");
+        assert!(error.contains("tickets"), "{error}");
     }
 }
