@@ -441,8 +441,11 @@ impl<'a> Source<'a> {
                     (Some(&row), _) => {
                         matched[row] = true;
                         match (self.cursor[row], stored_cursor[i]) {
-                            (Some(new), Some(old)) if new >= old => Pick::Row(row),
-                            _ => Pick::Stored,
+                            (Some(new), Some(old)) if new < old => Pick::Stored,
+                            // Without a cursor on either side the rows cannot be ordered:
+                            // only snapshot tables hold such rows, and their listing is the
+                            // account's state when read.
+                            _ => Pick::Row(row),
                         }
                     }
                     (None, Some((_, patches))) => match patches.get(key) {
