@@ -51,6 +51,50 @@ const SCHEMA_FILES: &[(&str, &str)] = &[
     ("posts", include_str!("../../schemas/posts.json")),
     ("articles", include_str!("../../schemas/articles.json")),
     (
+        "ticket_fields",
+        include_str!("../../schemas/ticket_fields.json"),
+    ),
+    (
+        "user_fields",
+        include_str!("../../schemas/user_fields.json"),
+    ),
+    (
+        "organization_fields",
+        include_str!("../../schemas/organization_fields.json"),
+    ),
+    (
+        "ticket_forms",
+        include_str!("../../schemas/ticket_forms.json"),
+    ),
+    (
+        "custom_statuses",
+        include_str!("../../schemas/custom_statuses.json"),
+    ),
+    ("macros", include_str!("../../schemas/macros.json")),
+    ("triggers", include_str!("../../schemas/triggers.json")),
+    (
+        "automations",
+        include_str!("../../schemas/automations.json"),
+    ),
+    ("views", include_str!("../../schemas/views.json")),
+    (
+        "sla_policies",
+        include_str!("../../schemas/sla_policies.json"),
+    ),
+    (
+        "group_memberships",
+        include_str!("../../schemas/group_memberships.json"),
+    ),
+    (
+        "organization_memberships",
+        include_str!("../../schemas/organization_memberships.json"),
+    ),
+    ("schedules", include_str!("../../schemas/schedules.json")),
+    (
+        "custom_roles",
+        include_str!("../../schemas/custom_roles.json"),
+    ),
+    (
         "side_conversations",
         include_str!("../../schemas/side_conversations.json"),
     ),
@@ -669,6 +713,12 @@ mod tests {
                 stream.name
             );
         }
+        let single: Vec<&str> = streams()
+            .iter()
+            .filter(|s| s.paging == Paging::Unpaginated)
+            .map(|s| s.name.as_str())
+            .collect();
+        assert!(single.contains(&"custom_statuses"), "{single:?}");
     }
 
     #[test]
