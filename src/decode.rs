@@ -27,9 +27,7 @@ use serde_json::{Map, Value};
 
 use crate::json::{micros, Json, Object, NULL};
 use crate::page::{Page, PARENT_FIELD};
-use crate::spec::{
-    ColumnType, Patches, Rows, Table, ATTACHMENT_FIELDS, DELETED_COLUMN, SYNCED_AT_COLUMN,
-};
+use crate::spec::{ColumnType, Patches, Rows, Table, WriteMode, DELETED_COLUMN, SYNCED_AT_COLUMN};
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -605,6 +603,9 @@ pub fn decode(spec: &Table, records: &[Json], synced_at: DateTime<Utc>) -> Resul
                 max_cursor = Some(max_cursor.map_or(cursor, |m| m.max(cursor)));
             }
             Some(Some(None)) => {}
+            // A listing is the account's state when read: its row needs no cursor to be the
+            // newest (docs/ARCHITECTURE.md, "Write modes, patches and deletions").
+            Some(None) if spec.write == WriteMode::Snapshot => {}
             _ => {
                 return Err(field_error(
                     &spec.cursor_field,
@@ -689,7 +690,8 @@ enum ColumnBuilder {
     Timestamp(TimestampMicrosecondBuilder),
     ListUtf8(ListBuilder<StringBuilder>),
     ListInt64(ListBuilder<Int64Builder>),
-    /// `custom_fields` and `attachments`: lists of structs of int64 and string fields.
+    /// `custom_fields`, `attachments` and `intervals`: lists of structs of int64 and string
+    /// fields.
     ListStruct(ListBuilder<StructBuilder>),
 }
 
@@ -713,7 +715,10 @@ impl ColumnBuilder {
             (ColumnType::ListInt64, Some(item)) => Self::ListInt64(
                 ListBuilder::with_capacity(Int64Builder::new(), capacity).with_field(item),
             ),
-            (ColumnType::CustomFields | ColumnType::Attachments, Some(item)) => {
+            (
+                ColumnType::CustomFields | ColumnType::Attachments | ColumnType::Intervals,
+                Some(item),
+            ) => {
                 let fields = match item.data_type() {
                     DataType::Struct(fields) => fields.clone(),
                     _ => Default::default(),
@@ -925,24 +930,27 @@ fn convert(kind: ColumnType, value: &Json) -> std::result::Result<Value, String>
                 })
                 .collect::<std::result::Result<_, _>>()?,
         ),
-        ColumnType::Attachments => Value::Array(
-            array(value)?
-                .iter()
-                .map(|item| {
-                    let attachment = item.as_object().ok_or_else(|| {
-                        format!("expected attachment objects, got {}", type_name(item))
-                    })?;
-                    let mut out = Map::with_capacity(ATTACHMENT_FIELDS.len());
-                    for (name, kind) in ATTACHMENT_FIELDS {
-                        let value = attachment.get(name).unwrap_or(&NULL);
-                        let value = convert(kind, value)
-                            .map_err(|detail| format!("attachment field `{name}`: {detail}"))?;
-                        out.insert(name.into(), value);
-                    }
-                    Ok(Value::Object(out))
-                })
-                .collect::<std::result::Result<_, String>>()?,
-        ),
+        ColumnType::Attachments | ColumnType::Intervals => {
+            let fields = kind.struct_fields().unwrap_or_default();
+            Value::Array(
+                array(value)?
+                    .iter()
+                    .map(|item| {
+                        let object = item.as_object().ok_or_else(|| {
+                            format!("expected objects in the array, got {}", type_name(item))
+                        })?;
+                        let mut out = Map::with_capacity(fields.len());
+                        for &(name, kind) in fields {
+                            let value = object.get(name).unwrap_or(&NULL);
+                            let value = convert(kind, value)
+                                .map_err(|detail| format!("item field `{name}`: {detail}"))?;
+                            out.insert(name.into(), value);
+                        }
+                        Ok(Value::Object(out))
+                    })
+                    .collect::<std::result::Result<_, String>>()?,
+            )
+        }
         ColumnType::CustomFields => Value::Array(
             array(value)?
                 .iter()
@@ -1374,6 +1382,63 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("generated_timestamp"), "{err}");
+    }
+
+    #[test]
+    fn a_listing_needs_no_cursor_an_export_does() {
+        // Snapshot tables are lists read whole: a record without `updated_at` is kept.
+        let spec = find("groups").unwrap();
+        let decoded = decode_values(spec, &[json!({"id": 1, "name": "a"})], now()).unwrap();
+        assert_eq!(decoded.batch.num_rows(), 1);
+        assert_eq!(decoded.max_cursor, None);
+        assert!(decoded
+            .batch
+            .column_by_name("updated_at")
+            .unwrap()
+            .is_null(0));
+        let spec = find("organizations").unwrap();
+        let err = decode_values(spec, &[json!({"id": 1})], now())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("updated_at"), "{err}");
+    }
+
+    #[test]
+    fn lists_of_structs_keep_their_fields() {
+        let spec = crate::spec::Table::from_json(
+            r#"{"table": "t", "description": "", "stream": "s", "rows": {"from": "records"},
+                "write": "snapshot", "primary_key": "id", "cursor_field": "updated_at",
+                "columns": [{"name": "id", "type": "int64"},
+                            {"name": "updated_at", "type": "timestamp"},
+                            {"name": "intervals", "type": "intervals"}]}"#,
+        )
+        .unwrap();
+        let records = [
+            json!({"id": 1, "intervals": [{"start_time": 1980, "end_time": "2460"},
+                                          {"start_time": 3420, "end_time": null, "x": 1}]}),
+            json!({"id": 2, "intervals": []}),
+            json!({"id": 3}),
+        ];
+        let batch = decode_values(&spec, &records, now()).unwrap().batch;
+        let intervals = batch.column_by_name("intervals").unwrap().as_list::<i32>();
+        let first = intervals.value(0);
+        let first = first.as_struct();
+        let starts = first
+            .column_by_name("start_time")
+            .unwrap()
+            .as_primitive::<Int64Type>();
+        let ends = first
+            .column_by_name("end_time")
+            .unwrap()
+            .as_primitive::<Int64Type>();
+        assert_eq!((starts.value(0), ends.value(0)), (1980, 2460));
+        assert_eq!(starts.value(1), 3420);
+        assert!(ends.is_null(1));
+        assert_eq!(intervals.value(1).len(), 0);
+        assert!(intervals.is_null(2));
+        let bad = json!({"id": 4, "intervals": [{"start_time": "nine"}]});
+        let err = decode_values(&spec, &[bad], now()).unwrap_err().to_string();
+        assert!(err.contains("start_time"), "{err}");
     }
 
     #[test]

@@ -5,7 +5,8 @@
 //!
 //! The source batch must hold one row per key ([`crate::decode::dedup`]). A matched row is only
 //! replaced by a source row whose cursor is at least as new, so re-applying an older batch (a
-//! retry after a crash) can never roll a row back.
+//! retry after a crash) can never roll a row back; a row without a cursor (a snapshot table's,
+//! whose listing is the account's state when read) is replaced by its listed version.
 
 use std::collections::HashMap;
 use std::future::IntoFuture;
@@ -215,7 +216,15 @@ impl Upsert<'_> {
                     .map(|f| f.name().clone())
                     .collect();
                 let by_key = col(format!("target.{key}")).eq(col(format!("source.{key}")));
-                let newer = col(format!("source.{cursor}")).gt_eq(col(format!("target.{cursor}")));
+                // A side without a cursor cannot be ordered: only snapshot tables hold such
+                // rows, and their listing is the account's state when read, so it wins.
+                let source_cursor = col(format!("source.{cursor}"));
+                let target_cursor = col(format!("target.{cursor}"));
+                let newer = source_cursor
+                    .clone()
+                    .gt_eq(target_cursor.clone())
+                    .or(source_cursor.is_null())
+                    .or(target_cursor.is_null());
                 let is_patch = col(format!("source.{PATCH_COLUMN}"));
                 let patch = patches.filter(|p| p.rows.num_rows() > 0);
                 let (source, predicate, sets) = match patch {
@@ -1241,5 +1250,75 @@ pub(crate) mod tests {
             .to_string();
         assert!(error.contains("column subject"), "{error}");
         assert!(error.contains("tickets"), "{error}");
+    }
+
+    /// A snapshot table's rows may have no cursor (a listing is the account's state when
+    /// read, and some of Zendesk's answers omit `updated_at`): such a row is replaced by its
+    /// listed version, and replaces one that had a cursor; between two cursors, the older one
+    /// still never replaces the newer.
+    #[tokio::test]
+    async fn a_listed_row_without_a_cursor_replaces_the_stored_one() {
+        use deltalake::arrow::array::AsArray;
+        use deltalake::arrow::datatypes::Int64Type;
+        let dir = tempfile::tempdir().unwrap();
+        let lake = Lake::try_new(dir.path().to_str().unwrap(), HashMap::new()).unwrap();
+        let spec = crate::spec::find("groups").unwrap();
+        let now = chrono::Utc::now();
+        let decode = |records: &[Value]| {
+            crate::decode::decode_values(spec, records, now)
+                .unwrap()
+                .batch
+        };
+        let group = |id: i64, name: &str, updated: Option<&str>| {
+            let mut group = serde_json::json!({"id": id, "name": name});
+            if let Some(updated) = updated {
+                group["updated_at"] = Value::from(updated);
+            }
+            group
+        };
+        let first = [
+            group(1, "no cursor", None),
+            group(2, "with a cursor", Some("2024-01-02T00:00:00Z")),
+            group(3, "newer", Some("2024-01-02T00:00:00Z")),
+        ];
+        lake.upsert(spec, decode(&first), &draft(1)).await.unwrap();
+        let second = [
+            group(1, "listed again", None),
+            group(2, "listed without one", None),
+            group(3, "older", Some("2024-01-01T00:00:00Z")),
+        ];
+        let report = lake
+            .upsert(spec, decode(&second), &draft(2))
+            .with_expected_batch(1)
+            .await
+            .unwrap();
+        assert_eq!((report.inserted, report.updated), (0, 2));
+        let batches = lake
+            .query("SELECT id, name FROM groups ORDER BY id")
+            .await
+            .unwrap();
+        let names: Vec<(i64, String)> = batches
+            .iter()
+            .flat_map(|batch| {
+                let ids = batch.column(0).as_primitive::<Int64Type>().clone();
+                let names = deltalake::arrow::compute::cast(
+                    batch.column(1),
+                    &deltalake::arrow::datatypes::DataType::Utf8,
+                )
+                .unwrap();
+                let names = names.as_string::<i32>().clone();
+                (0..batch.num_rows())
+                    .map(move |i| (ids.value(i), names.value(i).to_owned()))
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        assert_eq!(
+            names,
+            [
+                (1, "listed again".to_owned()),
+                (2, "listed without one".to_owned()),
+                (3, "newer".to_owned()),
+            ]
+        );
     }
 }

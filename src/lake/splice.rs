@@ -559,11 +559,14 @@ impl<'a> Source<'a> {
                         matched[row] = true;
                         match (self.cursor[row], stored_cursor[i]) {
                             (Some(new), Some(old)) if new > old => Pick::Row(row),
-                            (Some(new), Some(old)) if new == old => {
+                            (Some(new), Some(old)) if new < old => Pick::Stored,
+                            // As new, or without a cursor on either side (only snapshot tables
+                            // hold such rows, and their listing is the account's state when
+                            // read): replaced unless it holds the same values.
+                            _ => {
                                 ties.push(i);
                                 Pick::Row(row)
                             }
-                            _ => Pick::Stored,
                         }
                     }
                     (None, Some((_, patches))) => match patches.get(key) {

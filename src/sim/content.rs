@@ -1,15 +1,24 @@
 //! The account's listed records: groups, brands, Help Center categories, sections and articles,
-//! community topics and posts.
+//! community topics and posts, and the account's configuration (fields, forms, custom statuses,
+//! macros, automations, views, SLA policies, memberships, schedules, custom roles: their records
+//! are made in `admin.rs`; triggers live with the Triggers API in `webhooks.rs`).
 //!
 //! Each kind has its own random streams (never the tickets', users' or organizations'), so adding
 //! these records left those byte-identical. Records are kept as compact JSON text by id (lists
 //! page by id) and, for the time export of articles, by (updated_at, id).
 //!
 //! How a deletion shows: groups are soft-deleted (`deleted: true`, a new `updated_at`, listed only
-//! with `exclude_deleted=false`); brands, categories, sections, topics and posts are hard-deleted
-//! (they vanish from their listing and keep, as ground truth, the last JSON they were listed
-//! with); articles are archived (they vanish from the article list and from the incremental
-//! article export, keeping their last JSON).
+//! with `exclude_deleted=false`); brands, categories, sections, topics, posts and every kind of
+//! the configuration are hard-deleted (they vanish from their listing and keep, as ground truth,
+//! the last JSON they were listed with); articles are archived (they vanish from the article list
+//! and from the incremental article export, keeping their last JSON). The records other records
+//! point at are never deleted: the tickets' groups, brands, forms, custom fields and custom
+//! statuses, the users' custom roles and the keys of their `user_fields` and
+//! `organization_fields` ([`Kind::fixed`]).
+//!
+//! Paging (Zendesk's reference): every list pages by cursor, except the ones Zendesk documents
+//! without pagination, answered whole in one response ([`Kind::paging`]); ticket fields do both,
+//! whole unless the request asks for a page.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Bound;
@@ -19,9 +28,11 @@ use rand::seq::index;
 use rand::Rng;
 use serde_json::{json, Map, Value};
 
+use super::admin;
 use super::data::{
-    optional, pick, rfc3339, stream_rng, Clock, BRAND_IDS, DAY_SECS, FIRST_USER_ID, GROUP_IDS,
-    MIN_AGE_SECS, RECORD_BASE_URL, TAGS, TICKET_FORM_IDS, YEAR_SECS,
+    optional, pick, rfc3339, stream_rng, Clock, Table, BRAND_IDS, CUSTOM_FIELD_IDS,
+    CUSTOM_STATUS_BASE, DAY_SECS, FIRST_ORG_ID, FIRST_USER_ID, GROUP_IDS, MIN_AGE_SECS,
+    RECORD_BASE_URL, TAGS, TICKET_FORM_IDS, YEAR_SECS,
 };
 use super::{Round, SimConfig};
 
@@ -35,6 +46,30 @@ pub(crate) enum Kind {
     Topics,
     Posts,
     Articles,
+    TicketFields,
+    UserFields,
+    OrganizationFields,
+    TicketForms,
+    CustomStatuses,
+    Macros,
+    Automations,
+    Views,
+    SlaPolicies,
+    GroupMemberships,
+    OrganizationMemberships,
+    Schedules,
+    CustomRoles,
+}
+
+/// How a list pages (Zendesk's reference for each endpoint).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Paging {
+    /// `page[size]`, `page[after]` / `page[before]`.
+    Cursor,
+    /// No pagination: one answer holds the whole list, whatever the request asks.
+    Whole,
+    /// Whole unless the request asks for a page, then by cursor (ticket fields).
+    WholeOrCursor,
 }
 
 /// Whether a list belongs to Zendesk Support (its last page still carries `links.next`) or to the
@@ -46,7 +81,10 @@ pub(crate) enum Family {
 }
 
 impl Kind {
-    pub(crate) const ALL: [Kind; 7] = [
+    /// Every kind, in the order records are made: parents before the records that point at
+    /// them (categories before sections, ticket fields before ticket forms), and the kinds added
+    /// later after the others, so that those kept their records.
+    pub(crate) const ALL: [Kind; 20] = [
         Kind::Groups,
         Kind::Brands,
         Kind::Categories,
@@ -54,7 +92,28 @@ impl Kind {
         Kind::Topics,
         Kind::Posts,
         Kind::Articles,
+        Kind::TicketFields,
+        Kind::UserFields,
+        Kind::OrganizationFields,
+        Kind::TicketForms,
+        Kind::CustomStatuses,
+        Kind::Macros,
+        Kind::Automations,
+        Kind::Views,
+        Kind::SlaPolicies,
+        Kind::GroupMemberships,
+        Kind::OrganizationMemberships,
+        Kind::Schedules,
+        Kind::CustomRoles,
     ];
+
+    /// Its place in [`Kind::ALL`].
+    fn index(self) -> usize {
+        Self::ALL
+            .iter()
+            .position(|kind| *kind == self)
+            .unwrap_or_default()
+    }
 
     pub(crate) fn parse(name: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|kind| kind.name() == name)
@@ -70,6 +129,19 @@ impl Kind {
             Kind::Topics => "topics",
             Kind::Posts => "posts",
             Kind::Articles => "articles",
+            Kind::TicketFields => "ticket_fields",
+            Kind::UserFields => "user_fields",
+            Kind::OrganizationFields => "organization_fields",
+            Kind::TicketForms => "ticket_forms",
+            Kind::CustomStatuses => "custom_statuses",
+            Kind::Macros => "macros",
+            Kind::Automations => "automations",
+            Kind::Views => "views",
+            Kind::SlaPolicies => "sla_policies",
+            Kind::GroupMemberships => "group_memberships",
+            Kind::OrganizationMemberships => "organization_memberships",
+            Kind::Schedules => "schedules",
+            Kind::CustomRoles => "custom_roles",
         }
     }
 
@@ -83,7 +155,41 @@ impl Kind {
             Kind::Topics => "/api/v2/community/topics",
             Kind::Posts => "/api/v2/community/posts",
             Kind::Articles => "/api/v2/help_center/articles",
+            Kind::TicketFields => "/api/v2/ticket_fields",
+            Kind::UserFields => "/api/v2/user_fields",
+            Kind::OrganizationFields => "/api/v2/organization_fields",
+            Kind::TicketForms => "/api/v2/ticket_forms",
+            Kind::CustomStatuses => "/api/v2/custom_statuses",
+            Kind::Macros => "/api/v2/macros",
+            Kind::Automations => "/api/v2/automations",
+            Kind::Views => "/api/v2/views",
+            Kind::SlaPolicies => "/api/v2/slas/policies",
+            Kind::GroupMemberships => "/api/v2/group_memberships",
+            Kind::OrganizationMemberships => "/api/v2/organization_memberships",
+            Kind::Schedules => "/api/v2/business_hours/schedules",
+            Kind::CustomRoles => "/api/v2/custom_roles",
         }
+    }
+
+    pub(crate) fn paging(self) -> Paging {
+        match self {
+            Kind::TicketForms
+            | Kind::CustomStatuses
+            | Kind::SlaPolicies
+            | Kind::Schedules
+            | Kind::CustomRoles => Paging::Whole,
+            Kind::TicketFields => Paging::WholeOrCursor,
+            _ => Paging::Cursor,
+        }
+    }
+
+    /// Whether the whole list's answer carries Zendesk's offset keys (`next_page: null`,
+    /// `previous_page: null`, `count`), as the recorded ticket fields and forms do.
+    pub(crate) fn whole_has_offset_keys(self) -> bool {
+        matches!(
+            self,
+            Kind::TicketFields | Kind::TicketForms | Kind::SlaPolicies | Kind::CustomRoles
+        )
     }
 
     /// The kind listed at `path` (without ".json"); Zendesk also serves the community under
@@ -98,12 +204,14 @@ impl Kind {
 
     pub(crate) fn family(self) -> Family {
         match self {
-            Kind::Groups | Kind::Brands => Family::Support,
-            _ => Family::HelpCenter,
+            Kind::Categories | Kind::Sections | Kind::Topics | Kind::Posts | Kind::Articles => {
+                Family::HelpCenter
+            }
+            _ => Family::Support,
         }
     }
 
-    fn first_id(self) -> i64 {
+    pub(crate) fn first_id(self) -> i64 {
         match self {
             Kind::Groups => GROUP_IDS[0],
             Kind::Brands => BRAND_IDS[0],
@@ -112,6 +220,19 @@ impl Kind {
             Kind::Topics => 360_030_000_001,
             Kind::Posts => 360_040_000_001,
             Kind::Articles => 360_050_000_001,
+            Kind::TicketFields => CUSTOM_FIELD_IDS[0],
+            Kind::UserFields => 360_000_510_001,
+            Kind::OrganizationFields => 360_000_520_001,
+            Kind::TicketForms => TICKET_FORM_IDS[0],
+            Kind::CustomStatuses => CUSTOM_STATUS_BASE + 1,
+            Kind::Macros => 360_000_800_001,
+            Kind::Automations => 360_000_810_001,
+            Kind::Views => 360_000_820_001,
+            Kind::SlaPolicies => 360_000_830_001,
+            Kind::GroupMemberships => 360_000_840_001,
+            Kind::OrganizationMemberships => 360_000_850_001,
+            Kind::Schedules => 360_000_860_001,
+            Kind::CustomRoles => admin::FIRST_CUSTOM_ROLE_ID,
         }
     }
 
@@ -125,16 +246,45 @@ impl Kind {
             Kind::Topics => 15,
             Kind::Posts => 16,
             Kind::Articles => 17,
+            // 21 and 31-32 are the activity's and the jobs'.
+            Kind::TicketFields => 40,
+            Kind::UserFields => 41,
+            Kind::OrganizationFields => 42,
+            Kind::TicketForms => 43,
+            Kind::CustomStatuses => 44,
+            Kind::Macros => 45,
+            Kind::Automations => 46,
+            Kind::Views => 47,
+            Kind::SlaPolicies => 48,
+            Kind::GroupMemberships => 49,
+            Kind::OrganizationMemberships => 50,
+            Kind::Schedules => 51,
+            Kind::CustomRoles => 52,
         }
     }
 
-    /// Records that are never deleted: the groups and brands tickets point at.
-    fn protected(self) -> &'static [i64] {
+    /// The first records of a kind, which other records point at and which are never deleted:
+    /// the groups, brands, forms, custom fields and custom statuses of tickets, the custom
+    /// roles of users, the keys of `user_fields` and `organization_fields`.
+    pub(crate) fn fixed(self) -> usize {
         match self {
-            Kind::Groups => &GROUP_IDS,
-            Kind::Brands => &BRAND_IDS,
-            _ => &[],
+            Kind::Groups => GROUP_IDS.len(),
+            Kind::Brands => BRAND_IDS.len(),
+            Kind::TicketFields => admin::FIXED_TICKET_FIELDS,
+            Kind::UserFields => admin::USER_FIELDS.len(),
+            Kind::OrganizationFields => admin::ORGANIZATION_FIELDS.len(),
+            Kind::TicketForms => TICKET_FORM_IDS.len(),
+            Kind::CustomStatuses => admin::STATUS_LABELS.len(),
+            Kind::CustomRoles => admin::CUSTOM_ROLES.len(),
+            _ => 0,
         }
+    }
+
+    /// Ids of the [`Kind::fixed`] records.
+    fn protected(self) -> Vec<i64> {
+        (0..self.fixed() as i64)
+            .map(|i| self.first_id() + i)
+            .collect()
     }
 
     /// How a deletion of this kind shows.
@@ -148,10 +298,11 @@ impl Kind {
 
     /// (creates, updates, deletes) of one round: at least one of each that the round has any of,
     /// more for the kinds that are numerous in real accounts.
-    fn round_counts(self, round: &Round) -> (usize, usize, usize) {
+    pub(crate) fn round_counts(self, round: &Round) -> (usize, usize, usize) {
         let scale = |n: usize, per: usize| if n == 0 { 0 } else { (n / per).max(1) };
         let per = match self {
             Kind::Posts | Kind::Articles => 4,
+            Kind::GroupMemberships | Kind::OrganizationMemberships => 10,
             _ => 20,
         };
         (
@@ -238,6 +389,15 @@ impl Catalog {
         self.items.len()
     }
 
+    /// A catalog of records kept elsewhere (triggers), to page through them as lists do.
+    pub(crate) fn of<'a>(records: impl IntoIterator<Item = (i64, &'a Value)>) -> Self {
+        let mut catalog = Catalog::default();
+        for (id, record) in records {
+            catalog.insert(id, 0, record);
+        }
+        catalog
+    }
+
     /// Ids of live records (not deleted in any way), in id order, without `protected`.
     fn live_ids(&self, protected: &[i64]) -> Vec<i64> {
         self.items
@@ -319,6 +479,18 @@ fn initial_count(kind: Kind, config: &SimConfig) -> usize {
         Kind::Topics => scaled(config.topics, 3, 2_000, 30),
         Kind::Posts => scaled(config.posts, 10, 10, 5_000),
         Kind::Articles => scaled(config.articles, 10, 6, 20_000),
+        Kind::TicketFields => kind.fixed() + scaled(None, 2, 500, 40),
+        Kind::UserFields | Kind::OrganizationFields => kind.fixed() + scaled(None, 1, 1_000, 20),
+        Kind::TicketForms => kind.fixed() + scaled(None, 1, 2_000, 20),
+        Kind::CustomStatuses => kind.fixed() + scaled(None, 2, 5_000, 20),
+        Kind::Macros => scaled(None, 10, 20, 500),
+        Kind::Automations => scaled(None, 5, 200, 100),
+        Kind::Views => scaled(None, 8, 50, 300),
+        Kind::SlaPolicies => scaled(None, 3, 1_000, 20),
+        Kind::GroupMemberships => scaled(None, 10, 4, 5_000),
+        Kind::OrganizationMemberships => (10 + config.users / 2).min(5_000),
+        Kind::Schedules => scaled(None, 2, 2_000, 10),
+        Kind::CustomRoles => kind.fixed() + scaled(None, 1, 5_000, 20),
     }
 }
 
@@ -398,29 +570,59 @@ fn title(rng: &mut StdRng) -> String {
     pick(rng, &TITLES).replace("{n}", &rng.gen_range(1000..100_000).to_string())
 }
 
-/// The groups, brands, Help Center and community records.
-#[derive(Default)]
+/// The listed records, one catalog per kind (in the order of [`Kind::ALL`]).
 pub(crate) struct Content {
-    groups: Catalog,
-    brands: Catalog,
-    categories: Catalog,
-    sections: Catalog,
-    topics: Catalog,
-    posts: Catalog,
-    articles: Catalog,
+    catalogs: Vec<Catalog>,
+}
+
+impl Default for Content {
+    fn default() -> Self {
+        Content {
+            catalogs: Kind::ALL.iter().map(|_| Catalog::default()).collect(),
+        }
+    }
+}
+
+/// The account's users and organizations, which new records may point at.
+pub(crate) struct People<'a> {
+    pub(crate) users: usize,
+    pub(crate) organizations: &'a Table,
 }
 
 /// What a new record may point at.
-struct Context {
+pub(crate) struct Context<'a> {
     users: usize,
+    organizations: &'a Table,
     categories: Vec<i64>,
     sections: Vec<i64>,
     topics: Vec<i64>,
+    pub(crate) groups: Vec<i64>,
+    pub(crate) ticket_fields: Vec<i64>,
 }
 
-impl Context {
-    fn user(&self, rng: &mut StdRng) -> i64 {
+impl Context<'_> {
+    pub(crate) fn user(&self, rng: &mut StdRng) -> i64 {
         FIRST_USER_ID + rng.gen_range(0..self.users.max(1) as i64)
+    }
+
+    /// A group among the live ones.
+    pub(crate) fn group(&self, rng: &mut StdRng) -> i64 {
+        parent(rng, &self.groups, GROUP_IDS[0])
+    }
+
+    /// An organization of the account and its name (none when it has no organizations).
+    pub(crate) fn organization(&self, rng: &mut StdRng) -> Option<(i64, String)> {
+        let count = self.organizations.len();
+        if count == 0 {
+            return None;
+        }
+        let id = FIRST_ORG_ID + rng.gen_range(0..count as i64);
+        let name = self
+            .organizations
+            .object(id)
+            .and_then(|org| org.get("name").and_then(Value::as_str).map(str::to_owned))
+            .unwrap_or_default();
+        Some((id, name))
     }
 }
 
@@ -435,25 +637,17 @@ fn parent(rng: &mut StdRng, ids: &[i64], fallback: i64) -> i64 {
 
 impl Content {
     /// The initial records, their history ending at `origin` (unix seconds).
-    pub(crate) fn new(config: &SimConfig, users: usize, origin: i64) -> Self {
+    pub(crate) fn new(config: &SimConfig, people: &People, origin: i64) -> Self {
         let mut content = Self::default();
         let lo = origin - YEAR_SECS;
         let hi = origin - MIN_AGE_SECS;
         // Parents first, so children point at existing records.
-        for kind in [
-            Kind::Groups,
-            Kind::Brands,
-            Kind::Categories,
-            Kind::Sections,
-            Kind::Topics,
-            Kind::Posts,
-            Kind::Articles,
-        ] {
+        for kind in Kind::ALL {
             let count = initial_count(kind, config);
             let mut rng = stream_rng(config.seed, 0, kind.stream());
             // Crowded seconds matter for the one time export (articles); harmless elsewhere.
             let clock = Clock::new(&mut rng, (lo, hi), count, 2, 0.25);
-            let context = content.context(users);
+            let context = content.context(people);
             for _ in 0..count {
                 let updated = clock.pick(&mut rng);
                 let created = if rng.gen_bool(0.3) {
@@ -468,35 +662,23 @@ impl Content {
     }
 
     pub(crate) fn catalog(&self, kind: Kind) -> &Catalog {
-        match kind {
-            Kind::Groups => &self.groups,
-            Kind::Brands => &self.brands,
-            Kind::Categories => &self.categories,
-            Kind::Sections => &self.sections,
-            Kind::Topics => &self.topics,
-            Kind::Posts => &self.posts,
-            Kind::Articles => &self.articles,
-        }
+        &self.catalogs[kind.index()]
     }
 
     fn catalog_mut(&mut self, kind: Kind) -> &mut Catalog {
-        match kind {
-            Kind::Groups => &mut self.groups,
-            Kind::Brands => &mut self.brands,
-            Kind::Categories => &mut self.categories,
-            Kind::Sections => &mut self.sections,
-            Kind::Topics => &mut self.topics,
-            Kind::Posts => &mut self.posts,
-            Kind::Articles => &mut self.articles,
-        }
+        &mut self.catalogs[kind.index()]
     }
 
-    fn context(&self, users: usize) -> Context {
+    fn context<'a>(&self, people: &People<'a>) -> Context<'a> {
+        let live = |kind| self.catalog(kind).live_ids(&[]);
         Context {
-            users,
-            categories: self.categories.live_ids(&[]),
-            sections: self.sections.live_ids(&[]),
-            topics: self.topics.live_ids(&[]),
+            users: people.users,
+            organizations: people.organizations,
+            categories: live(Kind::Categories),
+            sections: live(Kind::Sections),
+            topics: live(Kind::Topics),
+            groups: live(Kind::Groups),
+            ticket_fields: live(Kind::TicketFields),
         }
     }
 
@@ -508,7 +690,7 @@ impl Content {
         round_number: u64,
         round: &Round,
         (lo, hi): (i64, i64),
-        users: usize,
+        people: &People,
     ) {
         for kind in Kind::ALL {
             let (creates, updates, deletes) = kind.round_counts(round);
@@ -522,7 +704,7 @@ impl Content {
                 kind,
                 Kind::Categories | Kind::Sections | Kind::Topics
             ));
-            let deletable = self.catalog(kind).live_ids(kind.protected());
+            let deletable = self.catalog(kind).live_ids(&kind.protected());
             let deletes = deletes.min(deletable.len().saturating_sub(keep));
             let doomed: BTreeSet<i64> = index::sample(&mut rng, deletable.len(), deletes)
                 .into_iter()
@@ -534,7 +716,7 @@ impl Content {
                 .into_iter()
                 .filter(|id| !doomed.contains(id))
                 .collect();
-            let context = self.context(users);
+            let context = self.context(people);
             let chosen = index::sample(&mut rng, changeable.len(), updates.min(changeable.len()));
             for i in chosen {
                 let id = changeable[i];
@@ -560,7 +742,7 @@ impl Content {
                     }
                 }
             }
-            let context = self.context(users);
+            let context = self.context(people);
             for _ in 0..creates {
                 let ts = when(&mut rng);
                 self.create(kind, &mut rng, &context, ts, ts);
@@ -759,6 +941,7 @@ fn make_record(
                 "user_segment_ids": segments,
             })
         }
+        kind => admin::make(kind, rng, context, id, index, created, updated),
     }
 }
 
@@ -843,6 +1026,7 @@ fn change_record(
             set("vote_sum", json!(n % 50 - 2 * (n % 9)));
         }
         (Kind::Articles, _) => set("label_names", json!([TAGS[n as usize % TAGS.len()]])),
+        (kind, change) => admin::change(kind, map, change, n, ts, context),
     }
 }
 

@@ -15,7 +15,7 @@ use rand::{Rng, SeedableRng};
 use serde_json::{json, Map, Value};
 
 use super::activity::{Activity, TicketLog, TicketLogKind};
-use super::content::Content;
+use super::content::{Content, People};
 use super::{Round, SimConfig};
 
 /// Host used inside records (`url` fields), so records do not depend on the port we listen on.
@@ -43,7 +43,7 @@ pub(crate) const GROUP_IDS: [i64; 4] = [
 ];
 pub(crate) const TICKET_FORM_IDS: [i64; 2] = [360_000_200_001, 360_000_200_002];
 pub(crate) const BRAND_IDS: [i64; 2] = [360_000_300_001, 360_000_300_002];
-const CUSTOM_STATUS_BASE: i64 = 360_000_400_000;
+pub(crate) const CUSTOM_STATUS_BASE: i64 = 360_000_400_000;
 pub(crate) const CUSTOM_FIELD_IDS: [i64; 6] = [
     360_000_500_001,
     360_000_500_002,
@@ -102,7 +102,7 @@ pub(crate) const LAST_NAMES: [&str; 10] = [
     "Müller", "Smith", "O'Brien", "García", "Tanaka", "Nowak", "Dubois", "Kim", "Okafor", "Rossi",
 ];
 pub(crate) const EMAIL_DOMAINS: [&str; 3] = ["example.com", "example.org", "kunden.example.de"];
-const TIME_ZONES: [(&str, &str); 5] = [
+pub(crate) const TIME_ZONES: [(&str, &str); 5] = [
     ("America/New_York", "America/New_York"),
     ("Osaka", "Asia/Tokyo"),
     ("London", "Europe/London"),
@@ -121,8 +121,8 @@ const ORG_ADJECTIVES: [&str; 8] = [
     "O'Neil's",
 ];
 const ORG_NOUNS: [&str; 6] = ["Alliance", "Senate", "Traders", "GmbH", "Labs", "Holdings"];
-const REGIONS: [&str; 4] = ["emea", "amer", "apac", "latam"];
-const TIERS: [&str; 3] = ["bronze", "silver", "gold"];
+pub(crate) const REGIONS: [&str; 4] = ["emea", "amer", "apac", "latam"];
+pub(crate) const TIERS: [&str; 3] = ["bronze", "silver", "gold"];
 
 /// The three objects the simulator serves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -383,6 +383,9 @@ pub(crate) struct State {
     pub(crate) bias: Option<super::RecentBias>,
     /// Bulk jobs (imports, update_many) and what they did.
     pub(crate) jobs: super::jobs::Jobs,
+    /// The times the last round's changes were dated in (for the records kept apart from the
+    /// state: triggers).
+    pub(crate) window: (i64, i64),
 }
 
 impl State {
@@ -403,6 +406,7 @@ impl State {
             activity: Activity::default(),
             bias: None,
             jobs: super::jobs::Jobs::default(),
+            window: (origin, origin),
         };
         let lo = origin - YEAR_SECS;
         let hi = origin - MIN_AGE_SECS - GENERATED_LAG_MAX;
@@ -436,7 +440,14 @@ impl State {
         // Everything new draws from streams of its own, so the records above do not depend on it.
         let users = state.users.len();
         state.activity = Activity::new(config.seed, &state.tickets, users);
-        state.content = Content::new(config, users, origin);
+        state.content = Content::new(
+            config,
+            &People {
+                users,
+                organizations: &state.organizations,
+            },
+            origin,
+        );
         state
     }
 
@@ -475,6 +486,11 @@ impl State {
         self.seed
     }
 
+    /// Rounds applied so far.
+    pub(crate) fn rounds(&self) -> u64 {
+        self.round
+    }
+
     /// A random stream per (seed, round, object), so rounds are reproducible one by one.
     fn rng(&self, object: Object) -> StdRng {
         stream_rng(self.seed, self.round, object.stream())
@@ -499,8 +515,13 @@ impl State {
         let log = self.tickets_round(round, window_start, hi);
         let users = self.users.len();
         self.activity.apply_round(self.round, &log, users);
+        let people = People {
+            users,
+            organizations: &self.organizations,
+        };
         self.content
-            .apply_round(self.seed, self.round, round, (window_start, hi), users);
+            .apply_round(self.seed, self.round, round, (window_start, hi), &people);
+        self.window = (window_start, hi);
         changes.extend(log.into_iter().filter_map(|entry| {
             let id = entry.after.get("id").and_then(Value::as_i64)?;
             Some(Change {

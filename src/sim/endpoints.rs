@@ -1,13 +1,16 @@
 //! The endpoints added after the three exports: the ticket events and Help Center article time
-//! exports, the cursor-paginated lists and the per-ticket side conversations.
+//! exports, the lists and the per-ticket side conversations.
 //!
 //! Paging rules (docs/ARCHITECTURE.md, "Zendesk facts"):
 //! - time exports never split a second (`api::time_page`); the ticket events export carries
 //!   `end_of_stream`, the article export does not and ends with `next_page: null`;
 //! - lists order by id and page by cursor: `page[size]` 1..=100 (default 100; anything else is a
 //!   400 `InvalidPaginationParameter`), `page[after]` / `page[before]` cursors; Support lists
-//!   (groups, brands) carry `links.next` even on the last page, Help Center and community lists
-//!   carry it only while `meta.has_more`;
+//!   (groups, brands, the account's configuration) carry `links.next` even on the last page,
+//!   Help Center and community lists carry it only while `meta.has_more`; the lists Zendesk
+//!   documents without pagination (ticket forms, custom statuses, SLA policies, schedules,
+//!   custom roles) answer whole whatever the request asks, and ticket fields answer whole
+//!   unless a page is asked for;
 //! - side conversations page by offset (`page`, `per_page` ≤ 100) with `next_page` /
 //!   `previous_page` / `count`.
 
@@ -16,7 +19,7 @@ use base64::Engine as _;
 use serde_json::{json, Map, Value};
 
 use super::api::{includes, time_page, time_params, Export, Request, Response};
-use super::content::{Family, Kind};
+use super::content::{Catalog, Family, Kind, Paging};
 use super::data::State;
 
 /// Zendesk's largest (and default) page of a cursor-paginated list.
@@ -137,8 +140,57 @@ enum Position {
 }
 
 /// `GET <list>.json[?page[size]=N][&page[after]=C | &page[before]=C]` (and
-/// `exclude_deleted=false` for groups).
+/// `exclude_deleted=false` for groups); the lists Zendesk documents without pagination answer
+/// whole, and ticket fields answer whole unless a page is asked for.
 pub(crate) fn list(state: &State, kind: Kind, request: &Request, export: &Export<'_>) -> Response {
+    let catalog = state.content.catalog(kind);
+    let paged = ["page[size]", "page[after]", "page[before]"]
+        .iter()
+        .any(|name| request.param(name).is_some());
+    let whole = match kind.paging() {
+        Paging::Whole => true,
+        Paging::WholeOrCursor => !paged,
+        Paging::Cursor => false,
+    };
+    if whole {
+        let records: Vec<&str> = catalog
+            .list_after(None, false)
+            .map(|(_, text)| text)
+            .collect();
+        let tail = if kind.whole_has_offset_keys() {
+            json!({"next_page": null, "previous_page": null, "count": records.len()})
+        } else {
+            json!({})
+        };
+        return Response::page(kind.name(), &records, &tail);
+    }
+    let with_deleted = kind == Kind::Groups && request.param("exclude_deleted") == Some("false");
+    let listed = Listed {
+        name: kind.name(),
+        path: kind.path(),
+        family: kind.family(),
+    };
+    cursor_page(catalog, &listed, with_deleted, request, export)
+}
+
+/// What a cursor-paginated list's answers are made of besides its records.
+pub(crate) struct Listed<'a> {
+    /// The key of the records' array.
+    pub(crate) name: &'a str,
+    /// The list's path, without ".json".
+    pub(crate) path: &'a str,
+    pub(crate) family: Family,
+}
+
+/// One page of a cursor-paginated list of `catalog`'s records (deleted ones too when
+/// `with_deleted`), as `request` asks.
+pub(crate) fn cursor_page(
+    catalog: &Catalog,
+    listed: &Listed<'_>,
+    with_deleted: bool,
+    request: &Request,
+    export: &Export<'_>,
+) -> Response {
     let size = match request.param("page[size]") {
         None => LIST_MAX_PAGE,
         Some(raw) => match raw.trim().parse::<usize>() {
@@ -163,8 +215,6 @@ pub(crate) fn list(state: &State, kind: Kind, request: &Request, export: &Export
     } else {
         Position::First
     };
-    let with_deleted = kind == Kind::Groups && request.param("exclude_deleted") == Some("false");
-    let catalog = state.content.catalog(kind);
 
     // has_more: more records in the paging direction; later: more records after the page.
     let (rows, has_more, later) = match position {
@@ -219,8 +269,7 @@ pub(crate) fn list(state: &State, kind: Kind, request: &Request, export: &Export
         let separator = if query.is_empty() { "" } else { "?" };
         json!(format!(
             "{}{}.json{separator}{query}",
-            export.link_base,
-            kind.path()
+            export.link_base, listed.path
         ))
     };
     let mut links = Map::new();
@@ -230,7 +279,7 @@ pub(crate) fn list(state: &State, kind: Kind, request: &Request, export: &Export
     let prev = before_cursor
         .as_deref()
         .map(|cursor| link(Some(("page[before]", cursor))));
-    match kind.family() {
+    match listed.family {
         Family::Support => {
             // Present even on the last page (it then leads to an empty page).
             let given = match position {
@@ -255,7 +304,7 @@ pub(crate) fn list(state: &State, kind: Kind, request: &Request, export: &Export
     }
     let records: Vec<&str> = rows.iter().map(|(_, text)| *text).collect();
     Response::page(
-        kind.name(),
+        listed.name,
         &records,
         &json!({
             "meta": {

@@ -22,7 +22,17 @@
 //!   `/api/v2/groups.json` (`exclude_deleted=false` adds deleted groups), `/api/v2/brands.json`,
 //!   `/api/v2/help_center/categories.json`, `/api/v2/help_center/sections.json`,
 //!   `/api/v2/help_center/articles.json`, `/api/v2/community/topics.json`,
-//!   `/api/v2/community/posts.json` (the community also under `/api/v2/help_center/community/`)
+//!   `/api/v2/community/posts.json` (the community also under `/api/v2/help_center/community/`),
+//!   and the account's configuration: `/api/v2/user_fields.json`,
+//!   `/api/v2/organization_fields.json`, `/api/v2/macros.json`, `/api/v2/automations.json`,
+//!   `/api/v2/views.json`, `/api/v2/group_memberships.json`,
+//!   `/api/v2/organization_memberships.json`, `/api/v2/triggers.json` (with `page[size]`; without,
+//!   the Triggers API's one offset page)
+//! - lists Zendesk documents without pagination, answered whole: `/api/v2/ticket_forms.json`,
+//!   `/api/v2/custom_statuses.json`, `/api/v2/slas/policies.json`,
+//!   `/api/v2/business_hours/schedules.json`, `/api/v2/custom_roles.json` (Enterprise only in
+//!   Zendesk: gate it with [`Faults::deny`]), and `/api/v2/ticket_fields.json` (by cursor when a
+//!   page is asked for)
 //! - offset-paginated `/api/v2/tickets/{id}/side_conversations.json` (`page`, `per_page`)
 //!
 //! Writes (bodies by `Content-Length`, at most 16 MiB; counted against the account budget and
@@ -45,6 +55,7 @@
 //! [`Simulator::deliveries`].
 
 mod activity;
+mod admin;
 mod api;
 mod budget;
 mod content;
@@ -182,9 +193,11 @@ impl SimConfig {
 ///
 /// The other records follow from it: every visible ticket change (update, delete, create) is a
 /// ticket event and may move the ticket's metric set and side conversations; groups, brands,
-/// categories, sections, topics, posts and articles get at least one create / update / delete each
-/// when the round has any creates / updates (silent ones included) / deletes (posts and articles
-/// one per 4, the others one per 20).
+/// categories, sections, topics, posts, articles and every list of the account's configuration
+/// (fields, forms, custom statuses, macros, triggers, automations, views, SLA policies,
+/// memberships, schedules, custom roles) get at least one create / update / delete each when
+/// the round has any creates / updates (silent ones included) / deletes (posts and articles one
+/// per 4, memberships one per 10, the others one per 20).
 #[derive(Debug, Clone, Default)]
 pub struct Round {
     /// New records per object.
@@ -430,7 +443,13 @@ impl Simulator {
     /// objects. The registered webhooks get their deliveries of the round's changes (queued,
     /// sent by the server's task).
     pub fn apply_round(&self, round: &Round) {
-        let changes = self.state().apply_round(round, &self.inner.config.email);
+        let (changes, rounds, window, now) = {
+            let mut state = self.state();
+            let changes = state.apply_round(round, &self.inner.config.email);
+            (changes, state.rounds(), state.window, state.now)
+        };
+        let seed = self.inner.config.seed;
+        self.hooks().round(seed, rounds, round, window, now);
         self.deliver_changes(changes);
     }
 
@@ -537,9 +556,12 @@ impl Simulator {
     ///
     /// - "tickets" | "users" | "organizations": exactly as the exports serialize them (deleted
     ///   records included), sorted by id.
-    /// - "groups" | "brands" | "categories" | "sections" | "topics" | "posts" | "articles": as
-    ///   their lists serve them, sorted by id; a hard-deleted or archived record keeps the last
-    ///   JSON it was served with; a deleted group has `deleted: true`.
+    /// - "groups" | "brands" | "categories" | "sections" | "topics" | "posts" | "articles", and
+    ///   the configuration's lists ("ticket_fields", "user_fields", "organization_fields",
+    ///   "ticket_forms", "custom_statuses", "macros", "triggers", "automations", "views",
+    ///   "sla_policies", "group_memberships", "organization_memberships", "schedules",
+    ///   "custom_roles"): as their lists serve them, sorted by id; a hard-deleted or archived
+    ///   record keeps the last JSON it was served with; a deleted group has `deleted: true`.
     /// - "side_conversations": every side conversation (of deleted tickets too), by ticket id and
     ///   then creation, with its ticket's id added as `ticket_id` (the endpoint's URL names it).
     /// - "ticket_metrics": the current metric set of every ticket (a deleted ticket's last one),
@@ -571,6 +593,13 @@ impl Simulator {
         if let Some(kind) = Kind::parse(object) {
             return parse(&mut state.content.catalog(kind).values());
         }
+        if object == "triggers" {
+            let now = state.now;
+            drop(state);
+            let mut hooks = self.hooks();
+            hooks.seed_triggers(now);
+            return hooks.trigger_values();
+        }
         match object {
             "side_conversations" => state.activity.side_conversation_values(),
             "ticket_metrics" => state.activity.metric_values(),
@@ -584,9 +613,9 @@ impl Simulator {
     /// Ground truth: the keys (the id as decimal text; a side conversation's UUID) of the
     /// records of `object` that a correct copy flags `_deleted`:
     /// - tickets `status = "deleted"`, users `active = false`, organizations with `deleted_at`;
-    /// - groups with `deleted: true`; brands, categories, sections, topics and posts that
-    ///   vanished from their list; archived articles (gone from the article list and the
-    ///   incremental export);
+    /// - groups with `deleted: true`; brands, categories, sections, topics, posts and the
+    ///   configuration's records that vanished from their list; archived articles (gone from
+    ///   the article list and the incremental export);
     /// - side conversations and metric sets (by metric set id) of deleted tickets.
     ///
     /// Events, comments and field history are never deleted; unknown names have none.
@@ -606,6 +635,10 @@ impl Simulator {
                 .deleted_ids()
                 .map(|id| id.to_string())
                 .collect();
+        }
+        if object == "triggers" {
+            drop(state);
+            return self.hooks().gone_triggers();
         }
         match object {
             "side_conversations" => state
@@ -841,6 +874,8 @@ impl Drop for SimServer {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_admin;
 #[cfg(test)]
 mod tests_endpoints;
 #[cfg(test)]

@@ -10,7 +10,7 @@ use super::tests::{client, get, id, send, small, unix, ROUND};
 use super::*;
 
 /// Every name `records()` answers besides tickets, users and organizations.
-const NEW_NAMES: [&str; 12] = [
+const NEW_NAMES: [&str; 26] = [
     "groups",
     "brands",
     "categories",
@@ -23,10 +23,24 @@ const NEW_NAMES: [&str; 12] = [
     "ticket_events",
     "ticket_comments",
     "ticket_field_history",
+    "ticket_fields",
+    "user_fields",
+    "organization_fields",
+    "ticket_forms",
+    "custom_statuses",
+    "macros",
+    "triggers",
+    "automations",
+    "views",
+    "sla_policies",
+    "group_memberships",
+    "organization_memberships",
+    "schedules",
+    "custom_roles",
 ];
 
-/// List endpoints, their record key, and whether they are Support lists.
-const LISTS: [(&str, &str, bool); 7] = [
+/// Cursor-paginated list endpoints, their record key, and whether they are Support lists.
+const LISTS: [(&str, &str, bool); 14] = [
     ("/api/v2/groups.json", "groups", true),
     ("/api/v2/brands.json", "brands", true),
     ("/api/v2/help_center/categories.json", "categories", false),
@@ -34,6 +48,21 @@ const LISTS: [(&str, &str, bool); 7] = [
     ("/api/v2/help_center/articles.json", "articles", false),
     ("/api/v2/community/topics.json", "topics", false),
     ("/api/v2/community/posts.json", "posts", false),
+    ("/api/v2/user_fields.json", "user_fields", true),
+    (
+        "/api/v2/organization_fields.json",
+        "organization_fields",
+        true,
+    ),
+    ("/api/v2/macros.json", "macros", true),
+    ("/api/v2/automations.json", "automations", true),
+    ("/api/v2/views.json", "views", true),
+    ("/api/v2/group_memberships.json", "group_memberships", true),
+    (
+        "/api/v2/organization_memberships.json",
+        "organization_memberships",
+        true,
+    ),
 ];
 
 /// An account with enough history for every kind of child event, after two rounds.

@@ -22,12 +22,18 @@
 //!   "secret": "..."}}`; `POST` to it resets the secret (same answer).
 //! - Errors are `{"errors": [{"code", "title", "detail"}]}` (the Webhooks API's own shape; the
 //!   codes are the simulator's guesses).
-//! - Triggers: `GET /api/v2/triggers` (`{triggers, next_page, previous_page, count}`),
-//!   `GET|PUT|DELETE /api/v2/triggers/{id}`, `POST /api/v2/triggers` (201) with `{"trigger":
+//! - Triggers: `GET /api/v2/triggers` (`{triggers, next_page, previous_page, count}`, or
+//!   cursor pages as other Support lists when `page[size]` / `page[after]` / `page[before]` is
+//!   given), `GET|PUT|DELETE /api/v2/triggers/{id}`, `POST /api/v2/triggers` (201) with `{"trigger":
 //!   {title, conditions: {all, any}, actions: [{field, value}], [active], [description]}}`. An
 //!   action `notification_webhook` has the value `[webhook_id, payload_json_text]` and needs a
 //!   webhook connected to triggers (422 `RecordInvalid` otherwise). Conditions: only
 //!   `update_type` `is` `Create` / `Change` is evaluated; any other condition counts as met.
+//!
+//! The account starts with the triggers its ticket events name (`activity::TRIGGERS`, never
+//! deleted) and a few more; rounds create, change and delete triggers, never one made through
+//! the API (the ones `webhook register` keeps), and a deleted trigger is kept as ground truth
+//! ([`Hooks::gone`]) for the `triggers` table.
 //!
 //! Deliveries: each event-subscribed webhook gets one envelope per subscribed event of a change
 //! (`events.rs`); each trigger-connected webhook gets, per ticket created or updated by a round
@@ -40,16 +46,35 @@ use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
 use serde_json::{json, Map, Value};
 
+use std::collections::BTreeSet;
+
+use rand::seq::index;
+use rand::Rng;
+
 use super::activity::TRIGGERS;
-use super::api::{Request, Response};
-use super::data::{rfc3339, splitmix, Change, ChangeKind, Object, Source, RECORD_BASE_URL};
+use super::api::{Export, Request, Response};
+use super::content::{Catalog, Family};
+use super::data::{
+    pick, rfc3339, splitmix, stream_rng, Change, ChangeKind, Object, Source, RECORD_BASE_URL,
+};
+use super::endpoints::{cursor_page, Listed};
 use super::events::{events_of, is_ticket_type, valid_event_type};
+use super::Round;
 use super::Simulator;
 
 /// The subscription of a webhook connected to triggers and automations.
 pub(crate) const CONDITIONAL: &str = "conditional_ticket_events";
 const LIST_MAX_PAGE: usize = 100;
 const FIRST_TRIGGER_ID: i64 = 360_000_710_001;
+/// Triggers the account has besides the ones its ticket events name.
+const MORE_TRIGGERS: [&str; 3] = [
+    "Notify requester and CCs of received request",
+    "Auto-tag billing requests",
+    "Route “VIP” tickets to Tier 2",
+];
+/// The random stream of the triggers' rounds (see `data::stream_rng`; content.rs uses 11-17
+/// and 40-52).
+const TRIGGER_STREAM: u64 = 53;
 
 /// A registered webhook.
 #[derive(Debug, Clone)]
@@ -133,6 +158,10 @@ pub(crate) struct Hooks {
     triggers: Vec<Map<String, Value>>,
     next_trigger: i64,
     seeded: bool,
+    /// Deleted triggers, as they were last listed (ground truth of the `triggers` table).
+    gone: Vec<Map<String, Value>>,
+    /// Triggers made through the API: rounds leave them alone.
+    made_by_api: BTreeSet<i64>,
 }
 
 /// One request to make to a webhook.
@@ -194,7 +223,7 @@ fn body_object(request: &Request, key: &str) -> Result<Map<String, Value>, Respo
 }
 
 impl Hooks {
-    fn seed_triggers(&mut self, now: i64) {
+    pub(crate) fn seed_triggers(&mut self, now: i64) {
         if self.seeded {
             return;
         }
@@ -215,6 +244,137 @@ impl Hooks {
                 now,
             ));
         }
+        for title in MORE_TRIGGERS {
+            self.add_trigger(
+                &json!({
+                    "title": title,
+                    "active": true,
+                    "conditions": {"all": [{"field": "update_type", "operator": "is", "value": "Create"}], "any": []},
+                    "actions": [{"field": "set_tags", "value": "triage"}],
+                    "description": "Made by the account's admins",
+                }),
+                now,
+            );
+        }
+    }
+
+    /// A new trigger of `given` (title, conditions, actions, ...) at the end of the list.
+    fn add_trigger(&mut self, given: &Value, now: i64) -> Map<String, Value> {
+        let id = self.next_trigger;
+        self.next_trigger += 1;
+        let position = self.triggers.len();
+        let trigger = trigger_json(id, given, position, now, now);
+        self.triggers.push(trigger.clone());
+        trigger
+    }
+
+    /// Removes a trigger, keeping its last version as ground truth; false when there is none.
+    fn remove_trigger(&mut self, id: i64) -> bool {
+        match self.triggers.iter().position(|t| t["id"] == id) {
+            Some(index) => {
+                let trigger = self.triggers.remove(index);
+                self.gone.push(trigger);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Creates, changes and deletes some triggers, as `content.rs` does the other lists'
+    /// records (at least one of each the round has any of, one per 20), dated in `lo..=hi`.
+    /// The triggers the ticket events name are never deleted, and the ones made through the
+    /// API are never touched.
+    pub(crate) fn round(
+        &mut self,
+        seed: u64,
+        round_number: u64,
+        round: &Round,
+        (lo, hi): (i64, i64),
+        now: i64,
+    ) {
+        self.seed_triggers(now);
+        let scale = |n: usize| if n == 0 { 0 } else { (n / 20).max(1) };
+        let (creates, updates, deletes) = (
+            scale(round.creates),
+            scale(round.updates + round.silent_updates),
+            scale(round.deletes),
+        );
+        let mut rng = stream_rng(seed, round_number, TRIGGER_STREAM);
+        let when = |rng: &mut rand::rngs::StdRng| rng.gen_range(lo..=hi.max(lo));
+        let named: BTreeSet<i64> = TRIGGERS.iter().map(|(id, _)| *id).collect();
+        let ids = |hooks: &Hooks, deletable: bool| -> Vec<i64> {
+            hooks
+                .triggers
+                .iter()
+                .filter_map(|t| t["id"].as_i64())
+                .filter(|id| !hooks.made_by_api.contains(id))
+                .filter(|id| !deletable || !named.contains(id))
+                .collect()
+        };
+        let deletable = ids(self, true);
+        let doomed: BTreeSet<i64> =
+            index::sample(&mut rng, deletable.len(), deletes.min(deletable.len()))
+                .into_iter()
+                .map(|i| deletable[i])
+                .collect();
+        let changeable: Vec<i64> = ids(self, false)
+            .into_iter()
+            .filter(|id| !doomed.contains(id))
+            .collect();
+        for i in index::sample(&mut rng, changeable.len(), updates.min(changeable.len())) {
+            let id = changeable[i];
+            let ts = when(&mut rng);
+            let n = rng.gen_range(0..1000_i64);
+            let change = rng.gen_range(0..4);
+            if let Some(trigger) = self.triggers.iter_mut().find(|t| t["id"] == id) {
+                let value = match change {
+                    0 => json!(!trigger["active"].as_bool().unwrap_or(true)),
+                    1 => json!(format!("Changed by the admins (#{n})")),
+                    2 => {
+                        json!({"all": [{"field": "priority", "operator": "is", "value": pick(&mut rng, &["low", "high", "urgent"])}], "any": []})
+                    }
+                    _ => json!(n % 20),
+                };
+                let field = ["active", "description", "conditions", "position"][change];
+                trigger.insert(field.into(), value);
+                trigger.insert("updated_at".into(), json!(rfc3339(ts)));
+            }
+        }
+        for id in doomed {
+            self.remove_trigger(id);
+        }
+        for _ in 0..creates {
+            let ts = when(&mut rng);
+            let n = rng.gen_range(0..1000_i64);
+            // Zendesk writes a trigger category's id as a string.
+            self.add_trigger(
+                &json!({
+                    "title": format!("{} {n}", pick(&mut rng, &MORE_TRIGGERS)),
+                    "active": rng.gen_bool(0.8),
+                    "conditions": {"all": [{"field": "status", "operator": "is", "value": "new"}], "any": []},
+                    "actions": [{"field": "group_id", "value": "360000100002"}],
+                    "description": null,
+                    "category_id": (10_026 + n % 3).to_string(),
+                }),
+                ts,
+            );
+        }
+    }
+
+    /// Ground truth of the `triggers` table: every trigger the account has or had, by id.
+    pub(crate) fn trigger_values(&self) -> Vec<Value> {
+        let mut all: Vec<&Map<String, Value>> = self.triggers.iter().chain(&self.gone).collect();
+        all.sort_by_key(|t| t["id"].as_i64());
+        all.into_iter().map(|t| Value::Object(t.clone())).collect()
+    }
+
+    /// Ids of the deleted triggers.
+    pub(crate) fn gone_triggers(&self) -> BTreeSet<String> {
+        self.gone
+            .iter()
+            .filter_map(|t| t["id"].as_i64())
+            .map(|id| id.to_string())
+            .collect()
     }
 
     fn find(&self, id: &str) -> Option<usize> {
@@ -457,14 +617,43 @@ impl Simulator {
         if path == "/api/v2/triggers" {
             return Some(match method {
                 "GET" => {
+                    let now = self.now();
                     let mut hooks = self.hooks();
-                    hooks.seed_triggers(self.now());
+                    hooks.seed_triggers(now);
                     let triggers = &hooks.triggers;
                     let active = request.param("active");
                     let listed: Vec<&Map<String, Value>> = triggers
                         .iter()
                         .filter(|t| active.is_none_or(|a| t["active"].as_bool() == a.parse().ok()))
                         .collect();
+                    let paged = ["page[size]", "page[after]", "page[before]"]
+                        .iter()
+                        .any(|name| request.param(name).is_some());
+                    if paged {
+                        let values: Vec<(i64, Value)> = listed
+                            .iter()
+                            .map(|t| {
+                                (
+                                    t["id"].as_i64().unwrap_or_default(),
+                                    Value::Object((*t).clone()),
+                                )
+                            })
+                            .collect();
+                        let catalog = Catalog::of(values.iter().map(|(id, value)| (*id, value)));
+                        let export = Export {
+                            link_base: base_url,
+                            max_page_size: None,
+                            stall_over: None,
+                            empty_page: false,
+                            duplicate_first: false,
+                        };
+                        let shape = Listed {
+                            name: "triggers",
+                            path: "/api/v2/triggers",
+                            family: Family::Support,
+                        };
+                        return Some(cursor_page(&catalog, &shape, false, request, &export));
+                    }
                     Response::json(
                         200,
                         &json!({"triggers": listed, "next_page": null, "previous_page": null, "count": listed.len()}),
@@ -480,8 +669,9 @@ impl Simulator {
             };
             return Some(match method {
                 "GET" => {
+                    let now = self.now();
                     let mut hooks = self.hooks();
-                    hooks.seed_triggers(self.now());
+                    hooks.seed_triggers(now);
                     match hooks.triggers.iter().find(|t| t["id"] == id) {
                         Some(trigger) => Response::json(200, &json!({ "trigger": trigger })),
                         None => Response::error(404, "RecordNotFound"),
@@ -489,11 +679,10 @@ impl Simulator {
                 }
                 "PUT" => self.save_trigger(Some(id), request),
                 "DELETE" => {
+                    let now = self.now();
                     let mut hooks = self.hooks();
-                    hooks.seed_triggers(self.now());
-                    let before = hooks.triggers.len();
-                    hooks.triggers.retain(|t| t["id"] != id);
-                    if hooks.triggers.len() < before {
+                    hooks.seed_triggers(now);
+                    if hooks.remove_trigger(id) {
                         Response::raw(204, Vec::new())
                     } else {
                         Response::error(404, "RecordNotFound")
@@ -761,11 +950,10 @@ impl Simulator {
                 Response::json(200, &json!({ "trigger": trigger }))
             }
             None => {
-                let id = hooks.next_trigger;
-                hooks.next_trigger += 1;
-                let position = hooks.triggers.len();
-                let trigger = trigger_json(id, &merged, position, now, now);
-                hooks.triggers.push(trigger.clone());
+                let trigger = hooks.add_trigger(&merged, now);
+                if let Some(id) = trigger["id"].as_i64() {
+                    hooks.made_by_api.insert(id);
+                }
                 Response::json(201, &json!({ "trigger": trigger }))
             }
         }

@@ -51,6 +51,50 @@ const SCHEMA_FILES: &[(&str, &str)] = &[
     ("posts", include_str!("../../schemas/posts.json")),
     ("articles", include_str!("../../schemas/articles.json")),
     (
+        "ticket_fields",
+        include_str!("../../schemas/ticket_fields.json"),
+    ),
+    (
+        "user_fields",
+        include_str!("../../schemas/user_fields.json"),
+    ),
+    (
+        "organization_fields",
+        include_str!("../../schemas/organization_fields.json"),
+    ),
+    (
+        "ticket_forms",
+        include_str!("../../schemas/ticket_forms.json"),
+    ),
+    (
+        "custom_statuses",
+        include_str!("../../schemas/custom_statuses.json"),
+    ),
+    ("macros", include_str!("../../schemas/macros.json")),
+    ("triggers", include_str!("../../schemas/triggers.json")),
+    (
+        "automations",
+        include_str!("../../schemas/automations.json"),
+    ),
+    ("views", include_str!("../../schemas/views.json")),
+    (
+        "sla_policies",
+        include_str!("../../schemas/sla_policies.json"),
+    ),
+    (
+        "group_memberships",
+        include_str!("../../schemas/group_memberships.json"),
+    ),
+    (
+        "organization_memberships",
+        include_str!("../../schemas/organization_memberships.json"),
+    ),
+    ("schedules", include_str!("../../schemas/schedules.json")),
+    (
+        "custom_roles",
+        include_str!("../../schemas/custom_roles.json"),
+    ),
+    (
         "side_conversations",
         include_str!("../../schemas/side_conversations.json"),
     ),
@@ -66,12 +110,26 @@ pub enum StreamKind {
     /// `/api/v2/incremental/<object>.json?start_time=`: the next `start_time` is `end_time`, and the
     /// boundary second is repeated by the next page.
     TimeExport,
-    /// A cursor-paginated list (`page[size]`, `links.next`, `meta.has_more`), read whole on every
-    /// run.
+    /// A list read whole on every run: cursor-paginated (`page[size]`, `links.next`,
+    /// `meta.has_more`), or in one request where Zendesk documents no pagination (`paging`).
     List,
     /// The children of every parent that changed since the stream's position (`{parent}` in
     /// the path), the parents read from a table of the lake (`parents`).
     Children,
+}
+
+/// How a list stream pages through its endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Paging {
+    /// `page[size]` (at most 100) and the next page's cursor until `meta.has_more` is false.
+    #[default]
+    Cursor,
+    /// One request answers the whole list (ticket forms, custom statuses, SLA policies, ...):
+    /// no paging parameter is sent, and an answer that offers a next page fails the stream
+    /// rather than list part of it.
+    #[serde(rename = "none")]
+    Unpaginated,
 }
 
 /// Which of Zendesk's rate budgets a request draws from (docs/ARCHITECTURE.md, "Zendesk facts" 7).
@@ -99,6 +157,9 @@ pub struct Stream {
     /// Key of the array of records in a response page.
     pub records_key: String,
     pub limit_class: LimitClass,
+    /// Lists: how the endpoint pages (`cursor` unless it says `none`).
+    #[serde(default)]
+    pub paging: Paging,
     /// Field of a record whose largest value is the stream's watermark (a timestamp or unix
     /// seconds); for time exports also the second that pages never split.
     pub watermark_field: String,
@@ -191,6 +252,10 @@ pub enum ColumnType {
     /// string, size: int64>>`.
     #[serde(rename = "attachments")]
     Attachments,
+    /// A schedule's business hours: `list<struct<start_time: int64, end_time: int64>>`
+    /// (minutes since Sunday midnight).
+    #[serde(rename = "intervals")]
+    Intervals,
 }
 
 /// The fields of an attachment kept in an `attachments` column.
@@ -202,10 +267,26 @@ pub const ATTACHMENT_FIELDS: [(&str, ColumnType); 5] = [
     ("size", ColumnType::Int64),
 ];
 
+/// The fields of an interval kept in an `intervals` column.
+pub const INTERVAL_FIELDS: [(&str, ColumnType); 2] = [
+    ("start_time", ColumnType::Int64),
+    ("end_time", ColumnType::Int64),
+];
+
 /// Arrow's name for list items as Delta writes them back, so that what we write is what we read.
 const LIST_ITEM: &str = "element";
 
 impl ColumnType {
+    /// The fields of the structs of a list-of-structs column kept field by field (not
+    /// `custom_fields`, whose values are JSON text of any type).
+    pub fn struct_fields(self) -> Option<&'static [(&'static str, ColumnType)]> {
+        match self {
+            ColumnType::Attachments => Some(&ATTACHMENT_FIELDS),
+            ColumnType::Intervals => Some(&INTERVAL_FIELDS),
+            _ => None,
+        }
+    }
+
     pub fn data_type(self) -> DataType {
         match self {
             ColumnType::Int64 => DataType::Int64,
@@ -227,16 +308,19 @@ impl ColumnType {
                 ])),
                 true,
             ))),
-            ColumnType::Attachments => DataType::List(Arc::new(Field::new(
-                LIST_ITEM,
-                DataType::Struct(Fields::from(
-                    ATTACHMENT_FIELDS
-                        .iter()
-                        .map(|(name, kind)| Field::new(*name, kind.data_type(), true))
-                        .collect::<Vec<_>>(),
-                )),
-                true,
-            ))),
+            ColumnType::Attachments | ColumnType::Intervals => {
+                let fields = self.struct_fields().unwrap_or_default();
+                DataType::List(Arc::new(Field::new(
+                    LIST_ITEM,
+                    DataType::Struct(Fields::from(
+                        fields
+                            .iter()
+                            .map(|(name, kind)| Field::new(*name, kind.data_type(), true))
+                            .collect::<Vec<_>>(),
+                    )),
+                    true,
+                )))
+            }
         }
     }
 }
@@ -345,6 +429,9 @@ pub enum WriteMode {
     Upsert,
     /// The stream lists every row on every run: upsert what changed (a listed row equal to the
     /// stored one is not rewritten), and mark rows missing from a complete listing `_deleted`.
+    /// A listing is the account's state when it was read, so a listed record may lack the
+    /// cursor field (some of Zendesk's answers omit `updated_at`): its row then replaces the
+    /// stored one whatever the cursors say.
     Snapshot,
 }
 
@@ -567,7 +654,10 @@ pub fn markdown_table() -> String {
         };
         let requests = if siblings.first() == Some(&table.name.as_str()) {
             match stream.kind {
-                StreamKind::List => format!("1 per 100 `{}`", stream.records_key),
+                StreamKind::List => match stream.paging {
+                    Paging::Cursor => format!("1 per 100 `{}`", stream.records_key),
+                    Paging::Unpaginated => "1 (unpaginated)".to_owned(),
+                },
                 StreamKind::Children => "1 per changed ticket (opt-in)".to_owned(),
                 _ => format!("1 per 1000 changed `{}`{listing}", stream.records_key),
             }
@@ -612,6 +702,23 @@ mod tests {
             names.dedup();
             assert_eq!(names.len(), spec.columns.len(), "{name}: duplicate column");
         }
+    }
+
+    #[test]
+    fn only_lists_are_read_unpaginated() {
+        for stream in streams() {
+            assert!(
+                stream.paging == Paging::Cursor || stream.kind == StreamKind::List,
+                "{}: `paging` is a list's",
+                stream.name
+            );
+        }
+        let single: Vec<&str> = streams()
+            .iter()
+            .filter(|s| s.paging == Paging::Unpaginated)
+            .map(|s| s.name.as_str())
+            .collect();
+        assert!(single.contains(&"custom_statuses"), "{single:?}");
     }
 
     #[test]

@@ -228,12 +228,12 @@ fn expected_value(kind: ColumnType, value: &Value) -> Value {
             Value::Array(items.iter().map(int).collect())
         }
         (ColumnType::Boolean, Value::String(s)) => Value::Bool(s == "true"),
-        (ColumnType::Attachments, Value::Array(items)) => Value::Array(
+        (ColumnType::Attachments | ColumnType::Intervals, Value::Array(items)) => Value::Array(
             items
                 .iter()
                 .map(|item| {
                     let mut out = Map::new();
-                    for (name, kind) in spec::ATTACHMENT_FIELDS {
+                    for &(name, kind) in kind.struct_fields().unwrap() {
                         let value = expected_value(kind, &item[name]);
                         if !value.is_null() {
                             out.insert(name.into(), value);

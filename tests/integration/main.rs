@@ -6,6 +6,7 @@ mod bench;
 mod budget;
 mod cli;
 mod common;
+mod configuration;
 mod crash;
 mod faults;
 mod hostile;
