@@ -267,9 +267,8 @@ async fn custom_roles_on_a_plan_without_them_are_skipped_and_the_run_exits_0() {
     }
 }
 
-/// A test account of this file's size has every configuration table's rows, including the
-/// tickets' custom statuses: the README's query of tickets per custom status name gives a count
-/// for every status tickets use.
+/// The README's query of tickets per custom status name (README.md, "Querying the tables")
+/// counts every live ticket under a listed status.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tickets_per_custom_status_name_as_the_readme_queries_it() {
     let (sim, server) = start(small()).await;
@@ -282,8 +281,9 @@ async fn tickets_per_custom_status_name_as_the_readme_queries_it() {
     let batches = open_lake(dir.path())
         .query(
             "SELECT s.agent_label AS status, count(*) AS tickets \
-             FROM tickets t JOIN custom_statuses s ON t.custom_status_id = s.id \
-             WHERE NOT t._deleted GROUP BY s.agent_label ORDER BY tickets DESC",
+             FROM tickets t JOIN custom_statuses s ON s.id = t.custom_status_id \
+             WHERE NOT t._deleted \
+             GROUP BY s.agent_label ORDER BY tickets DESC",
         )
         .await
         .unwrap();
