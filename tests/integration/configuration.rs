@@ -207,6 +207,48 @@ async fn a_full_run_costs_a_request_per_100_rows_or_one_per_unpaginated_list() {
     assert_lake_matches_tables(&sim, dir.path(), &CONFIGURATION).await;
 }
 
+/// Were Zendesk to paginate a list it documents without pagination, its first page is not taken
+/// for the whole list: the stream fails naming its endpoint, the other lists are synced, and no
+/// row is marked deleted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unpaginated_list_that_offers_a_next_page_fails_and_deletes_nothing() {
+    let (sim, server) = start(small()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let settings = configuration(&server, dir.path());
+    sync_ok(&settings).await;
+    sim.apply_round(&round(1));
+    sim.set_faults(Faults {
+        paginate_whole_lists: Some(1),
+        ..Faults::default()
+    });
+    let report = zendesk_lake::sync::run(&settings).await.unwrap();
+    assert!(report.failed());
+    for table in &report.tables {
+        let stream = spec::find(&table.table).unwrap().source();
+        match stream.paging {
+            Paging::Unpaginated => {
+                let why = failure(&report, &table.table);
+                assert!(
+                    why.contains(&stream.path) && why.contains("next page"),
+                    "{why}"
+                );
+                assert_eq!(table.commits, 0, "{}", table.table);
+                assert_eq!(deleted_count(dir.path(), &table.table).await, 0);
+            }
+            Paging::Cursor => assert_eq!(
+                table.outcome,
+                zendesk_lake::sync::Outcome::Ok,
+                "{}",
+                table.table
+            ),
+        }
+    }
+    // Once Zendesk answers whole again, the next run converges.
+    sim.set_faults(Faults::default());
+    sync_ok(&settings).await;
+    assert_lake_matches_tables(&sim, dir.path(), &CONFIGURATION).await;
+}
+
 /// Custom roles need Enterprise: on another plan Zendesk answers 403, and the binary skips the
 /// table with one warning line, syncs the rest and exits 0.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
