@@ -67,9 +67,10 @@ impl Progress {
 
 /// A sync's summary, one line per table, then each failure on stderr.
 pub fn sync(report: &SyncReport) {
+    let w = name_width();
     println!("sync {}", report.run_id);
     println!(
-        "{:<22} {:<9} {:>9} {:>9} {:>8} {:>8} {:>9} {:>8} {:>8} {:>8} {:>6} {:>10} {:>6} {:>10}  watermark",
+        "{:<w$} {:<9} {:>9} {:>9} {:>8} {:>8} {:>9} {:>8} {:>8} {:>8} {:>6} {:>10} {:>6} {:>10}  watermark",
         "table",
         "result",
         "fetched",
@@ -93,7 +94,7 @@ pub fn sync(report: &SyncReport) {
             Outcome::Cancelled => "cancelled",
         };
         println!(
-            "{:<22} {:<9} {:>9} {:>9} {:>8} {:>8} {:>9} {:>8} {:>8.2} {:>8.2} {:>6} {:>10} {:>6} {:>10}  {}",
+            "{:<w$} {:<9} {:>9} {:>9} {:>8} {:>8} {:>9} {:>8} {:>8.2} {:>8.2} {:>6} {:>10} {:>6} {:>10}  {}",
             t.table,
             result,
             t.fetched,
@@ -120,6 +121,7 @@ pub fn sync(report: &SyncReport) {
 
 /// What `check` found, one line per table.
 pub fn check(report: &CheckReport) {
+    let w = name_width();
     println!(
         "credentials ok at {}: {} ({})",
         report.base_url, report.email, report.role
@@ -139,7 +141,7 @@ pub fn check(report: &CheckReport) {
             None => format!("first sync from start_time {}", report.start_time),
         };
         println!(
-            "{:<22} {:<45} {readable}; {resume}",
+            "{:<w$} {:<45} {readable}; {resume}",
             table.table, table.endpoint
         );
     }
@@ -152,8 +154,9 @@ pub fn status(lake: &str, streams: &[StreamStatus]) {
         return;
     }
     let now = Utc::now().timestamp_micros();
+    let w = name_width();
     println!(
-        "{:<15} {:<22} {:>6} {:>10} {:>9}  {:<20}  {:>10}  last commit",
+        "{:<w$} {:<w$} {:>6} {:>10} {:>9}  {:<20}  {:>10}  last commit",
         "stream", "table", "seq", "rows", "deleted", "watermark", "lag"
     );
     for stream in streams {
@@ -163,7 +166,7 @@ pub fn status(lake: &str, streams: &[StreamStatus]) {
             .unwrap_or_else(|| "-".into());
         for table in &stream.tables {
             println!(
-                "{:<15} {:<22} {:>6} {:>10} {:>9}  {:<20}  {:>10}  {} (run {}, {} commits in all)",
+                "{:<w$} {:<w$} {:>6} {:>10} {:>9}  {:<20}  {:>10}  {} (run {}, {} commits in all)",
                 stream.stream,
                 table.table,
                 stream.seq,
@@ -181,13 +184,14 @@ pub fn status(lake: &str, streams: &[StreamStatus]) {
 
 /// What `optimize` did, one line per table, then each failure on stderr.
 pub fn optimize(report: &TablesReport<OptimizeReport>) {
+    let w = name_width();
     println!(
-        "{:<22} {:<10} {:>7} {:>7} {:>8} {:>7} {:>12} {:>12}  version",
+        "{:<w$} {:<10} {:>7} {:>7} {:>8} {:>7} {:>12} {:>12}  version",
         "table", "layout", "files", "after", "removed", "added", "bytes before", "bytes after"
     );
     for r in report.tables.iter().flatten() {
         println!(
-            "{:<22} {:<10} {:>7} {:>7} {:>8} {:>7} {:>12} {:>12}  {}",
+            "{:<w$} {:<10} {:>7} {:>7} {:>8} {:>7} {:>12} {:>12}  {}",
             r.table,
             r.clustered_by
                 .as_ref()
@@ -217,10 +221,11 @@ pub fn vacuum_warning(hours: u64) {
 
 /// What `vacuum` deleted (or would), one line per table, then each failure on stderr.
 pub fn vacuum(report: &TablesReport<VacuumReport>, hours: u64, dry_run: bool) {
+    let w = name_width();
     let verb = if dry_run { "would delete" } else { "deleted" };
     for r in report.tables.iter().flatten() {
         println!(
-            "{:<22} {verb} {} files (retention {hours} h)  version {}",
+            "{:<w$} {verb} {} files (retention {hours} h)  version {}",
             r.table,
             r.files.len(),
             versions(r.version_before, r.version)
@@ -360,6 +365,16 @@ pub fn listened(report: &ListenReport) {
         "listen stopped: {} deliveries, {} accepted",
         report.deliveries, report.accepted
     );
+}
+
+/// The width of a column of table (or stream) names: the longest table's name, as a stream is
+/// named after its first table or more briefly.
+fn name_width() -> usize {
+    zendesk_lake::spec::names()
+        .iter()
+        .map(|name| name.len())
+        .max()
+        .unwrap_or_default()
 }
 
 /// A time in µs since the epoch, to the second in UTC.

@@ -215,6 +215,7 @@ impl Simulator {
                 stall_over: faults.stall_time_export_over,
                 empty_page: hits(faults.empty_page_every),
                 duplicate_first: hits(faults.duplicate_in_page_every),
+                whole_page: faults.paginate_whole_lists,
             };
             self.route_jobs(request, base_url)
                 .or_else(|| self.route_webhooks(request, base_url))
@@ -348,6 +349,8 @@ pub(crate) struct Export<'a> {
     pub(crate) stall_over: Option<usize>,
     pub(crate) empty_page: bool,
     pub(crate) duplicate_first: bool,
+    /// `Faults::paginate_whole_lists`.
+    pub(crate) whole_page: Option<usize>,
 }
 
 impl Export<'_> {

@@ -153,14 +153,21 @@ pub(crate) fn list(state: &State, kind: Kind, request: &Request, export: &Export
         Paging::Cursor => false,
     };
     if whole {
-        let records: Vec<&str> = catalog
+        let mut records: Vec<&str> = catalog
             .list_after(None, false)
             .map(|(_, text)| text)
             .collect();
-        let tail = if kind.whole_has_offset_keys() {
-            json!({"next_page": null, "previous_page": null, "count": records.len()})
-        } else {
-            json!({})
+        let count = records.len();
+        let tail = match export.whole_page {
+            Some(size) if size < count => {
+                records.truncate(size);
+                let next = format!("{}{}.json?page=2", export.link_base, kind.path());
+                json!({"next_page": next, "previous_page": null, "count": count})
+            }
+            _ if kind.whole_has_offset_keys() => {
+                json!({"next_page": null, "previous_page": null, "count": count})
+            }
+            _ => json!({}),
         };
         return Response::page(kind.name(), &records, &tail);
     }

@@ -303,6 +303,10 @@ pub struct Faults {
     /// `{"error":"InvalidEndpoint"}`, any other status (e.g. 403) `{"error":"Forbidden"}`. The
     /// first matching prefix wins.
     pub deny: Vec<(String, u16)>,
+    /// The lists Zendesk documents without pagination (ticket forms, custom statuses, ...)
+    /// answer their first n records and an offset `next_page`, as if Zendesk had started
+    /// paginating them: a client must not take that page for the whole list.
+    pub paginate_whole_lists: Option<usize>,
 }
 
 struct Inner {

@@ -646,6 +646,7 @@ impl Simulator {
                             stall_over: None,
                             empty_page: false,
                             duplicate_first: false,
+                            whole_page: None,
                         };
                         let shape = Listed {
                             name: "triggers",
