@@ -1,7 +1,8 @@
 //! `import` against the simulated account: each external_id created exactly once, the state
 //! table's rows, rejected rows, re-runs, recovery of pending rows after a crash (simulated by
-//! writing the state a killed run leaves, and submitting its job through the simulator),
-//! validation before any request, and a 429 storm. Expectations come from the simulator.
+//! writing the state a killed run leaves, and submitting its job through the simulator), a
+//! request whose answer was lost after the account applied it, validation before any request,
+//! and a 429 storm. Expectations come from the simulator.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -442,6 +443,77 @@ async fn a_429_storm_still_imports_each_external_id_once() {
     assert_eq!(report.imported, 120);
     assert_once(&sim, &keys(&source));
     assert_all_imported(&sim, dir.path(), &keys(&source)).await;
+}
+
+/// The external ids of the `n`-th `create_many` the account received (0-based).
+fn sent_in(sim: &Simulator, n: usize) -> Vec<String> {
+    let log = sim.write_log();
+    let request = log
+        .iter()
+        .filter(|w| w.target.contains("create_many"))
+        .nth(n)
+        .expect("the request was received");
+    let mut ids: Vec<String> = request.body["tickets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["external_id"].as_str().unwrap().to_owned())
+        .collect();
+    ids.sort();
+    ids
+}
+
+/// The account applies a `create_many` and its answer is lost (the client sees the connection
+/// reset: `Error::Ambiguous`): the batch's rows stay pending, and the next run finds their
+/// tickets, through the account's running jobs and the look-up by external id, instead of
+/// sending them again; whether the job is still running when the next run starts or completed
+/// meanwhile.
+#[tokio::test]
+async fn a_create_many_whose_answer_was_lost_is_found_by_the_next_run_not_sent_again() {
+    for completed_meanwhile in [false, true] {
+        let (sim, server) = start(small()).await;
+        let dir = tempfile::tempdir().unwrap();
+        let source = rows("lost", 250, requester(&sim), "open");
+        write_source(dir.path(), SOURCE, batch(source_schema(), &source)).await;
+        sim.set_faults(Faults {
+            lose_write_answer_every: Some(2),
+            ..Faults::default()
+        });
+        let options = || ImportOptions::table(SOURCE).with_jobs(1);
+
+        let report = run(&server, dir.path(), options()).await;
+        assert!(!report.is_ok(), "{report:?}");
+        assert_eq!(create_manys(&sim), 3);
+        assert_eq!(
+            sim.jobs().len(),
+            3,
+            "the account applied all three requests"
+        );
+        let lost = sent_in(&sim, 1);
+        assert_eq!(report.pending, lost, "the rows of the lost answer");
+        assert_eq!((report.imported, report.failed), (150, 0));
+        let recorded = state(dir.path()).await;
+        for id in &lost {
+            let row = &recorded[id];
+            assert_eq!(row.status, ImportStatus::Pending, "{row:?}");
+            assert_eq!(row.job_id, None, "{row:?}");
+        }
+
+        sim.set_faults(Faults::default());
+        if completed_meanwhile {
+            sim.complete_jobs();
+        }
+        let report = run(&server, dir.path(), options()).await;
+        assert!(report.is_ok(), "{report:?}");
+        assert_eq!(report.recovered, 100, "{report:?}");
+        assert_eq!(create_manys(&sim), 3, "nothing sent again");
+        assert_once(&sim, &keys(&source));
+        assert_all_imported(&sim, dir.path(), &keys(&source)).await;
+
+        let report = run(&server, dir.path(), options()).await;
+        assert_eq!((report.imported, report.skipped), (0, 250));
+        assert_eq!(create_manys(&sim), 3, "a third run sends nothing");
+    }
 }
 
 const BIN: &str = env!("CARGO_BIN_EXE_zendesk-lake");
