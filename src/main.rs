@@ -17,6 +17,7 @@ use zendesk_lake::arrow::util::pretty::pretty_format_batches;
 use zendesk_lake::commands::listen::{self, Listening};
 use zendesk_lake::commands::{self, simulate::Simulation, sync::Demo};
 use zendesk_lake::config;
+use zendesk_lake::lake;
 use zendesk_lake::listen as listen_server;
 use zendesk_lake::sync::progress::Tracker;
 use zendesk_lake::sync::SyncReport;
@@ -189,14 +190,24 @@ async fn run(command: Command, screen: Arc<Screen>) -> Result<ExitCode> {
         Command::Import(args) => {
             let file = args.target.pipeline_file()?.unwrap_or_default();
             let settings = args.target.settings(file, None, &config::process_env)?;
-            let report = commands::import::import(settings, args.options()).await?;
+            let report = match commands::import::import(settings, args.options()).await {
+                Err(commands::import::Error::Lake(error @ lake::Error::Leased { .. })) => {
+                    return Ok(leased(&error))
+                }
+                report => report?,
+            };
             render::imported(&report);
             code(report.is_ok())
         }
         Command::Push(args) => {
             let file = args.target.pipeline_file()?.unwrap_or_default();
             let settings = args.target.settings(file, None, &config::process_env)?;
-            let report = commands::push::push(settings, args.options()).await?;
+            let report = match commands::push::push(settings, args.options()).await {
+                Err(commands::push::Error::Lake(error @ lake::Error::Leased { .. })) => {
+                    return Ok(leased(&error))
+                }
+                report => report?,
+            };
             render::pushed(&report);
             code(report.is_ok())
         }
@@ -239,6 +250,13 @@ async fn sync(settings: config::Settings, screen: &Arc<Screen>) -> Result<SyncRe
 
 fn exit(report: &SyncReport) -> ExitCode {
     code(!report.failed())
+}
+
+/// A write command that found another run holding its state table's lease sent nothing: it
+/// exits 1, as a sync that lost to a concurrent one does.
+fn leased(error: &lake::Error) -> ExitCode {
+    eprintln!("error: {error}");
+    ExitCode::from(1)
 }
 
 fn code(ok: bool) -> ExitCode {

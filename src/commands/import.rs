@@ -31,6 +31,7 @@ use tracing::{info, warn};
 use crate::config::Settings;
 use crate::encode::{self, Encoded, TICKET_IMPORT};
 use crate::failpoint;
+use crate::lake::lease::Lease;
 use crate::lake::state::{ImportRow, ImportStatus, StateWriter, IMPORT_STATE};
 use crate::lake::{self, Lake};
 use crate::sync::progress::{StreamState, StreamTracker, Tracker};
@@ -207,6 +208,7 @@ struct Run {
     client: Client,
     stats: Arc<RequestStats>,
     writer: StateWriter,
+    lease: Lease,
     options: ImportOptions,
 }
 
@@ -249,41 +251,32 @@ pub async fn import(settings: Settings, options: ImportOptions) -> Result<Import
     };
     let batches = lake.query(&sql).await?;
     let rows = TICKET_IMPORT.encode(&batches)?;
-    let mut state: HashMap<String, ImportRow> = lake
-        .state_latest::<ImportRow>(&IMPORT_STATE)
-        .await?
-        .into_iter()
-        .map(|row| (row.external_id.clone(), row))
-        .collect();
-    let imported_before = |state: &HashMap<String, ImportRow>, key: &str| {
-        state
-            .get(key)
-            .is_some_and(|r| r.status == ImportStatus::Imported)
-    };
-    let skipped = rows
-        .iter()
-        .filter(|r| imported_before(&state, &r.key))
-        .count();
-    let mut report = ImportReport {
-        rows: rows.len(),
-        skipped,
-        ..ImportReport::default()
-    };
     if options.dry_run {
+        let state = import_state(&lake).await?;
+        let skipped = rows
+            .iter()
+            .filter(|r| imported_before(&state, &r.key))
+            .count();
         let tickets = rows.len() - skipped;
         let requests = tickets.div_ceil(MAX_BULK) as u64 * REQUESTS_PER_BATCH;
         let per_minute = f64::from(settings.zendesk.account_requests_per_minute.max(1));
-        report.dry_run = Some(DryRun {
-            tickets,
-            requests,
-            seconds: requests as f64 * 60.0 / per_minute,
+        return Ok(ImportReport {
+            rows: rows.len(),
+            skipped,
+            dry_run: Some(DryRun {
+                tickets,
+                requests,
+                seconds: requests as f64 * 60.0 / per_minute,
+            }),
+            seconds: started.elapsed().as_secs_f64(),
+            ..ImportReport::default()
         });
-        report.seconds = started.elapsed().as_secs_f64();
-        return Ok(report);
     }
     let client = Client::try_new(&settings.zendesk).map_err(Error::Settings)?;
-    let stats = Arc::new(RequestStats::default());
     let run_id = uuid::Uuid::new_v4().to_string();
+    // The state is read under the lease: no other run sends rows while this one decides.
+    let lease = Lease::acquire(&lake, IMPORT_STATE.name, &run_id).await?;
+    let stats = Arc::new(RequestStats::default());
     let tracker = options.tracker.as_ref().map(|t| t.stream("import"));
     if let Some(tracker) = &tracker {
         tracker.start(stats.clone());
@@ -292,10 +285,15 @@ pub async fn import(settings: Settings, options: ImportOptions) -> Result<Import
         client,
         stats: stats.clone(),
         writer: StateWriter::new(&lake, IMPORT_STATE, &run_id),
+        lease,
         options,
     };
-    info!(run_id, rows = rows.len(), skipped, "import starts");
-    let result = run_import(&run, &rows, &mut state, &mut report, tracker.as_deref()).await;
+    let mut report = ImportReport {
+        rows: rows.len(),
+        ..ImportReport::default()
+    };
+    let result = run_import(&run, &rows, &mut report, tracker.as_deref()).await;
+    run.lease.release().await;
     if let Some(tracker) = &tracker {
         tracker.finish(match &result {
             Ok(()) if report.is_ok() => StreamState::Done,
@@ -309,13 +307,39 @@ pub async fn import(settings: Settings, options: ImportOptions) -> Result<Import
     Ok(report)
 }
 
+/// The newest state of every external id the lake's import state records.
+async fn import_state(lake: &Lake) -> Result<HashMap<String, ImportRow>, Error> {
+    Ok(lake
+        .state_latest::<ImportRow>(&IMPORT_STATE)
+        .await?
+        .into_iter()
+        .map(|row| (row.external_id.clone(), row))
+        .collect())
+}
+
+fn imported_before(state: &HashMap<String, ImportRow>, key: &str) -> bool {
+    state
+        .get(key)
+        .is_some_and(|r| r.status == ImportStatus::Imported)
+}
+
 async fn run_import(
     run: &Run,
     rows: &[Encoded],
-    state: &mut HashMap<String, ImportRow>,
     report: &mut ImportReport,
     tracker: Option<&StreamTracker>,
 ) -> Result<(), Error> {
+    let state = &mut import_state(run.writer.lake()).await?;
+    report.skipped = rows
+        .iter()
+        .filter(|r| imported_before(state, &r.key))
+        .count();
+    info!(
+        run_id = run.writer.run_id(),
+        rows = rows.len(),
+        skipped = report.skipped,
+        "import starts"
+    );
     // Nothing is sent before every pending row is resolved.
     let pending: Vec<ImportRow> = state
         .values()
@@ -393,6 +417,7 @@ async fn send_batch(run: &Run, chunk: &[&Encoded]) -> Result<Outcome, Error> {
             recorded_at: 0,
         })
         .collect();
+    run.lease.check()?;
     run.writer.append(&rows).await?;
     failpoint::hit("import_pending_recorded");
     let tickets: Vec<Value> = chunk

@@ -30,8 +30,9 @@ use sha2::{Digest as _, Sha256};
 use tracing::{info, warn};
 
 use crate::config::Settings;
-use crate::encode::{self, TICKET_UPDATE};
+use crate::encode::{self, Encoded, TICKET_UPDATE};
 use crate::failpoint;
+use crate::lake::lease::Lease;
 use crate::lake::state::{PushRow, PushStatus, StateWriter, PUSH_STATE};
 use crate::lake::{self, Lake};
 use crate::spec::{self, Table, DELETED_COLUMN};
@@ -406,6 +407,42 @@ pub async fn push(settings: Settings, options: PushOptions) -> Result<PushReport
     // The source is checked before anything is synced or sent, and read again after the sync,
     // so that a query joined with the tickets sees their latest state.
     let checked = TICKET_UPDATE.encode(&lake.query(&options.sql).await?)?;
+    let run_id = uuid::Uuid::new_v4().to_string();
+    // The state is read under the lease: no other run sends comments while this one decides.
+    // A dry run sends nothing and takes none.
+    let lease = match options.dry_run {
+        true => None,
+        false => Some(Lease::acquire(&lake, PUSH_STATE.name, &run_id).await?),
+    };
+    let result = run_push(
+        &settings,
+        &options,
+        &lake,
+        &checked,
+        &run_id,
+        lease.as_ref(),
+    )
+    .await;
+    if let Some(lease) = lease {
+        lease.release().await;
+    }
+    let mut report = result?;
+    report.seconds = started.elapsed().as_secs_f64();
+    if !report.dry_run {
+        info!(summary = %report.summary(), "push done");
+    }
+    Ok(report)
+}
+
+/// [`push`], once its source is checked and its lease (unless dry) taken.
+async fn run_push(
+    settings: &Settings,
+    options: &PushOptions,
+    lake: &Lake,
+    checked: &[Encoded],
+    run_id: &str,
+    lease: Option<&Lease>,
+) -> Result<PushReport, Error> {
     let mut state: HashMap<String, PushRow> = lake
         .state_latest::<PushRow>(&PUSH_STATE)
         .await?
@@ -416,8 +453,7 @@ pub async fn push(settings: Settings, options: PushOptions) -> Result<PushReport
         dry_run: options.dry_run,
         ..PushReport::default()
     };
-    let run_id = uuid::Uuid::new_v4().to_string();
-    let writer = StateWriter::new(&lake, PUSH_STATE, &run_id);
+    let writer = StateWriter::new(lake, PUSH_STATE, run_id);
     let stats = Arc::new(RequestStats::default());
     let pending: Vec<PushRow> = state
         .values()
@@ -454,7 +490,7 @@ pub async fn push(settings: Settings, options: PushOptions) -> Result<PushReport
         }
     }
     // One syncer for both runs: the credentials are checked and the lake migrated once.
-    let syncer = tickets_syncer(&settings).await?;
+    let syncer = tickets_syncer(settings).await?;
     sync_tickets(&syncer).await?;
     let rows = TICKET_UPDATE.encode(&lake.query(&options.sql).await?)?;
     report.rows = rows.len();
@@ -462,7 +498,7 @@ pub async fn push(settings: Settings, options: PushOptions) -> Result<PushReport
         .iter()
         .filter_map(|r| r.object.get("id").and_then(Value::as_i64))
         .collect();
-    let current = lake_tickets(&lake, &ids).await?;
+    let current = lake_tickets(lake, &ids).await?;
     let mut updates = Vec::new();
     for row in &rows {
         let Some(id) = row.object.get("id").and_then(Value::as_i64) else {
@@ -521,15 +557,15 @@ pub async fn push(settings: Settings, options: PushOptions) -> Result<PushReport
         });
     }
     report.update_requests = updates.len().div_ceil(MAX_BULK) as u64;
-    if options.dry_run {
+    let Some(lease) = lease.filter(|_| !options.dry_run) else {
         report.requests = report.update_requests * REQUESTS_PER_BATCH;
-        report.seconds = started.elapsed().as_secs_f64();
         return Ok(report);
-    }
+    };
     if !updates.is_empty() {
         let client = Client::try_new(&settings.zendesk).map_err(Error::Settings)?;
         info!(run_id, tickets = updates.len(), "push starts");
         for chunk in updates.chunks(MAX_BULK) {
+            lease.check()?;
             send_batch(&client, &stats, &writer, options.poll, chunk, &mut report).await?;
         }
         sync_tickets(&syncer).await?;
@@ -537,8 +573,6 @@ pub async fn push(settings: Settings, options: PushOptions) -> Result<PushReport
     report.requests = stats.requests();
     report.refused.sort();
     report.pending.sort_unstable();
-    report.seconds = started.elapsed().as_secs_f64();
-    info!(summary = %report.summary(), "push done");
     Ok(report)
 }
 

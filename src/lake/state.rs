@@ -21,6 +21,7 @@ use deltalake::arrow::compute::cast;
 use deltalake::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use deltalake::arrow::json::{ArrayWriter, ReaderBuilder};
 use deltalake::protocol::SaveMode;
+use deltalake::DeltaTable;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -221,6 +222,10 @@ impl StateWriter {
         &self.run_id
     }
 
+    pub fn lake(&self) -> &Lake {
+        &self.lake
+    }
+
     /// Append `rows` in one commit, exactly once (nothing for no rows).
     pub async fn append<T: Serialize>(&self, rows: &[T]) -> Result<()> {
         if rows.is_empty() {
@@ -229,32 +234,10 @@ impl StateWriter {
         let name = self.table.name;
         let mut seq = self.seq.lock().await;
         let next = *seq + 1;
-        let now = chrono::Utc::now().timestamp_micros();
-        let mut values = Vec::with_capacity(rows.len());
-        for row in rows {
-            let mut value =
-                serde_json::to_value(row).map_err(|e| Error::invalid(name, e.to_string()))?;
-            if let Value::Object(map) = &mut value {
-                map.insert(RUN_ID_COLUMN.into(), Value::from(self.run_id.clone()));
-                map.insert(RUN_SEQ_COLUMN.into(), Value::from(next));
-                map.insert(RECORDED_AT_COLUMN.into(), Value::from(now));
-            }
-            values.push(value);
-        }
-        let schema = (self.table.schema)();
-        let mut decoder = ReaderBuilder::new(schema.clone())
-            .build_decoder()
-            .map_err(Error::arrow(name, "building the rows"))?;
-        decoder
-            .serialize(&values)
-            .map_err(Error::arrow(name, "building the rows"))?;
-        let batch = decoder
-            .flush()
-            .map_err(Error::arrow(name, "building the rows"))?
-            .ok_or_else(|| Error::invalid(name, "no rows were built"))?;
+        let batch = self.batch(rows, next)?;
         let mut table = self
             .lake
-            .create_if_missing(name, schema, self.table.description)
+            .create_if_missing(name, (self.table.schema)(), self.table.description)
             .await?;
         let mut attempt = 1;
         loop {
@@ -264,21 +247,8 @@ impl StateWriter {
             {
                 break;
             }
-            let intent = Intent::new().with_transaction(self.app.clone(), next);
-            let read = table.version();
-            let log = table.log_store();
-            let written = table
-                .clone()
-                .write(vec![batch.clone()])
-                .with_save_mode(SaveMode::Append)
-                .with_commit_properties(intent.properties())
-                .await;
-            let error = match written {
-                Ok(_) => break,
-                Err(error) => error,
-            };
-            match settle(name, log.as_ref(), read, &intent, error).await {
-                Ok(_) => break,
+            match self.put(&table, &batch, next).await {
+                Ok(()) => break,
                 Err(Unmade::Refused(error)) => return Err(Error::delta(name)(error)),
                 Err(unmade) if attempt >= ATTEMPTS => {
                     return Err(unmade.into_error(name, &format!("append #{next}")))
@@ -298,6 +268,80 @@ impl StateWriter {
         *seq = next;
         Ok(())
     }
+
+    /// Append `rows` in one commit on top of `read`, the version of the table its caller
+    /// decided on, exactly once: `false`, with nothing appended, when another writer committed
+    /// to the table since (the caller reads it again and decides again).
+    pub async fn append_if_unchanged<T: Serialize>(
+        &self,
+        rows: &[T],
+        read: &DeltaTable,
+    ) -> Result<bool> {
+        let name = self.table.name;
+        let mut seq = self.seq.lock().await;
+        let next = *seq + 1;
+        let batch = self.batch(rows, next)?;
+        match self.put(read, &batch, next).await {
+            Ok(()) => {
+                *seq = next;
+                Ok(true)
+            }
+            Err(Unmade::Taken(_)) => Ok(false),
+            Err(unmade) => Err(unmade.into_error(name, &format!("append #{next}"))),
+        }
+    }
+
+    /// `rows` as the batch of append `seq`, with the writer's columns filled.
+    fn batch<T: Serialize>(&self, rows: &[T], seq: i64) -> Result<RecordBatch> {
+        let name = self.table.name;
+        let now = chrono::Utc::now().timestamp_micros();
+        let mut values = Vec::with_capacity(rows.len());
+        for row in rows {
+            let mut value =
+                serde_json::to_value(row).map_err(|e| Error::invalid(name, e.to_string()))?;
+            if let Value::Object(map) = &mut value {
+                map.insert(RUN_ID_COLUMN.into(), Value::from(self.run_id.clone()));
+                map.insert(RUN_SEQ_COLUMN.into(), Value::from(seq));
+                map.insert(RECORDED_AT_COLUMN.into(), Value::from(now));
+            }
+            values.push(value);
+        }
+        let mut decoder = ReaderBuilder::new((self.table.schema)())
+            .build_decoder()
+            .map_err(Error::arrow(name, "building the rows"))?;
+        decoder
+            .serialize(&values)
+            .map_err(Error::arrow(name, "building the rows"))?;
+        decoder
+            .flush()
+            .map_err(Error::arrow(name, "building the rows"))?
+            .ok_or_else(|| Error::invalid(name, "no rows were built"))
+    }
+
+    /// Commit `batch` as append `seq` on top of `table`'s version (aiming at exactly the next
+    /// one), settled from the log after an error.
+    async fn put(
+        &self,
+        table: &DeltaTable,
+        batch: &RecordBatch,
+        seq: i64,
+    ) -> std::result::Result<(), Unmade> {
+        let intent = Intent::new().with_transaction(self.app.clone(), seq);
+        let read = table.version();
+        let log = table.log_store();
+        let written = table
+            .clone()
+            .write(vec![batch.clone()])
+            .with_save_mode(SaveMode::Append)
+            .with_commit_properties(intent.properties())
+            .await;
+        match written {
+            Ok(_) => Ok(()),
+            Err(error) => settle(self.table.name, log.as_ref(), read, &intent, error)
+                .await
+                .map(|_| ()),
+        }
+    }
 }
 
 impl Lake {
@@ -313,21 +357,30 @@ impl Lake {
              WHERE _rank = 1",
             key = table.key,
         );
-        let batches = query_one(name, &delta, &sql).await?;
-        let mut rows = Vec::new();
-        for batch in &batches {
-            for mut value in batch_values(name, batch)? {
-                if let Value::Object(map) = &mut value {
-                    map.remove("_rank");
-                }
-                rows.push(
-                    serde_json::from_value(value)
-                        .map_err(|e| Error::invalid(name, format!("a row does not read: {e}")))?,
-                );
-            }
-        }
-        Ok(rows)
+        state_rows(name, &delta, &sql).await
     }
+}
+
+/// The rows `sql` reads from state table `name` at `delta`'s version.
+pub(crate) async fn state_rows<T: DeserializeOwned>(
+    name: &str,
+    delta: &DeltaTable,
+    sql: &str,
+) -> Result<Vec<T>> {
+    let batches = query_one(name, delta, sql).await?;
+    let mut rows = Vec::new();
+    for batch in &batches {
+        for mut value in batch_values(name, batch)? {
+            if let Value::Object(map) = &mut value {
+                map.remove("_rank");
+            }
+            rows.push(
+                serde_json::from_value(value)
+                    .map_err(|e| Error::invalid(name, format!("a row does not read: {e}")))?,
+            );
+        }
+    }
+    Ok(rows)
 }
 
 /// A batch's rows as JSON objects, timestamps as µs and nulls left out.

@@ -579,6 +579,39 @@ async fn an_import_killed_at_any_point_creates_each_ticket_once_after_the_next_r
     }
 }
 
+/// Two imports of the same source on the same lake at once, as two processes: each external id
+/// is created once, neither run loses a row (a run that finds the other holding the lease sends
+/// nothing and exits 1 saying so), and a third run has nothing left to send.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_imports_at_once_create_each_ticket_once() {
+    let (sim, server) = start(small()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let source = rows("twice", 250, requester(&sim), "open");
+    write_source(dir.path(), SOURCE, batch(source_schema(), &source)).await;
+
+    let (first, second) = tokio::join!(
+        import_binary(&server, dir.path(), None),
+        import_binary(&server, dir.path(), None)
+    );
+    for out in [&first, &second] {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        match out.status.code() {
+            Some(0) => {}
+            Some(1) => assert!(stderr.contains("holds its write lease"), "{stderr}"),
+            other => panic!("{other:?}: {stderr}"),
+        }
+    }
+    assert_once(&sim, &keys(&source));
+
+    let before = create_manys(&sim);
+    let out = import_binary(&server, dir.path(), None).await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert_eq!(create_manys(&sim), before, "a third run sends nothing");
+    assert_once(&sim, &keys(&source));
+    assert_all_imported(&sim, dir.path(), &keys(&source)).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn import_exits_1_listing_the_rows_zendesk_refused() {
     let (sim, server) = start(small()).await;
