@@ -12,6 +12,9 @@
 //! version (the commit toolkit's [`Intent`]), and after an error is settled from the log
 //! ([`settle`]): made, or certainly not, or the transaction version read again before the same
 //! rows are appended again, so an append whose answer was lost is never recorded twice.
+//!
+//! A state table an older version wrote lacks the columns added since: the first append adds
+//! them (Delta's schema merge), empty in the older rows, which read them as absent.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,6 +23,7 @@ use deltalake::arrow::array::RecordBatch;
 use deltalake::arrow::compute::cast;
 use deltalake::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use deltalake::arrow::json::{ArrayWriter, ReaderBuilder};
+use deltalake::operations::write::SchemaMode;
 use deltalake::protocol::SaveMode;
 use deltalake::DeltaTable;
 use serde::de::DeserializeOwned;
@@ -333,6 +337,9 @@ impl StateWriter {
             .clone()
             .write(vec![batch.clone()])
             .with_save_mode(SaveMode::Append)
+            // A table an older version created lacks the columns added since (`job_index`):
+            // they are added, empty in its older rows.
+            .with_schema_mode(SchemaMode::Merge)
             .with_commit_properties(intent.properties())
             .await;
         match written {

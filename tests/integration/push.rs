@@ -431,3 +431,89 @@ async fn a_pending_comment_whose_job_completed_meanwhile_is_done_and_not_sent_ag
     let row = state.iter().find(|r| r.key == key).unwrap();
     assert_eq!(row.status, PushStatus::Done);
 }
+
+/// `_push_state` as the first version of push wrote it: no `job_index` column.
+fn old_push_state_schema() -> Arc<Schema> {
+    let timestamp = DataType::Timestamp(
+        zendesk_lake::arrow::datatypes::TimeUnit::Microsecond,
+        Some("UTC".into()),
+    );
+    Arc::new(Schema::new(vec![
+        Field::new("key", DataType::Utf8, false),
+        Field::new("ticket_id", DataType::Int64, false),
+        Field::new("status", DataType::Utf8, false),
+        Field::new("error", DataType::Utf8, true),
+        Field::new("job_id", DataType::Utf8, true),
+        Field::new("run_id", DataType::Utf8, false),
+        Field::new("run_seq", DataType::Int64, false),
+        Field::new("recorded_at", timestamp, false),
+    ]))
+}
+
+/// A lake whose `_push_state` an older version wrote (without `job_index`): a comment it
+/// pushed is not sent again, one it left pending is settled and sent once, a new one is sent,
+/// and the table takes the new column.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_push_state_table_without_job_index_is_appended_to() {
+    use zendesk_lake::commands::push::comment_key;
+    let (sim, server) = start(small()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let three = tickets(&sim, &UPDATABLE, 3);
+    let ids: Vec<i64> = three.iter().map(|t| t["id"].as_i64().unwrap()).collect();
+    let note = |n: usize| json!({"body": format!("note {n}"), "public": false});
+    let rows: Vec<Value> = (0..3)
+        .map(|n| json!({"id": ids[n], "comment": note(n)}))
+        .collect();
+    write_source(dir.path(), &rows).await;
+    // The older version pushed note 0 (done) and recorded note 1 pending, then died before
+    // sending it.
+    let old = [
+        json!({"key": comment_key(ids[0], &note(0)), "ticket_id": ids[0], "status": "done",
+               "job_id": "V3-old", "run_id": "old-run", "run_seq": 2, "recorded_at": 1_700_000_000_000_000i64}),
+        json!({"key": comment_key(ids[1], &note(1)), "ticket_id": ids[1], "status": "pending",
+               "run_id": "old-run", "run_seq": 1, "recorded_at": 1_700_000_000_000_000i64}),
+    ];
+    let mut decoder = ReaderBuilder::new(old_push_state_schema())
+        .build_decoder()
+        .unwrap();
+    decoder.serialize(&old).unwrap();
+    let url = open_lake(dir.path()).table_url("_push_state");
+    deltalake::DeltaTableBuilder::from_url(url)
+        .unwrap()
+        .build()
+        .unwrap()
+        .write(vec![decoder.flush().unwrap().unwrap()])
+        .await
+        .expect("the old state table written");
+
+    let report = run(&server, dir.path(), PushOptions::sql(&sql())).await;
+    assert!(report.is_ok(), "{report:?}");
+    assert_eq!(report.settled_unapplied, 1, "{report:?}");
+    let comments = sim.comments_added();
+    assert!(
+        !comments.contains_key(&ids[0]),
+        "note 0 not sent again: {comments:?}"
+    );
+    for n in [1, 2] {
+        let added = &comments[&ids[n]];
+        assert_eq!(added.len(), 1, "{added:?}");
+        assert_eq!(added[0]["body"], json!(format!("note {n}")));
+    }
+    let table = open_lake(dir.path())
+        .open("_push_state")
+        .await
+        .unwrap()
+        .unwrap();
+    let columns: Vec<String> = table
+        .snapshot()
+        .unwrap()
+        .schema()
+        .fields()
+        .map(|f| f.name().clone())
+        .collect();
+    assert!(columns.contains(&"job_index".to_owned()), "{columns:?}");
+
+    let again = run(&server, dir.path(), PushOptions::sql(&sql())).await;
+    assert!(again.is_ok(), "{again:?}");
+    assert_eq!(sim.update_requests().len(), 1, "a second run sends nothing");
+}
