@@ -1,5 +1,5 @@
 //! `listen`: webhook deliveries verified and counted, runs debounced, the lake exact beside a
-//! scheduled sync, and a clean stop on SIGTERM. Deliveries are signed here with ring's HMAC,
+//! scheduled sync (in one process, and as two processes), and a clean stop on SIGTERM. Deliveries are signed here with ring's HMAC,
 //! independently of the product's verifier.
 
 use std::net::SocketAddr;
@@ -13,7 +13,7 @@ use zendesk_lake::commands::listen::Listening;
 use zendesk_lake::config::{Secret, Settings};
 use zendesk_lake::listen::schedule::Cadence;
 use zendesk_lake::listen::{ListenOptions, ListenReport, DELIVERY_PATH};
-use zendesk_lake::sim::Round;
+use zendesk_lake::sim::{Round, SimServer};
 use zendesk_lake::sync::{self, Outcome};
 
 use crate::common::*;
@@ -119,26 +119,11 @@ impl Running {
     }
 
     async fn health(&self) -> Value {
-        let response = self.http.get(self.url("/healthz")).send().await.unwrap();
-        assert_eq!(response.status().as_u16(), 200);
-        response.json().await.unwrap()
+        health(&self.http, &self.url("")).await
     }
 
-    /// Wait until no run is in progress and no stream waits for one.
     async fn idle(&self) {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
-        loop {
-            let health = self.health().await;
-            let empty = |key: &str| health[key].as_array().is_some_and(|a| a.is_empty());
-            if empty("running") && empty("pending") {
-                return;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "never idle: {health}"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        idle(&self.http, &self.url("")).await
     }
 
     async fn metrics(&self) -> String {
@@ -164,6 +149,30 @@ impl Running {
     async fn stop(self) -> ListenReport {
         _ = self.stop.send(());
         self.served.await.unwrap()
+    }
+}
+
+/// `/healthz` of the listener at `base`, which must answer 200.
+async fn health(http: &reqwest::Client, base: &str) -> Value {
+    let response = http.get(format!("{base}/healthz")).send().await.unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+    response.json().await.unwrap()
+}
+
+/// Wait until the listener at `base` runs nothing and no stream waits for a run.
+async fn idle(http: &reqwest::Client, base: &str) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let health = health(http, base).await;
+        let empty = |key: &str| health[key].as_array().is_some_and(|a| a.is_empty());
+        if empty("running") && empty("pending") {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never idle: {health}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
@@ -385,9 +394,100 @@ async fn listen_refuses_to_start_without_a_signing_secret() {
     assert!(!dir.path().join("lake").exists(), "nothing written");
 }
 
+/// The pipeline of the processes these tests run: small pages and commits (several commits per
+/// stream), no rate budget to wait for.
+fn pipeline(dir: &std::path::Path) -> std::path::PathBuf {
+    let pipeline = dir.join("pipeline.toml");
+    std::fs::write(
+        &pipeline,
+        "[sync]\npage_size = 25\ncommit_rows = 30\n[zendesk]\naccount_requests_per_minute = 1000000\nincremental_requests_per_minute = 1000000\n",
+    )
+    .unwrap();
+    pipeline
+}
+
+/// A `zendesk-lake listen` process following [`FOLLOWED`] on `lake`, with [`SECRET`]; killed on
+/// drop.
+struct ListenProcess {
+    child: tokio::process::Child,
+    /// Reads its stderr to the end (read on, so that its logs never fill the pipe and block
+    /// it), into what it returns.
+    logs: JoinHandle<Vec<String>>,
+    /// `http://127.0.0.1:{port}`.
+    base: String,
+    http: reqwest::Client,
+}
+
+impl ListenProcess {
+    async fn spawn(server: &SimServer, lake: &std::path::Path, pipeline: &std::path::Path) -> Self {
+        use tokio::io::AsyncBufReadExt as _;
+        let mut child = tokio::process::Command::new(BIN)
+            .args([
+                "listen",
+                "--bind",
+                "127.0.0.1:0",
+                "--debounce-secs",
+                "0",
+                "--tables",
+                &FOLLOWED.join(","),
+            ])
+            .arg("--pipeline")
+            .arg(pipeline)
+            .arg("--lake")
+            .arg(lake)
+            .env_clear()
+            .envs(small().env(server.base_url()))
+            .env("ZENDESK_WEBHOOK_SECRET", SECRET)
+            .env("RUST_LOG", "warn,zendesk_lake=info")
+            .stderr(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let mut lines = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
+        let mut logged = Vec::new();
+        let line = line_with(&mut lines, "listening on http://", &mut logged).await;
+        let base = line
+            .trim()
+            .trim_start_matches("listening on ")
+            .trim_end_matches(DELIVERY_PATH)
+            .to_owned();
+        let logs = tokio::spawn(async move {
+            while let Ok(Some(line)) = lines.next_line().await {
+                logged.push(line);
+            }
+            logged
+        });
+        ListenProcess {
+            child,
+            logs,
+            base,
+            http: reqwest::Client::new(),
+        }
+    }
+
+    async fn health(&self) -> Value {
+        health(&self.http, &self.base).await
+    }
+
+    async fn idle(&self) {
+        idle(&self.http, &self.base).await
+    }
+
+    /// SIGTERM; its exit code (it must stop within 30 s) and its stderr.
+    async fn terminate(mut self) -> (Option<i32>, Vec<String>) {
+        let pid = self.child.id().unwrap() as i32;
+        // SAFETY: sends a signal to the child this test spawned.
+        assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+        let status = tokio::time::timeout(Duration::from_secs(30), self.child.wait())
+            .await
+            .expect("listen stops within 30 s");
+        (status.unwrap().code(), self.logs.await.unwrap())
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_during_a_run_exits_0_and_the_next_run_converges() {
-    use tokio::io::AsyncBufReadExt as _;
     let (sim, server) = start(small()).await;
     sim.apply_round(&Round {
         creates: 8,
@@ -403,58 +503,11 @@ async fn sigterm_during_a_run_exits_0_and_the_next_run_converges() {
     });
     let dir = tempfile::tempdir().unwrap();
     let lake = dir.path().join("lake");
-    let pipeline = dir.path().join("listen.toml");
-    std::fs::write(
-        &pipeline,
-        "[sync]\npage_size = 25\ncommit_rows = 30\n[zendesk]\naccount_requests_per_minute = 1000000\nincremental_requests_per_minute = 1000000\n",
-    )
-    .unwrap();
-    let mut child = tokio::process::Command::new(BIN)
-        .args([
-            "listen",
-            "--bind",
-            "127.0.0.1:0",
-            "--tables",
-            &FOLLOWED.join(","),
-        ])
-        .arg("--pipeline")
-        .arg(&pipeline)
-        .arg("--lake")
-        .arg(&lake)
-        .env_clear()
-        .envs(small().env(server.base_url()))
-        .env("ZENDESK_WEBHOOK_SECRET", SECRET)
-        .env("RUST_LOG", "warn,zendesk_lake=info")
-        .stderr(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut lines = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
-    let mut logged = Vec::new();
-    let addr = loop {
-        let line = lines
-            .next_line()
-            .await
-            .unwrap()
-            .expect("listen prints where it serves");
-        logged.push(line.clone());
-        if let Some(rest) = line.strip_prefix("listening on http://") {
-            break rest.trim_end_matches(DELIVERY_PATH).to_owned();
-        }
-    };
+    let listener = ListenProcess::spawn(&server, &lake, &pipeline(dir.path())).await;
     // Wait for the first run to have committed something, then stop the process mid-run.
-    let http = reqwest::Client::new();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     loop {
-        let health: Value = http
-            .get(format!("http://{addr}/healthz"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let health = listener.health().await;
         let committed = open_lake(&lake)
             .latest_state()
             .await
@@ -473,20 +526,8 @@ async fn sigterm_during_a_run_exits_0_and_the_next_run_converges() {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let pid = child.id().unwrap() as i32;
-    // SAFETY: sends a signal to the child this test spawned.
-    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
-    let drain = async {
-        while let Ok(Some(line)) = lines.next_line().await {
-            logged.push(line);
-        }
-    };
-    let (status, ()) = tokio::time::timeout(Duration::from_secs(30), async {
-        tokio::join!(child.wait(), drain)
-    })
-    .await
-    .expect("listen stops within 30 s");
-    assert_eq!(status.unwrap().code(), Some(0), "{}", logged.join("\n"));
+    let (code, logged) = listener.terminate().await;
+    assert_eq!(code, Some(0), "{}", logged.join("\n"));
 
     sim.set_faults(Default::default());
     let mut settings = settings(&server, &lake, "");
@@ -494,6 +535,96 @@ async fn sigterm_during_a_run_exits_0_and_the_next_run_converges() {
     sync_ok(&settings).await;
     assert_lake_matches_tables(&sim, &lake, &FOLLOWED).await;
     nothing_half_written(&lake).await;
+}
+
+/// `zendesk-lake sync` of [`FOLLOWED`] on `lake`, as a scheduler runs it beside `listen`.
+async fn sync_binary(
+    server: &SimServer,
+    lake: &std::path::Path,
+    pipeline: &std::path::Path,
+) -> std::process::Output {
+    tokio::process::Command::new(BIN)
+        .args(["sync", "--tables", &FOLLOWED.join(",")])
+        .arg("--pipeline")
+        .arg(pipeline)
+        .arg("--lake")
+        .arg(lake)
+        .env_clear()
+        .envs(small().env(server.base_url()))
+        .env("RUST_LOG", "warn")
+        .output()
+        .await
+        .expect("the binary runs")
+}
+
+/// `listen` and a scheduled `sync` of the same lake as two processes, both running after each
+/// round of changes (the listener on the account's deliveries): every sync exits 0 or exits 1
+/// having lost a commit to the listener, whose own lost runs are retried; the listener stays
+/// healthy; the lake ends equal to the account, and the listener stops cleanly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listen_and_sync_processes_on_one_lake_keep_it_exact() {
+    let (sim, server) = start(small()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let lake = dir.path().join("lake");
+    let pipeline = pipeline(dir.path());
+    let listener = ListenProcess::spawn(&server, &lake, &pipeline).await;
+    listener.idle().await;
+    let config = small();
+    let created = reqwest::Client::new()
+        .post(format!("{}/api/v2/webhooks", server.base_url()))
+        .basic_auth(format!("{}/token", config.email), Some(&config.api_token))
+        .json(&json!({"webhook": {
+            "name": "lake",
+            "status": "active",
+            "endpoint": format!("{}{DELIVERY_PATH}", listener.base),
+            "http_method": "POST",
+            "request_format": "json",
+            "subscriptions": [
+                "zen:event-type:ticket.created", "zen:event-type:ticket.status_changed",
+                "zen:event-type:ticket.priority_changed", "zen:event-type:ticket.comment_added",
+                "zen:event-type:user.created", "zen:event-type:user.name_changed",
+                "zen:event-type:organization.created", "zen:event-type:organization.name_changed",
+            ],
+            "signing_secret": {"algorithm": "SHA256", "secret": SECRET},
+        }}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status().as_u16(), 201);
+
+    for n in 0..3 {
+        sim.apply_round(&Round {
+            creates: 5 + n,
+            updates: 12,
+            silent_updates: 4,
+            deletes: 2,
+        });
+        // The scheduled sync starts with the round's deliveries, and runs beside the runs they
+        // make.
+        let (out, ()) = tokio::join!(sync_binary(&server, &lake, &pipeline), async {
+            sim.deliveries_settled().await;
+            listener.idle().await;
+        });
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        match out.status.code() {
+            Some(0) => {}
+            Some(1) => assert!(stderr.contains("committed to it concurrently"), "{stderr}"),
+            other => panic!("sync exited {other:?}: {stderr}"),
+        }
+        // The listener is healthy and has caught up (a run it lost is retried).
+        listener.idle().await;
+    }
+    let delivered = sim.deliveries();
+    assert!(!delivered.is_empty());
+    assert!(
+        delivered.iter().all(|d| d.status == Some(200)),
+        "{delivered:?}"
+    );
+    assert_lake_matches_tables(&sim, &lake, &FOLLOWED).await;
+    nothing_half_written(&lake).await;
+    let health = listener.health().await;
+    let (code, logged) = listener.terminate().await;
+    assert_eq!(code, Some(0), "{health}\n{}", logged.join("\n"));
 }
 
 /// Lines of a child's stderr, read on.
