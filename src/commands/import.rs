@@ -20,7 +20,7 @@
 //! `archive_immediately` (archived tickets are not listed), in the ticket export from the
 //! batch's submit time. Only rows found nowhere are sent again.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -32,10 +32,10 @@ use crate::config::Settings;
 use crate::encode::{self, Encoded, TICKET_IMPORT};
 use crate::failpoint;
 use crate::lake::lease::Lease;
-use crate::lake::state::{ImportRow, ImportStatus, StateWriter, IMPORT_STATE};
+use crate::lake::state::{ImportRow, ImportStatus, JobRef, Recorded, StateWriter, IMPORT_STATE};
 use crate::lake::{self, Lake};
 use crate::sync::progress::{StreamState, StreamTracker, Tracker};
-use crate::zendesk::writers::jobs::{self, JobStatus, Poll};
+use crate::zendesk::writers::jobs::{self, JobResult, JobStatus, Poll};
 use crate::zendesk::writers::tickets::{self, MAX_BULK};
 use crate::zendesk::{self, Client, RequestStats};
 
@@ -408,13 +408,10 @@ async fn send_batch(run: &Run, chunk: &[&Encoded]) -> Result<Outcome, Error> {
             status: ImportStatus::Pending,
             ticket_id: None,
             error: None,
-            job_id: None,
-            job_index: Some(index as i64),
+            job: JobRef::at(index),
             archive,
             submitted_at: Some(submitted_at),
-            run_id: String::new(),
-            run_seq: 0,
-            recorded_at: 0,
+            recorded: Recorded::default(),
         })
         .collect();
     run.lease.check()?;
@@ -457,24 +454,11 @@ async fn send_batch(run: &Run, chunk: &[&Encoded]) -> Result<Outcome, Error> {
     };
     failpoint::hit("import_submitted");
     for row in &mut rows {
-        row.job_id = Some(job.id.clone());
+        row.job.job_id = Some(job.id.clone());
     }
     run.writer.append(&rows).await?;
     failpoint::hit("import_job_recorded");
-    let done = match jobs::wait(&run.client, &run.stats, &job.id, run.options.poll).await {
-        Ok(Some(done)) => done,
-        Ok(None) => JobStatus {
-            results: Vec::new(),
-            ..job
-        },
-        Err(error) => {
-            warn!(%error, job = %job.id, "polling the job failed: its rows stay pending for the next run");
-            JobStatus {
-                results: Vec::new(),
-                ..job
-            }
-        }
-    };
+    let done = jobs::ended(&run.client, &run.stats, job, run.options.poll).await;
     failpoint::hit("import_job_done");
     let (ended, outcome) = apply_results(&done, &rows);
     run.writer.append(&ended).await?;
@@ -482,36 +466,39 @@ async fn send_batch(run: &Run, chunk: &[&Encoded]) -> Result<Outcome, Error> {
     Ok(outcome)
 }
 
-/// The rows a finished job settles (`imported` or `failed`), and the outcome of all `rows`
-/// (those it has no result for stay pending).
+/// The row a job's result for `row` settles: `imported` with its ticket, or `failed` with
+/// Zendesk's message.
+fn settled(row: &ImportRow, result: &JobResult) -> ImportRow {
+    match (result.error_message(), result.id) {
+        (None, Some(id)) => ImportRow {
+            ticket_id: Some(id),
+            ..next_row(row, ImportStatus::Imported)
+        },
+        (message, _) => ImportRow {
+            error: Some(message.unwrap_or_else(|| "no ticket id in the result".into())),
+            ..next_row(row, ImportStatus::Failed)
+        },
+    }
+}
+
+/// The rows a finished job settles, and the outcome of all `rows` (those it has no result for
+/// stay pending).
 fn apply_results(job: &JobStatus, rows: &[ImportRow]) -> (Vec<ImportRow>, Outcome) {
     let mut ended = Vec::new();
     let mut outcome = Outcome::default();
     for row in rows {
-        let result = row
-            .job_index
-            .and_then(|i| usize::try_from(i).ok())
-            .and_then(|i| job.result(i));
-        match result {
-            Some(result) => match (result.error_message(), result.id) {
-                (None, Some(id)) => {
-                    ended.push(ImportRow {
-                        ticket_id: Some(id),
-                        ..next_row(row, ImportStatus::Imported)
-                    });
-                    outcome.imported.push(row.external_id.clone());
-                }
-                (message, _) => {
-                    let message = message.unwrap_or_else(|| "no ticket id in the result".into());
-                    ended.push(ImportRow {
-                        error: Some(message.clone()),
-                        ..next_row(row, ImportStatus::Failed)
-                    });
-                    outcome.failed.push((row.external_id.clone(), message));
-                }
-            },
-            None => outcome.pending.push(row.external_id.clone()),
+        let Some(result) = row.job.job().and_then(|(_, i)| job.result(i?)) else {
+            outcome.pending.push(row.external_id.clone());
+            continue;
+        };
+        let row = settled(row, result);
+        match &row.error {
+            None => outcome.imported.push(row.external_id.clone()),
+            Some(message) => outcome
+                .failed
+                .push((row.external_id.clone(), message.clone())),
         }
+        ended.push(row);
     }
     (ended, outcome)
 }
@@ -521,38 +508,15 @@ fn apply_results(job: &JobStatus, rows: &[ImportRow]) -> (Vec<ImportRow>, Outcom
 /// sent again.
 async fn resolve(run: &Run, pending: &[ImportRow]) -> Result<Vec<ImportRow>, Error> {
     let (client, stats, poll) = (&run.client, run.stats.as_ref(), run.options.poll);
-    let mut by_job: BTreeMap<&str, Vec<&ImportRow>> = BTreeMap::new();
-    let mut unknown: Vec<&ImportRow> = Vec::new();
-    for row in pending {
-        match &row.job_id {
-            Some(job) => by_job.entry(job.as_str()).or_default().push(row),
-            None => unknown.push(row),
-        }
-    }
-    let mut resolved = Vec::new();
-    for (id, rows) in by_job {
-        let job = jobs::wait(client, stats, id, poll).await?;
-        let owned: Vec<ImportRow> = rows.iter().map(|r| (*r).clone()).collect();
-        match job {
-            Some(job) => {
-                let (ended, _) = apply_results(&job, &owned);
-                let settled: HashSet<&str> = ended.iter().map(|r| r.external_id.as_str()).collect();
-                unknown.extend(
-                    rows.iter()
-                        .filter(|r| !settled.contains(r.external_id.as_str())),
-                );
-                resolved.extend(ended);
-            }
-            None => unknown.extend(rows),
-        }
-    }
-    if !unknown.is_empty() {
-        // A killed run's request may have been answered after it died.
-        jobs::wait_running(client, stats, poll).await?;
-    }
+    let by_jobs = jobs::resolve(client, stats, poll, pending, |r| r.job.job()).await?;
+    let mut resolved: Vec<ImportRow> = by_jobs
+        .results
+        .iter()
+        .map(|(row, result)| settled(row, result))
+        .collect();
     let mut archived: Vec<&ImportRow> = Vec::new();
     let mut absent: Vec<&ImportRow> = Vec::new();
-    for row in unknown {
+    for row in by_jobs.unknown {
         let ids = tickets::by_external_id(client, stats, &row.external_id).await?;
         match ids.first() {
             Some(&id) => resolved.push(ImportRow {

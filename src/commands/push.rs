@@ -33,11 +33,11 @@ use crate::config::Settings;
 use crate::encode::{self, Encoded, TICKET_UPDATE};
 use crate::failpoint;
 use crate::lake::lease::Lease;
-use crate::lake::state::{PushRow, PushStatus, StateWriter, PUSH_STATE};
+use crate::lake::state::{JobRef, PushRow, PushStatus, Recorded, StateWriter, PUSH_STATE};
 use crate::lake::{self, Lake};
 use crate::spec::{self, Table, DELETED_COLUMN};
 use crate::sync::{self, Syncer};
-use crate::zendesk::writers::jobs::{self, JobStatus, Poll};
+use crate::zendesk::writers::jobs::{self, Poll};
 use crate::zendesk::writers::tickets::{self, MAX_BULK};
 use crate::zendesk::{self, Client, RequestStats};
 
@@ -582,11 +582,8 @@ fn push_row(ticket_id: i64, key: &str, status: PushStatus) -> PushRow {
         ticket_id,
         status,
         error: None,
-        job_id: None,
-        job_index: None,
-        run_id: String::new(),
-        run_seq: 0,
-        recorded_at: 0,
+        job: JobRef::default(),
+        recorded: Recorded::default(),
     }
 }
 
@@ -606,7 +603,7 @@ async fn send_batch(
         .filter_map(|(index, u)| {
             let key = u.comment_key.as_deref()?;
             Some(PushRow {
-                job_index: Some(index as i64),
+                job: JobRef::at(index),
                 ..push_row(u.ticket_id, key, PushStatus::Pending)
             })
         })
@@ -637,24 +634,11 @@ async fn send_batch(
     };
     failpoint::hit("push_submitted");
     for row in &mut pending {
-        row.job_id = Some(job.id.clone());
+        row.job.job_id = Some(job.id.clone());
     }
     writer.append(&pending).await?;
     failpoint::hit("push_job_recorded");
-    let done = match jobs::wait(client, stats, &job.id, poll).await {
-        Ok(Some(done)) => done,
-        Ok(None) => JobStatus {
-            results: Vec::new(),
-            ..job
-        },
-        Err(error) => {
-            warn!(%error, job = %job.id, "polling the job failed: its tickets' outcome is unknown");
-            JobStatus {
-                results: Vec::new(),
-                ..job
-            }
-        }
-    };
+    let done = jobs::ended(client, stats, job, poll).await;
     failpoint::hit("push_job_done");
     let mut outcomes = Vec::new();
     for (index, update) in chunk.iter().enumerate() {
@@ -690,74 +674,50 @@ async fn resolve(
     let next = |row: &PushRow, status: PushStatus, error: Option<String>| PushRow {
         status,
         error,
-        run_id: String::new(),
-        run_seq: 0,
-        recorded_at: 0,
         ..row.clone()
     };
-    let mut by_job: BTreeMap<&str, Vec<&PushRow>> = BTreeMap::new();
-    let mut unknown: Vec<&PushRow> = Vec::new();
-    for row in pending {
-        match &row.job_id {
-            Some(job) => by_job.entry(job.as_str()).or_default().push(row),
-            None => unknown.push(row),
-        }
+    let by_jobs = jobs::resolve(client, stats, poll, pending, |r| r.job.job()).await?;
+    let mut resolved: Vec<PushRow> = by_jobs
+        .results
+        .iter()
+        .map(|(row, result)| match result.error_message() {
+            None => next(row, PushStatus::Done, None),
+            Some(message) => next(row, PushStatus::Refused, Some(message)),
+        })
+        .collect();
+    let mut by_ticket: BTreeMap<i64, Vec<&PushRow>> = BTreeMap::new();
+    for row in by_jobs.unknown {
+        by_ticket.entry(row.ticket_id).or_default().push(row);
     }
-    let mut resolved = Vec::new();
-    for (id, rows) in by_job {
-        let Some(job) = jobs::wait(client, stats, id, poll).await? else {
-            unknown.extend(rows);
-            continue;
-        };
+    for (ticket, rows) in by_ticket {
+        let comments = tickets::comments(client, stats, ticket).await?;
+        let bodies: BTreeSet<String> = comments
+            .iter()
+            .filter_map(|c| c.get("body")?.as_str().map(normalized))
+            .collect();
+        let keys: BTreeSet<String> = comments
+            .iter()
+            .filter_map(|c| c.get("body")?.as_str())
+            .flat_map(|body| {
+                [true, false]
+                    .map(|public| comment_key(ticket, &json!({"body": body, "public": public})))
+            })
+            .collect();
         for row in rows {
-            let result = row
-                .job_index
-                .and_then(|i| usize::try_from(i).ok())
-                .and_then(|i| job.result(i));
-            match result.map(|r| r.error_message()) {
-                Some(None) => resolved.push(next(row, PushStatus::Done, None)),
-                Some(Some(message)) => resolved.push(next(row, PushStatus::Refused, Some(message))),
-                None => unknown.push(row),
-            }
-        }
-    }
-    if !unknown.is_empty() {
-        // A killed run's request may have been answered after it died.
-        jobs::wait_running(client, stats, poll).await?;
-        let mut by_ticket: BTreeMap<i64, Vec<&PushRow>> = BTreeMap::new();
-        for row in unknown {
-            by_ticket.entry(row.ticket_id).or_default().push(row);
-        }
-        for (ticket, rows) in by_ticket {
-            let comments = tickets::comments(client, stats, ticket).await?;
-            let bodies: BTreeSet<String> = comments
-                .iter()
-                .filter_map(|c| c.get("body")?.as_str().map(normalized))
-                .collect();
-            let keys: BTreeSet<String> = comments
-                .iter()
-                .filter_map(|c| c.get("body")?.as_str())
-                .flat_map(|body| {
-                    [true, false]
-                        .map(|public| comment_key(ticket, &json!({"body": body, "public": public})))
-                })
-                .collect();
-            for row in rows {
-                let found = match sent.get(&row.key).and_then(|c| c.get("body")?.as_str()) {
-                    Some(body) => bodies.contains(&normalized(body)),
-                    None => keys.contains(&row.key),
-                };
-                resolved.push(if found {
-                    next(row, PushStatus::Done, None)
-                } else {
-                    warn!(ticket, key = %row.key, "a pending comment is not on its ticket: never applied, sent again");
-                    next(
-                        row,
-                        PushStatus::Unapplied,
-                        Some("not found on its ticket after its run ended: never applied".into()),
-                    )
-                });
-            }
+            let found = match sent.get(&row.key).and_then(|c| c.get("body")?.as_str()) {
+                Some(body) => bodies.contains(&normalized(body)),
+                None => keys.contains(&row.key),
+            };
+            resolved.push(if found {
+                next(row, PushStatus::Done, None)
+            } else {
+                warn!(ticket, key = %row.key, "a pending comment is not on its ticket: never applied, sent again");
+                next(
+                    row,
+                    PushStatus::Unapplied,
+                    Some("not found on its ticket after its run ended: never applied".into()),
+                )
+            });
         }
     }
     writer.append(&resolved).await?;
@@ -783,7 +743,10 @@ async fn record(
                 report.updated += 1;
                 if let Some(key) = &update.comment_key {
                     rows.push(PushRow {
-                        job_id,
+                        job: JobRef {
+                            job_id,
+                            job_index: None,
+                        },
                         ..push_row(update.ticket_id, key, PushStatus::Done)
                     });
                 }
@@ -794,7 +757,10 @@ async fn record(
                 for key in keys {
                     rows.push(PushRow {
                         error: Some(message.clone()),
-                        job_id: job_id.clone(),
+                        job: JobRef {
+                            job_id: job_id.clone(),
+                            job_index: None,
+                        },
                         ..push_row(update.ticket_id, key, PushStatus::Refused)
                     });
                 }

@@ -27,7 +27,8 @@ use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
 use super::state::{
-    state_rows, StateTable, StateWriter, RECORDED_AT_COLUMN, RUN_ID_COLUMN, RUN_SEQ_COLUMN,
+    state_rows, Recorded, StateTable, StateWriter, RECORDED_AT_COLUMN, RUN_ID_COLUMN,
+    RUN_SEQ_COLUMN,
 };
 use super::{Error, Lake, Result};
 use crate::spec::timestamp_type;
@@ -82,13 +83,8 @@ pub struct LeaseRow {
     /// µs since the epoch.
     pub expires_at: i64,
     pub released: bool,
-    /// Filled by the writer.
-    #[serde(default)]
-    pub run_id: String,
-    #[serde(default)]
-    pub run_seq: i64,
-    #[serde(default)]
-    pub recorded_at: i64,
+    #[serde(flatten)]
+    pub recorded: Recorded,
 }
 
 impl LeaseRow {
@@ -108,7 +104,7 @@ impl LeaseRow {
             .unwrap_or_default();
         format!(
             "run {} on {} (pid {}), its lease until {until} unless renewed",
-            self.run_id, self.host, self.pid
+            self.recorded.run_id, self.host, self.pid
         )
     }
 }
@@ -286,9 +282,7 @@ impl Held {
             process: me.process.clone(),
             expires_at,
             released,
-            run_id: String::new(),
-            run_seq: 0,
-            recorded_at: 0,
+            recorded: Recorded::default(),
         };
         let appended = self.writer.append_if_unchanged(&[row], table).await?;
         if appended {
@@ -306,7 +300,7 @@ impl Held {
             let row = current(&table, &self.name).await?;
             if row
                 .as_ref()
-                .is_none_or(|r| r.run_id != self.writer.run_id() || r.released)
+                .is_none_or(|r| r.recorded.run_id != self.writer.run_id() || r.released)
             {
                 return Ok(false);
             }
@@ -397,9 +391,11 @@ mod tests {
             process: process.into(),
             expires_at: now_micros() + expires_in,
             released,
-            run_id: "run".into(),
-            run_seq: 1,
-            recorded_at: 0,
+            recorded: Recorded {
+                run_id: "run".into(),
+                run_seq: 1,
+                recorded_at: 0,
+            },
         }
     }
 

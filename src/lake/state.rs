@@ -58,6 +58,44 @@ pub struct StateTable {
     pub schema: fn() -> SchemaRef,
 }
 
+/// What the writer fills in every row of a state table: its run, the number of the append
+/// within the run, and when it was appended (µs since the epoch).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Recorded {
+    #[serde(default)]
+    pub run_id: String,
+    #[serde(default)]
+    pub run_seq: i64,
+    #[serde(default)]
+    pub recorded_at: i64,
+}
+
+/// The job of a row's request, once Zendesk answered, and the row's index in that request, by
+/// which the job's results name it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobRef {
+    #[serde(default)]
+    pub job_id: Option<String>,
+    #[serde(default)]
+    pub job_index: Option<i64>,
+}
+
+impl JobRef {
+    /// A row at `index` of a request not answered yet.
+    pub fn at(index: usize) -> JobRef {
+        JobRef {
+            job_id: None,
+            job_index: i64::try_from(index).ok(),
+        }
+    }
+
+    /// The job's id and the row's index in its request, once the job is known.
+    pub fn job(&self) -> Option<(&str, Option<usize>)> {
+        let index = self.job_index.and_then(|i| usize::try_from(i).ok());
+        Some((self.job_id.as_deref()?, index))
+    }
+}
+
 /// `_import_state`: one row per change of an imported `external_id` ([`ImportRow`]).
 pub const IMPORT_STATE: StateTable = StateTable {
     name: "_import_state",
@@ -103,25 +141,16 @@ pub struct ImportRow {
     /// Zendesk's message for a failed row.
     #[serde(default)]
     pub error: Option<String>,
-    /// The job of its request, once Zendesk answered.
-    #[serde(default)]
-    pub job_id: Option<String>,
-    /// Its index in its request, by which its job's results name it.
-    #[serde(default)]
-    pub job_index: Option<i64>,
+    #[serde(flatten)]
+    pub job: JobRef,
     /// Whether its request asked for `archive_immediately`.
     #[serde(default)]
     pub archive: bool,
     /// When its request was sent (µs since the epoch).
     #[serde(default)]
     pub submitted_at: Option<i64>,
-    /// Filled by the writer.
-    #[serde(default)]
-    pub run_id: String,
-    #[serde(default)]
-    pub run_seq: i64,
-    #[serde(default)]
-    pub recorded_at: i64,
+    #[serde(flatten)]
+    pub recorded: Recorded,
 }
 
 /// `_push_state`: one row per change of a push's key ([`PushRow`]): a comment pushed to a
@@ -180,19 +209,10 @@ pub struct PushRow {
     /// Zendesk's message for a refused key.
     #[serde(default)]
     pub error: Option<String>,
-    /// The job of its request, once Zendesk answered.
-    #[serde(default)]
-    pub job_id: Option<String>,
-    /// Its row's index in the request, which the job's results are keyed by.
-    #[serde(default)]
-    pub job_index: Option<i64>,
-    /// Filled by the writer.
-    #[serde(default)]
-    pub run_id: String,
-    #[serde(default)]
-    pub run_seq: i64,
-    #[serde(default)]
-    pub recorded_at: i64,
+    #[serde(flatten)]
+    pub job: JobRef,
+    #[serde(flatten)]
+    pub recorded: Recorded,
 }
 
 /// The application id of one run's appends to a state table.
@@ -441,13 +461,10 @@ mod tests {
             status,
             ticket_id,
             error: None,
-            job_id: None,
-            job_index: Some(0),
+            job: JobRef::at(0),
             archive: false,
             submitted_at: Some(1_700_000_000_000_000),
-            run_id: String::new(),
-            run_seq: 0,
-            recorded_at: 0,
+            recorded: Recorded::default(),
         }
     }
 
@@ -477,8 +494,8 @@ mod tests {
         assert_eq!(latest.len(), 2);
         assert_eq!(latest[0].status, ImportStatus::Imported);
         assert_eq!(latest[0].ticket_id, Some(9));
-        assert_eq!(latest[0].run_seq, 2);
-        assert_eq!(latest[0].run_id, "run-1");
+        assert_eq!(latest[0].recorded.run_seq, 2);
+        assert_eq!(latest[0].recorded.run_id, "run-1");
         assert_eq!(latest[1].status, ImportStatus::Pending);
         assert_eq!(latest[1].submitted_at, Some(1_700_000_000_000_000));
         // The whole table is queryable like any other of the lake.

@@ -14,7 +14,9 @@ use zendesk_lake::arrow::array::RecordBatch;
 use zendesk_lake::arrow::datatypes::{DataType, Field, Schema};
 use zendesk_lake::arrow::json::ReaderBuilder;
 use zendesk_lake::commands::import::{import, ImportOptions, ImportReport};
-use zendesk_lake::lake::state::{ImportRow, ImportStatus, StateWriter, IMPORT_STATE};
+use zendesk_lake::lake::state::{
+    ImportRow, ImportStatus, JobRef, Recorded, StateWriter, IMPORT_STATE,
+};
 use zendesk_lake::sim::{Faults, SimClock, SimConfig, SimServer, Simulator};
 use zendesk_lake::zendesk::writers::jobs::Poll;
 
@@ -127,13 +129,13 @@ fn pending(external_id: &str, job: Option<&str>, index: i64, archive: bool) -> I
         status: ImportStatus::Pending,
         ticket_id: None,
         error: None,
-        job_id: job.map(String::from),
-        job_index: Some(index),
+        job: JobRef {
+            job_id: job.map(String::from),
+            job_index: Some(index),
+        },
         archive,
         submitted_at: Some(chrono::Utc::now().timestamp_micros()),
-        run_id: String::new(),
-        run_seq: 0,
-        recorded_at: 0,
+        recorded: Recorded::default(),
     }
 }
 
@@ -496,7 +498,7 @@ async fn a_create_many_whose_answer_was_lost_is_found_by_the_next_run_not_sent_a
         for id in &lost {
             let row = &recorded[id];
             assert_eq!(row.status, ImportStatus::Pending, "{row:?}");
-            assert_eq!(row.job_id, None, "{row:?}");
+            assert_eq!(row.job.job_id, None, "{row:?}");
         }
 
         sim.set_faults(Faults::default());

@@ -375,7 +375,9 @@ async fn a_push_killed_in_its_second_batch_adds_each_comment_once_after_the_next
 /// meanwhile: the next push settles the comment by the job's result, without sending it again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pending_comment_whose_job_completed_meanwhile_is_done_and_not_sent_again() {
-    use zendesk_lake::lake::state::{PushRow, PushStatus, StateWriter, PUSH_STATE};
+    use zendesk_lake::lake::state::{
+        JobRef, PushRow, PushStatus, Recorded, StateWriter, PUSH_STATE,
+    };
     use zendesk_lake::zendesk::writers::{jobs, tickets as writers};
     use zendesk_lake::zendesk::{Client, RequestStats};
 
@@ -412,11 +414,11 @@ async fn a_pending_comment_whose_job_completed_meanwhile_is_done_and_not_sent_ag
             ticket_id: id,
             status: PushStatus::Pending,
             error: None,
-            job_id: Some(job.id.clone()),
-            job_index: Some(0),
-            run_id: String::new(),
-            run_seq: 0,
-            recorded_at: 0,
+            job: JobRef {
+                job_id: Some(job.id.clone()),
+                job_index: Some(0),
+            },
+            recorded: Recorded::default(),
         }])
         .await
         .unwrap();
