@@ -343,8 +343,8 @@ fn comment_of(row: &Map<String, Value>) -> Option<Value> {
     Some(json!({"body": body, "public": public}))
 }
 
-/// Sync the stream of the tickets table (with its other configured tables).
-/// A syncer of the tickets' stream, and the tickets table it syncs.
+/// A syncer of the tickets' stream (with its other configured tables), and the tickets table
+/// it syncs.
 async fn tickets_syncer(settings: &Settings) -> Result<(Syncer, &'static Table), Error> {
     let table = spec::find(TICKETS_TABLE)
         .ok_or_else(|| Error::Settings(format!("no table {TICKETS_TABLE} in the registry")))?;
@@ -455,6 +455,11 @@ async fn run_push(
     };
     let writer = StateWriter::new(lake, PUSH_STATE, run_id);
     let stats = Arc::new(RequestStats::default());
+    // One syncer for the whole push: the credentials are checked and the lake migrated once,
+    // and its client, with the budgets it learns from Zendesk's headers, sends the push's own
+    // requests too.
+    let syncer = tickets_syncer(settings).await?;
+    let client = syncer.0.client();
     let pending: Vec<PushRow> = state
         .values()
         .filter(|r| r.status == PushStatus::Pending)
@@ -463,7 +468,6 @@ async fn run_push(
     // Settled before the sync: waiting for a pending job applies its fields, which the sync
     // then brings into the lake the diff reads. A dry run leaves them pending (it writes nothing).
     if !pending.is_empty() && !options.dry_run {
-        let client = Client::try_new(&settings.zendesk).map_err(Error::Settings)?;
         let sent: HashMap<String, Value> = checked
             .iter()
             .filter_map(|row| {
@@ -477,7 +481,7 @@ async fn run_push(
             pending = pending.len(),
             "settling the comments an earlier push left pending"
         );
-        for row in resolve(&client, &stats, &writer, options.poll, &pending, &sent).await? {
+        for row in resolve(client, &stats, &writer, options.poll, &pending, &sent).await? {
             match row.status {
                 PushStatus::Done => report.settled_done += 1,
                 PushStatus::Unapplied => report.settled_unapplied += 1,
@@ -489,8 +493,6 @@ async fn run_push(
             state.insert(row.key.clone(), row);
         }
     }
-    // One syncer for both runs: the credentials are checked and the lake migrated once.
-    let syncer = tickets_syncer(settings).await?;
     sync_tickets(&syncer).await?;
     let rows = TICKET_UPDATE.encode(&lake.query(&options.sql).await?)?;
     report.rows = rows.len();
@@ -562,11 +564,10 @@ async fn run_push(
         return Ok(report);
     };
     if !updates.is_empty() {
-        let client = Client::try_new(&settings.zendesk).map_err(Error::Settings)?;
         info!(run_id, tickets = updates.len(), "push starts");
         for chunk in updates.chunks(MAX_BULK) {
             lease.check()?;
-            send_batch(&client, &stats, &writer, options.poll, chunk, &mut report).await?;
+            send_batch(client, &stats, &writer, options.poll, chunk, &mut report).await?;
         }
         sync_tickets(&syncer).await?;
     }
