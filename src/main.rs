@@ -17,7 +17,6 @@ use zendesk_lake::arrow::util::pretty::pretty_format_batches;
 use zendesk_lake::commands::listen::{self, Listening};
 use zendesk_lake::commands::{self, simulate::Simulation, sync::Demo};
 use zendesk_lake::config;
-use zendesk_lake::lake;
 use zendesk_lake::listen as listen_server;
 use zendesk_lake::sync::progress::Tracker;
 use zendesk_lake::sync::SyncReport;
@@ -191,9 +190,7 @@ async fn run(command: Command, screen: Arc<Screen>) -> Result<ExitCode> {
             let file = args.target.pipeline_file()?.unwrap_or_default();
             let settings = args.target.settings(file, None, &config::process_env)?;
             let report = match commands::import::import(settings, args.options()).await {
-                Err(commands::import::Error::Lake(error @ lake::Error::Leased { .. })) => {
-                    return Ok(leased(&error))
-                }
+                Err(error) if error.is_leased() => return Ok(leased(&error)),
                 report => report?,
             };
             render::imported(&report);
@@ -203,9 +200,7 @@ async fn run(command: Command, screen: Arc<Screen>) -> Result<ExitCode> {
             let file = args.target.pipeline_file()?.unwrap_or_default();
             let settings = args.target.settings(file, None, &config::process_env)?;
             let report = match commands::push::push(settings, args.options()).await {
-                Err(commands::push::Error::Lake(error @ lake::Error::Leased { .. })) => {
-                    return Ok(leased(&error))
-                }
+                Err(error) if error.is_leased() => return Ok(leased(&error)),
                 report => report?,
             };
             render::pushed(&report);
@@ -252,9 +247,9 @@ fn exit(report: &SyncReport) -> ExitCode {
     code(!report.failed())
 }
 
-/// A write command that found another run holding its state table's lease sent nothing: it
-/// exits 1, as a sync that lost to a concurrent one does.
-fn leased(error: &lake::Error) -> ExitCode {
+/// A write command that found another run holding its state table's lease (or lost its own)
+/// sent nothing more: it exits 1, as a sync that lost to a concurrent one does.
+fn leased(error: &commands::write::Error) -> ExitCode {
     eprintln!("error: {error}");
     ExitCode::from(1)
 }

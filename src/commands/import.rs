@@ -29,15 +29,15 @@ use serde_json::Value;
 use tracing::{info, warn};
 
 use crate::config::Settings;
-use crate::encode::{self, Encoded, TICKET_IMPORT};
+use crate::encode::{Encoded, TICKET_IMPORT};
 use crate::failpoint;
 use crate::lake::lease::Lease;
 use crate::lake::state::{ImportRow, ImportStatus, JobRef, Recorded, StateWriter, IMPORT_STATE};
-use crate::lake::{self, Lake};
+use crate::lake::Lake;
 use crate::sync::progress::{StreamState, StreamTracker, Tracker};
 use crate::zendesk::writers::jobs::{self, JobResult, JobStatus, Poll};
 use crate::zendesk::writers::tickets::{self, MAX_BULK};
-use crate::zendesk::{self, Client, RequestStats};
+use crate::zendesk::{Client, RequestStats};
 
 /// How many failed external ids a report lists.
 pub const FAILED_LISTED: usize = 20;
@@ -49,20 +49,7 @@ const EXPORT_MARGIN_SECS: i64 = 300;
 /// The ticket export refuses a `start_time` in its last minute.
 const EXPORT_HOLD_BACK_SECS: i64 = 61;
 
-/// Polls a batch's job needs at least, for the dry run's estimate: the import, and one poll.
-const REQUESTS_PER_BATCH: u64 = 2;
-
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    #[error("{0}")]
-    Settings(String),
-    #[error(transparent)]
-    Lake(#[from] lake::Error),
-    #[error("the source cannot be imported: {0}")]
-    Encode(#[from] encode::Error),
-    #[error(transparent)]
-    Zendesk(#[from] zendesk::Error),
-}
+pub use super::write::Error;
 
 /// Where the rows come from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -258,7 +245,7 @@ pub async fn import(settings: Settings, options: ImportOptions) -> Result<Import
             .filter(|r| imported_before(&state, &r.key))
             .count();
         let tickets = rows.len() - skipped;
-        let requests = tickets.div_ceil(MAX_BULK) as u64 * REQUESTS_PER_BATCH;
+        let requests = tickets.div_ceil(MAX_BULK) as u64 * jobs::REQUESTS_PER_BATCH;
         let per_minute = f64::from(settings.zendesk.account_requests_per_minute.max(1));
         return Ok(ImportReport {
             rows: rows.len(),

@@ -30,16 +30,16 @@ use sha2::{Digest as _, Sha256};
 use tracing::{info, warn};
 
 use crate::config::Settings;
-use crate::encode::{self, Encoded, TICKET_UPDATE};
+use crate::encode::{Encoded, TICKET_UPDATE};
 use crate::failpoint;
 use crate::lake::lease::Lease;
 use crate::lake::state::{JobRef, PushRow, PushStatus, Recorded, StateWriter, PUSH_STATE};
-use crate::lake::{self, Lake};
+use crate::lake::Lake;
 use crate::spec::{self, Table, DELETED_COLUMN};
 use crate::sync::{self, Syncer};
 use crate::zendesk::writers::jobs::{self, Poll};
 use crate::zendesk::writers::tickets::{self, MAX_BULK};
-use crate::zendesk::{self, Client, RequestStats};
+use crate::zendesk::{Client, RequestStats};
 
 /// The table whose rows a push changes, and whose stream is synced around it.
 const TICKETS_TABLE: &str = "tickets";
@@ -58,29 +58,10 @@ const SCALARS: [&str; 7] = [
 /// Statuses Zendesk refuses updates of (`deleted` is the lake's mark of a deleted ticket).
 const FROZEN: [&str; 2] = ["closed", "deleted"];
 
-/// Requests a batch needs at least, for the dry run: the update, and one poll of its job.
-const REQUESTS_PER_BATCH: u64 = 2;
-
 /// Ids per look-up of the lake's tickets.
 const LOOKUP_CHUNK: usize = 1000;
 
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    #[error("{0}")]
-    Settings(String),
-    #[error(transparent)]
-    Lake(#[from] lake::Error),
-    #[error("the source cannot be pushed: {0}")]
-    Encode(#[from] encode::Error),
-    #[error(transparent)]
-    Zendesk(#[from] zendesk::Error),
-    #[error("syncing the tickets: {0}")]
-    Sync(#[from] sync::Error),
-    #[error("syncing the tickets failed: {0}")]
-    SyncFailed(String),
-    #[error("{tickets} tickets would change, more than --max-tickets {max}: nothing sent")]
-    TooMany { tickets: usize, max: usize },
-}
+pub use super::write::Error;
 
 /// What `push` does.
 #[derive(Debug, Clone)]
@@ -560,7 +541,7 @@ async fn run_push(
     }
     report.update_requests = updates.len().div_ceil(MAX_BULK) as u64;
     let Some(lease) = lease.filter(|_| !options.dry_run) else {
-        report.requests = report.update_requests * REQUESTS_PER_BATCH;
+        report.requests = report.update_requests * jobs::REQUESTS_PER_BATCH;
         return Ok(report);
     };
     if !updates.is_empty() {

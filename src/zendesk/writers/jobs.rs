@@ -18,6 +18,10 @@ use crate::zendesk::{Client, Error, Request, RequestStats, Result};
 /// The label of job requests in errors and logs.
 pub const STREAM: &str = "jobs";
 
+/// The fewest requests a bulk write's batch takes: the write, and one poll of its job (the
+/// dry runs' estimates).
+pub const REQUESTS_PER_BATCH: u64 = 2;
+
 /// How many pages of the account's job list are read: it is newest first, and the jobs that
 /// matter (still queued or working) are the newest.
 const LIST_PAGES: usize = 10;
