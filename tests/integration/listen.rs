@@ -13,7 +13,7 @@ use zendesk_lake::commands::listen::Listening;
 use zendesk_lake::config::{Secret, Settings};
 use zendesk_lake::listen::schedule::Cadence;
 use zendesk_lake::listen::{ListenOptions, ListenReport, DELIVERY_PATH};
-use zendesk_lake::sim::{Round, SimServer};
+use zendesk_lake::sim::Round;
 use zendesk_lake::sync::{self, Outcome};
 
 use crate::common::*;
@@ -28,6 +28,18 @@ const FOLLOWED: [&str; 6] = [
     "organizations",
     "ticket_comments",
     "ticket_field_history",
+];
+
+/// The event types the tests' webhooks subscribe to.
+const SUBSCRIPTIONS: [&str; 8] = [
+    "zen:event-type:ticket.created",
+    "zen:event-type:ticket.status_changed",
+    "zen:event-type:ticket.priority_changed",
+    "zen:event-type:ticket.comment_added",
+    "zen:event-type:user.created",
+    "zen:event-type:user.name_changed",
+    "zen:event-type:organization.created",
+    "zen:event-type:organization.name_changed",
 ];
 
 struct Running {
@@ -176,18 +188,46 @@ async fn idle(http: &reqwest::Client, base: &str) {
     }
 }
 
-fn followed(settings: &mut Settings) {
+/// The scene's settings with the [`FOLLOWED`] tables only.
+fn followed(scene: &Scene) -> Settings {
+    let mut settings = scene.settings();
     settings
         .tables
         .retain(|t| FOLLOWED.contains(&t.name.as_str()));
+    settings
+}
+
+/// Register a webhook of the scene's account delivering these event types to `endpoint`,
+/// signed with [`SECRET`].
+async fn register_webhook(scene: &Scene, endpoint: &str, subscriptions: &[&str]) {
+    let config = small();
+    let created = reqwest::Client::new()
+        .post(format!("{}/api/v2/webhooks", scene.server.base_url()))
+        .basic_auth(format!("{}/token", config.email), Some(&config.api_token))
+        .json(&json!({"webhook": {
+            "name": "lake",
+            "status": "active",
+            "endpoint": endpoint,
+            "http_method": "POST",
+            "request_format": "json",
+            "subscriptions": subscriptions,
+            "signing_secret": {"algorithm": "SHA256", "secret": SECRET},
+        }}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        created.status().as_u16(),
+        201,
+        "{}",
+        created.text().await.unwrap()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_signature_rule_is_enforced_and_each_outcome_counted() {
-    let (_sim, server) = start(small()).await;
-    let dir = tempfile::tempdir().unwrap();
-    let mut settings = settings(&server, dir.path(), "");
-    followed(&mut settings);
+    let scene = Scene::small().await;
+    let settings = followed(&scene);
     let listener = listen(settings, Duration::from_millis(100)).await;
     let (users, tickets) = (listener.runs("users").await, listener.runs("tickets").await);
     assert!(users >= 1.0, "the first run");
@@ -265,10 +305,8 @@ async fn every_signature_rule_is_enforced_and_each_outcome_counted() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flood_of_deliveries_makes_one_run_and_forged_ones_none() {
-    let (_sim, server) = start(small()).await;
-    let dir = tempfile::tempdir().unwrap();
-    let mut settings = settings(&server, dir.path(), "");
-    followed(&mut settings);
+    let scene = Scene::small().await;
+    let settings = followed(&scene);
     let listener = listen(settings, Duration::from_secs(1)).await;
     let (users, tickets) = (listener.runs("users").await, listener.runs("tickets").await);
 
@@ -312,38 +350,12 @@ async fn a_flood_of_deliveries_makes_one_run_and_forged_ones_none() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_account_s_deliveries_keep_the_lake_exact_beside_a_scheduled_sync() {
-    let (sim, server) = start(small()).await;
-    let dir = tempfile::tempdir().unwrap();
-    let mut settings = settings(&server, dir.path(), "");
-    followed(&mut settings);
+    let scene = Scene::small().await;
+    let sim = &scene.sim;
+    let settings = followed(&scene);
     let listener = listen(settings.clone(), Duration::from_millis(200)).await;
     // The account delivers its changes to the listener, signed with the secret it was given.
-    let config = small();
-    let created = reqwest::Client::new()
-        .post(format!("{}/api/v2/webhooks", server.base_url()))
-        .basic_auth(format!("{}/token", config.email), Some(&config.api_token))
-        .json(&json!({"webhook": {
-            "name": "lake",
-            "status": "active",
-            "endpoint": listener.url(DELIVERY_PATH),
-            "http_method": "POST",
-            "request_format": "json",
-            "subscriptions": [
-                "zen:event-type:ticket.created", "zen:event-type:ticket.status_changed",
-                "zen:event-type:ticket.comment_added", "zen:event-type:user.created",
-                "zen:event-type:organization.created",
-            ],
-            "signing_secret": {"algorithm": "SHA256", "secret": SECRET},
-        }}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(
-        created.status().as_u16(),
-        201,
-        "{}",
-        created.text().await.unwrap()
-    );
+    register_webhook(&scene, &listener.url(DELIVERY_PATH), &SUBSCRIPTIONS).await;
 
     for n in 0..3 {
         sim.apply_round(&Round {
@@ -369,45 +381,28 @@ async fn the_account_s_deliveries_keep_the_lake_exact_beside_a_scheduled_sync() 
         "{delivered:?}"
     );
     listener.idle().await;
-    assert_lake_matches_tables(&sim, dir.path(), &FOLLOWED).await;
-    nothing_half_written(dir.path()).await;
+    assert_lake_matches_tables(sim, &scene.lake(), &FOLLOWED).await;
+    nothing_half_written(&scene.lake()).await;
     assert!(listener.stop().await.accepted > 0);
 }
 
-const BIN: &str = env!("CARGO_BIN_EXE_zendesk-lake");
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn listen_refuses_to_start_without_a_signing_secret() {
-    let (_sim, server) = start(small()).await;
-    let dir = tempfile::tempdir().unwrap();
-    let out = tokio::process::Command::new(BIN)
+    let scene = Scene::small().await;
+    let out = scene
+        .binary()
         .args(["listen", "--bind", "127.0.0.1:0", "--lake"])
-        .arg(dir.path().join("lake"))
-        .env_clear()
-        .envs(small().env(server.base_url()))
+        .arg(scene.lake())
         .output()
         .await
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("ZENDESK_WEBHOOK_SECRET"), "{stderr}");
-    assert!(!dir.path().join("lake").exists(), "nothing written");
+    assert!(!scene.lake().exists(), "nothing written");
 }
 
-/// The pipeline of the processes these tests run: small pages and commits (several commits per
-/// stream), no rate budget to wait for.
-fn pipeline(dir: &std::path::Path) -> std::path::PathBuf {
-    let pipeline = dir.join("pipeline.toml");
-    std::fs::write(
-        &pipeline,
-        "[sync]\npage_size = 25\ncommit_rows = 30\n[zendesk]\naccount_requests_per_minute = 1000000\nincremental_requests_per_minute = 1000000\n",
-    )
-    .unwrap();
-    pipeline
-}
-
-/// A `zendesk-lake listen` process following [`FOLLOWED`] on `lake`, with [`SECRET`]; killed on
-/// drop.
+/// A `zendesk-lake listen` process, its stderr read on and where it serves; killed on drop.
 struct ListenProcess {
     child: tokio::process::Child,
     /// Reads its stderr to the end (read on, so that its logs never fill the pipe and block
@@ -419,9 +414,10 @@ struct ListenProcess {
 }
 
 impl ListenProcess {
-    async fn spawn(server: &SimServer, lake: &std::path::Path, pipeline: &std::path::Path) -> Self {
-        use tokio::io::AsyncBufReadExt as _;
-        let mut child = tokio::process::Command::new(BIN)
+    /// `listen` of the scene's account and lake.
+    async fn spawn(scene: &Scene) -> Self {
+        let mut command = scene.binary();
+        command
             .args([
                 "listen",
                 "--bind",
@@ -432,13 +428,17 @@ impl ListenProcess {
                 &FOLLOWED.join(","),
             ])
             .arg("--pipeline")
-            .arg(pipeline)
-            .arg("--lake")
-            .arg(lake)
-            .env_clear()
-            .envs(small().env(server.base_url()))
+            .arg(scene.pipeline())
             .env("ZENDESK_WEBHOOK_SECRET", SECRET)
-            .env("RUST_LOG", "warn,zendesk_lake=info")
+            .env("RUST_LOG", "warn,zendesk_lake=info");
+        ListenProcess::start(command, "listening on http://").await
+    }
+
+    /// Start `command` (a `listen`) and read its stderr up to the line containing `marker`,
+    /// which says where it serves.
+    async fn start(mut command: tokio::process::Command, marker: &str) -> Self {
+        use tokio::io::AsyncBufReadExt as _;
+        let mut child = command
             .stderr(std::process::Stdio::piped())
             .stdout(std::process::Stdio::null())
             .kill_on_drop(true)
@@ -446,12 +446,9 @@ impl ListenProcess {
             .unwrap();
         let mut lines = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
         let mut logged = Vec::new();
-        let line = line_with(&mut lines, "listening on http://", &mut logged).await;
-        let base = line
-            .trim()
-            .trim_start_matches("listening on ")
-            .trim_end_matches(DELIVERY_PATH)
-            .to_owned();
+        let line = line_with(&mut lines, marker, &mut logged).await;
+        let url = &line[line.find("http://").unwrap()..];
+        let base = url.trim().trim_end_matches(DELIVERY_PATH).to_owned();
         let logs = tokio::spawn(async move {
             while let Ok(Some(line)) = lines.next_line().await {
                 logged.push(line);
@@ -474,11 +471,11 @@ impl ListenProcess {
         idle(&self.http, &self.base).await
     }
 
-    /// SIGTERM; its exit code (it must stop within 30 s) and its stderr.
-    async fn terminate(mut self) -> (Option<i32>, Vec<String>) {
+    /// Send it `signal`; its exit code (it must stop within 30 s) and its stderr.
+    async fn stop(mut self, signal: libc::c_int) -> (Option<i32>, Vec<String>) {
         let pid = self.child.id().unwrap() as i32;
         // SAFETY: sends a signal to the child this test spawned.
-        assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+        assert_eq!(unsafe { libc::kill(pid, signal) }, 0);
         let status = tokio::time::timeout(Duration::from_secs(30), self.child.wait())
             .await
             .expect("listen stops within 30 s");
@@ -488,7 +485,8 @@ impl ListenProcess {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_during_a_run_exits_0_and_the_next_run_converges() {
-    let (sim, server) = start(small()).await;
+    let scene = Scene::small().await;
+    let sim = &scene.sim;
     sim.apply_round(&Round {
         creates: 8,
         updates: 20,
@@ -501,9 +499,8 @@ async fn sigterm_during_a_run_exits_0_and_the_next_run_converges() {
         delay_ms: 40,
         ..Default::default()
     });
-    let dir = tempfile::tempdir().unwrap();
-    let lake = dir.path().join("lake");
-    let listener = ListenProcess::spawn(&server, &lake, &pipeline(dir.path())).await;
+    let lake = scene.lake();
+    let listener = ListenProcess::spawn(&scene).await;
     // Wait for the first run to have committed something, then stop the process mid-run.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     loop {
@@ -526,32 +523,23 @@ async fn sigterm_during_a_run_exits_0_and_the_next_run_converges() {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let (code, logged) = listener.terminate().await;
+    let (code, logged) = listener.stop(libc::SIGTERM).await;
     assert_eq!(code, Some(0), "{}", logged.join("\n"));
 
     sim.set_faults(Default::default());
-    let mut settings = settings(&server, &lake, "");
-    followed(&mut settings);
-    sync_ok(&settings).await;
-    assert_lake_matches_tables(&sim, &lake, &FOLLOWED).await;
+    sync_ok(&followed(&scene)).await;
+    assert_lake_matches_tables(sim, &lake, &FOLLOWED).await;
     nothing_half_written(&lake).await;
 }
 
-/// `zendesk-lake sync` of [`FOLLOWED`] on `lake`, as a scheduler runs it beside `listen`.
-async fn sync_binary(
-    server: &SimServer,
-    lake: &std::path::Path,
-    pipeline: &std::path::Path,
-) -> std::process::Output {
-    tokio::process::Command::new(BIN)
+/// `zendesk-lake sync` of [`FOLLOWED`] on the scene's lake, as a scheduler runs it beside
+/// `listen`.
+async fn sync_binary(scene: &Scene) -> std::process::Output {
+    scene
+        .binary()
         .args(["sync", "--tables", &FOLLOWED.join(",")])
         .arg("--pipeline")
-        .arg(pipeline)
-        .arg("--lake")
-        .arg(lake)
-        .env_clear()
-        .envs(small().env(server.base_url()))
-        .env("RUST_LOG", "warn")
+        .arg(scene.pipeline())
         .output()
         .await
         .expect("the binary runs")
@@ -563,34 +551,12 @@ async fn sync_binary(
 /// healthy; the lake ends equal to the account, and the listener stops cleanly.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn listen_and_sync_processes_on_one_lake_keep_it_exact() {
-    let (sim, server) = start(small()).await;
-    let dir = tempfile::tempdir().unwrap();
-    let lake = dir.path().join("lake");
-    let pipeline = pipeline(dir.path());
-    let listener = ListenProcess::spawn(&server, &lake, &pipeline).await;
+    let scene = Scene::small().await;
+    let sim = &scene.sim;
+    let listener = ListenProcess::spawn(&scene).await;
     listener.idle().await;
-    let config = small();
-    let created = reqwest::Client::new()
-        .post(format!("{}/api/v2/webhooks", server.base_url()))
-        .basic_auth(format!("{}/token", config.email), Some(&config.api_token))
-        .json(&json!({"webhook": {
-            "name": "lake",
-            "status": "active",
-            "endpoint": format!("{}{DELIVERY_PATH}", listener.base),
-            "http_method": "POST",
-            "request_format": "json",
-            "subscriptions": [
-                "zen:event-type:ticket.created", "zen:event-type:ticket.status_changed",
-                "zen:event-type:ticket.priority_changed", "zen:event-type:ticket.comment_added",
-                "zen:event-type:user.created", "zen:event-type:user.name_changed",
-                "zen:event-type:organization.created", "zen:event-type:organization.name_changed",
-            ],
-            "signing_secret": {"algorithm": "SHA256", "secret": SECRET},
-        }}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(created.status().as_u16(), 201);
+    let endpoint = format!("{}{DELIVERY_PATH}", listener.base);
+    register_webhook(&scene, &endpoint, &SUBSCRIPTIONS).await;
 
     for n in 0..3 {
         sim.apply_round(&Round {
@@ -601,7 +567,7 @@ async fn listen_and_sync_processes_on_one_lake_keep_it_exact() {
         });
         // The scheduled sync starts with the round's deliveries, and runs beside the runs they
         // make.
-        let (out, ()) = tokio::join!(sync_binary(&server, &lake, &pipeline), async {
+        let (out, ()) = tokio::join!(sync_binary(&scene), async {
             sim.deliveries_settled().await;
             listener.idle().await;
         });
@@ -620,10 +586,10 @@ async fn listen_and_sync_processes_on_one_lake_keep_it_exact() {
         delivered.iter().all(|d| d.status == Some(200)),
         "{delivered:?}"
     );
-    assert_lake_matches_tables(&sim, &lake, &FOLLOWED).await;
-    nothing_half_written(&lake).await;
+    assert_lake_matches_tables(sim, &scene.lake(), &FOLLOWED).await;
+    nothing_half_written(&scene.lake()).await;
     let health = listener.health().await;
-    let (code, logged) = listener.terminate().await;
+    let (code, logged) = listener.stop(libc::SIGTERM).await;
     assert_eq!(code, Some(0), "{health}\n{}", logged.join("\n"));
 }
 
@@ -644,9 +610,9 @@ async fn line_with(lines: &mut Lines, marker: &str, seen: &mut Vec<String>) -> S
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn listen_demo_syncs_the_changes_its_account_delivers() {
-    use tokio::io::AsyncBufReadExt as _;
     let dir = tempfile::tempdir().unwrap();
-    let mut child = tokio::process::Command::new(BIN)
+    let mut command = tokio::process::Command::new(BIN);
+    command
         .args([
             "listen",
             "--demo",
@@ -658,24 +624,15 @@ async fn listen_demo_syncs_the_changes_its_account_delivers() {
         .arg("--lake")
         .arg(dir.path().join("lake"))
         .env_clear()
-        .env("RUST_LOG", "warn")
-        .stderr(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut lines = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
-    let mut seen = Vec::new();
-    let line = line_with(&mut lines, "its webhooks deliver to http://", &mut seen).await;
-    let url = line.split("deliver to ").nth(1).unwrap().trim().to_owned();
-    let base = url.trim_end_matches(DELIVERY_PATH).to_owned();
+        .env("RUST_LOG", "warn");
+    let listener = ListenProcess::start(command, "its webhooks deliver to http://").await;
     // The account changes every few seconds; its deliveries make runs beyond the first.
-    let http = reqwest::Client::new();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
     let sample = "zendesk_lake_runs_total{stream=\"users\",outcome=\"ok\"}";
     loop {
-        let text = http
-            .get(format!("{base}/metrics"))
+        let text = listener
+            .http
+            .get(format!("{}/metrics", listener.base))
             .send()
             .await
             .unwrap()
@@ -698,26 +655,18 @@ async fn listen_demo_syncs_the_changes_its_account_delivers() {
         assert!(tokio::time::Instant::now() < deadline, "{text}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let pid = child.id().unwrap() as i32;
-    // SAFETY: sends a signal to the child this test spawned.
-    assert_eq!(unsafe { libc::kill(pid, libc::SIGINT) }, 0);
-    let drain = async { while let Ok(Some(_)) = lines.next_line().await {} };
-    let (status, ()) = tokio::time::timeout(Duration::from_secs(30), async {
-        tokio::join!(child.wait(), drain)
-    })
-    .await
-    .expect("listen --demo stops within 30 s");
-    assert_eq!(status.unwrap().code(), Some(0), "{}", seen.join("\n"));
+    let (code, logged) = listener.stop(libc::SIGINT).await;
+    assert_eq!(code, Some(0), "{}", logged.join("\n"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn webhook_register_twice_makes_one_webhook_and_never_prints_the_secret() {
-    let (sim, server) = start(small()).await;
-    let dir = tempfile::tempdir().unwrap();
-    let secret_file = dir.path().join("secret");
+    let scene = Scene::small().await;
+    let secret_file = scene.dir().join("secret");
     let mut outputs = Vec::new();
     for _ in 0..2 {
-        let out = tokio::process::Command::new(BIN)
+        let out = scene
+            .binary()
             .args([
                 "webhook",
                 "register",
@@ -726,8 +675,6 @@ async fn webhook_register_twice_makes_one_webhook_and_never_prints_the_secret() 
             ])
             .arg("--secret-file")
             .arg(&secret_file)
-            .env_clear()
-            .envs(small().env(server.base_url()))
             .env("RUST_LOG", "trace")
             .output()
             .await
@@ -740,7 +687,7 @@ async fn webhook_register_twice_makes_one_webhook_and_never_prints_the_secret() 
         assert_eq!(out.status.code(), Some(0), "{shown}");
         outputs.push(shown);
     }
-    let hooks = sim.webhooks();
+    let hooks = scene.sim.webhooks();
     assert_eq!(hooks.len(), 1, "{hooks:?}");
     let secret = std::fs::read_to_string(&secret_file).unwrap();
     assert!(secret.trim().len() >= 16);
