@@ -189,14 +189,20 @@ async fn run(command: Command, screen: Arc<Screen>) -> Result<ExitCode> {
         Command::Import(args) => {
             let file = args.target.pipeline_file()?.unwrap_or_default();
             let settings = args.target.settings(file, None, &config::process_env)?;
-            let report = commands::import::import(settings, args.options()).await?;
+            let report = match commands::import::import(settings, args.options()).await {
+                Err(error) if error.is_leased() => return Ok(leased(&error)),
+                report => report?,
+            };
             render::imported(&report);
             code(report.is_ok())
         }
         Command::Push(args) => {
             let file = args.target.pipeline_file()?.unwrap_or_default();
             let settings = args.target.settings(file, None, &config::process_env)?;
-            let report = commands::push::push(settings, args.options()).await?;
+            let report = match commands::push::push(settings, args.options()).await {
+                Err(error) if error.is_leased() => return Ok(leased(&error)),
+                report => report?,
+            };
             render::pushed(&report);
             code(report.is_ok())
         }
@@ -239,6 +245,13 @@ async fn sync(settings: config::Settings, screen: &Arc<Screen>) -> Result<SyncRe
 
 fn exit(report: &SyncReport) -> ExitCode {
     code(!report.failed())
+}
+
+/// A write command that found another run holding its state table's lease (or lost its own)
+/// sent nothing more: it exits 1, as a sync that lost to a concurrent one does.
+fn leased(error: &commands::write::Error) -> ExitCode {
+    eprintln!("error: {error}");
+    ExitCode::from(1)
 }
 
 fn code(ok: bool) -> ExitCode {

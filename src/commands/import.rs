@@ -20,7 +20,7 @@
 //! `archive_immediately` (archived tickets are not listed), in the ticket export from the
 //! batch's submit time. Only rows found nowhere are sent again.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -29,14 +29,15 @@ use serde_json::Value;
 use tracing::{info, warn};
 
 use crate::config::Settings;
-use crate::encode::{self, Encoded, TICKET_IMPORT};
+use crate::encode::{Encoded, TICKET_IMPORT};
 use crate::failpoint;
-use crate::lake::state::{ImportRow, ImportStatus, StateWriter, IMPORT_STATE};
-use crate::lake::{self, Lake};
+use crate::lake::lease::Lease;
+use crate::lake::state::{ImportRow, ImportStatus, JobRef, Recorded, StateWriter, IMPORT_STATE};
+use crate::lake::Lake;
 use crate::sync::progress::{StreamState, StreamTracker, Tracker};
-use crate::zendesk::writers::jobs::{self, JobStatus, Poll};
+use crate::zendesk::writers::jobs::{self, JobResult, JobStatus, Poll};
 use crate::zendesk::writers::tickets::{self, MAX_BULK};
-use crate::zendesk::{self, Client, RequestStats};
+use crate::zendesk::{Client, RequestStats};
 
 /// How many failed external ids a report lists.
 pub const FAILED_LISTED: usize = 20;
@@ -48,20 +49,7 @@ const EXPORT_MARGIN_SECS: i64 = 300;
 /// The ticket export refuses a `start_time` in its last minute.
 const EXPORT_HOLD_BACK_SECS: i64 = 61;
 
-/// Polls a batch's job needs at least, for the dry run's estimate: the import, and one poll.
-const REQUESTS_PER_BATCH: u64 = 2;
-
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    #[error("{0}")]
-    Settings(String),
-    #[error(transparent)]
-    Lake(#[from] lake::Error),
-    #[error("the source cannot be imported: {0}")]
-    Encode(#[from] encode::Error),
-    #[error(transparent)]
-    Zendesk(#[from] zendesk::Error),
-}
+pub use super::write::Error;
 
 /// Where the rows come from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -207,6 +195,7 @@ struct Run {
     client: Client,
     stats: Arc<RequestStats>,
     writer: StateWriter,
+    lease: Lease,
     options: ImportOptions,
 }
 
@@ -249,41 +238,32 @@ pub async fn import(settings: Settings, options: ImportOptions) -> Result<Import
     };
     let batches = lake.query(&sql).await?;
     let rows = TICKET_IMPORT.encode(&batches)?;
-    let mut state: HashMap<String, ImportRow> = lake
-        .state_latest::<ImportRow>(&IMPORT_STATE)
-        .await?
-        .into_iter()
-        .map(|row| (row.external_id.clone(), row))
-        .collect();
-    let imported_before = |state: &HashMap<String, ImportRow>, key: &str| {
-        state
-            .get(key)
-            .is_some_and(|r| r.status == ImportStatus::Imported)
-    };
-    let skipped = rows
-        .iter()
-        .filter(|r| imported_before(&state, &r.key))
-        .count();
-    let mut report = ImportReport {
-        rows: rows.len(),
-        skipped,
-        ..ImportReport::default()
-    };
     if options.dry_run {
+        let state = import_state(&lake).await?;
+        let skipped = rows
+            .iter()
+            .filter(|r| imported_before(&state, &r.key))
+            .count();
         let tickets = rows.len() - skipped;
-        let requests = tickets.div_ceil(MAX_BULK) as u64 * REQUESTS_PER_BATCH;
+        let requests = tickets.div_ceil(MAX_BULK) as u64 * jobs::REQUESTS_PER_BATCH;
         let per_minute = f64::from(settings.zendesk.account_requests_per_minute.max(1));
-        report.dry_run = Some(DryRun {
-            tickets,
-            requests,
-            seconds: requests as f64 * 60.0 / per_minute,
+        return Ok(ImportReport {
+            rows: rows.len(),
+            skipped,
+            dry_run: Some(DryRun {
+                tickets,
+                requests,
+                seconds: requests as f64 * 60.0 / per_minute,
+            }),
+            seconds: started.elapsed().as_secs_f64(),
+            ..ImportReport::default()
         });
-        report.seconds = started.elapsed().as_secs_f64();
-        return Ok(report);
     }
     let client = Client::try_new(&settings.zendesk).map_err(Error::Settings)?;
-    let stats = Arc::new(RequestStats::default());
     let run_id = uuid::Uuid::new_v4().to_string();
+    // The state is read under the lease: no other run sends rows while this one decides.
+    let lease = Lease::acquire(&lake, IMPORT_STATE.name, &run_id).await?;
+    let stats = Arc::new(RequestStats::default());
     let tracker = options.tracker.as_ref().map(|t| t.stream("import"));
     if let Some(tracker) = &tracker {
         tracker.start(stats.clone());
@@ -292,10 +272,15 @@ pub async fn import(settings: Settings, options: ImportOptions) -> Result<Import
         client,
         stats: stats.clone(),
         writer: StateWriter::new(&lake, IMPORT_STATE, &run_id),
+        lease,
         options,
     };
-    info!(run_id, rows = rows.len(), skipped, "import starts");
-    let result = run_import(&run, &rows, &mut state, &mut report, tracker.as_deref()).await;
+    let mut report = ImportReport {
+        rows: rows.len(),
+        ..ImportReport::default()
+    };
+    let result = run_import(&run, &rows, &mut report, tracker.as_deref()).await;
+    run.lease.release().await;
     if let Some(tracker) = &tracker {
         tracker.finish(match &result {
             Ok(()) if report.is_ok() => StreamState::Done,
@@ -309,13 +294,39 @@ pub async fn import(settings: Settings, options: ImportOptions) -> Result<Import
     Ok(report)
 }
 
+/// The newest state of every external id the lake's import state records.
+async fn import_state(lake: &Lake) -> Result<HashMap<String, ImportRow>, Error> {
+    Ok(lake
+        .state_latest::<ImportRow>(&IMPORT_STATE)
+        .await?
+        .into_iter()
+        .map(|row| (row.external_id.clone(), row))
+        .collect())
+}
+
+fn imported_before(state: &HashMap<String, ImportRow>, key: &str) -> bool {
+    state
+        .get(key)
+        .is_some_and(|r| r.status == ImportStatus::Imported)
+}
+
 async fn run_import(
     run: &Run,
     rows: &[Encoded],
-    state: &mut HashMap<String, ImportRow>,
     report: &mut ImportReport,
     tracker: Option<&StreamTracker>,
 ) -> Result<(), Error> {
+    let state = &mut import_state(run.writer.lake()).await?;
+    report.skipped = rows
+        .iter()
+        .filter(|r| imported_before(state, &r.key))
+        .count();
+    info!(
+        run_id = run.writer.run_id(),
+        rows = rows.len(),
+        skipped = report.skipped,
+        "import starts"
+    );
     // Nothing is sent before every pending row is resolved.
     let pending: Vec<ImportRow> = state
         .values()
@@ -384,15 +395,13 @@ async fn send_batch(run: &Run, chunk: &[&Encoded]) -> Result<Outcome, Error> {
             status: ImportStatus::Pending,
             ticket_id: None,
             error: None,
-            job_id: None,
-            job_index: Some(index as i64),
+            job: JobRef::at(index),
             archive,
             submitted_at: Some(submitted_at),
-            run_id: String::new(),
-            run_seq: 0,
-            recorded_at: 0,
+            recorded: Recorded::default(),
         })
         .collect();
+    run.lease.check()?;
     run.writer.append(&rows).await?;
     failpoint::hit("import_pending_recorded");
     let tickets: Vec<Value> = chunk
@@ -432,24 +441,11 @@ async fn send_batch(run: &Run, chunk: &[&Encoded]) -> Result<Outcome, Error> {
     };
     failpoint::hit("import_submitted");
     for row in &mut rows {
-        row.job_id = Some(job.id.clone());
+        row.job.job_id = Some(job.id.clone());
     }
     run.writer.append(&rows).await?;
     failpoint::hit("import_job_recorded");
-    let done = match jobs::wait(&run.client, &run.stats, &job.id, run.options.poll).await {
-        Ok(Some(done)) => done,
-        Ok(None) => JobStatus {
-            results: Vec::new(),
-            ..job
-        },
-        Err(error) => {
-            warn!(%error, job = %job.id, "polling the job failed: its rows stay pending for the next run");
-            JobStatus {
-                results: Vec::new(),
-                ..job
-            }
-        }
-    };
+    let done = jobs::ended(&run.client, &run.stats, job, run.options.poll).await;
     failpoint::hit("import_job_done");
     let (ended, outcome) = apply_results(&done, &rows);
     run.writer.append(&ended).await?;
@@ -457,36 +453,39 @@ async fn send_batch(run: &Run, chunk: &[&Encoded]) -> Result<Outcome, Error> {
     Ok(outcome)
 }
 
-/// The rows a finished job settles (`imported` or `failed`), and the outcome of all `rows`
-/// (those it has no result for stay pending).
+/// The row a job's result for `row` settles: `imported` with its ticket, or `failed` with
+/// Zendesk's message.
+fn settled(row: &ImportRow, result: &JobResult) -> ImportRow {
+    match (result.error_message(), result.id) {
+        (None, Some(id)) => ImportRow {
+            ticket_id: Some(id),
+            ..next_row(row, ImportStatus::Imported)
+        },
+        (message, _) => ImportRow {
+            error: Some(message.unwrap_or_else(|| "no ticket id in the result".into())),
+            ..next_row(row, ImportStatus::Failed)
+        },
+    }
+}
+
+/// The rows a finished job settles, and the outcome of all `rows` (those it has no result for
+/// stay pending).
 fn apply_results(job: &JobStatus, rows: &[ImportRow]) -> (Vec<ImportRow>, Outcome) {
     let mut ended = Vec::new();
     let mut outcome = Outcome::default();
     for row in rows {
-        let result = row
-            .job_index
-            .and_then(|i| usize::try_from(i).ok())
-            .and_then(|i| job.result(i));
-        match result {
-            Some(result) => match (result.error_message(), result.id) {
-                (None, Some(id)) => {
-                    ended.push(ImportRow {
-                        ticket_id: Some(id),
-                        ..next_row(row, ImportStatus::Imported)
-                    });
-                    outcome.imported.push(row.external_id.clone());
-                }
-                (message, _) => {
-                    let message = message.unwrap_or_else(|| "no ticket id in the result".into());
-                    ended.push(ImportRow {
-                        error: Some(message.clone()),
-                        ..next_row(row, ImportStatus::Failed)
-                    });
-                    outcome.failed.push((row.external_id.clone(), message));
-                }
-            },
-            None => outcome.pending.push(row.external_id.clone()),
+        let Some(result) = row.job.job().and_then(|(_, i)| job.result(i?)) else {
+            outcome.pending.push(row.external_id.clone());
+            continue;
+        };
+        let row = settled(row, result);
+        match &row.error {
+            None => outcome.imported.push(row.external_id.clone()),
+            Some(message) => outcome
+                .failed
+                .push((row.external_id.clone(), message.clone())),
         }
+        ended.push(row);
     }
     (ended, outcome)
 }
@@ -496,38 +495,15 @@ fn apply_results(job: &JobStatus, rows: &[ImportRow]) -> (Vec<ImportRow>, Outcom
 /// sent again.
 async fn resolve(run: &Run, pending: &[ImportRow]) -> Result<Vec<ImportRow>, Error> {
     let (client, stats, poll) = (&run.client, run.stats.as_ref(), run.options.poll);
-    let mut by_job: BTreeMap<&str, Vec<&ImportRow>> = BTreeMap::new();
-    let mut unknown: Vec<&ImportRow> = Vec::new();
-    for row in pending {
-        match &row.job_id {
-            Some(job) => by_job.entry(job.as_str()).or_default().push(row),
-            None => unknown.push(row),
-        }
-    }
-    let mut resolved = Vec::new();
-    for (id, rows) in by_job {
-        let job = jobs::wait(client, stats, id, poll).await?;
-        let owned: Vec<ImportRow> = rows.iter().map(|r| (*r).clone()).collect();
-        match job {
-            Some(job) => {
-                let (ended, _) = apply_results(&job, &owned);
-                let settled: HashSet<&str> = ended.iter().map(|r| r.external_id.as_str()).collect();
-                unknown.extend(
-                    rows.iter()
-                        .filter(|r| !settled.contains(r.external_id.as_str())),
-                );
-                resolved.extend(ended);
-            }
-            None => unknown.extend(rows),
-        }
-    }
-    if !unknown.is_empty() {
-        // A killed run's request may have been answered after it died.
-        jobs::wait_running(client, stats, poll).await?;
-    }
+    let by_jobs = jobs::resolve(client, stats, poll, pending, |r| r.job.job()).await?;
+    let mut resolved: Vec<ImportRow> = by_jobs
+        .results
+        .iter()
+        .map(|(row, result)| settled(row, result))
+        .collect();
     let mut archived: Vec<&ImportRow> = Vec::new();
     let mut absent: Vec<&ImportRow> = Vec::new();
-    for row in unknown {
+    for row in by_jobs.unknown {
         let ids = tickets::by_external_id(client, stats, &row.external_id).await?;
         match ids.first() {
             Some(&id) => resolved.push(ImportRow {

@@ -2,7 +2,7 @@
 //! a report (docs/ARCHITECTURE.md, "Rooms of the code"). The binary parses its arguments, calls
 //! one of these and renders the report; tests call them directly. A command orders the rooms
 //! below it ([`crate::sync`], [`crate::lake`], [`crate::sim`]) and holds no logic they could
-//! share.
+//! share; what the write commands share with each other is in [`write`].
 
 pub mod bench;
 pub mod check;
@@ -15,3 +15,4 @@ pub mod simulate;
 pub mod status;
 pub mod sync;
 pub mod webhook;
+pub mod write;

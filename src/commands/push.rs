@@ -30,15 +30,16 @@ use sha2::{Digest as _, Sha256};
 use tracing::{info, warn};
 
 use crate::config::Settings;
-use crate::encode::{self, TICKET_UPDATE};
+use crate::encode::{Encoded, TICKET_UPDATE};
 use crate::failpoint;
-use crate::lake::state::{PushRow, PushStatus, StateWriter, PUSH_STATE};
-use crate::lake::{self, Lake};
+use crate::lake::lease::Lease;
+use crate::lake::state::{JobRef, PushRow, PushStatus, Recorded, StateWriter, PUSH_STATE};
+use crate::lake::Lake;
 use crate::spec::{self, Table, DELETED_COLUMN};
 use crate::sync::{self, Syncer};
-use crate::zendesk::writers::jobs::{self, JobStatus, Poll};
+use crate::zendesk::writers::jobs::{self, Poll};
 use crate::zendesk::writers::tickets::{self, MAX_BULK};
-use crate::zendesk::{self, Client, RequestStats};
+use crate::zendesk::{Client, RequestStats};
 
 /// The table whose rows a push changes, and whose stream is synced around it.
 const TICKETS_TABLE: &str = "tickets";
@@ -57,29 +58,10 @@ const SCALARS: [&str; 7] = [
 /// Statuses Zendesk refuses updates of (`deleted` is the lake's mark of a deleted ticket).
 const FROZEN: [&str; 2] = ["closed", "deleted"];
 
-/// Requests a batch needs at least, for the dry run: the update, and one poll of its job.
-const REQUESTS_PER_BATCH: u64 = 2;
-
 /// Ids per look-up of the lake's tickets.
 const LOOKUP_CHUNK: usize = 1000;
 
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    #[error("{0}")]
-    Settings(String),
-    #[error(transparent)]
-    Lake(#[from] lake::Error),
-    #[error("the source cannot be pushed: {0}")]
-    Encode(#[from] encode::Error),
-    #[error(transparent)]
-    Zendesk(#[from] zendesk::Error),
-    #[error("syncing the tickets: {0}")]
-    Sync(#[from] sync::Error),
-    #[error("syncing the tickets failed: {0}")]
-    SyncFailed(String),
-    #[error("{tickets} tickets would change, more than --max-tickets {max}: nothing sent")]
-    TooMany { tickets: usize, max: usize },
-}
+pub use super::write::Error;
 
 /// What `push` does.
 #[derive(Debug, Clone)]
@@ -342,8 +324,8 @@ fn comment_of(row: &Map<String, Value>) -> Option<Value> {
     Some(json!({"body": body, "public": public}))
 }
 
-/// Sync the stream of the tickets table (with its other configured tables).
-/// A syncer of the tickets' stream, and the tickets table it syncs.
+/// A syncer of the tickets' stream (with its other configured tables), and the tickets table
+/// it syncs.
 async fn tickets_syncer(settings: &Settings) -> Result<(Syncer, &'static Table), Error> {
     let table = spec::find(TICKETS_TABLE)
         .ok_or_else(|| Error::Settings(format!("no table {TICKETS_TABLE} in the registry")))?;
@@ -406,6 +388,42 @@ pub async fn push(settings: Settings, options: PushOptions) -> Result<PushReport
     // The source is checked before anything is synced or sent, and read again after the sync,
     // so that a query joined with the tickets sees their latest state.
     let checked = TICKET_UPDATE.encode(&lake.query(&options.sql).await?)?;
+    let run_id = uuid::Uuid::new_v4().to_string();
+    // The state is read under the lease: no other run sends comments while this one decides.
+    // A dry run sends nothing and takes none.
+    let lease = match options.dry_run {
+        true => None,
+        false => Some(Lease::acquire(&lake, PUSH_STATE.name, &run_id).await?),
+    };
+    let result = run_push(
+        &settings,
+        &options,
+        &lake,
+        &checked,
+        &run_id,
+        lease.as_ref(),
+    )
+    .await;
+    if let Some(lease) = lease {
+        lease.release().await;
+    }
+    let mut report = result?;
+    report.seconds = started.elapsed().as_secs_f64();
+    if !report.dry_run {
+        info!(summary = %report.summary(), "push done");
+    }
+    Ok(report)
+}
+
+/// [`push`], once its source is checked and its lease (unless dry) taken.
+async fn run_push(
+    settings: &Settings,
+    options: &PushOptions,
+    lake: &Lake,
+    checked: &[Encoded],
+    run_id: &str,
+    lease: Option<&Lease>,
+) -> Result<PushReport, Error> {
     let mut state: HashMap<String, PushRow> = lake
         .state_latest::<PushRow>(&PUSH_STATE)
         .await?
@@ -416,9 +434,13 @@ pub async fn push(settings: Settings, options: PushOptions) -> Result<PushReport
         dry_run: options.dry_run,
         ..PushReport::default()
     };
-    let run_id = uuid::Uuid::new_v4().to_string();
-    let writer = StateWriter::new(&lake, PUSH_STATE, &run_id);
+    let writer = StateWriter::new(lake, PUSH_STATE, run_id);
     let stats = Arc::new(RequestStats::default());
+    // One syncer for the whole push: the credentials are checked and the lake migrated once,
+    // and its client, with the budgets it learns from Zendesk's headers, sends the push's own
+    // requests too.
+    let syncer = tickets_syncer(settings).await?;
+    let client = syncer.0.client();
     let pending: Vec<PushRow> = state
         .values()
         .filter(|r| r.status == PushStatus::Pending)
@@ -427,7 +449,6 @@ pub async fn push(settings: Settings, options: PushOptions) -> Result<PushReport
     // Settled before the sync: waiting for a pending job applies its fields, which the sync
     // then brings into the lake the diff reads. A dry run leaves them pending (it writes nothing).
     if !pending.is_empty() && !options.dry_run {
-        let client = Client::try_new(&settings.zendesk).map_err(Error::Settings)?;
         let sent: HashMap<String, Value> = checked
             .iter()
             .filter_map(|row| {
@@ -441,7 +462,7 @@ pub async fn push(settings: Settings, options: PushOptions) -> Result<PushReport
             pending = pending.len(),
             "settling the comments an earlier push left pending"
         );
-        for row in resolve(&client, &stats, &writer, options.poll, &pending, &sent).await? {
+        for row in resolve(client, &stats, &writer, options.poll, &pending, &sent).await? {
             match row.status {
                 PushStatus::Done => report.settled_done += 1,
                 PushStatus::Unapplied => report.settled_unapplied += 1,
@@ -453,8 +474,6 @@ pub async fn push(settings: Settings, options: PushOptions) -> Result<PushReport
             state.insert(row.key.clone(), row);
         }
     }
-    // One syncer for both runs: the credentials are checked and the lake migrated once.
-    let syncer = tickets_syncer(&settings).await?;
     sync_tickets(&syncer).await?;
     let rows = TICKET_UPDATE.encode(&lake.query(&options.sql).await?)?;
     report.rows = rows.len();
@@ -462,7 +481,7 @@ pub async fn push(settings: Settings, options: PushOptions) -> Result<PushReport
         .iter()
         .filter_map(|r| r.object.get("id").and_then(Value::as_i64))
         .collect();
-    let current = lake_tickets(&lake, &ids).await?;
+    let current = lake_tickets(lake, &ids).await?;
     let mut updates = Vec::new();
     for row in &rows {
         let Some(id) = row.object.get("id").and_then(Value::as_i64) else {
@@ -521,24 +540,21 @@ pub async fn push(settings: Settings, options: PushOptions) -> Result<PushReport
         });
     }
     report.update_requests = updates.len().div_ceil(MAX_BULK) as u64;
-    if options.dry_run {
-        report.requests = report.update_requests * REQUESTS_PER_BATCH;
-        report.seconds = started.elapsed().as_secs_f64();
+    let Some(lease) = lease.filter(|_| !options.dry_run) else {
+        report.requests = report.update_requests * jobs::REQUESTS_PER_BATCH;
         return Ok(report);
-    }
+    };
     if !updates.is_empty() {
-        let client = Client::try_new(&settings.zendesk).map_err(Error::Settings)?;
         info!(run_id, tickets = updates.len(), "push starts");
         for chunk in updates.chunks(MAX_BULK) {
-            send_batch(&client, &stats, &writer, options.poll, chunk, &mut report).await?;
+            lease.check()?;
+            send_batch(client, &stats, &writer, options.poll, chunk, &mut report).await?;
         }
         sync_tickets(&syncer).await?;
     }
     report.requests = stats.requests();
     report.refused.sort();
     report.pending.sort_unstable();
-    report.seconds = started.elapsed().as_secs_f64();
-    info!(summary = %report.summary(), "push done");
     Ok(report)
 }
 
@@ -548,11 +564,8 @@ fn push_row(ticket_id: i64, key: &str, status: PushStatus) -> PushRow {
         ticket_id,
         status,
         error: None,
-        job_id: None,
-        job_index: None,
-        run_id: String::new(),
-        run_seq: 0,
-        recorded_at: 0,
+        job: JobRef::default(),
+        recorded: Recorded::default(),
     }
 }
 
@@ -572,7 +585,7 @@ async fn send_batch(
         .filter_map(|(index, u)| {
             let key = u.comment_key.as_deref()?;
             Some(PushRow {
-                job_index: Some(index as i64),
+                job: JobRef::at(index),
                 ..push_row(u.ticket_id, key, PushStatus::Pending)
             })
         })
@@ -603,24 +616,11 @@ async fn send_batch(
     };
     failpoint::hit("push_submitted");
     for row in &mut pending {
-        row.job_id = Some(job.id.clone());
+        row.job.job_id = Some(job.id.clone());
     }
     writer.append(&pending).await?;
     failpoint::hit("push_job_recorded");
-    let done = match jobs::wait(client, stats, &job.id, poll).await {
-        Ok(Some(done)) => done,
-        Ok(None) => JobStatus {
-            results: Vec::new(),
-            ..job
-        },
-        Err(error) => {
-            warn!(%error, job = %job.id, "polling the job failed: its tickets' outcome is unknown");
-            JobStatus {
-                results: Vec::new(),
-                ..job
-            }
-        }
-    };
+    let done = jobs::ended(client, stats, job, poll).await;
     failpoint::hit("push_job_done");
     let mut outcomes = Vec::new();
     for (index, update) in chunk.iter().enumerate() {
@@ -656,74 +656,50 @@ async fn resolve(
     let next = |row: &PushRow, status: PushStatus, error: Option<String>| PushRow {
         status,
         error,
-        run_id: String::new(),
-        run_seq: 0,
-        recorded_at: 0,
         ..row.clone()
     };
-    let mut by_job: BTreeMap<&str, Vec<&PushRow>> = BTreeMap::new();
-    let mut unknown: Vec<&PushRow> = Vec::new();
-    for row in pending {
-        match &row.job_id {
-            Some(job) => by_job.entry(job.as_str()).or_default().push(row),
-            None => unknown.push(row),
-        }
+    let by_jobs = jobs::resolve(client, stats, poll, pending, |r| r.job.job()).await?;
+    let mut resolved: Vec<PushRow> = by_jobs
+        .results
+        .iter()
+        .map(|(row, result)| match result.error_message() {
+            None => next(row, PushStatus::Done, None),
+            Some(message) => next(row, PushStatus::Refused, Some(message)),
+        })
+        .collect();
+    let mut by_ticket: BTreeMap<i64, Vec<&PushRow>> = BTreeMap::new();
+    for row in by_jobs.unknown {
+        by_ticket.entry(row.ticket_id).or_default().push(row);
     }
-    let mut resolved = Vec::new();
-    for (id, rows) in by_job {
-        let Some(job) = jobs::wait(client, stats, id, poll).await? else {
-            unknown.extend(rows);
-            continue;
-        };
+    for (ticket, rows) in by_ticket {
+        let comments = tickets::comments(client, stats, ticket).await?;
+        let bodies: BTreeSet<String> = comments
+            .iter()
+            .filter_map(|c| c.get("body")?.as_str().map(normalized))
+            .collect();
+        let keys: BTreeSet<String> = comments
+            .iter()
+            .filter_map(|c| c.get("body")?.as_str())
+            .flat_map(|body| {
+                [true, false]
+                    .map(|public| comment_key(ticket, &json!({"body": body, "public": public})))
+            })
+            .collect();
         for row in rows {
-            let result = row
-                .job_index
-                .and_then(|i| usize::try_from(i).ok())
-                .and_then(|i| job.result(i));
-            match result.map(|r| r.error_message()) {
-                Some(None) => resolved.push(next(row, PushStatus::Done, None)),
-                Some(Some(message)) => resolved.push(next(row, PushStatus::Refused, Some(message))),
-                None => unknown.push(row),
-            }
-        }
-    }
-    if !unknown.is_empty() {
-        // A killed run's request may have been answered after it died.
-        jobs::wait_running(client, stats, poll).await?;
-        let mut by_ticket: BTreeMap<i64, Vec<&PushRow>> = BTreeMap::new();
-        for row in unknown {
-            by_ticket.entry(row.ticket_id).or_default().push(row);
-        }
-        for (ticket, rows) in by_ticket {
-            let comments = tickets::comments(client, stats, ticket).await?;
-            let bodies: BTreeSet<String> = comments
-                .iter()
-                .filter_map(|c| c.get("body")?.as_str().map(normalized))
-                .collect();
-            let keys: BTreeSet<String> = comments
-                .iter()
-                .filter_map(|c| c.get("body")?.as_str())
-                .flat_map(|body| {
-                    [true, false]
-                        .map(|public| comment_key(ticket, &json!({"body": body, "public": public})))
-                })
-                .collect();
-            for row in rows {
-                let found = match sent.get(&row.key).and_then(|c| c.get("body")?.as_str()) {
-                    Some(body) => bodies.contains(&normalized(body)),
-                    None => keys.contains(&row.key),
-                };
-                resolved.push(if found {
-                    next(row, PushStatus::Done, None)
-                } else {
-                    warn!(ticket, key = %row.key, "a pending comment is not on its ticket: never applied, sent again");
-                    next(
-                        row,
-                        PushStatus::Unapplied,
-                        Some("not found on its ticket after its run ended: never applied".into()),
-                    )
-                });
-            }
+            let found = match sent.get(&row.key).and_then(|c| c.get("body")?.as_str()) {
+                Some(body) => bodies.contains(&normalized(body)),
+                None => keys.contains(&row.key),
+            };
+            resolved.push(if found {
+                next(row, PushStatus::Done, None)
+            } else {
+                warn!(ticket, key = %row.key, "a pending comment is not on its ticket: never applied, sent again");
+                next(
+                    row,
+                    PushStatus::Unapplied,
+                    Some("not found on its ticket after its run ended: never applied".into()),
+                )
+            });
         }
     }
     writer.append(&resolved).await?;
@@ -749,7 +725,10 @@ async fn record(
                 report.updated += 1;
                 if let Some(key) = &update.comment_key {
                     rows.push(PushRow {
-                        job_id,
+                        job: JobRef {
+                            job_id,
+                            job_index: None,
+                        },
                         ..push_row(update.ticket_id, key, PushStatus::Done)
                     });
                 }
@@ -760,7 +739,10 @@ async fn record(
                 for key in keys {
                     rows.push(PushRow {
                         error: Some(message.clone()),
-                        job_id: job_id.clone(),
+                        job: JobRef {
+                            job_id: job_id.clone(),
+                            job_index: None,
+                        },
                         ..push_row(update.ticket_id, key, PushStatus::Refused)
                     });
                 }

@@ -19,7 +19,9 @@
 //! - [`merge`]: [`Lake::upsert`], a batch into its table: created with it, spliced, or merged
 //!   by deltalake (text keys);
 //! - [`maintenance`]: checkpoints, optimize, vacuum and the compaction after a sync;
-//! - [`state`]: the write path's state tables (`_import_state`), appended exactly once.
+//! - [`state`]: the write path's state tables (`_import_state`, `_push_state`), appended
+//!   exactly once; [`lease`]: the lease a run takes of a state table before it writes to
+//!   Zendesk, so that one run at a time does.
 //!
 //! # Exactly-once protocol (docs/ARCHITECTURE.md, "Exactly once")
 //! Batch `n` of stream `S` is applied in one data commit per table it has rows for, then one
@@ -58,6 +60,7 @@ pub mod dv;
 pub mod failstore;
 pub mod faultstore;
 pub(crate) mod files;
+pub mod lease;
 pub mod maintenance;
 pub mod merge;
 mod patch;
@@ -133,6 +136,16 @@ pub enum Error {
         operation: &'static str,
         detail: String,
     },
+    #[error(
+        "table {table}: another run holds its write lease ({holder}); this run sent nothing \
+         more, and the next run goes on from the table's state"
+    )]
+    Leased { table: String, holder: String },
+    #[error(
+        "table {table}: this run's write lease was taken over or could not be renewed in time; \
+         it sent nothing more, and the next run goes on from the table's state"
+    )]
+    LeaseLost { table: String },
     #[error("query: {0}")]
     Query(#[source] DataFusionError),
     /// The object-store faults of the tests do not parse ([`faultstore`]).

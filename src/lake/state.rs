@@ -12,6 +12,9 @@
 //! version (the commit toolkit's [`Intent`]), and after an error is settled from the log
 //! ([`settle`]): made, or certainly not, or the transaction version read again before the same
 //! rows are appended again, so an append whose answer was lost is never recorded twice.
+//!
+//! A state table an older version wrote lacks the columns added since: the first append adds
+//! them (Delta's schema merge), empty in the older rows, which read them as absent.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,7 +23,9 @@ use deltalake::arrow::array::RecordBatch;
 use deltalake::arrow::compute::cast;
 use deltalake::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use deltalake::arrow::json::{ArrayWriter, ReaderBuilder};
+use deltalake::operations::write::SchemaMode;
 use deltalake::protocol::SaveMode;
+use deltalake::DeltaTable;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -51,6 +56,44 @@ pub struct StateTable {
     pub description: &'static str,
     pub key: &'static str,
     pub schema: fn() -> SchemaRef,
+}
+
+/// What the writer fills in every row of a state table: its run, the number of the append
+/// within the run, and when it was appended (µs since the epoch).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Recorded {
+    #[serde(default)]
+    pub run_id: String,
+    #[serde(default)]
+    pub run_seq: i64,
+    #[serde(default)]
+    pub recorded_at: i64,
+}
+
+/// The job of a row's request, once Zendesk answered, and the row's index in that request, by
+/// which the job's results name it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobRef {
+    #[serde(default)]
+    pub job_id: Option<String>,
+    #[serde(default)]
+    pub job_index: Option<i64>,
+}
+
+impl JobRef {
+    /// A row at `index` of a request not answered yet.
+    pub fn at(index: usize) -> JobRef {
+        JobRef {
+            job_id: None,
+            job_index: i64::try_from(index).ok(),
+        }
+    }
+
+    /// The job's id and the row's index in its request, once the job is known.
+    pub fn job(&self) -> Option<(&str, Option<usize>)> {
+        let index = self.job_index.and_then(|i| usize::try_from(i).ok());
+        Some((self.job_id.as_deref()?, index))
+    }
 }
 
 /// `_import_state`: one row per change of an imported `external_id` ([`ImportRow`]).
@@ -98,25 +141,16 @@ pub struct ImportRow {
     /// Zendesk's message for a failed row.
     #[serde(default)]
     pub error: Option<String>,
-    /// The job of its request, once Zendesk answered.
-    #[serde(default)]
-    pub job_id: Option<String>,
-    /// Its index in its request, by which its job's results name it.
-    #[serde(default)]
-    pub job_index: Option<i64>,
+    #[serde(flatten)]
+    pub job: JobRef,
     /// Whether its request asked for `archive_immediately`.
     #[serde(default)]
     pub archive: bool,
     /// When its request was sent (µs since the epoch).
     #[serde(default)]
     pub submitted_at: Option<i64>,
-    /// Filled by the writer.
-    #[serde(default)]
-    pub run_id: String,
-    #[serde(default)]
-    pub run_seq: i64,
-    #[serde(default)]
-    pub recorded_at: i64,
+    #[serde(flatten)]
+    pub recorded: Recorded,
 }
 
 /// `_push_state`: one row per change of a push's key ([`PushRow`]): a comment pushed to a
@@ -175,19 +209,10 @@ pub struct PushRow {
     /// Zendesk's message for a refused key.
     #[serde(default)]
     pub error: Option<String>,
-    /// The job of its request, once Zendesk answered.
-    #[serde(default)]
-    pub job_id: Option<String>,
-    /// Its row's index in the request, which the job's results are keyed by.
-    #[serde(default)]
-    pub job_index: Option<i64>,
-    /// Filled by the writer.
-    #[serde(default)]
-    pub run_id: String,
-    #[serde(default)]
-    pub run_seq: i64,
-    #[serde(default)]
-    pub recorded_at: i64,
+    #[serde(flatten)]
+    pub job: JobRef,
+    #[serde(flatten)]
+    pub recorded: Recorded,
 }
 
 /// The application id of one run's appends to a state table.
@@ -221,6 +246,10 @@ impl StateWriter {
         &self.run_id
     }
 
+    pub fn lake(&self) -> &Lake {
+        &self.lake
+    }
+
     /// Append `rows` in one commit, exactly once (nothing for no rows).
     pub async fn append<T: Serialize>(&self, rows: &[T]) -> Result<()> {
         if rows.is_empty() {
@@ -229,32 +258,10 @@ impl StateWriter {
         let name = self.table.name;
         let mut seq = self.seq.lock().await;
         let next = *seq + 1;
-        let now = chrono::Utc::now().timestamp_micros();
-        let mut values = Vec::with_capacity(rows.len());
-        for row in rows {
-            let mut value =
-                serde_json::to_value(row).map_err(|e| Error::invalid(name, e.to_string()))?;
-            if let Value::Object(map) = &mut value {
-                map.insert(RUN_ID_COLUMN.into(), Value::from(self.run_id.clone()));
-                map.insert(RUN_SEQ_COLUMN.into(), Value::from(next));
-                map.insert(RECORDED_AT_COLUMN.into(), Value::from(now));
-            }
-            values.push(value);
-        }
-        let schema = (self.table.schema)();
-        let mut decoder = ReaderBuilder::new(schema.clone())
-            .build_decoder()
-            .map_err(Error::arrow(name, "building the rows"))?;
-        decoder
-            .serialize(&values)
-            .map_err(Error::arrow(name, "building the rows"))?;
-        let batch = decoder
-            .flush()
-            .map_err(Error::arrow(name, "building the rows"))?
-            .ok_or_else(|| Error::invalid(name, "no rows were built"))?;
+        let batch = self.batch(rows, next)?;
         let mut table = self
             .lake
-            .create_if_missing(name, schema, self.table.description)
+            .create_if_missing(name, (self.table.schema)(), self.table.description)
             .await?;
         let mut attempt = 1;
         loop {
@@ -264,21 +271,8 @@ impl StateWriter {
             {
                 break;
             }
-            let intent = Intent::new().with_transaction(self.app.clone(), next);
-            let read = table.version();
-            let log = table.log_store();
-            let written = table
-                .clone()
-                .write(vec![batch.clone()])
-                .with_save_mode(SaveMode::Append)
-                .with_commit_properties(intent.properties())
-                .await;
-            let error = match written {
-                Ok(_) => break,
-                Err(error) => error,
-            };
-            match settle(name, log.as_ref(), read, &intent, error).await {
-                Ok(_) => break,
+            match self.put(&table, &batch, next).await {
+                Ok(()) => break,
                 Err(Unmade::Refused(error)) => return Err(Error::delta(name)(error)),
                 Err(unmade) if attempt >= ATTEMPTS => {
                     return Err(unmade.into_error(name, &format!("append #{next}")))
@@ -298,6 +292,83 @@ impl StateWriter {
         *seq = next;
         Ok(())
     }
+
+    /// Append `rows` in one commit on top of `read`, the version of the table its caller
+    /// decided on, exactly once: `false`, with nothing appended, when another writer committed
+    /// to the table since (the caller reads it again and decides again).
+    pub async fn append_if_unchanged<T: Serialize>(
+        &self,
+        rows: &[T],
+        read: &DeltaTable,
+    ) -> Result<bool> {
+        let name = self.table.name;
+        let mut seq = self.seq.lock().await;
+        let next = *seq + 1;
+        let batch = self.batch(rows, next)?;
+        match self.put(read, &batch, next).await {
+            Ok(()) => {
+                *seq = next;
+                Ok(true)
+            }
+            Err(Unmade::Taken(_)) => Ok(false),
+            Err(unmade) => Err(unmade.into_error(name, &format!("append #{next}"))),
+        }
+    }
+
+    /// `rows` as the batch of append `seq`, with the writer's columns filled.
+    fn batch<T: Serialize>(&self, rows: &[T], seq: i64) -> Result<RecordBatch> {
+        let name = self.table.name;
+        let now = chrono::Utc::now().timestamp_micros();
+        let mut values = Vec::with_capacity(rows.len());
+        for row in rows {
+            let mut value =
+                serde_json::to_value(row).map_err(|e| Error::invalid(name, e.to_string()))?;
+            if let Value::Object(map) = &mut value {
+                map.insert(RUN_ID_COLUMN.into(), Value::from(self.run_id.clone()));
+                map.insert(RUN_SEQ_COLUMN.into(), Value::from(seq));
+                map.insert(RECORDED_AT_COLUMN.into(), Value::from(now));
+            }
+            values.push(value);
+        }
+        let mut decoder = ReaderBuilder::new((self.table.schema)())
+            .build_decoder()
+            .map_err(Error::arrow(name, "building the rows"))?;
+        decoder
+            .serialize(&values)
+            .map_err(Error::arrow(name, "building the rows"))?;
+        decoder
+            .flush()
+            .map_err(Error::arrow(name, "building the rows"))?
+            .ok_or_else(|| Error::invalid(name, "no rows were built"))
+    }
+
+    /// Commit `batch` as append `seq` on top of `table`'s version (aiming at exactly the next
+    /// one), settled from the log after an error.
+    async fn put(
+        &self,
+        table: &DeltaTable,
+        batch: &RecordBatch,
+        seq: i64,
+    ) -> std::result::Result<(), Unmade> {
+        let intent = Intent::new().with_transaction(self.app.clone(), seq);
+        let read = table.version();
+        let log = table.log_store();
+        let written = table
+            .clone()
+            .write(vec![batch.clone()])
+            .with_save_mode(SaveMode::Append)
+            // A table an older version created lacks the columns added since (`job_index`):
+            // they are added, empty in its older rows.
+            .with_schema_mode(SchemaMode::Merge)
+            .with_commit_properties(intent.properties())
+            .await;
+        match written {
+            Ok(_) => Ok(()),
+            Err(error) => settle(self.table.name, log.as_ref(), read, &intent, error)
+                .await
+                .map(|_| ()),
+        }
+    }
 }
 
 impl Lake {
@@ -313,21 +384,30 @@ impl Lake {
              WHERE _rank = 1",
             key = table.key,
         );
-        let batches = query_one(name, &delta, &sql).await?;
-        let mut rows = Vec::new();
-        for batch in &batches {
-            for mut value in batch_values(name, batch)? {
-                if let Value::Object(map) = &mut value {
-                    map.remove("_rank");
-                }
-                rows.push(
-                    serde_json::from_value(value)
-                        .map_err(|e| Error::invalid(name, format!("a row does not read: {e}")))?,
-                );
-            }
-        }
-        Ok(rows)
+        state_rows(name, &delta, &sql).await
     }
+}
+
+/// The rows `sql` reads from state table `name` at `delta`'s version.
+pub(crate) async fn state_rows<T: DeserializeOwned>(
+    name: &str,
+    delta: &DeltaTable,
+    sql: &str,
+) -> Result<Vec<T>> {
+    let batches = query_one(name, delta, sql).await?;
+    let mut rows = Vec::new();
+    for batch in &batches {
+        for mut value in batch_values(name, batch)? {
+            if let Value::Object(map) = &mut value {
+                map.remove("_rank");
+            }
+            rows.push(
+                serde_json::from_value(value)
+                    .map_err(|e| Error::invalid(name, format!("a row does not read: {e}")))?,
+            );
+        }
+    }
+    Ok(rows)
 }
 
 /// A batch's rows as JSON objects, timestamps as µs and nulls left out.
@@ -381,13 +461,10 @@ mod tests {
             status,
             ticket_id,
             error: None,
-            job_id: None,
-            job_index: Some(0),
+            job: JobRef::at(0),
             archive: false,
             submitted_at: Some(1_700_000_000_000_000),
-            run_id: String::new(),
-            run_seq: 0,
-            recorded_at: 0,
+            recorded: Recorded::default(),
         }
     }
 
@@ -417,8 +494,8 @@ mod tests {
         assert_eq!(latest.len(), 2);
         assert_eq!(latest[0].status, ImportStatus::Imported);
         assert_eq!(latest[0].ticket_id, Some(9));
-        assert_eq!(latest[0].run_seq, 2);
-        assert_eq!(latest[0].run_id, "run-1");
+        assert_eq!(latest[0].recorded.run_seq, 2);
+        assert_eq!(latest[0].recorded.run_id, "run-1");
         assert_eq!(latest[1].status, ImportStatus::Pending);
         assert_eq!(latest[1].submitted_at, Some(1_700_000_000_000_000));
         // The whole table is queryable like any other of the lake.

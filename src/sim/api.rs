@@ -61,7 +61,8 @@ pub(crate) enum Action {
     /// Send the head with the full Content-Length but only the first half of the body, then
     /// close (`Faults::truncate_every`).
     Truncate(Response),
-    /// Close the connection without sending a byte (`Faults::reset_every`).
+    /// Close the connection without sending a byte (`Faults::reset_every`, and
+    /// `Faults::lose_write_answer_every` once the write is applied).
     Reset,
 }
 
@@ -176,9 +177,7 @@ impl Simulator {
     /// Waits (without holding any lock) when `Faults::delay_every` hits it.
     pub(crate) async fn handle(&self, request: &Request, base_url: &str) -> Action {
         let number = self.record_request(&request.target);
-        if request.method != "GET" {
-            self.record_write(request);
-        }
+        let write = (request.method != "GET").then(|| self.record_write(request));
         let faults = self.faults();
         let hits = |every| hits(every, number);
         if hits(faults.reset_every) {
@@ -231,6 +230,10 @@ impl Simulator {
             faults.budget_reset.clone(),
         ));
         tracing::debug!(number, status = response.status, truncate, path = %request.target, "simulated request");
+        if write.is_some_and(|write| self::hits(faults.lose_write_answer_every, write)) {
+            tracing::debug!(number, path = %request.target, "simulated lost answer of an applied write");
+            return Action::Reset;
+        }
         if truncate {
             Action::Truncate(response)
         } else {

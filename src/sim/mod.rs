@@ -239,7 +239,8 @@ pub struct RecentBias {
 /// before the credentials are checked. When several rules hit one request, the first of these
 /// wins: `reset_every`; `delay_every` (waits, then goes on to the other rules);
 /// `rate_limit_every`; `server_error_every` / `fail_from_request`; `truncate_every`;
-/// `html_every`. The per-page rules (`max_page_size`, `stall_time_export_over`,
+/// `html_every`. `lose_write_answer_every` acts last, on the answer made: the write is applied
+/// and its answer replaced by a reset. The per-page rules (`max_page_size`, `stall_time_export_over`,
 /// `empty_page_every`, `duplicate_in_page_every`, `foreign_next_url`) shape the export response
 /// that a request gets when none of those replaced it (a truncated response included).
 #[derive(Debug, Clone, Default)]
@@ -265,6 +266,10 @@ pub struct Faults {
     /// Every n-th request: close the connection right after reading the request, without sending
     /// any response bytes (a connection reset).
     pub reset_every: Option<u64>,
+    /// Every n-th write request (any method but GET, numbered apart from reads, 1-based):
+    /// handled as usual, so the account applies it, then its connection is closed without an
+    /// answer, as when Zendesk applied a request and its answer was lost on the way back.
+    pub lose_write_answer_every: Option<u64>,
     /// Every n-th request: send the status line and headers with the full Content-Length, then
     /// only the first half of the body, then close.
     pub truncate_every: Option<u64>,
@@ -540,19 +545,22 @@ impl Simulator {
     }
 
     /// Logs a write request.
-    fn record_write(&self, request: &api::Request) {
+    /// Logs a write request and returns its 1-based number among the writes.
+    fn record_write(&self, request: &api::Request) -> u64 {
         let body = serde_json::from_slice(&request.body)
             .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&request.body).into_owned()));
         // Poisoning needs a panic while holding the lock, which only a bug can cause.
-        self.inner
+        let mut writes = self
+            .inner
             .writes
             .lock()
-            .expect("simulator writes lock poisoned")
-            .push(WriteRequest {
-                method: request.method.clone(),
-                target: request.target.clone(),
-                body,
-            });
+            .expect("simulator writes lock poisoned");
+        writes.push(WriteRequest {
+            method: request.method.clone(),
+            target: request.target.clone(),
+            body,
+        });
+        writes.len() as u64
     }
 
     /// Ground truth: every record of `object` the account ever had, with its current (or last)

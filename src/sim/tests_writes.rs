@@ -379,6 +379,42 @@ async fn too_many_running_jobs_are_refused_with_retry_after() {
     assert!(refused.headers.contains_key("retry-after"));
 }
 
+#[tokio::test]
+async fn a_lost_answer_is_of_a_write_the_account_applied() {
+    let (sim, server) = serve(small()).await;
+    let base = server.base_url();
+    sim.set_faults(Faults {
+        lose_write_answer_every: Some(2),
+        ..Faults::default()
+    });
+    let url = format!("{base}/api/v2/imports/tickets/create_many.json");
+    let ticket =
+        |n: u32| json!({"tickets": [{"external_id": format!("lost-{n}"), "description": "y"}]});
+    // Reads are not counted: only the second write loses its answer.
+    assert_eq!(
+        get(&format!("{base}/api/v2/users/me.json")).await.status,
+        200
+    );
+    assert_eq!(post(&url, &ticket(1)).await.status, 200);
+    let error = auth(client().post(&url).json(&ticket(2)))
+        .send()
+        .await
+        .expect_err("the answer is lost");
+    assert!(error.is_request() && !error.is_connect(), "{error:?}");
+    assert_eq!(post(&url, &ticket(3)).await.status, 200);
+    let jobs = sim.jobs();
+    assert_eq!(
+        jobs.len(),
+        3,
+        "the write whose answer was lost made its job"
+    );
+    sim.complete_jobs();
+    let created = sim.tickets_created_per_external_id();
+    for n in 1..=3 {
+        assert_eq!(created.get(&format!("lost-{n}")), Some(&1), "{created:?}");
+    }
+}
+
 fn webhook(name: &str, endpoint: &str, subscriptions: &[&str]) -> Value {
     json!({"webhook": {
         "name": name,

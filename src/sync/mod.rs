@@ -181,6 +181,12 @@ impl Syncer {
         &self.lake
     }
 
+    /// The client its runs send through, lent to a command that writes beside them (`push`),
+    /// so that the budgets learned from Zendesk's headers are one.
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
     /// A run of `tables` (each with its stream's other configured tables: a stream always
     /// feeds all of them, or a table it leaves out would fall behind).
     pub fn run<'a>(&'a self, tables: &[&'static Table]) -> RunBuilder<'a> {

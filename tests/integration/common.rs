@@ -1,18 +1,20 @@
 //! Helpers shared by the integration tests.
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde_json::{Map, Value};
 use zendesk_lake::arrow::array::RecordBatch;
 use zendesk_lake::arrow::compute::cast;
-use zendesk_lake::arrow::datatypes::{DataType, Field, Schema};
-use zendesk_lake::arrow::json::ArrayWriter;
+use zendesk_lake::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use zendesk_lake::arrow::json::{ArrayWriter, ReaderBuilder};
 use zendesk_lake::config::{Overrides, PipelineFile, Settings};
 use zendesk_lake::lake::Lake;
 use zendesk_lake::sim::{SimConfig, SimServer, Simulator};
 use zendesk_lake::spec::{self, ColumnType};
 use zendesk_lake::sync::{self, Outcome, SyncReport};
+use zendesk_lake::zendesk::writers::jobs::Poll;
 
 /// The three tables of the first version, whose tests check their own semantics.
 pub const OBJECTS: [&str; 3] = ["tickets", "users", "organizations"];
@@ -50,6 +52,98 @@ pub async fn start(config: SimConfig) -> (Simulator, SimServer) {
     (sim, server)
 }
 
+/// The binary, which tests of a command run as a scheduler would.
+pub const BIN: &str = env!("CARGO_BIN_EXE_zendesk-lake");
+
+/// Polls of a job as fast as the simulator answers them.
+pub const FAST_POLL: Poll = Poll {
+    first: Duration::from_millis(5),
+    max: Duration::from_millis(20),
+};
+
+/// A simulated account on loopback and a lake in a temporary directory (not created until
+/// something is written to it): where the tests of the write path and of `listen` start.
+pub struct Scene {
+    pub sim: Simulator,
+    pub server: SimServer,
+    config: SimConfig,
+    dir: tempfile::TempDir,
+}
+
+impl Scene {
+    pub async fn new(config: SimConfig) -> Scene {
+        let (sim, server) = start(config.clone()).await;
+        Scene {
+            sim,
+            server,
+            config,
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    /// The [`small`] account.
+    pub async fn small() -> Scene {
+        Scene::new(small()).await
+    }
+
+    /// The temporary directory, which holds the lake and any file a test adds.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn lake(&self) -> PathBuf {
+        self.dir().join("lake")
+    }
+
+    /// [`settings`] of this account and lake.
+    pub fn settings(&self) -> Settings {
+        settings(&self.server, &self.lake(), "")
+    }
+
+    /// The pipeline file of [`Scene::settings`], written in the directory, for the binary.
+    pub fn pipeline(&self) -> PathBuf {
+        let path = self.dir().join("pipeline.toml");
+        std::fs::write(&path, pipeline_toml(&self.lake(), "")).unwrap();
+        path
+    }
+
+    /// The binary with the account's credentials, warnings logged and nothing else of this
+    /// process's environment.
+    pub fn binary(&self) -> tokio::process::Command {
+        let mut command = tokio::process::Command::new(BIN);
+        command
+            .env_clear()
+            .envs(self.config.env(self.server.base_url()))
+            .env("RUST_LOG", "warn");
+        command
+    }
+}
+
+/// JSON rows as one batch of `schema`.
+pub fn batch(schema: SchemaRef, rows: &[Value]) -> RecordBatch {
+    let mut decoder = ReaderBuilder::new(schema).build_decoder().unwrap();
+    decoder.serialize(rows).unwrap();
+    decoder.flush().unwrap().unwrap()
+}
+
+/// Write `batch` to the Delta table `name` of the lake at `lake`, as a team writes its own
+/// tables beside the product's.
+pub async fn write_table(lake: &Path, name: &str, batch: RecordBatch) {
+    let url = open_lake(lake).table_url(name);
+    deltalake::DeltaTableBuilder::from_url(url)
+        .unwrap()
+        .build()
+        .unwrap()
+        .write(vec![batch])
+        .await
+        .expect("table written");
+}
+
+/// Timestamps as the lake keeps them: µs, UTC.
+pub fn timestamp() -> DataType {
+    DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()))
+}
+
 pub fn small() -> SimConfig {
     SimConfig {
         tickets: 240,
@@ -68,8 +162,8 @@ pub fn settings(server: &SimServer, lake: &Path, extra_toml: &str) -> Settings {
     settings
 }
 
-/// [`settings`] with every default table.
-pub fn settings_all(server: &SimServer, lake: &Path, extra_toml: &str) -> Settings {
+/// The pipeline file of [`settings`]: small pages and commits, fast retries, no rate budget.
+pub fn pipeline_toml(lake: &Path, extra_toml: &str) -> String {
     // Faults hit requests by their global number, and objects interleave: allow enough
     // attempts that one request meeting fault after fault stays vanishingly unlikely.
     let attempts = if extra_toml.contains("max_attempts") {
@@ -77,7 +171,7 @@ pub fn settings_all(server: &SimServer, lake: &Path, extra_toml: &str) -> Settin
     } else {
         "max_attempts = 12"
     };
-    let toml = format!(
+    format!(
         r#"
 lake = "{}"
 [sync]
@@ -92,7 +186,12 @@ retry_max_secs = 1
 {extra_toml}
 "#,
         lake.display()
-    );
+    )
+}
+
+/// [`settings`] with every default table.
+pub fn settings_all(server: &SimServer, lake: &Path, extra_toml: &str) -> Settings {
+    let toml = pipeline_toml(lake, extra_toml);
     let file = PipelineFile::parse(&toml, "test").expect("test pipeline parses");
     let env = SimConfig::default().env(server.base_url());
     let mut settings =

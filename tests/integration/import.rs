@@ -1,40 +1,29 @@
 //! `import` against the simulated account: each external_id created exactly once, the state
 //! table's rows, rejected rows, re-runs, recovery of pending rows after a crash (simulated by
-//! writing the state a killed run leaves, and submitting its job through the simulator),
-//! validation before any request, and a 429 storm. Expectations come from the simulator.
+//! writing the state a killed run leaves, and submitting its job through the simulator), a
+//! request whose answer was lost after the account applied it, validation before any request,
+//! and a 429 storm. Expectations come from the simulator.
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use zendesk_lake::arrow::array::RecordBatch;
 use zendesk_lake::arrow::datatypes::{DataType, Field, Schema};
-use zendesk_lake::arrow::json::ReaderBuilder;
 use zendesk_lake::commands::import::{import, ImportOptions, ImportReport};
-use zendesk_lake::lake::state::{ImportRow, ImportStatus, StateWriter, IMPORT_STATE};
+use zendesk_lake::lake::state::{
+    ImportRow, ImportStatus, JobRef, Recorded, StateWriter, IMPORT_STATE,
+};
 use zendesk_lake::sim::{Faults, SimClock, SimConfig, SimServer, Simulator};
-use zendesk_lake::zendesk::writers::jobs::Poll;
 
-use crate::common::{open_lake, settings, small, start};
+use crate::common::{batch, open_lake, small, timestamp, write_table, Scene, FAST_POLL};
 
 const SOURCE: &str = "their_export";
 
 fn fast(options: ImportOptions) -> ImportOptions {
     options
-        .with_poll(Poll {
-            first: Duration::from_millis(5),
-            max: Duration::from_millis(20),
-        })
+        .with_poll(FAST_POLL)
         .with_export_wait(Duration::ZERO)
-}
-
-fn timestamp() -> DataType {
-    DataType::Timestamp(
-        zendesk_lake::arrow::datatypes::TimeUnit::Microsecond,
-        Some("UTC".into()),
-    )
 }
 
 fn source_schema() -> Arc<Schema> {
@@ -53,22 +42,9 @@ fn source_schema() -> Arc<Schema> {
     ]))
 }
 
-fn batch(schema: Arc<Schema>, rows: &[Value]) -> RecordBatch {
-    let mut decoder = ReaderBuilder::new(schema).build_decoder().unwrap();
-    decoder.serialize(rows).unwrap();
-    decoder.flush().unwrap().unwrap()
-}
-
-/// Write `rows` as the team's own Delta table `name` beside the product's tables.
-async fn write_source(lake: &Path, name: &str, batch: RecordBatch) {
-    let url = open_lake(lake).table_url(name);
-    deltalake::DeltaTableBuilder::from_url(url)
-        .unwrap()
-        .build()
-        .unwrap()
-        .write(vec![batch])
-        .await
-        .expect("source table written");
+/// Write `rows` as the team's own table [`SOURCE`] beside the product's tables.
+async fn write_source(scene: &Scene, rows: &[Value]) {
+    write_table(&scene.lake(), SOURCE, batch(source_schema(), rows)).await;
 }
 
 /// A requester the account has.
@@ -89,8 +65,8 @@ fn rows(prefix: &str, n: usize, requester: i64, status: &str) -> Vec<Value> {
         .collect()
 }
 
-async fn run(server: &SimServer, lake: &Path, options: ImportOptions) -> ImportReport {
-    import(settings(server, lake, ""), fast(options))
+async fn run(scene: &Scene, options: ImportOptions) -> ImportReport {
+    import(scene.settings(), fast(options))
         .await
         .expect("import runs")
 }
@@ -110,8 +86,8 @@ fn sim_ticket_ids(sim: &Simulator) -> BTreeMap<String, i64> {
         .collect()
 }
 
-async fn state(lake: &Path) -> HashMap<String, ImportRow> {
-    open_lake(lake)
+async fn state(scene: &Scene) -> HashMap<String, ImportRow> {
+    open_lake(&scene.lake())
         .state_latest::<ImportRow>(&IMPORT_STATE)
         .await
         .unwrap()
@@ -126,13 +102,13 @@ fn pending(external_id: &str, job: Option<&str>, index: i64, archive: bool) -> I
         status: ImportStatus::Pending,
         ticket_id: None,
         error: None,
-        job_id: job.map(String::from),
-        job_index: Some(index),
+        job: JobRef {
+            job_id: job.map(String::from),
+            job_index: Some(index),
+        },
         archive,
         submitted_at: Some(chrono::Utc::now().timestamp_micros()),
-        run_id: String::new(),
-        run_seq: 0,
-        recorded_at: 0,
+        recorded: Recorded::default(),
     }
 }
 
@@ -166,9 +142,9 @@ fn assert_once(sim: &Simulator, ids: &[String]) {
     }
 }
 
-async fn assert_all_imported(sim: &Simulator, lake: &Path, ids: &[String]) {
-    let state = state(lake).await;
-    let tickets = sim_ticket_ids(sim);
+async fn assert_all_imported(scene: &Scene, ids: &[String]) {
+    let state = state(scene).await;
+    let tickets = sim_ticket_ids(&scene.sim);
     for id in ids {
         let row = &state[id];
         assert_eq!(row.status, ImportStatus::Imported, "{id}: {row:?}");
@@ -184,25 +160,20 @@ fn keys(rows: &[Value]) -> Vec<String> {
 
 #[tokio::test]
 async fn a_team_table_imports_each_external_id_once_and_a_rerun_sends_nothing() {
-    let (sim, server) = start(small()).await;
-    let dir = tempfile::tempdir().unwrap();
-    let source = rows("ext", 250, requester(&sim), "open");
-    write_source(dir.path(), SOURCE, batch(source_schema(), &source)).await;
+    let scene = Scene::small().await;
+    let sim = &scene.sim;
+    let source = rows("ext", 250, requester(sim), "open");
+    write_source(&scene, &source).await;
 
-    let report = run(
-        &server,
-        dir.path(),
-        ImportOptions::table(SOURCE).with_jobs(2),
-    )
-    .await;
+    let report = run(&scene, ImportOptions::table(SOURCE).with_jobs(2)).await;
     assert!(report.is_ok(), "{report:?}");
     assert_eq!(
         (report.rows, report.imported, report.skipped),
         (250, 250, 0)
     );
-    assert_eq!(create_manys(&sim), 3, "batches of at most 100");
-    assert_once(&sim, &keys(&source));
-    assert_all_imported(&sim, dir.path(), &keys(&source)).await;
+    assert_eq!(create_manys(sim), 3, "batches of at most 100");
+    assert_once(sim, &keys(&source));
+    assert_all_imported(&scene, &keys(&source)).await;
     let imported = sim
         .records("tickets")
         .into_iter()
@@ -211,22 +182,22 @@ async fn a_team_table_imports_each_external_id_once_and_a_rerun_sends_nothing() 
     assert_eq!(imported["subject"], "Subject 7");
     assert_eq!(imported["created_at"], "2020-09-13T12:26:47Z");
 
-    let report = run(&server, dir.path(), ImportOptions::table(SOURCE)).await;
+    let report = run(&scene, ImportOptions::table(SOURCE)).await;
     assert_eq!((report.imported, report.skipped), (0, 250));
-    assert_eq!(create_manys(&sim), 3, "the re-run sends no create_many");
-    assert_once(&sim, &keys(&source));
+    assert_eq!(create_manys(sim), 3, "the re-run sends no create_many");
+    assert_once(sim, &keys(&source));
 }
 
 #[tokio::test]
 async fn a_rejected_row_is_recorded_failed_with_zendesks_message_and_retried_alone() {
-    let (sim, server) = start(small()).await;
-    let dir = tempfile::tempdir().unwrap();
-    let mut source = rows("ok", 5, requester(&sim), "open");
+    let scene = Scene::small().await;
+    let sim = &scene.sim;
+    let mut source = rows("ok", 5, requester(sim), "open");
     source[2]["requester_id"] = json!(987_654_321);
-    write_source(dir.path(), SOURCE, batch(source_schema(), &source)).await;
+    write_source(&scene, &source).await;
 
     let sql = format!("SELECT * FROM {SOURCE} WHERE external_id LIKE 'ok-%'");
-    let report = run(&server, dir.path(), ImportOptions::sql(&sql)).await;
+    let report = run(&scene, ImportOptions::sql(&sql)).await;
     assert!(!report.is_ok());
     assert_eq!((report.imported, report.failed), (4, 1));
     assert_eq!(report.failed_ids(), ["ok-2"]);
@@ -235,7 +206,7 @@ async fn a_rejected_row_is_recorded_failed_with_zendesks_message_and_retried_alo
         "{:?}",
         report.failed_rows
     );
-    let state = state(dir.path()).await;
+    let state = state(&scene).await;
     assert_eq!(state["ok-2"].status, ImportStatus::Failed);
     assert!(state["ok-2"]
         .error
@@ -243,11 +214,11 @@ async fn a_rejected_row_is_recorded_failed_with_zendesks_message_and_retried_alo
         .unwrap()
         .contains("RecordInvalid"));
     let landed: Vec<String> = keys(&source).into_iter().filter(|k| k != "ok-2").collect();
-    assert_once(&sim, &landed);
+    assert_once(sim, &landed);
     assert!(!sim.tickets_created_per_external_id().contains_key("ok-2"));
 
-    let before = create_manys(&sim);
-    let report = run(&server, dir.path(), ImportOptions::sql(&sql)).await;
+    let before = create_manys(sim);
+    let report = run(&scene, ImportOptions::sql(&sql)).await;
     assert_eq!((report.skipped, report.failed), (4, 1));
     let log = sim.write_log();
     let retried: Vec<_> = log
@@ -262,10 +233,10 @@ async fn a_rejected_row_is_recorded_failed_with_zendesks_message_and_retried_alo
 
 #[tokio::test]
 async fn a_bad_source_is_refused_before_any_request() {
-    let (sim, server) = start(small()).await;
-    let dir = tempfile::tempdir().unwrap();
+    let scene = Scene::small().await;
+    let sim = &scene.sim;
     let good = rows("v", 2, 1, "open");
-    write_source(dir.path(), SOURCE, batch(source_schema(), &good)).await;
+    write_source(&scene, &good).await;
     let cases = [
         (format!("SELECT *, 'red' AS colour FROM {SOURCE}"), "colour"),
         (
@@ -283,17 +254,14 @@ async fn a_bad_source_is_refused_before_any_request() {
         ),
     ];
     for (sql, named) in cases {
-        let err = import(
-            settings(&server, dir.path(), ""),
-            fast(ImportOptions::sql(&sql)),
-        )
-        .await
-        .expect_err(&sql)
-        .to_string();
+        let err = import(scene.settings(), fast(ImportOptions::sql(&sql)))
+            .await
+            .expect_err(&sql)
+            .to_string();
         assert!(err.contains(named), "{sql}: {err}");
     }
     assert_eq!(sim.request_count(), 0, "nothing was sent");
-    assert!(open_lake(dir.path())
+    assert!(open_lake(&scene.lake())
         .open(IMPORT_STATE.name)
         .await
         .unwrap()
@@ -302,20 +270,15 @@ async fn a_bad_source_is_refused_before_any_request() {
 
 #[tokio::test]
 async fn a_dry_run_counts_and_sends_and_writes_nothing() {
-    let (sim, server) = start(small()).await;
-    let dir = tempfile::tempdir().unwrap();
-    let source = rows("d", 150, requester(&sim), "open");
-    write_source(dir.path(), SOURCE, batch(source_schema(), &source)).await;
-    let report = run(
-        &server,
-        dir.path(),
-        ImportOptions::table(SOURCE).with_dry_run(true),
-    )
-    .await;
+    let scene = Scene::small().await;
+    let sim = &scene.sim;
+    let source = rows("d", 150, requester(sim), "open");
+    write_source(&scene, &source).await;
+    let report = run(&scene, ImportOptions::table(SOURCE).with_dry_run(true)).await;
     let dry = report.dry_run.expect("a dry run's figures");
     assert_eq!((dry.tickets, dry.requests), (150, 4));
     assert_eq!(sim.request_count(), 0);
-    assert!(open_lake(dir.path())
+    assert!(open_lake(&scene.lake())
         .open(IMPORT_STATE.name)
         .await
         .unwrap()
@@ -324,11 +287,11 @@ async fn a_dry_run_counts_and_sends_and_writes_nothing() {
 
 #[tokio::test]
 async fn pending_rows_of_a_killed_run_are_resolved_before_anything_is_sent() {
-    let (sim, server) = start(small()).await;
-    let dir = tempfile::tempdir().unwrap();
-    let source = rows("k", 8, requester(&sim), "open");
-    write_source(dir.path(), SOURCE, batch(source_schema(), &source)).await;
-    let lake = open_lake(dir.path());
+    let scene = Scene::small().await;
+    let sim = &scene.sim;
+    let source = rows("k", 8, requester(sim), "open");
+    write_source(&scene, &source).await;
+    let lake = open_lake(&scene.lake());
     let encode = |rows: &[Value]| -> Vec<Value> {
         rows.iter()
             .map(|r| {
@@ -338,10 +301,10 @@ async fn pending_rows_of_a_killed_run_are_resolved_before_anything_is_sent() {
             .collect()
     };
     // k-0, k-1: sent, job id recorded, the job completed while no one polled.
-    let done = submit(&server, &encode(&source[0..2]), false).await;
+    let done = submit(&scene.server, &encode(&source[0..2]), false).await;
     sim.complete_jobs();
     // k-2, k-3: sent and answered, killed before the job id was recorded; still queued.
-    submit(&server, &encode(&source[2..4]), false).await;
+    submit(&scene.server, &encode(&source[2..4]), false).await;
     // k-4, k-5: recorded pending, killed before the request went out.
     let writer = StateWriter::new(&lake, IMPORT_STATE, "killed-run");
     writer
@@ -355,9 +318,9 @@ async fn pending_rows_of_a_killed_run_are_resolved_before_anything_is_sent() {
         ])
         .await
         .unwrap();
-    let before = create_manys(&sim);
+    let before = create_manys(sim);
 
-    let report = run(&server, dir.path(), ImportOptions::table(SOURCE)).await;
+    let report = run(&scene, ImportOptions::table(SOURCE)).await;
     assert!(report.is_ok(), "{report:?}");
     assert_eq!(report.recovered, 6);
     assert_eq!(report.imported, 8);
@@ -377,21 +340,21 @@ async fn pending_rows_of_a_killed_run_are_resolved_before_anything_is_sent() {
         ["k-4", "k-5", "k-6", "k-7"],
         "only the rows found nowhere"
     );
-    assert_once(&sim, &keys(&source));
-    assert_all_imported(&sim, dir.path(), &keys(&source)).await;
+    assert_once(sim, &keys(&source));
+    assert_all_imported(&scene, &keys(&source)).await;
 }
 
 #[tokio::test]
 async fn an_archived_batchs_pending_rows_are_found_in_the_ticket_export() {
-    let (sim, server) = start(SimConfig {
+    let scene = Scene::new(SimConfig {
         clock: SimClock::Now,
         ..small()
     })
     .await;
-    let dir = tempfile::tempdir().unwrap();
-    let source = rows("a", 3, requester(&sim), "closed");
-    write_source(dir.path(), SOURCE, batch(source_schema(), &source)).await;
-    let lake = open_lake(dir.path());
+    let sim = &scene.sim;
+    let source = rows("a", 3, requester(sim), "closed");
+    write_source(&scene, &source).await;
+    let lake = open_lake(&scene.lake());
     let tickets: Vec<Value> = source[0..2]
         .iter()
         .map(|r| json!({"external_id": r["external_id"], "status": "closed", "description": "old"}))
@@ -401,11 +364,10 @@ async fn an_archived_batchs_pending_rows_are_found_in_the_ticket_export() {
         .append(&[pending("a-0", None, 0, true), pending("a-1", None, 1, true)])
         .await
         .unwrap();
-    submit(&server, &tickets, true).await;
+    submit(&scene.server, &tickets, true).await;
 
     let report = run(
-        &server,
-        dir.path(),
+        &scene,
         ImportOptions::table(SOURCE).with_archive_immediately(true),
     )
     .await;
@@ -417,48 +379,105 @@ async fn an_archived_batchs_pending_rows_are_found_in_the_ticket_export() {
             .any(|r| r.contains("incremental/tickets/cursor")),
         "searched the export"
     );
-    assert_once(&sim, &keys(&source));
-    assert_all_imported(&sim, dir.path(), &keys(&source)).await;
+    assert_once(sim, &keys(&source));
+    assert_all_imported(&scene, &keys(&source)).await;
 }
 
 #[tokio::test]
 async fn a_429_storm_still_imports_each_external_id_once() {
-    let (sim, server) = start(small()).await;
-    let dir = tempfile::tempdir().unwrap();
-    let source = rows("s", 120, requester(&sim), "open");
-    write_source(dir.path(), SOURCE, batch(source_schema(), &source)).await;
+    let scene = Scene::small().await;
+    let sim = &scene.sim;
+    let source = rows("s", 120, requester(sim), "open");
+    write_source(&scene, &source).await;
     sim.set_faults(Faults {
         rate_limit_every: Some(3),
         retry_after: Some("0.05".into()),
         ..Faults::default()
     });
-    let report = run(
-        &server,
-        dir.path(),
-        ImportOptions::table(SOURCE).with_jobs(3),
-    )
-    .await;
+    let report = run(&scene, ImportOptions::table(SOURCE).with_jobs(3)).await;
     assert!(report.is_ok(), "{report:?}");
     assert_eq!(report.imported, 120);
-    assert_once(&sim, &keys(&source));
-    assert_all_imported(&sim, dir.path(), &keys(&source)).await;
+    assert_once(sim, &keys(&source));
+    assert_all_imported(&scene, &keys(&source)).await;
 }
 
-const BIN: &str = env!("CARGO_BIN_EXE_zendesk-lake");
+/// The external ids of the `n`-th `create_many` the account received (0-based).
+fn sent_in(sim: &Simulator, n: usize) -> Vec<String> {
+    let log = sim.write_log();
+    let request = log
+        .iter()
+        .filter(|w| w.target.contains("create_many"))
+        .nth(n)
+        .expect("the request was received");
+    let mut ids: Vec<String> = request.body["tickets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["external_id"].as_str().unwrap().to_owned())
+        .collect();
+    ids.sort();
+    ids
+}
+
+/// The account applies a `create_many` and its answer is lost (the client sees the connection
+/// reset: `Error::Ambiguous`): the batch's rows stay pending, and the next run finds their
+/// tickets, through the account's running jobs and the look-up by external id, instead of
+/// sending them again; whether the job is still running when the next run starts or completed
+/// meanwhile.
+#[tokio::test]
+async fn a_create_many_whose_answer_was_lost_is_found_by_the_next_run_not_sent_again() {
+    for completed_meanwhile in [false, true] {
+        let scene = Scene::small().await;
+        let sim = &scene.sim;
+        let source = rows("lost", 250, requester(sim), "open");
+        write_source(&scene, &source).await;
+        sim.set_faults(Faults {
+            lose_write_answer_every: Some(2),
+            ..Faults::default()
+        });
+        let options = || ImportOptions::table(SOURCE).with_jobs(1);
+
+        let report = run(&scene, options()).await;
+        assert!(!report.is_ok(), "{report:?}");
+        assert_eq!(create_manys(sim), 3);
+        assert_eq!(
+            sim.jobs().len(),
+            3,
+            "the account applied all three requests"
+        );
+        let lost = sent_in(sim, 1);
+        assert_eq!(report.pending, lost, "the rows of the lost answer");
+        assert_eq!((report.imported, report.failed), (150, 0));
+        let recorded = state(&scene).await;
+        for id in &lost {
+            let row = &recorded[id];
+            assert_eq!(row.status, ImportStatus::Pending, "{row:?}");
+            assert_eq!(row.job.job_id, None, "{row:?}");
+        }
+
+        sim.set_faults(Faults::default());
+        if completed_meanwhile {
+            sim.complete_jobs();
+        }
+        let report = run(&scene, options()).await;
+        assert!(report.is_ok(), "{report:?}");
+        assert_eq!(report.recovered, 100, "{report:?}");
+        assert_eq!(create_manys(sim), 3, "nothing sent again");
+        assert_once(sim, &keys(&source));
+        assert_all_imported(&scene, &keys(&source)).await;
+
+        let report = run(&scene, options()).await;
+        assert_eq!((report.imported, report.skipped), (0, 250));
+        assert_eq!(create_manys(sim), 3, "a third run sends nothing");
+    }
+}
 
 /// `zendesk-lake import` of `SOURCE` into the simulator, killed at `failpoint` if given.
-async fn import_binary(
-    server: &SimServer,
-    lake: &Path,
-    failpoint: Option<&str>,
-) -> std::process::Output {
-    let mut command = tokio::process::Command::new(BIN);
+async fn import_binary(scene: &Scene, failpoint: Option<&str>) -> std::process::Output {
+    let mut command = scene.binary();
     command
         .args(["import", "--table", SOURCE, "--jobs", "4", "--lake"])
-        .arg(lake)
-        .env_clear()
-        .envs(small().env(server.base_url()))
-        .env("RUST_LOG", "warn");
+        .arg(scene.lake());
     if let Some(failpoint) = failpoint {
         command.env("ZENDESK_LAKE_FAILPOINT", failpoint);
     }
@@ -477,44 +496,74 @@ async fn an_import_killed_at_any_point_creates_each_ticket_once_after_the_next_r
         "import_job_done:2".to_owned(),
     ]);
     for case in cases {
-        let (sim, server) = start(small()).await;
-        let dir = tempfile::tempdir().unwrap();
-        let source = rows("kill", 150, requester(&sim), "open");
-        write_source(dir.path(), SOURCE, batch(source_schema(), &source)).await;
+        let scene = Scene::small().await;
+        let sim = &scene.sim;
+        let source = rows("kill", 150, requester(sim), "open");
+        write_source(&scene, &source).await;
 
-        let killed = import_binary(&server, dir.path(), Some(&case)).await;
+        let killed = import_binary(&scene, Some(&case)).await;
         assert_eq!(
             killed.status.signal(),
             Some(libc::SIGKILL),
             "{case}: {}",
             String::from_utf8_lossy(&killed.stderr)
         );
-        let out = import_binary(&server, dir.path(), None).await;
+        let out = import_binary(&scene, None).await;
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(0), "{case}: {stderr}");
-        assert_once(&sim, &keys(&source));
-        assert_all_imported(&sim, dir.path(), &keys(&source)).await;
+        assert_once(sim, &keys(&source));
+        assert_all_imported(&scene, &keys(&source)).await;
 
         // And once more: nothing left to send.
-        let before = create_manys(&sim);
-        let out = import_binary(&server, dir.path(), None).await;
+        let before = create_manys(sim);
+        let out = import_binary(&scene, None).await;
         assert_eq!(out.status.code(), Some(0), "{case}");
         assert_eq!(
-            create_manys(&sim),
+            create_manys(sim),
             before,
             "{case}: a third run sends nothing"
         );
     }
 }
 
+/// Two imports of the same source on the same lake at once, as two processes: each external id
+/// is created once, neither run loses a row (a run that finds the other holding the lease sends
+/// nothing and exits 1 saying so), and a third run has nothing left to send.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_imports_at_once_create_each_ticket_once() {
+    let scene = Scene::small().await;
+    let sim = &scene.sim;
+    let source = rows("twice", 250, requester(sim), "open");
+    write_source(&scene, &source).await;
+
+    let (first, second) = tokio::join!(import_binary(&scene, None), import_binary(&scene, None));
+    for out in [&first, &second] {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        match out.status.code() {
+            Some(0) => {}
+            Some(1) => assert!(stderr.contains("holds its write lease"), "{stderr}"),
+            other => panic!("{other:?}: {stderr}"),
+        }
+    }
+    assert_once(sim, &keys(&source));
+
+    let before = create_manys(sim);
+    let out = import_binary(&scene, None).await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert_eq!(create_manys(sim), before, "a third run sends nothing");
+    assert_once(sim, &keys(&source));
+    assert_all_imported(&scene, &keys(&source)).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn import_exits_1_listing_the_rows_zendesk_refused() {
-    let (sim, server) = start(small()).await;
-    let dir = tempfile::tempdir().unwrap();
-    let mut source = rows("cli", 5, requester(&sim), "open");
+    let scene = Scene::small().await;
+    let sim = &scene.sim;
+    let mut source = rows("cli", 5, requester(sim), "open");
     source[2]["requester_id"] = json!(999_999_999);
-    write_source(dir.path(), SOURCE, batch(source_schema(), &source)).await;
-    let out = import_binary(&server, dir.path(), None).await;
+    write_source(&scene, &source).await;
+    let out = import_binary(&scene, None).await;
     let (stdout, stderr) = (
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr),

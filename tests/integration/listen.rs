@@ -1,5 +1,5 @@
 //! `listen`: webhook deliveries verified and counted, runs debounced, the lake exact beside a
-//! scheduled sync, and a clean stop on SIGTERM. Deliveries are signed here with ring's HMAC,
+//! scheduled sync (in one process, and as two processes), and a clean stop on SIGTERM. Deliveries are signed here with ring's HMAC,
 //! independently of the product's verifier.
 
 use std::net::SocketAddr;
@@ -28,6 +28,18 @@ const FOLLOWED: [&str; 6] = [
     "organizations",
     "ticket_comments",
     "ticket_field_history",
+];
+
+/// The event types the tests' webhooks subscribe to.
+const SUBSCRIPTIONS: [&str; 8] = [
+    "zen:event-type:ticket.created",
+    "zen:event-type:ticket.status_changed",
+    "zen:event-type:ticket.priority_changed",
+    "zen:event-type:ticket.comment_added",
+    "zen:event-type:user.created",
+    "zen:event-type:user.name_changed",
+    "zen:event-type:organization.created",
+    "zen:event-type:organization.name_changed",
 ];
 
 struct Running {
@@ -119,26 +131,11 @@ impl Running {
     }
 
     async fn health(&self) -> Value {
-        let response = self.http.get(self.url("/healthz")).send().await.unwrap();
-        assert_eq!(response.status().as_u16(), 200);
-        response.json().await.unwrap()
+        health(&self.http, &self.url("")).await
     }
 
-    /// Wait until no run is in progress and no stream waits for one.
     async fn idle(&self) {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
-        loop {
-            let health = self.health().await;
-            let empty = |key: &str| health[key].as_array().is_some_and(|a| a.is_empty());
-            if empty("running") && empty("pending") {
-                return;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "never idle: {health}"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        idle(&self.http, &self.url("")).await
     }
 
     async fn metrics(&self) -> String {
@@ -167,18 +164,70 @@ impl Running {
     }
 }
 
-fn followed(settings: &mut Settings) {
+/// `/healthz` of the listener at `base`, which must answer 200.
+async fn health(http: &reqwest::Client, base: &str) -> Value {
+    let response = http.get(format!("{base}/healthz")).send().await.unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+    response.json().await.unwrap()
+}
+
+/// Wait until the listener at `base` runs nothing and no stream waits for a run.
+async fn idle(http: &reqwest::Client, base: &str) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let health = health(http, base).await;
+        let empty = |key: &str| health[key].as_array().is_some_and(|a| a.is_empty());
+        if empty("running") && empty("pending") {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never idle: {health}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The scene's settings with the [`FOLLOWED`] tables only.
+fn followed(scene: &Scene) -> Settings {
+    let mut settings = scene.settings();
     settings
         .tables
         .retain(|t| FOLLOWED.contains(&t.name.as_str()));
+    settings
+}
+
+/// Register a webhook of the scene's account delivering these event types to `endpoint`,
+/// signed with [`SECRET`].
+async fn register_webhook(scene: &Scene, endpoint: &str, subscriptions: &[&str]) {
+    let config = small();
+    let created = reqwest::Client::new()
+        .post(format!("{}/api/v2/webhooks", scene.server.base_url()))
+        .basic_auth(format!("{}/token", config.email), Some(&config.api_token))
+        .json(&json!({"webhook": {
+            "name": "lake",
+            "status": "active",
+            "endpoint": endpoint,
+            "http_method": "POST",
+            "request_format": "json",
+            "subscriptions": subscriptions,
+            "signing_secret": {"algorithm": "SHA256", "secret": SECRET},
+        }}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        created.status().as_u16(),
+        201,
+        "{}",
+        created.text().await.unwrap()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_signature_rule_is_enforced_and_each_outcome_counted() {
-    let (_sim, server) = start(small()).await;
-    let dir = tempfile::tempdir().unwrap();
-    let mut settings = settings(&server, dir.path(), "");
-    followed(&mut settings);
+    let scene = Scene::small().await;
+    let settings = followed(&scene);
     let listener = listen(settings, Duration::from_millis(100)).await;
     let (users, tickets) = (listener.runs("users").await, listener.runs("tickets").await);
     assert!(users >= 1.0, "the first run");
@@ -256,10 +305,8 @@ async fn every_signature_rule_is_enforced_and_each_outcome_counted() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flood_of_deliveries_makes_one_run_and_forged_ones_none() {
-    let (_sim, server) = start(small()).await;
-    let dir = tempfile::tempdir().unwrap();
-    let mut settings = settings(&server, dir.path(), "");
-    followed(&mut settings);
+    let scene = Scene::small().await;
+    let settings = followed(&scene);
     let listener = listen(settings, Duration::from_secs(1)).await;
     let (users, tickets) = (listener.runs("users").await, listener.runs("tickets").await);
 
@@ -303,38 +350,12 @@ async fn a_flood_of_deliveries_makes_one_run_and_forged_ones_none() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_account_s_deliveries_keep_the_lake_exact_beside_a_scheduled_sync() {
-    let (sim, server) = start(small()).await;
-    let dir = tempfile::tempdir().unwrap();
-    let mut settings = settings(&server, dir.path(), "");
-    followed(&mut settings);
+    let scene = Scene::small().await;
+    let sim = &scene.sim;
+    let settings = followed(&scene);
     let listener = listen(settings.clone(), Duration::from_millis(200)).await;
     // The account delivers its changes to the listener, signed with the secret it was given.
-    let config = small();
-    let created = reqwest::Client::new()
-        .post(format!("{}/api/v2/webhooks", server.base_url()))
-        .basic_auth(format!("{}/token", config.email), Some(&config.api_token))
-        .json(&json!({"webhook": {
-            "name": "lake",
-            "status": "active",
-            "endpoint": listener.url(DELIVERY_PATH),
-            "http_method": "POST",
-            "request_format": "json",
-            "subscriptions": [
-                "zen:event-type:ticket.created", "zen:event-type:ticket.status_changed",
-                "zen:event-type:ticket.comment_added", "zen:event-type:user.created",
-                "zen:event-type:organization.created",
-            ],
-            "signing_secret": {"algorithm": "SHA256", "secret": SECRET},
-        }}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(
-        created.status().as_u16(),
-        201,
-        "{}",
-        created.text().await.unwrap()
-    );
+    register_webhook(&scene, &listener.url(DELIVERY_PATH), &SUBSCRIPTIONS).await;
 
     for n in 0..3 {
         sim.apply_round(&Round {
@@ -360,35 +381,112 @@ async fn the_account_s_deliveries_keep_the_lake_exact_beside_a_scheduled_sync() 
         "{delivered:?}"
     );
     listener.idle().await;
-    assert_lake_matches_tables(&sim, dir.path(), &FOLLOWED).await;
-    nothing_half_written(dir.path()).await;
+    assert_lake_matches_tables(sim, &scene.lake(), &FOLLOWED).await;
+    nothing_half_written(&scene.lake()).await;
     assert!(listener.stop().await.accepted > 0);
 }
 
-const BIN: &str = env!("CARGO_BIN_EXE_zendesk-lake");
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn listen_refuses_to_start_without_a_signing_secret() {
-    let (_sim, server) = start(small()).await;
-    let dir = tempfile::tempdir().unwrap();
-    let out = tokio::process::Command::new(BIN)
+    let scene = Scene::small().await;
+    let out = scene
+        .binary()
         .args(["listen", "--bind", "127.0.0.1:0", "--lake"])
-        .arg(dir.path().join("lake"))
-        .env_clear()
-        .envs(small().env(server.base_url()))
+        .arg(scene.lake())
         .output()
         .await
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("ZENDESK_WEBHOOK_SECRET"), "{stderr}");
-    assert!(!dir.path().join("lake").exists(), "nothing written");
+    assert!(!scene.lake().exists(), "nothing written");
+}
+
+/// A `zendesk-lake listen` process, its stderr read on and where it serves; killed on drop.
+struct ListenProcess {
+    child: tokio::process::Child,
+    /// Reads its stderr to the end (read on, so that its logs never fill the pipe and block
+    /// it), into what it returns.
+    logs: JoinHandle<Vec<String>>,
+    /// `http://127.0.0.1:{port}`.
+    base: String,
+    http: reqwest::Client,
+}
+
+impl ListenProcess {
+    /// `listen` of the scene's account and lake.
+    async fn spawn(scene: &Scene) -> Self {
+        let mut command = scene.binary();
+        command
+            .args([
+                "listen",
+                "--bind",
+                "127.0.0.1:0",
+                "--debounce-secs",
+                "0",
+                "--tables",
+                &FOLLOWED.join(","),
+            ])
+            .arg("--pipeline")
+            .arg(scene.pipeline())
+            .env("ZENDESK_WEBHOOK_SECRET", SECRET)
+            .env("RUST_LOG", "warn,zendesk_lake=info");
+        ListenProcess::start(command, "listening on http://").await
+    }
+
+    /// Start `command` (a `listen`) and read its stderr up to the line containing `marker`,
+    /// which says where it serves.
+    async fn start(mut command: tokio::process::Command, marker: &str) -> Self {
+        use tokio::io::AsyncBufReadExt as _;
+        let mut child = command
+            .stderr(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let mut lines = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
+        let mut logged = Vec::new();
+        let line = line_with(&mut lines, marker, &mut logged).await;
+        let url = &line[line.find("http://").unwrap()..];
+        let base = url.trim().trim_end_matches(DELIVERY_PATH).to_owned();
+        let logs = tokio::spawn(async move {
+            while let Ok(Some(line)) = lines.next_line().await {
+                logged.push(line);
+            }
+            logged
+        });
+        ListenProcess {
+            child,
+            logs,
+            base,
+            http: reqwest::Client::new(),
+        }
+    }
+
+    async fn health(&self) -> Value {
+        health(&self.http, &self.base).await
+    }
+
+    async fn idle(&self) {
+        idle(&self.http, &self.base).await
+    }
+
+    /// Send it `signal`; its exit code (it must stop within 30 s) and its stderr.
+    async fn stop(mut self, signal: libc::c_int) -> (Option<i32>, Vec<String>) {
+        let pid = self.child.id().unwrap() as i32;
+        // SAFETY: sends a signal to the child this test spawned.
+        assert_eq!(unsafe { libc::kill(pid, signal) }, 0);
+        let status = tokio::time::timeout(Duration::from_secs(30), self.child.wait())
+            .await
+            .expect("listen stops within 30 s");
+        (status.unwrap().code(), self.logs.await.unwrap())
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_during_a_run_exits_0_and_the_next_run_converges() {
-    use tokio::io::AsyncBufReadExt as _;
-    let (sim, server) = start(small()).await;
+    let scene = Scene::small().await;
+    let sim = &scene.sim;
     sim.apply_round(&Round {
         creates: 8,
         updates: 20,
@@ -401,60 +499,12 @@ async fn sigterm_during_a_run_exits_0_and_the_next_run_converges() {
         delay_ms: 40,
         ..Default::default()
     });
-    let dir = tempfile::tempdir().unwrap();
-    let lake = dir.path().join("lake");
-    let pipeline = dir.path().join("listen.toml");
-    std::fs::write(
-        &pipeline,
-        "[sync]\npage_size = 25\ncommit_rows = 30\n[zendesk]\naccount_requests_per_minute = 1000000\nincremental_requests_per_minute = 1000000\n",
-    )
-    .unwrap();
-    let mut child = tokio::process::Command::new(BIN)
-        .args([
-            "listen",
-            "--bind",
-            "127.0.0.1:0",
-            "--tables",
-            &FOLLOWED.join(","),
-        ])
-        .arg("--pipeline")
-        .arg(&pipeline)
-        .arg("--lake")
-        .arg(&lake)
-        .env_clear()
-        .envs(small().env(server.base_url()))
-        .env("ZENDESK_WEBHOOK_SECRET", SECRET)
-        .env("RUST_LOG", "warn,zendesk_lake=info")
-        .stderr(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut lines = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
-    let mut logged = Vec::new();
-    let addr = loop {
-        let line = lines
-            .next_line()
-            .await
-            .unwrap()
-            .expect("listen prints where it serves");
-        logged.push(line.clone());
-        if let Some(rest) = line.strip_prefix("listening on http://") {
-            break rest.trim_end_matches(DELIVERY_PATH).to_owned();
-        }
-    };
+    let lake = scene.lake();
+    let listener = ListenProcess::spawn(&scene).await;
     // Wait for the first run to have committed something, then stop the process mid-run.
-    let http = reqwest::Client::new();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     loop {
-        let health: Value = http
-            .get(format!("http://{addr}/healthz"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let health = listener.health().await;
         let committed = open_lake(&lake)
             .latest_state()
             .await
@@ -473,27 +523,74 @@ async fn sigterm_during_a_run_exits_0_and_the_next_run_converges() {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let pid = child.id().unwrap() as i32;
-    // SAFETY: sends a signal to the child this test spawned.
-    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
-    let drain = async {
-        while let Ok(Some(line)) = lines.next_line().await {
-            logged.push(line);
-        }
-    };
-    let (status, ()) = tokio::time::timeout(Duration::from_secs(30), async {
-        tokio::join!(child.wait(), drain)
-    })
-    .await
-    .expect("listen stops within 30 s");
-    assert_eq!(status.unwrap().code(), Some(0), "{}", logged.join("\n"));
+    let (code, logged) = listener.stop(libc::SIGTERM).await;
+    assert_eq!(code, Some(0), "{}", logged.join("\n"));
 
     sim.set_faults(Default::default());
-    let mut settings = settings(&server, &lake, "");
-    followed(&mut settings);
-    sync_ok(&settings).await;
-    assert_lake_matches_tables(&sim, &lake, &FOLLOWED).await;
+    sync_ok(&followed(&scene)).await;
+    assert_lake_matches_tables(sim, &lake, &FOLLOWED).await;
     nothing_half_written(&lake).await;
+}
+
+/// `zendesk-lake sync` of [`FOLLOWED`] on the scene's lake, as a scheduler runs it beside
+/// `listen`.
+async fn sync_binary(scene: &Scene) -> std::process::Output {
+    scene
+        .binary()
+        .args(["sync", "--tables", &FOLLOWED.join(",")])
+        .arg("--pipeline")
+        .arg(scene.pipeline())
+        .output()
+        .await
+        .expect("the binary runs")
+}
+
+/// `listen` and a scheduled `sync` of the same lake as two processes, both running after each
+/// round of changes (the listener on the account's deliveries): every sync exits 0 or exits 1
+/// having lost a commit to the listener, whose own lost runs are retried; the listener stays
+/// healthy; the lake ends equal to the account, and the listener stops cleanly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listen_and_sync_processes_on_one_lake_keep_it_exact() {
+    let scene = Scene::small().await;
+    let sim = &scene.sim;
+    let listener = ListenProcess::spawn(&scene).await;
+    listener.idle().await;
+    let endpoint = format!("{}{DELIVERY_PATH}", listener.base);
+    register_webhook(&scene, &endpoint, &SUBSCRIPTIONS).await;
+
+    for n in 0..3 {
+        sim.apply_round(&Round {
+            creates: 5 + n,
+            updates: 12,
+            silent_updates: 4,
+            deletes: 2,
+        });
+        // The scheduled sync starts with the round's deliveries, and runs beside the runs they
+        // make.
+        let (out, ()) = tokio::join!(sync_binary(&scene), async {
+            sim.deliveries_settled().await;
+            listener.idle().await;
+        });
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        match out.status.code() {
+            Some(0) => {}
+            Some(1) => assert!(stderr.contains("committed to it concurrently"), "{stderr}"),
+            other => panic!("sync exited {other:?}: {stderr}"),
+        }
+        // The listener is healthy and has caught up (a run it lost is retried).
+        listener.idle().await;
+    }
+    let delivered = sim.deliveries();
+    assert!(!delivered.is_empty());
+    assert!(
+        delivered.iter().all(|d| d.status == Some(200)),
+        "{delivered:?}"
+    );
+    assert_lake_matches_tables(sim, &scene.lake(), &FOLLOWED).await;
+    nothing_half_written(&scene.lake()).await;
+    let health = listener.health().await;
+    let (code, logged) = listener.stop(libc::SIGTERM).await;
+    assert_eq!(code, Some(0), "{health}\n{}", logged.join("\n"));
 }
 
 /// Lines of a child's stderr, read on.
@@ -513,9 +610,9 @@ async fn line_with(lines: &mut Lines, marker: &str, seen: &mut Vec<String>) -> S
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn listen_demo_syncs_the_changes_its_account_delivers() {
-    use tokio::io::AsyncBufReadExt as _;
     let dir = tempfile::tempdir().unwrap();
-    let mut child = tokio::process::Command::new(BIN)
+    let mut command = tokio::process::Command::new(BIN);
+    command
         .args([
             "listen",
             "--demo",
@@ -527,24 +624,15 @@ async fn listen_demo_syncs_the_changes_its_account_delivers() {
         .arg("--lake")
         .arg(dir.path().join("lake"))
         .env_clear()
-        .env("RUST_LOG", "warn")
-        .stderr(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut lines = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
-    let mut seen = Vec::new();
-    let line = line_with(&mut lines, "its webhooks deliver to http://", &mut seen).await;
-    let url = line.split("deliver to ").nth(1).unwrap().trim().to_owned();
-    let base = url.trim_end_matches(DELIVERY_PATH).to_owned();
+        .env("RUST_LOG", "warn");
+    let listener = ListenProcess::start(command, "its webhooks deliver to http://").await;
     // The account changes every few seconds; its deliveries make runs beyond the first.
-    let http = reqwest::Client::new();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
     let sample = "zendesk_lake_runs_total{stream=\"users\",outcome=\"ok\"}";
     loop {
-        let text = http
-            .get(format!("{base}/metrics"))
+        let text = listener
+            .http
+            .get(format!("{}/metrics", listener.base))
             .send()
             .await
             .unwrap()
@@ -567,26 +655,18 @@ async fn listen_demo_syncs_the_changes_its_account_delivers() {
         assert!(tokio::time::Instant::now() < deadline, "{text}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let pid = child.id().unwrap() as i32;
-    // SAFETY: sends a signal to the child this test spawned.
-    assert_eq!(unsafe { libc::kill(pid, libc::SIGINT) }, 0);
-    let drain = async { while let Ok(Some(_)) = lines.next_line().await {} };
-    let (status, ()) = tokio::time::timeout(Duration::from_secs(30), async {
-        tokio::join!(child.wait(), drain)
-    })
-    .await
-    .expect("listen --demo stops within 30 s");
-    assert_eq!(status.unwrap().code(), Some(0), "{}", seen.join("\n"));
+    let (code, logged) = listener.stop(libc::SIGINT).await;
+    assert_eq!(code, Some(0), "{}", logged.join("\n"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn webhook_register_twice_makes_one_webhook_and_never_prints_the_secret() {
-    let (sim, server) = start(small()).await;
-    let dir = tempfile::tempdir().unwrap();
-    let secret_file = dir.path().join("secret");
+    let scene = Scene::small().await;
+    let secret_file = scene.dir().join("secret");
     let mut outputs = Vec::new();
     for _ in 0..2 {
-        let out = tokio::process::Command::new(BIN)
+        let out = scene
+            .binary()
             .args([
                 "webhook",
                 "register",
@@ -595,8 +675,6 @@ async fn webhook_register_twice_makes_one_webhook_and_never_prints_the_secret() 
             ])
             .arg("--secret-file")
             .arg(&secret_file)
-            .env_clear()
-            .envs(small().env(server.base_url()))
             .env("RUST_LOG", "trace")
             .output()
             .await
@@ -609,7 +687,7 @@ async fn webhook_register_twice_makes_one_webhook_and_never_prints_the_secret() 
         assert_eq!(out.status.code(), Some(0), "{shown}");
         outputs.push(shown);
     }
-    let hooks = sim.webhooks();
+    let hooks = scene.sim.webhooks();
     assert_eq!(hooks.len(), 1, "{hooks:?}");
     let secret = std::fs::read_to_string(&secret_file).unwrap();
     assert!(secret.trim().len() >= 16);

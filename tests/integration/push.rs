@@ -1,22 +1,18 @@
 //! `push` against the simulated account: only the fields that differ from the lake's copy are
 //! sent, rows that change nothing are not, a re-run sends nothing (a comment is added once),
 //! closed tickets are reported and not sent, `--max-tickets` refuses before any write, a dry
-//! run sends nothing, and the lake shows the pushed values. Expectations come from the
+//! run sends nothing, the lake shows the pushed values, and a push killed at any point of its
+//! first or second batch adds each comment once after the next run. Expectations come from the
 //! simulator's ground truth (`update_requests`, `comments_added`, `write_log`).
 
-use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
 
 use serde_json::{json, Value};
-use zendesk_lake::arrow::array::RecordBatch;
 use zendesk_lake::arrow::datatypes::{DataType, Field, Schema};
-use zendesk_lake::arrow::json::ReaderBuilder;
 use zendesk_lake::commands::push::{push, PushOptions, PushReport};
-use zendesk_lake::sim::{SimServer, Simulator};
-use zendesk_lake::zendesk::writers::jobs::Poll;
+use zendesk_lake::sim::Simulator;
 
-use crate::common::{lake_rows, open_lake, settings, small, start};
+use crate::common::{batch, lake_rows, open_lake, timestamp, write_table, Scene, FAST_POLL};
 
 /// The team's own table of a triage model's output.
 const SOURCE: &str = "triage";
@@ -41,28 +37,13 @@ fn source_schema() -> Arc<Schema> {
     ]))
 }
 
-fn batch(rows: &[Value]) -> RecordBatch {
-    let mut decoder = ReaderBuilder::new(source_schema()).build_decoder().unwrap();
-    decoder.serialize(rows).unwrap();
-    decoder.flush().unwrap().unwrap()
-}
-
-async fn write_source(lake: &Path, rows: &[Value]) {
-    let url = open_lake(lake).table_url(SOURCE);
-    deltalake::DeltaTableBuilder::from_url(url)
-        .unwrap()
-        .build()
-        .unwrap()
-        .write(vec![batch(rows)])
-        .await
-        .expect("source table written");
+/// Write `rows` as the team's own table [`SOURCE`] beside the product's tables.
+async fn write_source(scene: &Scene, rows: &[Value]) {
+    write_table(&scene.lake(), SOURCE, batch(source_schema(), rows)).await;
 }
 
 fn fast(options: PushOptions) -> PushOptions {
-    options.with_poll(Poll {
-        first: Duration::from_millis(5),
-        max: Duration::from_millis(20),
-    })
+    options.with_poll(FAST_POLL)
 }
 
 /// The first `n` tickets of the account with `status` among `statuses`.
@@ -104,8 +85,8 @@ fn source(changed: &Value, same: &Value, closed: &Value) -> Vec<Value> {
     ]
 }
 
-async fn run(server: &SimServer, lake: &Path, options: PushOptions) -> PushReport {
-    push(settings(server, lake, ""), fast(options))
+async fn run(scene: &Scene, options: PushOptions) -> PushReport {
+    push(scene.settings(), fast(options))
         .await
         .expect("push runs")
 }
@@ -116,14 +97,14 @@ fn sql() -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn push_sends_only_what_differs_once_and_the_lake_shows_it() {
-    let (sim, server) = start(small()).await;
-    let dir = tempfile::tempdir().unwrap();
-    let open = tickets(&sim, &["open", "pending", "new"], 2);
-    let closed = &tickets(&sim, &["closed"], 1)[0];
+    let scene = Scene::small().await;
+    let sim = &scene.sim;
+    let open = tickets(sim, &["open", "pending", "new"], 2);
+    let closed = &tickets(sim, &["closed"], 1)[0];
     let (changed, same) = (&open[0], &open[1]);
-    write_source(dir.path(), &source(changed, same, closed)).await;
+    write_source(&scene, &source(changed, same, closed)).await;
 
-    let report = run(&server, dir.path(), PushOptions::sql(&sql())).await;
+    let report = run(&scene, PushOptions::sql(&sql())).await;
     assert!(report.is_ok(), "{report:?}");
     assert_eq!(report.updated, 1);
     assert_eq!(report.unchanged, 1);
@@ -149,7 +130,7 @@ async fn push_sends_only_what_differs_once_and_the_lake_shows_it() {
     assert_eq!(comments[&id][0]["public"], json!(false));
 
     // The lake shows the pushed values.
-    let lake = lake_rows(dir.path(), "tickets").await;
+    let lake = lake_rows(&scene.lake(), "tickets").await;
     let row = &lake[&id.to_string()];
     assert_eq!(row["priority"], json!(other_priority(changed)));
     assert!(
@@ -158,7 +139,7 @@ async fn push_sends_only_what_differs_once_and_the_lake_shows_it() {
     );
 
     // The same push again sends nothing, and adds no second comment.
-    let again = run(&server, dir.path(), PushOptions::sql(&sql())).await;
+    let again = run(&scene, PushOptions::sql(&sql())).await;
     assert!(again.is_ok(), "{again:?}");
     assert_eq!(again.updated, 0);
     assert_eq!(again.unchanged, 2, "{again:?}");
@@ -168,17 +149,12 @@ async fn push_sends_only_what_differs_once_and_the_lake_shows_it() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dry_run_prints_the_diff_and_sends_nothing() {
-    let (sim, server) = start(small()).await;
-    let dir = tempfile::tempdir().unwrap();
-    let open = tickets(&sim, &["open", "pending", "new"], 2);
-    let closed = &tickets(&sim, &["closed"], 1)[0];
-    write_source(dir.path(), &source(&open[0], &open[1], closed)).await;
-    let report = run(
-        &server,
-        dir.path(),
-        PushOptions::sql(&sql()).with_dry_run(true),
-    )
-    .await;
+    let scene = Scene::small().await;
+    let sim = &scene.sim;
+    let open = tickets(sim, &["open", "pending", "new"], 2);
+    let closed = &tickets(sim, &["closed"], 1)[0];
+    write_source(&scene, &source(&open[0], &open[1], closed)).await;
+    let report = run(&scene, PushOptions::sql(&sql()).with_dry_run(true)).await;
     assert_eq!(report.tickets(), 1, "{report:?}");
     assert_eq!(report.update_requests, 1);
     let priority = report
@@ -192,24 +168,20 @@ async fn a_dry_run_prints_the_diff_and_sends_nothing() {
     assert!(sim.comments_added().is_empty());
 }
 
-const BIN: &str = env!("CARGO_BIN_EXE_zendesk-lake");
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn more_tickets_than_max_tickets_are_refused_before_any_write() {
-    let (sim, server) = start(small()).await;
-    let dir = tempfile::tempdir().unwrap();
-    let open = tickets(&sim, &["open", "pending", "new"], 3);
+    let scene = Scene::small().await;
+    let sim = &scene.sim;
+    let open = tickets(sim, &["open", "pending", "new"], 3);
     let rows: Vec<Value> = open
         .iter()
         .map(|t| json!({"id": t["id"], "priority": other_priority(t)}))
         .collect();
-    write_source(dir.path(), &rows).await;
-    let out = tokio::process::Command::new(BIN)
+    write_source(&scene, &rows).await;
+    let out = scene
+        .binary()
         .args(["push", "--max-tickets", "2", "--sql", &sql(), "--lake"])
-        .arg(dir.path())
-        .env_clear()
-        .envs(small().env(server.base_url()))
-        .env("RUST_LOG", "warn")
+        .arg(scene.lake())
         .output()
         .await
         .expect("the binary runs");
@@ -227,22 +199,22 @@ async fn more_tickets_than_max_tickets_are_refused_before_any_write() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_ticket_zendesk_refuses_is_reported_and_not_sent_again() {
-    let (sim, server) = start(small()).await;
-    let dir = tempfile::tempdir().unwrap();
-    let open = &tickets(&sim, &["open", "pending", "new"], 1)[0];
+    let scene = Scene::small().await;
+    let sim = &scene.sim;
+    let open = &tickets(sim, &["open", "pending", "new"], 1)[0];
     let unknown = 999_999_999_i64;
     let rows = [
         json!({"id": open["id"], "priority": other_priority(open)}),
         json!({"id": unknown, "priority": "high", "comment": {"body": "lost"}}),
     ];
-    write_source(dir.path(), &rows).await;
-    let report = run(&server, dir.path(), PushOptions::sql(&sql())).await;
+    write_source(&scene, &rows).await;
+    let report = run(&scene, PushOptions::sql(&sql())).await;
     assert!(!report.is_ok());
     assert_eq!(report.updated, 1, "{report:?}");
     assert_eq!(report.refused.len(), 1, "{report:?}");
     assert_eq!(report.refused[0].0, unknown);
     assert!(report.refused[0].1.contains("RecordNotFound"), "{report:?}");
-    let again = run(&server, dir.path(), PushOptions::sql(&sql())).await;
+    let again = run(&scene, PushOptions::sql(&sql())).await;
     assert!(again.is_ok(), "{again:?}");
     assert_eq!(again.refused_before, vec![unknown]);
     assert_eq!(sim.update_requests().len(), 1);
@@ -250,17 +222,15 @@ async fn a_ticket_zendesk_refuses_is_reported_and_not_sent_again() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_binary_prints_a_dry_runs_diff() {
-    let (sim, server) = start(small()).await;
-    let dir = tempfile::tempdir().unwrap();
-    let open = &tickets(&sim, &["open", "pending", "new"], 1)[0];
+    let scene = Scene::small().await;
+    let sim = &scene.sim;
+    let open = &tickets(sim, &["open", "pending", "new"], 1)[0];
     let rows = [json!({"id": open["id"], "priority": other_priority(open)})];
-    write_source(dir.path(), &rows).await;
-    let out = tokio::process::Command::new(BIN)
+    write_source(&scene, &rows).await;
+    let out = scene
+        .binary()
         .args(["push", "--dry-run", "--sql", &sql(), "--lake"])
-        .arg(dir.path())
-        .env_clear()
-        .envs(small().env(server.base_url()))
-        .env("RUST_LOG", "warn")
+        .arg(scene.lake())
         .output()
         .await
         .expect("the binary runs");
@@ -278,76 +248,88 @@ async fn the_binary_prints_a_dry_runs_diff() {
 }
 
 /// `zendesk-lake push` of `sql()` into the simulator, killed at `failpoint` if given.
-async fn push_binary(
-    server: &SimServer,
-    lake: &Path,
-    failpoint: Option<&str>,
-) -> std::process::Output {
-    let mut command = tokio::process::Command::new(BIN);
+async fn push_binary(scene: &Scene, failpoint: Option<&str>) -> std::process::Output {
+    let mut command = scene.binary();
     command
         .args(["push", "--sql", &sql(), "--lake"])
-        .arg(lake)
-        .env_clear()
-        .envs(small().env(server.base_url()))
-        .env("RUST_LOG", "warn");
+        .arg(scene.lake());
     if let Some(failpoint) = failpoint {
         command.env("ZENDESK_LAKE_FAILPOINT", failpoint);
     }
     command.output().await.expect("the binary runs")
 }
 
+/// Statuses of tickets Zendesk updates (all but `closed`).
+const UPDATABLE: [&str; 5] = ["new", "open", "pending", "hold", "solved"];
+
+/// Push a priority, a tag and a note to each of `n` tickets with the binary killed at `case`;
+/// then the next run must leave each note on its ticket once and each field applied, and a
+/// third run must send nothing.
+async fn killed_then_run_again(case: &str, n: usize) {
+    use std::os::unix::process::ExitStatusExt as _;
+    let scene = Scene::small().await;
+    let sim = &scene.sim;
+    let open = tickets(sim, &UPDATABLE, n);
+    assert_eq!(open.len(), n, "the account has {n} tickets to change");
+    let rows: Vec<Value> = open
+        .iter()
+        .map(|t| {
+            json!({
+                "id": t["id"], "priority": other_priority(t), "additional_tags": ["killed"],
+                "comment": {"body": format!("note for {}", t["id"])},
+            })
+        })
+        .collect();
+    write_source(&scene, &rows).await;
+
+    let killed = push_binary(&scene, Some(case)).await;
+    assert_eq!(
+        killed.status.signal(),
+        Some(libc::SIGKILL),
+        "{case}: {}",
+        String::from_utf8_lossy(&killed.stderr)
+    );
+    let out = push_binary(&scene, None).await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{case}: {stderr}");
+
+    // Zendesk's ground truth: each note once, each field change applied.
+    let comments = sim.comments_added();
+    let records = sim.records("tickets");
+    for ticket in &open {
+        let id = ticket["id"].as_i64().unwrap();
+        let added = comments.get(&id).cloned().unwrap_or_default();
+        assert_eq!(added.len(), 1, "{case}: ticket {id}: {added:?}");
+        assert_eq!(added[0]["body"], json!(format!("note for {id}")), "{case}");
+        let now = records.iter().find(|t| t["id"] == json!(id)).unwrap();
+        assert_eq!(now["priority"], json!(other_priority(ticket)), "{case}");
+        assert!(tags(now).contains(&"killed".to_owned()), "{case}: {now:?}");
+    }
+
+    // And once more: nothing left to send.
+    let before = sim.update_requests().len();
+    let out = push_binary(&scene, None).await;
+    assert_eq!(out.status.code(), Some(0), "{case}");
+    assert_eq!(
+        sim.update_requests().len(),
+        before,
+        "{case}: a third run sends nothing"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_push_killed_at_any_point_adds_each_comment_once_after_the_next_run() {
-    use std::os::unix::process::ExitStatusExt as _;
     for point in zendesk_lake::failpoint::PUSH_POINTS {
-        let case = format!("{point}:1");
-        let (sim, server) = start(small()).await;
-        let dir = tempfile::tempdir().unwrap();
-        let open = tickets(&sim, &["open", "pending", "new"], 3);
-        let rows: Vec<Value> = open
-            .iter()
-            .map(|t| {
-                json!({
-                    "id": t["id"], "priority": other_priority(t), "additional_tags": ["killed"],
-                    "comment": {"body": format!("note for {}", t["id"])},
-                })
-            })
-            .collect();
-        write_source(dir.path(), &rows).await;
+        killed_then_run_again(&format!("{point}:1"), 3).await;
+    }
+}
 
-        let killed = push_binary(&server, dir.path(), Some(&case)).await;
-        assert_eq!(
-            killed.status.signal(),
-            Some(libc::SIGKILL),
-            "{case}: {}",
-            String::from_utf8_lossy(&killed.stderr)
-        );
-        let out = push_binary(&server, dir.path(), None).await;
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(0), "{case}: {stderr}");
-
-        // Zendesk's ground truth: each note once, each field change applied.
-        let comments = sim.comments_added();
-        let records = sim.records("tickets");
-        for ticket in &open {
-            let id = ticket["id"].as_i64().unwrap();
-            let added = comments.get(&id).cloned().unwrap_or_default();
-            assert_eq!(added.len(), 1, "{case}: ticket {id}: {added:?}");
-            assert_eq!(added[0]["body"], json!(format!("note for {id}")), "{case}");
-            let now = records.iter().find(|t| t["id"] == json!(id)).unwrap();
-            assert_eq!(now["priority"], json!(other_priority(ticket)), "{case}");
-            assert!(tags(now).contains(&"killed".to_owned()), "{case}: {now:?}");
-        }
-
-        // And once more: nothing left to send.
-        let before = sim.update_requests().len();
-        let out = push_binary(&server, dir.path(), None).await;
-        assert_eq!(out.status.code(), Some(0), "{case}");
-        assert_eq!(
-            sim.update_requests().len(),
-            before,
-            "{case}: a third run sends nothing"
-        );
+/// 150 tickets make two `update_many` batches: killed at any point of the second, the first's
+/// comments are done and are not sent again, the second's are settled and sent once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_push_killed_in_its_second_batch_adds_each_comment_once_after_the_next_run() {
+    for point in zendesk_lake::failpoint::PUSH_POINTS {
+        killed_then_run_again(&format!("{point}:2"), 150).await;
     }
 }
 
@@ -355,36 +337,36 @@ async fn a_push_killed_at_any_point_adds_each_comment_once_after_the_next_run() 
 /// meanwhile: the next push settles the comment by the job's result, without sending it again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pending_comment_whose_job_completed_meanwhile_is_done_and_not_sent_again() {
-    use zendesk_lake::lake::state::{PushRow, PushStatus, StateWriter, PUSH_STATE};
+    use zendesk_lake::lake::state::{
+        JobRef, PushRow, PushStatus, Recorded, StateWriter, PUSH_STATE,
+    };
     use zendesk_lake::zendesk::writers::{jobs, tickets as writers};
     use zendesk_lake::zendesk::{Client, RequestStats};
 
-    let (sim, server) = start(small()).await;
-    let dir = tempfile::tempdir().unwrap();
-    let ticket = &tickets(&sim, &["open", "pending", "new"], 1)[0];
+    let scene = Scene::small().await;
+    let sim = &scene.sim;
+    let ticket = &tickets(sim, &["open", "pending", "new"], 1)[0];
     let id = ticket["id"].as_i64().unwrap();
     let comment = json!({"body": "sent by a run that died", "public": false});
     write_source(
-        dir.path(),
+        &scene,
         &[json!({"id": id, "priority": other_priority(ticket), "comment": comment})],
     )
     .await;
 
     // What the run that died did: its row recorded pending with its job, its job completed.
-    let settings = settings(&server, dir.path(), "");
+    let settings = scene.settings();
     let client = Client::try_new(&settings.zendesk).unwrap();
     let stats = RequestStats::default();
     let update = json!({"id": id, "priority": other_priority(ticket), "comment": comment});
     let job = writers::update_many(&client, &stats, &[update])
         .await
         .unwrap();
-    let poll = Poll {
-        first: Duration::from_millis(5),
-        max: Duration::from_millis(20),
-    };
-    let done = jobs::wait(&client, &stats, &job.id, poll).await.unwrap();
+    let done = jobs::wait(&client, &stats, &job.id, FAST_POLL)
+        .await
+        .unwrap();
     assert!(done.is_some_and(|j| j.is_done()));
-    let lake = open_lake(dir.path());
+    let lake = open_lake(&scene.lake());
     let key = zendesk_lake::commands::push::comment_key(id, &comment);
     StateWriter::new(&lake, PUSH_STATE, "dead-run")
         .append(&[PushRow {
@@ -392,16 +374,16 @@ async fn a_pending_comment_whose_job_completed_meanwhile_is_done_and_not_sent_ag
             ticket_id: id,
             status: PushStatus::Pending,
             error: None,
-            job_id: Some(job.id.clone()),
-            job_index: Some(0),
-            run_id: String::new(),
-            run_seq: 0,
-            recorded_at: 0,
+            job: JobRef {
+                job_id: Some(job.id.clone()),
+                job_index: Some(0),
+            },
+            recorded: Recorded::default(),
         }])
         .await
         .unwrap();
 
-    let report = run(&server, dir.path(), PushOptions::sql(&sql())).await;
+    let report = run(&scene, PushOptions::sql(&sql())).await;
     assert!(report.is_ok(), "{report:?}");
     assert_eq!(report.settled_done, 1, "{report:?}");
     assert_eq!(report.updated, 0, "{report:?}");
@@ -410,4 +392,80 @@ async fn a_pending_comment_whose_job_completed_meanwhile_is_done_and_not_sent_ag
     let state: Vec<PushRow> = lake.state_latest(&PUSH_STATE).await.unwrap();
     let row = state.iter().find(|r| r.key == key).unwrap();
     assert_eq!(row.status, PushStatus::Done);
+}
+
+/// `_push_state` as the first version of push wrote it: no `job_index` column.
+fn old_push_state_schema() -> Arc<Schema> {
+    Arc::new(Schema::new(vec![
+        Field::new("key", DataType::Utf8, false),
+        Field::new("ticket_id", DataType::Int64, false),
+        Field::new("status", DataType::Utf8, false),
+        Field::new("error", DataType::Utf8, true),
+        Field::new("job_id", DataType::Utf8, true),
+        Field::new("run_id", DataType::Utf8, false),
+        Field::new("run_seq", DataType::Int64, false),
+        Field::new("recorded_at", timestamp(), false),
+    ]))
+}
+
+/// A lake whose `_push_state` an older version wrote (without `job_index`): a comment it
+/// pushed is not sent again, one it left pending is settled and sent once, a new one is sent,
+/// and the table takes the new column.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_push_state_table_without_job_index_is_appended_to() {
+    use zendesk_lake::commands::push::comment_key;
+    let scene = Scene::small().await;
+    let sim = &scene.sim;
+    let three = tickets(sim, &UPDATABLE, 3);
+    let ids: Vec<i64> = three.iter().map(|t| t["id"].as_i64().unwrap()).collect();
+    let note = |n: usize| json!({"body": format!("note {n}"), "public": false});
+    let rows: Vec<Value> = (0..3)
+        .map(|n| json!({"id": ids[n], "comment": note(n)}))
+        .collect();
+    write_source(&scene, &rows).await;
+    // The older version pushed note 0 (done) and recorded note 1 pending, then died before
+    // sending it.
+    let old = [
+        json!({"key": comment_key(ids[0], &note(0)), "ticket_id": ids[0], "status": "done",
+               "job_id": "V3-old", "run_id": "old-run", "run_seq": 2, "recorded_at": 1_700_000_000_000_000i64}),
+        json!({"key": comment_key(ids[1], &note(1)), "ticket_id": ids[1], "status": "pending",
+               "run_id": "old-run", "run_seq": 1, "recorded_at": 1_700_000_000_000_000i64}),
+    ];
+    write_table(
+        &scene.lake(),
+        "_push_state",
+        batch(old_push_state_schema(), &old),
+    )
+    .await;
+
+    let report = run(&scene, PushOptions::sql(&sql())).await;
+    assert!(report.is_ok(), "{report:?}");
+    assert_eq!(report.settled_unapplied, 1, "{report:?}");
+    let comments = sim.comments_added();
+    assert!(
+        !comments.contains_key(&ids[0]),
+        "note 0 not sent again: {comments:?}"
+    );
+    for n in [1, 2] {
+        let added = &comments[&ids[n]];
+        assert_eq!(added.len(), 1, "{added:?}");
+        assert_eq!(added[0]["body"], json!(format!("note {n}")));
+    }
+    let table = open_lake(&scene.lake())
+        .open("_push_state")
+        .await
+        .unwrap()
+        .unwrap();
+    let columns: Vec<String> = table
+        .snapshot()
+        .unwrap()
+        .schema()
+        .fields()
+        .map(|f| f.name().clone())
+        .collect();
+    assert!(columns.contains(&"job_index".to_owned()), "{columns:?}");
+
+    let again = run(&scene, PushOptions::sql(&sql())).await;
+    assert!(again.is_ok(), "{again:?}");
+    assert_eq!(sim.update_requests().len(), 1, "a second run sends nothing");
 }

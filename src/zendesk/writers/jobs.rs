@@ -6,16 +6,21 @@
 //! off between polls from [`Poll::first`] to [`Poll::max`]: a job of 100 rows takes seconds, and
 //! polling it faster spends the budget the import itself needs.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde::Deserialize;
 use serde_json::Value;
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 
 use crate::zendesk::{Client, Error, Request, RequestStats, Result};
 
 /// The label of job requests in errors and logs.
 pub const STREAM: &str = "jobs";
+
+/// The fewest requests a bulk write's batch takes: the write, and one poll of its job (the
+/// dry runs' estimates).
+pub const REQUESTS_PER_BATCH: u64 = 2;
 
 /// How many pages of the account's job list are read: it is newest first, and the jobs that
 /// matter (still queued or working) are the newest.
@@ -134,6 +139,52 @@ pub async fn status(client: &Client, stats: &RequestStats, id: &str) -> Result<O
     }
 }
 
+/// What Zendesk's jobs say of rows an earlier run sent ([`resolve`]).
+#[derive(Debug)]
+pub struct Resolved<'a, T> {
+    /// Each row whose job ended with a result for it, with that result.
+    pub results: Vec<(&'a T, JobResult)>,
+    /// The rows no job says anything of: no job recorded, a job Zendesk no longer knows, no
+    /// result for the row's index.
+    pub unknown: Vec<&'a T>,
+}
+
+/// Read what became of `rows`, sent by a run that ended before it knew (docs/ARCHITECTURE.md,
+/// "The write path"): wait for each recorded job (`job_of`: its id and the row's index in its
+/// request) and take the row's result; then, if any row is left unknown, wait for every job of
+/// the account still running, so that what the caller finds out of those rows next (a look-up)
+/// is final.
+pub async fn resolve<'a, T>(
+    client: &Client,
+    stats: &RequestStats,
+    poll: Poll,
+    rows: &'a [T],
+    job_of: impl Fn(&'a T) -> Option<(&'a str, Option<usize>)>,
+) -> Result<Resolved<'a, T>> {
+    let mut by_job: BTreeMap<&str, Vec<(&T, Option<usize>)>> = BTreeMap::new();
+    let mut unknown = Vec::new();
+    for row in rows {
+        match job_of(row) {
+            Some((id, index)) => by_job.entry(id).or_default().push((row, index)),
+            None => unknown.push(row),
+        }
+    }
+    let mut results = Vec::new();
+    for (id, rows) in by_job {
+        let job = wait(client, stats, id, poll).await?;
+        for (row, index) in rows {
+            match job.as_ref().zip(index).and_then(|(job, i)| job.result(i)) {
+                Some(result) => results.push((row, result.clone())),
+                None => unknown.push(row),
+            }
+        }
+    }
+    if !unknown.is_empty() {
+        wait_running(client, stats, poll).await?;
+    }
+    Ok(Resolved { results, unknown })
+}
+
 /// Wait for every job of the account still queued or working: a killed run's request may be
 /// answered after it died, so its writes are only known once such jobs end.
 pub async fn wait_running(client: &Client, stats: &RequestStats, poll: Poll) -> Result<()> {
@@ -144,6 +195,26 @@ pub async fn wait_running(client: &Client, stats: &RequestStats, poll: Poll) -> 
         }
     }
     Ok(())
+}
+
+/// `job`, as a bulk write answered it, once it ended; without results when Zendesk no longer
+/// knows it or polling it failed (logged): its rows' outcome is then unknown, and the next run
+/// resolves them ([`resolve`]).
+pub async fn ended(client: &Client, stats: &RequestStats, job: JobStatus, poll: Poll) -> JobStatus {
+    match wait(client, stats, &job.id, poll).await {
+        Ok(Some(done)) => done,
+        Ok(None) => JobStatus {
+            results: Vec::new(),
+            ..job
+        },
+        Err(error) => {
+            warn!(%error, job = %job.id, "polling the job failed: its rows' outcome is unknown until the next run");
+            JobStatus {
+                results: Vec::new(),
+                ..job
+            }
+        }
+    }
 }
 
 /// Poll job `id` until it ends, backing off by `poll`; `None` when Zendesk does not know it.
