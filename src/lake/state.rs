@@ -220,15 +220,36 @@ pub fn state_app_id(table: &str, run_id: &str) -> String {
     format!("zendesk-lake-state/{table}/{run_id}")
 }
 
-/// One run's appends to a state table, each made exactly once, one at a time.
+/// One run's appends to a state table, each made exactly once.
+///
+/// Commits are made one at a time, on a handle of the table the writer keeps (a state table
+/// gains a commit per append, and loading its log for each would cost more as it grows). Rows
+/// appended while a commit is being made join the next commit (a group commit): an import
+/// with sixteen jobs in flight records its batches' steps in fewer commits than steps, and
+/// each caller returns once the commit holding its rows is made.
 #[derive(Debug)]
 pub struct StateWriter {
     lake: Lake,
     table: StateTable,
     run_id: String,
     app: String,
-    /// Appends made so far.
-    seq: tokio::sync::Mutex<i64>,
+    /// Appends made so far, and the table's handle at the last of them.
+    committed: tokio::sync::Mutex<Committed>,
+    /// Rows waiting for the next commit, each set with the channel that tells its caller how
+    /// the commit went.
+    queue: std::sync::Mutex<Vec<Queued>>,
+}
+
+#[derive(Debug, Default)]
+struct Committed {
+    seq: i64,
+    table: Option<DeltaTable>,
+}
+
+#[derive(Debug)]
+struct Queued {
+    rows: Vec<Value>,
+    done: tokio::sync::oneshot::Sender<std::result::Result<(), String>>,
 }
 
 impl StateWriter {
@@ -238,7 +259,8 @@ impl StateWriter {
             app: state_app_id(table.name, run_id),
             table,
             run_id: run_id.to_owned(),
-            seq: tokio::sync::Mutex::new(0),
+            committed: tokio::sync::Mutex::new(Committed::default()),
+            queue: std::sync::Mutex::new(Vec::new()),
         }
     }
 
@@ -250,29 +272,78 @@ impl StateWriter {
         &self.lake
     }
 
-    /// Append `rows` in one commit, exactly once (nothing for no rows).
+    /// Append `rows`, exactly once, in one commit with any rows appended meanwhile (nothing
+    /// for no rows); returns once that commit is made.
     pub async fn append<T: Serialize>(&self, rows: &[T]) -> Result<()> {
         if rows.is_empty() {
             return Ok(());
         }
         let name = self.table.name;
-        let mut seq = self.seq.lock().await;
-        let next = *seq + 1;
+        let rows = self.values(rows)?;
+        let (done, outcome) = tokio::sync::oneshot::channel();
+        self.queued().push(Queued { rows, done });
+        let mut committed = self.committed.lock().await;
+        // Whoever holds the lock commits every queued set, this one's too unless an earlier
+        // holder took it.
+        let queued = std::mem::take(&mut *self.queued());
+        if !queued.is_empty() {
+            let (rows, waiting): (Vec<Vec<Value>>, Vec<_>) =
+                queued.into_iter().map(|q| (q.rows, q.done)).unzip();
+            let result = self
+                .commit(&mut committed, rows.into_iter().flatten().collect())
+                .await;
+            let told = result.as_ref().map(|_| ()).map_err(ToString::to_string);
+            for done in waiting {
+                let _ = done.send(told.clone());
+            }
+            result?;
+        }
+        drop(committed);
+        match outcome.await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(message)) => Err(Error::invalid(name, message)),
+            Err(_) => Err(Error::invalid(
+                name,
+                "the commit of these rows was abandoned",
+            )),
+        }
+    }
+
+    /// Commit `rows` as the next append, exactly once, on the kept handle.
+    async fn commit(&self, committed: &mut Committed, rows: Vec<Value>) -> Result<()> {
+        let name = self.table.name;
+        let next = committed.seq + 1;
         let batch = self.batch(rows, next)?;
-        let mut table = self
-            .lake
-            .create_if_missing(name, (self.table.schema)(), self.table.description)
-            .await?;
+        // A handle read afresh (the first append, or after one that failed) may already hold
+        // this append, if the failed one was made after all.
+        let fresh = committed.table.is_none();
+        let mut table = match committed.table.take() {
+            Some(table) => table,
+            None => {
+                self.lake
+                    .create_if_missing(name, (self.table.schema)(), self.table.description)
+                    .await?
+            }
+        };
         let mut attempt = 1;
         loop {
-            if txn_version(name, &table, &self.app)
-                .await?
-                .is_some_and(|v| v >= next)
+            if (fresh || attempt > 1)
+                && txn_version(name, &table, &self.app)
+                    .await?
+                    .is_some_and(|v| v >= next)
             {
                 break;
             }
             match self.put(&table, &batch, next).await {
-                Ok(()) => break,
+                Ok(Some(written)) => {
+                    table = written;
+                    break;
+                }
+                Ok(None) => {
+                    // Made, by the log's word: the handle is read again.
+                    table = self.reopen().await?;
+                    break;
+                }
                 Err(Unmade::Refused(error)) => return Err(Error::delta(name)(error)),
                 Err(unmade) if attempt >= ATTEMPTS => {
                     return Err(unmade.into_error(name, &format!("append #{next}")))
@@ -285,12 +356,24 @@ impl StateWriter {
                 }
             }
             attempt += 1;
-            table = self.lake.open(name).await?.ok_or_else(|| {
-                Error::invalid(name, "it disappeared while rows were being recorded")
-            })?;
+            table = self.reopen().await?;
         }
-        *seq = next;
+        committed.seq = next;
+        committed.table = Some(table);
         Ok(())
+    }
+
+    async fn reopen(&self) -> Result<DeltaTable> {
+        let name = self.table.name;
+        self.lake
+            .open(name)
+            .await?
+            .ok_or_else(|| Error::invalid(name, "it disappeared while rows were being recorded"))
+    }
+
+    fn queued(&self) -> std::sync::MutexGuard<'_, Vec<Queued>> {
+        // Poisoning needs a panic while holding the lock, which only a bug can cause.
+        self.queue.lock().expect("state writer queue poisoned")
     }
 
     /// Append `rows` in one commit on top of `read`, the version of the table its caller
@@ -302,12 +385,13 @@ impl StateWriter {
         read: &DeltaTable,
     ) -> Result<bool> {
         let name = self.table.name;
-        let mut seq = self.seq.lock().await;
-        let next = *seq + 1;
-        let batch = self.batch(rows, next)?;
+        let mut committed = self.committed.lock().await;
+        let next = committed.seq + 1;
+        let batch = self.batch(self.values(rows)?, next)?;
         match self.put(read, &batch, next).await {
-            Ok(()) => {
-                *seq = next;
+            Ok(written) => {
+                committed.seq = next;
+                committed.table = written;
                 Ok(true)
             }
             Err(Unmade::Taken(_)) => Ok(false),
@@ -315,20 +399,24 @@ impl StateWriter {
         }
     }
 
-    /// `rows` as the batch of append `seq`, with the writer's columns filled.
-    fn batch<T: Serialize>(&self, rows: &[T], seq: i64) -> Result<RecordBatch> {
+    /// `rows` as JSON objects.
+    fn values<T: Serialize>(&self, rows: &[T]) -> Result<Vec<Value>> {
+        let name = self.table.name;
+        (rows.iter())
+            .map(|row| serde_json::to_value(row).map_err(|e| Error::invalid(name, e.to_string())))
+            .collect()
+    }
+
+    /// `values` as the batch of append `seq`, with the writer's columns filled.
+    fn batch(&self, mut values: Vec<Value>, seq: i64) -> Result<RecordBatch> {
         let name = self.table.name;
         let now = chrono::Utc::now().timestamp_micros();
-        let mut values = Vec::with_capacity(rows.len());
-        for row in rows {
-            let mut value =
-                serde_json::to_value(row).map_err(|e| Error::invalid(name, e.to_string()))?;
-            if let Value::Object(map) = &mut value {
+        for value in &mut values {
+            if let Value::Object(map) = value {
                 map.insert(RUN_ID_COLUMN.into(), Value::from(self.run_id.clone()));
                 map.insert(RUN_SEQ_COLUMN.into(), Value::from(seq));
                 map.insert(RECORDED_AT_COLUMN.into(), Value::from(now));
             }
-            values.push(value);
         }
         let mut decoder = ReaderBuilder::new((self.table.schema)())
             .build_decoder()
@@ -343,13 +431,14 @@ impl StateWriter {
     }
 
     /// Commit `batch` as append `seq` on top of `table`'s version (aiming at exactly the next
-    /// one), settled from the log after an error.
+    /// one), settled from the log after an error: the table at the commit when the write
+    /// answered, None when the log says it was made.
     async fn put(
         &self,
         table: &DeltaTable,
         batch: &RecordBatch,
         seq: i64,
-    ) -> std::result::Result<(), Unmade> {
+    ) -> std::result::Result<Option<DeltaTable>, Unmade> {
         let intent = Intent::new().with_transaction(self.app.clone(), seq);
         let read = table.version();
         let log = table.log_store();
@@ -363,10 +452,10 @@ impl StateWriter {
             .with_commit_properties(intent.properties())
             .await;
         match written {
-            Ok(_) => Ok(()),
+            Ok(table) => Ok(Some(table)),
             Err(error) => settle(self.table.name, log.as_ref(), read, &intent, error)
                 .await
-                .map(|_| ()),
+                .map(|_| None),
         }
     }
 }
@@ -541,5 +630,46 @@ mod tests {
             .unwrap()
             .value(0);
         assert_eq!(n, 2);
+    }
+
+    /// Appends made while a commit is being made join the next one: each row is recorded once,
+    /// in fewer commits than appends, and every caller returns after its rows are committed.
+    #[tokio::test]
+    async fn concurrent_appends_share_commits_and_record_each_row_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let lake = Lake::try_new(dir.path().to_str().unwrap(), HashMap::new()).unwrap();
+        let writer = StateWriter::new(&lake, IMPORT_STATE, "run-1");
+        let appends = 32;
+        let ids: Vec<String> = (0..appends).map(|i| format!("e-{i}")).collect();
+        futures::future::try_join_all(ids.iter().map(|id| {
+            let writer = &writer;
+            async move {
+                writer
+                    .append(&[row(id, ImportStatus::Pending, None)])
+                    .await?;
+                // Returned: its row is in the table.
+                let latest: Vec<ImportRow> = writer.lake().state_latest(&IMPORT_STATE).await?;
+                assert!(latest.iter().any(|r| &r.external_id == id), "{id}");
+                Ok::<_, Error>(())
+            }
+        }))
+        .await
+        .unwrap();
+        let latest: Vec<ImportRow> = lake.state_latest(&IMPORT_STATE).await.unwrap();
+        assert_eq!(latest.len(), appends);
+        let rows = lake
+            .query("SELECT count(*) AS n, count(DISTINCT run_seq) AS commits FROM _import_state")
+            .await
+            .unwrap();
+        let count = |c: usize| {
+            rows[0]
+                .column(c)
+                .as_any()
+                .downcast_ref::<deltalake::arrow::array::Int64Array>()
+                .unwrap()
+                .value(0)
+        };
+        assert_eq!(count(0), appends as i64, "every row once");
+        assert!(count(1) < appends as i64, "{} commits for {appends} appends", count(1));
     }
 }
