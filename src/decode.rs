@@ -1364,6 +1364,43 @@ mod tests {
     }
 
     #[test]
+    fn fields_of_real_exports_have_columns() {
+        let user = json!({"id": 5, "updated_at": "2024-01-02T00:00:00Z", "active": false,
+            "permanently_deleted": true});
+        let batch = decode_values(find("users").unwrap(), &[user], now())
+            .unwrap()
+            .batch;
+        let flag = batch
+            .column_by_name("permanently_deleted")
+            .unwrap()
+            .as_boolean();
+        assert!(flag.value(0));
+        assert_eq!(
+            count_deleted(&batch),
+            1,
+            "a permanently deleted user is inactive: deleted"
+        );
+        let ticket = json!({"id": 7, "generated_timestamp": 1, "encoded_id": "PZ3Y9K-XJ5Q"});
+        let batch = decode_values(find("tickets").unwrap(), &[ticket], now())
+            .unwrap()
+            .batch;
+        let code = batch
+            .column_by_name("encoded_id")
+            .unwrap()
+            .as_string::<i32>();
+        assert_eq!(code.value(0), "PZ3Y9K-XJ5Q");
+        let post = json!({"id": 9, "updated_at": "2024-01-02T00:00:00Z", "frozen": true});
+        let batch = decode_values(find("posts").unwrap(), &[post], now())
+            .unwrap()
+            .batch;
+        assert!(batch
+            .column_by_name("frozen")
+            .unwrap()
+            .as_boolean()
+            .value(0));
+    }
+
+    #[test]
     fn wrong_type_names_table_id_and_field() {
         let spec = find("tickets").unwrap();
         let record = json!({"id": 9, "generated_timestamp": 1, "requester_id": {"oops": 1}});
