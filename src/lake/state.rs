@@ -670,6 +670,10 @@ mod tests {
                 .value(0)
         };
         assert_eq!(count(0), appends as i64, "every row once");
-        assert!(count(1) < appends as i64, "{} commits for {appends} appends", count(1));
+        assert!(
+            count(1) < appends as i64,
+            "{} commits for {appends} appends",
+            count(1)
+        );
     }
 }
