@@ -222,18 +222,18 @@ pub fn state_app_id(table: &str, run_id: &str) -> String {
 
 /// One run's appends to a state table, each made exactly once.
 ///
-/// Commits are made one at a time, on a handle of the table the writer keeps (a state table
-/// gains a commit per append, and loading its log for each would cost more as it grows). Rows
-/// appended while a commit is being made join the next commit (a group commit): an import
-/// with sixteen jobs in flight records its batches' steps in fewer commits than steps, and
-/// each caller returns once the commit holding its rows is made.
+/// Commits are made one at a time, each on the table read afresh (a handle kept between
+/// commits made them slower: BENCHMARKS.md, "`listen` and `import` (issue 19)"). Rows appended
+/// while a commit is being made join the next commit (a group commit): an import with sixteen
+/// jobs in flight records its batches' steps in fewer commits than steps, and each caller
+/// returns once the commit holding its rows is made.
 #[derive(Debug)]
 pub struct StateWriter {
     lake: Lake,
     table: StateTable,
     run_id: String,
     app: String,
-    /// Appends made so far, and the table's handle at the last of them.
+    /// Appends made so far.
     committed: tokio::sync::Mutex<Committed>,
     /// Rows waiting for the next commit, each set with the channel that tells its caller how
     /// the commit went.
@@ -243,7 +243,6 @@ pub struct StateWriter {
 #[derive(Debug, Default)]
 struct Committed {
     seq: i64,
-    table: Option<DeltaTable>,
 }
 
 #[derive(Debug)]
@@ -309,41 +308,26 @@ impl StateWriter {
         }
     }
 
-    /// Commit `rows` as the next append, exactly once, on the kept handle.
+    /// Commit `rows` as the next append, exactly once.
     async fn commit(&self, committed: &mut Committed, rows: Vec<Value>) -> Result<()> {
         let name = self.table.name;
         let next = committed.seq + 1;
         let batch = self.batch(rows, next)?;
-        // A handle read afresh (the first append, or after one that failed) may already hold
-        // this append, if the failed one was made after all.
-        let fresh = committed.table.is_none();
-        let mut table = match committed.table.take() {
-            Some(table) => table,
-            None => {
-                self.lake
-                    .create_if_missing(name, (self.table.schema)(), self.table.description)
-                    .await?
-            }
-        };
+        let mut table = self
+            .lake
+            .create_if_missing(name, (self.table.schema)(), self.table.description)
+            .await?;
         let mut attempt = 1;
         loop {
-            if (fresh || attempt > 1)
-                && txn_version(name, &table, &self.app)
-                    .await?
-                    .is_some_and(|v| v >= next)
+            // An append that failed may have been made after all.
+            if txn_version(name, &table, &self.app)
+                .await?
+                .is_some_and(|v| v >= next)
             {
                 break;
             }
             match self.put(&table, &batch, next).await {
-                Ok(Some(written)) => {
-                    table = written;
-                    break;
-                }
-                Ok(None) => {
-                    // Made, by the log's word: the handle is read again.
-                    table = self.reopen().await?;
-                    break;
-                }
+                Ok(()) => break,
                 Err(Unmade::Refused(error)) => return Err(Error::delta(name)(error)),
                 Err(unmade) if attempt >= ATTEMPTS => {
                     return Err(unmade.into_error(name, &format!("append #{next}")))
@@ -359,7 +343,6 @@ impl StateWriter {
             table = self.reopen().await?;
         }
         committed.seq = next;
-        committed.table = Some(table);
         Ok(())
     }
 
@@ -389,9 +372,8 @@ impl StateWriter {
         let next = committed.seq + 1;
         let batch = self.batch(self.values(rows)?, next)?;
         match self.put(read, &batch, next).await {
-            Ok(written) => {
+            Ok(()) => {
                 committed.seq = next;
-                committed.table = written;
                 Ok(true)
             }
             Err(Unmade::Taken(_)) => Ok(false),
@@ -431,14 +413,13 @@ impl StateWriter {
     }
 
     /// Commit `batch` as append `seq` on top of `table`'s version (aiming at exactly the next
-    /// one), settled from the log after an error: the table at the commit when the write
-    /// answered, None when the log says it was made.
+    /// one), settled from the log after an error.
     async fn put(
         &self,
         table: &DeltaTable,
         batch: &RecordBatch,
         seq: i64,
-    ) -> std::result::Result<Option<DeltaTable>, Unmade> {
+    ) -> std::result::Result<(), Unmade> {
         let intent = Intent::new().with_transaction(self.app.clone(), seq);
         let read = table.version();
         let log = table.log_store();
@@ -452,10 +433,10 @@ impl StateWriter {
             .with_commit_properties(intent.properties())
             .await;
         match written {
-            Ok(table) => Ok(Some(table)),
+            Ok(_) => Ok(()),
             Err(error) => settle(self.table.name, log.as_ref(), read, &intent, error)
                 .await
-                .map(|_| None),
+                .map(|_| ()),
         }
     }
 }
