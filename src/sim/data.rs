@@ -386,6 +386,8 @@ pub(crate) struct State {
     /// The times the last round's changes were dated in (for the records kept apart from the
     /// state: triggers).
     pub(crate) window: (i64, i64),
+    /// The tag listing's cap and the tags it served (`tags.rs`).
+    pub(crate) tags: super::tags::Tags,
 }
 
 impl State {
@@ -407,6 +409,7 @@ impl State {
             bias: None,
             jobs: super::jobs::Jobs::default(),
             window: (origin, origin),
+            tags: super::tags::Tags::new(config.tags_listed),
         };
         let lo = origin - YEAR_SECS;
         let hi = origin - MIN_AGE_SECS - GENERATED_LAG_MAX;

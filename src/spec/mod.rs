@@ -94,6 +94,7 @@ const SCHEMA_FILES: &[(&str, &str)] = &[
         "custom_roles",
         include_str!("../../schemas/custom_roles.json"),
     ),
+    ("tags", include_str!("../../schemas/tags.json")),
     (
         "side_conversations",
         include_str!("../../schemas/side_conversations.json"),
@@ -463,6 +464,9 @@ pub struct Table {
     #[serde(default = "default_true")]
     pub by_default: bool,
     pub primary_key: String,
+    /// The timestamp column that tells which of two versions of a row is newer; a snapshot
+    /// table whose listing carries no timestamp (tags) names `_synced_at`: the row listed last
+    /// is the newest.
     pub cursor_field: String,
     /// Field whose value stands in for a missing cursor field (tickets from list and show
     /// endpoints carry no `generated_timestamp`; `updated_at` is its lower bound).
@@ -492,9 +496,12 @@ impl Table {
         }
         match find(&spec.cursor_field) {
             Some(c) if c.kind == ColumnType::Timestamp => {}
+            // A listing without timestamps (tags): the row listed last is the newest.
+            None if spec.cursor_field == SYNCED_AT_COLUMN && spec.write == WriteMode::Snapshot => {}
             _ => {
                 return Err(format!(
-                    "cursor field {} must be a timestamp column",
+                    "cursor field {} must be a timestamp column (or `{SYNCED_AT_COLUMN}` for a \
+                     snapshot table whose listing carries none)",
                     spec.cursor_field
                 ))
             }

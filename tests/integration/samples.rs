@@ -7,7 +7,7 @@ use serde_json::Value;
 use zendesk_lake::decode;
 use zendesk_lake::spec as objects;
 
-use crate::common::rows_by_id;
+use crate::common::{key_text, rows_by_id, rows_by_key};
 
 fn body(file: &str) -> Value {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -25,10 +25,11 @@ fn decodes_exactly(object: &str, records: &[Value]) {
     let decoded = decode::decode_values(spec, records, Utc::now())
         .unwrap_or_else(|e| panic!("{object} sample does not decode: {e}"));
     assert_eq!(decoded.batch.num_rows(), records.len());
-    let rows = rows_by_id(&[decoded.batch]);
+    let key = spec.primary_key.as_str();
+    let rows = rows_by_key(&[decoded.batch], key);
     for record in records {
-        let id = record["id"].as_i64().unwrap();
-        let row = &rows[&id.to_string()];
+        let id = key_text(&record[key]);
+        let row = &rows[&id];
         for column in &spec.columns {
             let mut source = record;
             for part in column.path().split('.') {
@@ -491,4 +492,29 @@ fn configuration_values_people_filter_on_are_flattened() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("cursor"), "{err}");
+}
+
+/// The account's tag listing (a documented shape: the recorded `list_tags.json` of the shared
+/// samples is one ticket's tags, a list of strings): one row per tag keyed by its name, with
+/// its count; the listing carries no timestamp, so the table's cursor is `_synced_at`.
+#[test]
+fn tag_listing_sample_decodes_by_name() {
+    let tags = body("list_tags.json")["tags"].as_array().unwrap().clone();
+    decodes_exactly("tags", &tags);
+    let spec = objects::find("tags").unwrap();
+    assert_eq!(spec.primary_key, "name");
+    assert_eq!(spec.cursor_field, objects::SYNCED_AT_COLUMN);
+    let decoded = decode::decode_values(spec, &tags, Utc::now()).unwrap();
+    let rows = rows_by_key(&[decoded.batch], "name");
+    for tag in &tags {
+        let row = &rows[tag["name"].as_str().unwrap()];
+        assert_eq!(row["count"], tag["count"]);
+        assert_eq!(row["_deleted"], false);
+        for field in tag.as_object().unwrap().keys() {
+            assert!(spec.column(field).is_some(), "field {field} has no column");
+        }
+    }
+    // A ticket's tags (strings, not objects) are not taken for the account's listing.
+    let strings = [Value::from("exchange"), Value::from("important")];
+    assert!(decode::decode_values(spec, &strings, Utc::now()).is_err());
 }

@@ -1,0 +1,171 @@
+//! The account tables of issue 20 that are neither configuration lists nor children: `tags`
+//! (a snapshot keyed by a string, the listing derived from the tickets' tags), against the
+//! simulator over change rounds. Expected rows come from the simulator's state
+//! (`Simulator::records`, `Simulator::deleted_keys`).
+
+use std::path::Path;
+
+use zendesk_lake::config::Settings;
+use zendesk_lake::lake::maintenance::{Layout, OptimizeOptions};
+use zendesk_lake::sim::{Round, SimConfig, SimServer};
+use zendesk_lake::spec;
+
+use crate::common::*;
+
+fn round(n: usize) -> Round {
+    Round {
+        creates: 20 + n,
+        updates: 60,
+        silent_updates: 5,
+        deletes: 10,
+    }
+}
+
+/// An account whose tag listing is capped low, so that tags leave it as others overtake them.
+fn capped() -> SimConfig {
+    SimConfig {
+        tags_listed: 8,
+        ..small()
+    }
+}
+
+/// Settings syncing `tables` only.
+fn only(server: &SimServer, lake: &Path, tables: &[&str]) -> Settings {
+    let mut settings = settings_all(server, lake, "");
+    settings
+        .tables
+        .retain(|t| tables.contains(&t.name.as_str()));
+    assert_eq!(settings.tables.len(), tables.len(), "all by default");
+    settings
+}
+
+async fn version(lake: &Path, table: &str) -> Option<u64> {
+    open_lake(lake)
+        .open(table)
+        .await
+        .unwrap()
+        .and_then(|t| t.version())
+}
+
+/// The tags table, keyed by the tag's name, equals the listing after every round; a tag that
+/// left the listing is `_deleted` and one that came back is live again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tags_equal_the_listing_after_each_round() {
+    let (sim, server) = start(capped()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut settings = only(&server, dir.path(), &["tags"]);
+    // Pages of 3: the listing's cursor pages are followed.
+    settings.page_size = 3;
+    sync_ok(&settings).await;
+    assert_lake_matches_tables(&sim, dir.path(), &["tags"]).await;
+    assert_eq!(lake_rows(dir.path(), "tags").await.len(), 8);
+    let mut ever_deleted = 0;
+    for n in 1..=4 {
+        sim.apply_round(&round(n));
+        sync_ok(&settings).await;
+        assert_lake_matches_tables(&sim, dir.path(), &["tags"]).await;
+        ever_deleted = ever_deleted.max(deleted_count(dir.path(), "tags").await);
+    }
+    assert!(ever_deleted > 0, "a tag overtaken under the cap is deleted");
+    let live = lake_rows(dir.path(), "tags")
+        .await
+        .into_values()
+        .filter(|row| row["_deleted"] == false)
+        .count();
+    assert_eq!(live, 8, "the listing's cap");
+}
+
+/// A string key everywhere a key works: an idle run commits nothing (the snapshot's
+/// fingerprints by name), `optimize` sorts the files by name and changes no row, the next idle
+/// run still commits nothing, and `status` counts the rows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_string_key_works_in_snapshots_optimize_and_status() {
+    let (sim, server) = start(capped()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let settings = only(&server, dir.path(), &["tags"]);
+    sync_ok(&settings).await;
+    sim.apply_round(&round(1));
+    sync_ok(&settings).await;
+    let before = version(dir.path(), "tags").await;
+    let report = sync_ok(&settings).await;
+    assert_eq!(report.tables[0].commits, 0, "an idle run");
+    assert_eq!(version(dir.path(), "tags").await, before);
+
+    let rows = lake_rows(dir.path(), "tags").await;
+    let lake = open_lake(dir.path());
+    let options = OptimizeOptions {
+        layout: Layout::Cluster,
+        target_file_size: 1,
+    };
+    let optimized = lake.optimize("tags", &options).await.unwrap().unwrap();
+    assert_eq!(optimized.clustered_by.as_deref(), Some("name"));
+    assert_eq!(lake_rows(dir.path(), "tags").await, rows);
+    let after = version(dir.path(), "tags").await;
+    let report = sync_ok(&settings).await;
+    assert_eq!(report.tables[0].commits, 0, "idle after optimize");
+    assert_eq!(version(dir.path(), "tags").await, after);
+
+    sim.apply_round(&round(2));
+    sync_ok(&settings).await;
+    assert_lake_matches_tables(&sim, dir.path(), &["tags"]).await;
+
+    let status = zendesk_lake::commands::status::status(&lake).await.unwrap();
+    let stream = status.iter().find(|s| s.stream == "tags").unwrap();
+    let expected = lake_rows(dir.path(), "tags").await;
+    let deleted = expected.values().filter(|r| r["_deleted"] == true).count();
+    assert_eq!(stream.tables[0].rows, expected.len() as i64);
+    assert_eq!(stream.tables[0].deleted, deleted as i64);
+}
+
+/// A full run costs ceil(tags / 100) requests of 100 (at least one), and nothing else but the
+/// credentials' check.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tags_cost_a_request_per_100_tags() {
+    let (sim, server) = start(small()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut settings = only(&server, dir.path(), &["tags"]);
+    settings.page_size = 1000;
+    let from = sim.request_log().len();
+    let report = sync_ok(&settings).await;
+    let log = sim.request_log()[from..].to_vec();
+    let path = &spec::find("tags").unwrap().source().path;
+    let asked: Vec<&String> = log.iter().filter(|r| r.starts_with(path)).collect();
+    let listed = sim.records("tags").len();
+    assert!(listed > 0);
+    assert_eq!(asked.len(), listed.div_ceil(100).max(1), "{asked:?}");
+    assert!(asked
+        .iter()
+        .all(|r| r.contains("page%5Bsize%5D=100") || r.contains("page[size]=100")));
+    assert_eq!(report.tables[0].requests, asked.len() as u64);
+    assert_eq!(
+        log.len(),
+        asked.len() + 1,
+        "and the credentials' check: {log:?}"
+    );
+}
+
+/// Tags synced together with every default table: the tickets the rounds change move the
+/// listing, and both equal the account after each round; an idle run commits nothing to tags.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tags_with_every_default_table_equal_the_account() {
+    let (sim, server) = start(capped()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let settings = settings_all(&server, dir.path(), "");
+    assert!(
+        settings.tables.iter().any(|t| t.name == "tags"),
+        "by default"
+    );
+    let compared = ["tickets", "tags", "groups", "macros"];
+    sync_ok(&settings).await;
+    assert_lake_matches_tables(&sim, dir.path(), &compared).await;
+    for n in 1..=2 {
+        sim.apply_round(&round(n));
+        sync_ok(&settings).await;
+        assert_lake_matches_tables(&sim, dir.path(), &compared).await;
+    }
+    let before = version(dir.path(), "tags").await;
+    let report = sync_ok(&settings).await;
+    let tags = report.tables.iter().find(|t| t.table == "tags").unwrap();
+    assert_eq!(tags.commits, 0);
+    assert_eq!(version(dir.path(), "tags").await, before);
+}
