@@ -65,6 +65,7 @@ mod endpoints;
 mod events;
 mod http;
 mod jobs;
+mod metric_events;
 mod tags;
 mod webhooks;
 
@@ -611,6 +612,7 @@ impl Simulator {
         }
         match object {
             "tags" => tags::records(&state).0,
+            "ticket_metric_events" => metric_events::records(&state.activity).0,
             "side_conversations" => state.activity.side_conversation_values(),
             "ticket_metrics" => state.activity.metric_values(),
             "ticket_events" => state.activity.event_values(),
@@ -652,6 +654,7 @@ impl Simulator {
         }
         match object {
             "tags" => tags::records(&state).1,
+            "ticket_metric_events" => metric_events::records(&state.activity).1,
             "side_conversations" => state
                 .activity
                 .side_conversation_ids(state.tickets.deleted_ids())

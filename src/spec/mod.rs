@@ -43,6 +43,10 @@ const SCHEMA_FILES: &[(&str, &str)] = &[
         "ticket_field_history",
         include_str!("../../schemas/ticket_field_history.json"),
     ),
+    (
+        "ticket_metric_events",
+        include_str!("../../schemas/ticket_metric_events.json"),
+    ),
     ("groups", include_str!("../../schemas/groups.json")),
     ("brands", include_str!("../../schemas/brands.json")),
     ("sections", include_str!("../../schemas/sections.json")),

@@ -169,3 +169,120 @@ async fn tags_with_every_default_table_equal_the_account() {
     assert_eq!(tags.commits, 0);
     assert_eq!(version(dir.path(), "tags").await, before);
 }
+
+/// Ticket metric events equal the account after every round, alone and with the tickets'
+/// streams; a breach Zendesk deleted (sent again with its old `time`) is `_deleted`; an idle
+/// run commits nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ticket_metric_events_equal_the_account_after_each_round() {
+    let (sim, server) = start(small()).await;
+    let alone = tempfile::tempdir().unwrap();
+    let together = tempfile::tempdir().unwrap();
+    let tables = ["ticket_metric_events"];
+    let with = ["tickets", "ticket_comments", "ticket_metric_events", "tags"];
+    let settings = only(&server, alone.path(), &tables);
+    let all = only(&server, together.path(), &with);
+    for n in 0..=3 {
+        if n > 0 {
+            sim.apply_round(&round(n));
+        }
+        sync_ok(&settings).await;
+        sync_ok(&all).await;
+        assert_lake_matches_tables(&sim, alone.path(), &tables).await;
+        assert_lake_matches_tables(&sim, together.path(), &with).await;
+    }
+    let deleted = sim.deleted_keys("ticket_metric_events").len();
+    assert!(deleted > 0, "some breach was deleted");
+    assert_eq!(
+        deleted_count(alone.path(), "ticket_metric_events").await,
+        deleted
+    );
+    let rows = lake_rows(alone.path(), "ticket_metric_events").await;
+    for kind in [
+        "apply_sla",
+        "breach",
+        "update_status",
+        "measure",
+        "pause",
+        "fulfill",
+    ] {
+        assert!(
+            rows.values().any(|r| r["type"] == kind),
+            "no {kind} event in the lake"
+        );
+    }
+    let before = version(alone.path(), "ticket_metric_events").await;
+    let report = sync_ok(&settings).await;
+    assert_eq!(report.tables[0].commits, 0, "an idle run");
+    assert_eq!(version(alone.path(), "ticket_metric_events").await, before);
+}
+
+/// A full run reads the export 1000 events a page under the incremental-export budget: about
+/// one request per 1000 events (a page never splits a second, so a page may hold more).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ticket_metric_events_cost_a_request_per_1000_events() {
+    let (sim, server) = start(small()).await;
+    sim.apply_round(&round(1));
+    let dir = tempfile::tempdir().unwrap();
+    let mut settings = only(&server, dir.path(), &["ticket_metric_events"]);
+    settings.page_size = 1000;
+    let from = sim.request_log().len();
+    let report = sync_ok(&settings).await;
+    let log = sim.request_log()[from..].to_vec();
+    let path = &spec::find("ticket_metric_events").unwrap().source().path;
+    let asked: Vec<&String> = log.iter().filter(|r| r.starts_with(path)).collect();
+    let events = sim.records("ticket_metric_events").len();
+    assert!(events > 1000, "{events} events");
+    assert!(
+        asked.len() <= events / 1000 + 1 && !asked.is_empty(),
+        "{} requests for {events} events",
+        asked.len()
+    );
+    assert!(
+        asked.iter().all(|r| r.contains("per_page=1000")),
+        "{asked:?}"
+    );
+    assert_eq!(report.tables[0].requests, asked.len() as u64);
+}
+
+/// README's query of SLA breaches per policy per week counts every breach not deleted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sla_breaches_per_policy_per_week_as_the_readme_queries_them() {
+    use zendesk_lake::arrow::compute::cast;
+    use zendesk_lake::arrow::datatypes::{DataType, Int64Type};
+    let (sim, server) = start(small()).await;
+    sim.apply_round(&round(1));
+    let dir = tempfile::tempdir().unwrap();
+    let settings = only(&server, dir.path(), &["ticket_metric_events"]);
+    sync_ok(&settings).await;
+    let batches = open_lake(dir.path())
+        .query(
+            "SELECT sla_policy_title AS policy, date_trunc('week', time) AS week, \
+             count(*) AS breaches FROM ticket_metric_events \
+             WHERE type = 'breach' AND NOT _deleted GROUP BY 1, 2 ORDER BY week, policy",
+        )
+        .await
+        .unwrap();
+    let mut total = 0;
+    for batch in &batches {
+        let counts = cast(batch.column(2), &DataType::Int64).unwrap();
+        use zendesk_lake::arrow::array::AsArray;
+        total += counts
+            .as_primitive::<Int64Type>()
+            .values()
+            .iter()
+            .sum::<i64>();
+        assert!(
+            batch.column(0).null_count() == 0,
+            "every breach names its policy"
+        );
+    }
+    let deleted = sim.deleted_keys("ticket_metric_events");
+    let expected = sim
+        .records("ticket_metric_events")
+        .iter()
+        .filter(|e| e["type"] == "breach" && !deleted.contains(&e["id"].to_string()))
+        .count() as i64;
+    assert!(expected > 0);
+    assert_eq!(total, expected);
+}

@@ -518,3 +518,36 @@ fn tag_listing_sample_decodes_by_name() {
     let strings = [Value::from("exchange"), Value::from("important")];
     assert!(decode::decode_values(spec, &strings, Utc::now()).is_err());
 }
+
+/// Ticket metric events: the reference's example page, and the documented shapes of
+/// `apply_sla`, `breach` (deleted) and `update_status` events: every column equals the sample,
+/// the SLA is flattened beside its JSON text, and a deleted breach is `_deleted`.
+#[test]
+fn ticket_metric_event_samples_decode() {
+    let spec = objects::find("ticket_metric_events").unwrap();
+    for file in [
+        "incremental_ticket_metric_events.json",
+        "incremental_ticket_metric_events_sla.json",
+    ] {
+        let records = body(file)["ticket_metric_events"]
+            .as_array()
+            .unwrap()
+            .clone();
+        decodes_exactly("ticket_metric_events", &records);
+        let decoded = decode::decode_values(spec, &records, Utc::now()).unwrap();
+        let rows = rows_by_id(&[decoded.batch]);
+        for record in &records {
+            let row = &rows[&record["id"].to_string()];
+            for field in record.as_object().unwrap().keys() {
+                assert!(spec.column(field).is_some(), "field {field} has no column");
+            }
+            assert_eq!(row["_deleted"], record["deleted"] == true, "{record}");
+            if let Some(sla) = record.get("sla") {
+                assert_eq!(row["sla_target"], sla["target"]);
+                assert_eq!(row["sla_business_hours"], sla["business_hours"]);
+                assert_eq!(row["sla_policy_id"], sla["policy"]["id"]);
+                assert_eq!(row["sla_policy_title"], sla["policy"]["title"]);
+            }
+        }
+    }
+}
