@@ -66,6 +66,7 @@ mod events;
 mod http;
 mod jobs;
 mod metric_events;
+mod ratings;
 mod tags;
 mod webhooks;
 
@@ -612,6 +613,7 @@ impl Simulator {
         }
         match object {
             "tags" => tags::records(&state).0,
+            "satisfaction_ratings" => state.ratings.values(),
             "ticket_metric_events" => metric_events::records(&state.activity).0,
             "side_conversations" => state.activity.side_conversation_values(),
             "ticket_metrics" => state.activity.metric_values(),

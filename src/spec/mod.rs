@@ -100,6 +100,10 @@ const SCHEMA_FILES: &[(&str, &str)] = &[
     ),
     ("tags", include_str!("../../schemas/tags.json")),
     (
+        "satisfaction_ratings",
+        include_str!("../../schemas/satisfaction_ratings.json"),
+    ),
+    (
         "side_conversations",
         include_str!("../../schemas/side_conversations.json"),
     ),
@@ -171,6 +175,10 @@ pub struct Stream {
     /// Children streams: the lake table whose changed rows are the parents.
     #[serde(default)]
     pub parents: Option<Parents>,
+    /// Lists filtered by time: the parameter that asks for records from a time on, and the
+    /// window read again on each run (`since`).
+    #[serde(default)]
+    pub since: Option<Since>,
     /// The webhook event types that mean the stream has news, as prefixes of Zendesk's types
     /// (`zen:event-type:ticket.`): `listen` runs the stream soon after one is delivered.
     #[serde(default)]
@@ -195,6 +203,19 @@ impl Stream {
             .iter()
             .any(|p| event_type.starts_with(p.as_str()))
     }
+}
+
+/// A list read from a time on rather than whole (`/api/v2/satisfaction_ratings.json?start_time=`):
+/// `param` is sent with the newest `field` (a timestamp) the stream has seen, less
+/// `overlap_days`, since Zendesk filters on the records' creation and a record changes after it
+/// (a rating answered days after it was offered). The first run sends the pipeline's
+/// `start_time`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Since {
+    pub param: String,
+    pub field: String,
+    pub overlap_days: i64,
 }
 
 /// Where a children stream finds its parents: the rows of a lake table, in the order of a
@@ -616,7 +637,13 @@ pub fn markdown_table() -> String {
         let read_as = match (&table.rows, stream.kind) {
             (Rows::Records, StreamKind::CursorExport) => "cursor export".to_owned(),
             (Rows::Records, StreamKind::TimeExport) => "time export".to_owned(),
-            (Rows::Records, StreamKind::List) => "list, read whole".to_owned(),
+            (Rows::Records, StreamKind::List) => match &stream.since {
+                Some(since) => format!(
+                    "list from `{}` (newest `{}` seen − {} days)",
+                    since.param, since.field, since.overlap_days
+                ),
+                None => "list, read whole".to_owned(),
+            },
             (Rows::Records, StreamKind::Children) => format!(
                 "per changed `{}` row",
                 stream.parents.as_ref().map_or("?", |p| p.table.as_str())
@@ -665,9 +692,13 @@ pub fn markdown_table() -> String {
         };
         let requests = if siblings.first() == Some(&table.name.as_str()) {
             match stream.kind {
-                StreamKind::List => match stream.paging {
-                    Paging::Cursor => format!("1 per 100 `{}`", stream.records_key),
-                    Paging::Unpaginated => "1 (unpaginated)".to_owned(),
+                StreamKind::List => match (stream.paging, &stream.since) {
+                    (Paging::Cursor, Some(since)) => format!(
+                        "1 per 100 `{}` created since the last run or in the {} days before",
+                        stream.records_key, since.overlap_days
+                    ),
+                    (Paging::Cursor, None) => format!("1 per 100 `{}`", stream.records_key),
+                    (Paging::Unpaginated, _) => "1 (unpaginated)".to_owned(),
                 },
                 StreamKind::Children => "1 per changed ticket (opt-in)".to_owned(),
                 _ => format!("1 per 1000 changed `{}`{listing}", stream.records_key),

@@ -286,3 +286,148 @@ async fn sla_breaches_per_policy_per_week_as_the_readme_queries_them() {
     assert!(expected > 0);
     assert_eq!(total, expected);
 }
+
+/// Satisfaction ratings equal the account after every round, alone and with the tickets: an
+/// offered rating answered in a later round (its `created_at` before the run's position) is
+/// read again through the overlap window; an idle run commits nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn satisfaction_ratings_equal_the_account_after_each_round() {
+    let (sim, server) = start(small()).await;
+    let alone = tempfile::tempdir().unwrap();
+    let together = tempfile::tempdir().unwrap();
+    let tables = ["satisfaction_ratings"];
+    let with = ["tickets", "satisfaction_ratings", "tags"];
+    let settings = only(&server, alone.path(), &tables);
+    let all = only(&server, together.path(), &with);
+    let offered = || -> Vec<String> {
+        sim.records("satisfaction_ratings")
+            .iter()
+            .filter(|r| r["score"] == "offered")
+            .map(|r| r["id"].to_string())
+            .collect()
+    };
+    let mut offered_before = Vec::new();
+    for n in 0..=4 {
+        if n > 0 {
+            sim.apply_round(&round(n));
+        }
+        sync_ok(&settings).await;
+        sync_ok(&all).await;
+        assert_lake_matches_tables(&sim, alone.path(), &tables).await;
+        assert_lake_matches_tables(&sim, together.path(), &with).await;
+        if n == 1 {
+            // Offered before the lake's position: only the overlap reads them again.
+            offered_before = offered();
+        }
+    }
+    let answered_later = sim
+        .records("satisfaction_ratings")
+        .iter()
+        .filter(|r| r["score"] != "offered" && offered_before.contains(&r["id"].to_string()))
+        .count();
+    assert!(answered_later > 0, "a rating offered before was answered");
+    let before = version(alone.path(), "satisfaction_ratings").await;
+    let report = sync_ok(&settings).await;
+    assert_eq!(report.tables[0].commits, 0, "an idle run");
+    assert_eq!(version(alone.path(), "satisfaction_ratings").await, before);
+}
+
+/// A run asks from the newest creation time seen less 30 days: the first run reads every
+/// rating (ceil(n / 100) requests), the next only the window's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn satisfaction_ratings_are_read_from_the_position_less_the_overlap() {
+    let (sim, server) = start(SimConfig {
+        tickets: 800,
+        ..small()
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut settings = only(&server, dir.path(), &["satisfaction_ratings"]);
+    settings.page_size = 1000;
+    let path = &spec::find("satisfaction_ratings").unwrap().source().path;
+    let asked = |from: usize| -> Vec<String> {
+        sim.request_log()[from..]
+            .iter()
+            .filter(|r| r.starts_with(path.as_str()))
+            .cloned()
+            .collect()
+    };
+    let from = sim.request_log().len();
+    sync_ok(&settings).await;
+    let ratings = sim.records("satisfaction_ratings");
+    assert!(ratings.len() > 100, "{}", ratings.len());
+    let first = asked(from);
+    assert_eq!(first.len(), ratings.len().div_ceil(100), "{first:?}");
+    assert!(first[0].contains("start_time=0"), "{first:?}");
+
+    let newest = ratings
+        .iter()
+        .map(|r| {
+            chrono::DateTime::parse_from_rfc3339(r["created_at"].as_str().unwrap())
+                .unwrap()
+                .timestamp()
+        })
+        .max()
+        .unwrap();
+    let window = newest - 30 * 86_400;
+    let from = sim.request_log().len();
+    sync_ok(&settings).await;
+    let second = asked(from);
+    assert!(
+        second[0].contains(&format!("start_time={window}")),
+        "{second:?}"
+    );
+    let in_window = ratings
+        .iter()
+        .filter(|r| {
+            chrono::DateTime::parse_from_rfc3339(r["created_at"].as_str().unwrap())
+                .unwrap()
+                .timestamp()
+                >= window
+        })
+        .count();
+    assert_eq!(second.len(), in_window.div_ceil(100).max(1), "{second:?}");
+}
+
+/// README's CSAT-by-group query: good and bad answers per group, as the account has them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn csat_by_group_as_the_readme_queries_it() {
+    use zendesk_lake::arrow::array::AsArray;
+    use zendesk_lake::arrow::compute::cast;
+    use zendesk_lake::arrow::datatypes::{DataType, Int64Type};
+    let (sim, server) = start(small()).await;
+    sim.apply_round(&round(1));
+    let dir = tempfile::tempdir().unwrap();
+    let settings = only(&server, dir.path(), &["satisfaction_ratings", "groups"]);
+    sync_ok(&settings).await;
+    let batches = open_lake(dir.path())
+        .query(
+            "SELECT g.name AS grp, \
+             count(*) FILTER (WHERE r.score = 'good') AS good, \
+             count(*) FILTER (WHERE r.score = 'bad') AS bad, \
+             round(100.0 * count(*) FILTER (WHERE r.score = 'good') \
+             / nullif(count(*) FILTER (WHERE r.score IN ('good', 'bad')), 0), 1) AS csat \
+             FROM satisfaction_ratings r JOIN groups g ON g.id = r.group_id \
+             GROUP BY g.name ORDER BY csat DESC",
+        )
+        .await
+        .unwrap();
+    let (mut good, mut bad, mut groups) = (0, 0, 0);
+    for batch in &batches {
+        let sum = |i: usize| {
+            let column = cast(batch.column(i), &DataType::Int64).unwrap();
+            column
+                .as_primitive::<Int64Type>()
+                .values()
+                .iter()
+                .sum::<i64>()
+        };
+        good += sum(1);
+        bad += sum(2);
+        groups += batch.num_rows();
+    }
+    let ratings = sim.records("satisfaction_ratings");
+    let count = |score: &str| ratings.iter().filter(|r| r["score"] == score).count() as i64;
+    assert_eq!((good, bad), (count("good"), count("bad")));
+    assert!(groups > 1 && good > 0 && bad > 0, "{groups} {good} {bad}");
+}

@@ -551,3 +551,29 @@ fn ticket_metric_event_samples_decode() {
         }
     }
 }
+
+/// Satisfaction ratings, from a real recording (65 ratings, `comment` null on `offered`): every
+/// column equals the sample and every field is kept.
+#[test]
+fn satisfaction_rating_sample_decodes() {
+    let spec = objects::find("satisfaction_ratings").unwrap();
+    let records = body("list_satisfaction_ratings.json")["satisfaction_ratings"]
+        .as_array()
+        .unwrap()
+        .clone();
+    assert_eq!(records.len(), 65);
+    decodes_exactly("satisfaction_ratings", &records);
+    for record in &records {
+        for field in record.as_object().unwrap().keys() {
+            assert!(spec.column(field).is_some(), "field {field} has no column");
+        }
+    }
+    let decoded = decode::decode_values(spec, &records, Utc::now()).unwrap();
+    let rows = rows_by_id(&[decoded.batch]);
+    let offered = records.iter().filter(|r| r["score"] == "offered").count();
+    assert_eq!(
+        rows.values().filter(|r| r["score"] == "offered").count(),
+        offered
+    );
+    assert!(rows.values().all(|r| r["_deleted"] == false));
+}
