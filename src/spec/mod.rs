@@ -747,6 +747,37 @@ mod tests {
     }
 
     #[test]
+    fn only_cursor_paginated_lists_are_read_from_a_time_on() {
+        for stream in streams() {
+            if let Some(since) = &stream.since {
+                assert_eq!(stream.kind, StreamKind::List, "{}", stream.name);
+                assert_eq!(stream.paging, Paging::Cursor, "{}", stream.name);
+                assert!(since.overlap_days >= 0, "{}", stream.name);
+            }
+        }
+        let ratings = stream("satisfaction_ratings")
+            .unwrap()
+            .since
+            .as_ref()
+            .unwrap();
+        assert_eq!(
+            (ratings.param.as_str(), ratings.field.as_str()),
+            ("start_time", "created_at")
+        );
+    }
+
+    #[test]
+    fn a_listing_without_timestamps_is_ordered_by_its_sync_time_only_in_a_snapshot() {
+        let tags = find("tags").unwrap();
+        assert_eq!(tags.cursor_field, SYNCED_AT_COLUMN);
+        assert!(!tags.schema().field_with_name("name").unwrap().is_nullable());
+        let text = include_str!("../../schemas/tags.json").replace("\"snapshot\"", "\"upsert\"");
+        assert!(Table::from_json(&text)
+            .unwrap_err()
+            .contains("cursor field"));
+    }
+
+    #[test]
     fn only_lists_are_read_unpaginated() {
         for stream in streams() {
             assert!(
