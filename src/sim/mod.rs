@@ -891,6 +891,8 @@ impl Drop for SimServer {
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
+mod tests_account;
+#[cfg(test)]
 mod tests_admin;
 #[cfg(test)]
 mod tests_endpoints;
