@@ -212,9 +212,15 @@ async fn ticket_metric_events_equal_the_account_after_each_round() {
         );
     }
     let before = version(alone.path(), "ticket_metric_events").await;
+    let state = version(alone.path(), "_sync_state").await;
     let report = sync_ok(&settings).await;
     assert_eq!(report.tables[0].commits, 0, "an idle run");
     assert_eq!(version(alone.path(), "ticket_metric_events").await, before);
+    assert_eq!(
+        version(alone.path(), "_sync_state").await,
+        state,
+        "a breach sent again at its old time is not delivered twice"
+    );
 }
 
 /// A full run reads the export 1000 events a page under the incremental-export budget: about
@@ -327,7 +333,13 @@ async fn satisfaction_ratings_equal_the_account_after_each_round() {
         .count();
     assert!(answered_later > 0, "a rating offered before was answered");
     let before = version(alone.path(), "satisfaction_ratings").await;
+    let state = version(alone.path(), "_sync_state").await;
     let report = sync_ok(&settings).await;
+    assert_eq!(
+        version(alone.path(), "_sync_state").await,
+        state,
+        "no control row"
+    );
     assert_eq!(report.tables[0].commits, 0, "an idle run");
     assert_eq!(version(alone.path(), "satisfaction_ratings").await, before);
 }
