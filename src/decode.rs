@@ -606,6 +606,8 @@ pub fn decode(spec: &Table, records: &[Json], synced_at: DateTime<Utc>) -> Resul
             // A listing is the account's state when read: its row needs no cursor to be the
             // newest (docs/ARCHITECTURE.md, "Write modes, patches and deletions").
             Some(None) if spec.write == WriteMode::Snapshot => {}
+            // A listing without timestamps is ordered by `_synced_at` (spec::Table::cursor_field).
+            None if spec.cursor_field == SYNCED_AT_COLUMN => {}
             _ => {
                 return Err(field_error(
                     &spec.cursor_field,

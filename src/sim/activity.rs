@@ -1499,3 +1499,45 @@ fn attachment_json(rng: &mut StdRng, id: i64) -> Value {
         "thumbnails": thumbnails,
     })
 }
+
+/// What the metric events of a ticket event follow from (`metric_events.rs`).
+pub(crate) struct TicketChange {
+    pub(crate) ts: i64,
+    pub(crate) event_id: i64,
+    pub(crate) ticket_id: i64,
+    /// A new ticket (its `Create` event).
+    pub(crate) create: bool,
+    /// The event added a public comment.
+    pub(crate) public_comment: bool,
+    /// The status it set, if it set one.
+    pub(crate) status: Option<String>,
+    /// The priority it set, if it set one.
+    pub(crate) priority: Option<String>,
+}
+
+impl Activity {
+    /// Every ticket event as a [`TicketChange`], in export order (timestamp, id).
+    pub(crate) fn ticket_changes(&self) -> impl Iterator<Item = TicketChange> + '_ {
+        self.events.iter().map(|(&(ts, event_id), event)| {
+            let field = |name: &'static str| {
+                event.children.iter().find_map(|child| match child {
+                    Child::Field { field, value, .. } if *field == FieldName::Named(name) => {
+                        serde_json::from_str::<Value>(value)
+                            .ok()
+                            .and_then(|v| v.as_str().map(str::to_owned))
+                    }
+                    _ => None,
+                })
+            };
+            TicketChange {
+                ts,
+                event_id,
+                ticket_id: event.ticket_id,
+                create: event.create,
+                public_comment: event.comment == Some(true),
+                status: field("status"),
+                priority: field("priority"),
+            }
+        })
+    }
+}

@@ -283,6 +283,13 @@ impl Simulator {
             "/api/v2/incremental/ticket_events" => {
                 endpoints::ticket_events(&state, request, export)
             }
+            "/api/v2/incremental/ticket_metric_events" => {
+                super::metric_events::endpoint(&state, request, export)
+            }
+            "/api/v2/satisfaction_ratings" => {
+                super::ratings::endpoint(&state.ratings, request, export)
+            }
+            "/api/v2/tags" => super::tags::endpoint(&state, request, export),
             "/api/v2/help_center/incremental/articles" => {
                 endpoints::articles_export(&state, request, export)
             }

@@ -386,6 +386,10 @@ pub(crate) struct State {
     /// The times the last round's changes were dated in (for the records kept apart from the
     /// state: triggers).
     pub(crate) window: (i64, i64),
+    /// The tag listing's cap and the tags it served (`tags.rs`).
+    pub(crate) tags: super::tags::Tags,
+    /// Satisfaction ratings (`ratings.rs`).
+    pub(crate) ratings: super::ratings::Ratings,
 }
 
 impl State {
@@ -407,6 +411,8 @@ impl State {
             bias: None,
             jobs: super::jobs::Jobs::default(),
             window: (origin, origin),
+            tags: super::tags::Tags::new(config.tags_listed),
+            ratings: super::ratings::Ratings::default(),
         };
         let lo = origin - YEAR_SECS;
         let hi = origin - MIN_AGE_SECS - GENERATED_LAG_MAX;
@@ -448,6 +454,8 @@ impl State {
             },
             origin,
         );
+        state.ratings =
+            super::ratings::Ratings::new(config.seed, config.tickets, users, origin, hi);
         state
     }
 
@@ -522,6 +530,14 @@ impl State {
         self.content
             .apply_round(self.seed, self.round, round, (window_start, hi), &people);
         self.window = (window_start, hi);
+        self.ratings.round(
+            self.seed,
+            self.round,
+            round.creates,
+            round.updates,
+            (self.tickets.len(), users),
+            (window_start, hi),
+        );
         changes.extend(log.into_iter().filter_map(|entry| {
             let id = entry.after.get("id").and_then(Value::as_i64)?;
             Some(Change {

@@ -65,6 +65,9 @@ mod endpoints;
 mod events;
 mod http;
 mod jobs;
+mod metric_events;
+mod ratings;
+mod tags;
 mod webhooks;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -125,6 +128,9 @@ pub struct SimConfig {
     /// Whether webhooks may subscribe to ticket event types (`zen:event-type:ticket.*`); an
     /// account without the feature refuses them (400) and needs trigger-connected webhooks.
     pub webhook_ticket_events: bool,
+    /// How many tags `/api/v2/tags.json` lists at most (Zendesk: the 20,000 most used of the
+    /// last 60 days); a small cap makes tags leave the listing as others overtake them.
+    pub tags_listed: usize,
 }
 
 /// The account's virtual clock.
@@ -161,6 +167,7 @@ impl Default for SimConfig {
             clock: SimClock::Fixed,
             job_polls: 3,
             webhook_ticket_events: true,
+            tags_listed: 20_000,
         }
     }
 }
@@ -613,6 +620,9 @@ impl Simulator {
             return hooks.trigger_values();
         }
         match object {
+            "tags" => tags::records(&state).0,
+            "satisfaction_ratings" => state.ratings.values(),
+            "ticket_metric_events" => metric_events::records(&state.activity).0,
             "side_conversations" => state.activity.side_conversation_values(),
             "ticket_metrics" => state.activity.metric_values(),
             "ticket_events" => state.activity.event_values(),
@@ -653,6 +663,8 @@ impl Simulator {
             return self.hooks().gone_triggers();
         }
         match object {
+            "tags" => tags::records(&state).1,
+            "ticket_metric_events" => metric_events::records(&state.activity).1,
             "side_conversations" => state
                 .activity
                 .side_conversation_ids(state.tickets.deleted_ids())
@@ -886,6 +898,8 @@ impl Drop for SimServer {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_account;
 #[cfg(test)]
 mod tests_admin;
 #[cfg(test)]

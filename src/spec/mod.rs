@@ -43,6 +43,10 @@ const SCHEMA_FILES: &[(&str, &str)] = &[
         "ticket_field_history",
         include_str!("../../schemas/ticket_field_history.json"),
     ),
+    (
+        "ticket_metric_events",
+        include_str!("../../schemas/ticket_metric_events.json"),
+    ),
     ("groups", include_str!("../../schemas/groups.json")),
     ("brands", include_str!("../../schemas/brands.json")),
     ("sections", include_str!("../../schemas/sections.json")),
@@ -93,6 +97,11 @@ const SCHEMA_FILES: &[(&str, &str)] = &[
     (
         "custom_roles",
         include_str!("../../schemas/custom_roles.json"),
+    ),
+    ("tags", include_str!("../../schemas/tags.json")),
+    (
+        "satisfaction_ratings",
+        include_str!("../../schemas/satisfaction_ratings.json"),
     ),
     (
         "side_conversations",
@@ -166,6 +175,10 @@ pub struct Stream {
     /// Children streams: the lake table whose changed rows are the parents.
     #[serde(default)]
     pub parents: Option<Parents>,
+    /// Lists filtered by time: the parameter that asks for records from a time on, and the
+    /// window read again on each run (`since`).
+    #[serde(default)]
+    pub since: Option<Since>,
     /// The webhook event types that mean the stream has news, as prefixes of Zendesk's types
     /// (`zen:event-type:ticket.`): `listen` runs the stream soon after one is delivered.
     #[serde(default)]
@@ -190,6 +203,19 @@ impl Stream {
             .iter()
             .any(|p| event_type.starts_with(p.as_str()))
     }
+}
+
+/// A list read from a time on rather than whole (`/api/v2/satisfaction_ratings.json?start_time=`):
+/// `param` is sent with the newest `field` (a timestamp) the stream has seen, less
+/// `overlap_days`, since Zendesk filters on the records' creation and a record changes after it
+/// (a rating answered days after it was offered). The first run sends the pipeline's
+/// `start_time`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Since {
+    pub param: String,
+    pub field: String,
+    pub overlap_days: i64,
 }
 
 /// Where a children stream finds its parents: the rows of a lake table, in the order of a
@@ -463,6 +489,9 @@ pub struct Table {
     #[serde(default = "default_true")]
     pub by_default: bool,
     pub primary_key: String,
+    /// The timestamp column that tells which of two versions of a row is newer; a snapshot
+    /// table whose listing carries no timestamp (tags) names `_synced_at`: the row listed last
+    /// is the newest.
     pub cursor_field: String,
     /// Field whose value stands in for a missing cursor field (tickets from list and show
     /// endpoints carry no `generated_timestamp`; `updated_at` is its lower bound).
@@ -492,9 +521,12 @@ impl Table {
         }
         match find(&spec.cursor_field) {
             Some(c) if c.kind == ColumnType::Timestamp => {}
+            // A listing without timestamps (tags): the row listed last is the newest.
+            None if spec.cursor_field == SYNCED_AT_COLUMN && spec.write == WriteMode::Snapshot => {}
             _ => {
                 return Err(format!(
-                    "cursor field {} must be a timestamp column",
+                    "cursor field {} must be a timestamp column (or `{SYNCED_AT_COLUMN}` for a \
+                     snapshot table whose listing carries none)",
                     spec.cursor_field
                 ))
             }
@@ -605,7 +637,13 @@ pub fn markdown_table() -> String {
         let read_as = match (&table.rows, stream.kind) {
             (Rows::Records, StreamKind::CursorExport) => "cursor export".to_owned(),
             (Rows::Records, StreamKind::TimeExport) => "time export".to_owned(),
-            (Rows::Records, StreamKind::List) => "list, read whole".to_owned(),
+            (Rows::Records, StreamKind::List) => match &stream.since {
+                Some(since) => format!(
+                    "list from `{}` (newest `{}` seen − {} days)",
+                    since.param, since.field, since.overlap_days
+                ),
+                None => "list, read whole".to_owned(),
+            },
             (Rows::Records, StreamKind::Children) => format!(
                 "per changed `{}` row",
                 stream.parents.as_ref().map_or("?", |p| p.table.as_str())
@@ -654,9 +692,13 @@ pub fn markdown_table() -> String {
         };
         let requests = if siblings.first() == Some(&table.name.as_str()) {
             match stream.kind {
-                StreamKind::List => match stream.paging {
-                    Paging::Cursor => format!("1 per 100 `{}`", stream.records_key),
-                    Paging::Unpaginated => "1 (unpaginated)".to_owned(),
+                StreamKind::List => match (stream.paging, &stream.since) {
+                    (Paging::Cursor, Some(since)) => format!(
+                        "1 per 100 `{}` created since the last run or in the {} days before",
+                        stream.records_key, since.overlap_days
+                    ),
+                    (Paging::Cursor, None) => format!("1 per 100 `{}`", stream.records_key),
+                    (Paging::Unpaginated, _) => "1 (unpaginated)".to_owned(),
                 },
                 StreamKind::Children => "1 per changed ticket (opt-in)".to_owned(),
                 _ => format!("1 per 1000 changed `{}`{listing}", stream.records_key),
@@ -702,6 +744,37 @@ mod tests {
             names.dedup();
             assert_eq!(names.len(), spec.columns.len(), "{name}: duplicate column");
         }
+    }
+
+    #[test]
+    fn only_cursor_paginated_lists_are_read_from_a_time_on() {
+        for stream in streams() {
+            if let Some(since) = &stream.since {
+                assert_eq!(stream.kind, StreamKind::List, "{}", stream.name);
+                assert_eq!(stream.paging, Paging::Cursor, "{}", stream.name);
+                assert!(since.overlap_days >= 0, "{}", stream.name);
+            }
+        }
+        let ratings = stream("satisfaction_ratings")
+            .unwrap()
+            .since
+            .as_ref()
+            .unwrap();
+        assert_eq!(
+            (ratings.param.as_str(), ratings.field.as_str()),
+            ("start_time", "created_at")
+        );
+    }
+
+    #[test]
+    fn a_listing_without_timestamps_is_ordered_by_its_sync_time_only_in_a_snapshot() {
+        let tags = find("tags").unwrap();
+        assert_eq!(tags.cursor_field, SYNCED_AT_COLUMN);
+        assert!(!tags.schema().field_with_name("name").unwrap().is_nullable());
+        let text = include_str!("../../schemas/tags.json").replace("\"snapshot\"", "\"upsert\"");
+        assert!(Table::from_json(&text)
+            .unwrap_err()
+            .contains("cursor field"));
     }
 
     #[test]

@@ -919,6 +919,7 @@ impl StreamJob {
             return Ok(());
         }
         self.watch.committing(true);
+        let mut made = false;
         for (n, (i, table, batch, patches)) in batches.into_iter().enumerate() {
             if n > 0 {
                 failpoint::hit("between_data_commits");
@@ -961,6 +962,7 @@ impl StreamJob {
                 };
                 continue;
             }
+            made = true;
             let upserted = commit.inserted + commit.updated;
             // Only rows the commit changed: a patch of a row the table lacks, or of one already
             // deleted, deletes nothing.
@@ -984,6 +986,12 @@ impl StreamJob {
                 updated = commit.updated,
                 "committed"
             );
+        }
+        if !made && row.position == progress.row.position {
+            // Rows read again that changed nothing (a list's overlap window): no data commit
+            // and no progress, so no control row either.
+            self.watch.committing(false);
+            return Ok(());
         }
         row.committed_at = Utc::now().timestamp_micros();
         self.lake.record(&row).await?;

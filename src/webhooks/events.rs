@@ -150,7 +150,22 @@ mod tests {
         for (event, streams) in [
             (
                 "zen:event-type:ticket.status_changed",
-                vec!["tickets", "ticket_events", "side_conversations"],
+                vec![
+                    "tickets",
+                    "ticket_events",
+                    "ticket_metric_events",
+                    "side_conversations",
+                ],
+            ),
+            (
+                "zen:event-type:ticket.tags_changed",
+                vec![
+                    "tickets",
+                    "ticket_events",
+                    "ticket_metric_events",
+                    "tags",
+                    "side_conversations",
+                ],
             ),
             ("zen:event-type:organization.created", vec!["organizations"]),
             ("zen:event-type:article.published", vec!["articles"]),
@@ -175,7 +190,12 @@ mod tests {
             assert_eq!(delivery.id, None);
             assert_eq!(
                 names(&delivery.streams(&all())),
-                ["tickets", "ticket_events", "side_conversations"]
+                [
+                    "tickets",
+                    "ticket_events",
+                    "ticket_metric_events",
+                    "side_conversations"
+                ]
             );
         }
     }

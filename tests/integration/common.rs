@@ -236,6 +236,11 @@ fn timestamps_as_micros(batch: &RecordBatch) -> RecordBatch {
 /// legitimately differs between two copies of the same data). Timestamps are µs since the
 /// epoch; null values are absent.
 pub fn rows_by_id(batches: &[RecordBatch]) -> BTreeMap<String, Map<String, Value>> {
+    rows_by_key(batches, "id")
+}
+
+/// [`rows_by_id`] for a table keyed by `key` (`tags.name`).
+pub fn rows_by_key(batches: &[RecordBatch], key: &str) -> BTreeMap<String, Map<String, Value>> {
     let mut writer = ArrayWriter::new(Vec::new());
     for batch in batches {
         writer
@@ -254,10 +259,10 @@ pub fn rows_by_id(batches: &[RecordBatch]) -> BTreeMap<String, Map<String, Value
         .into_iter()
         .map(|mut row| {
             row.remove(spec::SYNCED_AT_COLUMN);
-            (key_text(&row["id"]), row)
+            (key_text(&row[key]), row)
         })
         .collect();
-    assert_eq!(by_id.len(), total, "more than one row for some id");
+    assert_eq!(by_id.len(), total, "more than one row for some {key}");
     by_id
 }
 
@@ -294,7 +299,8 @@ pub async fn lake_rows(lake: &Path, object: &str) -> BTreeMap<String, Map<String
         .query(&format!("SELECT * FROM {object}"))
         .await
         .expect("table queries");
-    rows_by_id(&batches)
+    let key = spec::find(object).map_or("id", |t| t.primary_key.as_str());
+    rows_by_key(&batches, key)
 }
 
 /// Every object table the lake has holds one row per id, whatever it holds (after a failed or
@@ -387,7 +393,7 @@ pub fn expected_rows(sim: &Simulator, table: &str) -> BTreeMap<String, Map<Strin
                 row.insert(column.name.clone(), value);
             }
         }
-        let key = key_text(&record["id"]);
+        let key = key_text(&record[spec.primary_key.as_str()]);
         row.insert(
             spec::DELETED_COLUMN.into(),
             Value::Bool(deleted.contains(&key)),

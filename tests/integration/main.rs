@@ -1,6 +1,7 @@
 //! Integration tests: the library and the binary against the simulated account, tempdir lakes and
 //! the real Zendesk samples in tests/data. One test binary, so the heavy dependencies link once.
 
+mod account;
 mod azure;
 mod bench;
 mod budget;

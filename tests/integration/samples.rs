@@ -7,7 +7,7 @@ use serde_json::Value;
 use zendesk_lake::decode;
 use zendesk_lake::spec as objects;
 
-use crate::common::rows_by_id;
+use crate::common::{key_text, rows_by_id, rows_by_key};
 
 fn body(file: &str) -> Value {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -25,10 +25,11 @@ fn decodes_exactly(object: &str, records: &[Value]) {
     let decoded = decode::decode_values(spec, records, Utc::now())
         .unwrap_or_else(|e| panic!("{object} sample does not decode: {e}"));
     assert_eq!(decoded.batch.num_rows(), records.len());
-    let rows = rows_by_id(&[decoded.batch]);
+    let key = spec.primary_key.as_str();
+    let rows = rows_by_key(&[decoded.batch], key);
     for record in records {
-        let id = record["id"].as_i64().unwrap();
-        let row = &rows[&id.to_string()];
+        let id = key_text(&record[key]);
+        let row = &rows[&id];
         for column in &spec.columns {
             let mut source = record;
             for part in column.path().split('.') {
@@ -491,4 +492,88 @@ fn configuration_values_people_filter_on_are_flattened() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("cursor"), "{err}");
+}
+
+/// The account's tag listing (a documented shape: the recorded `list_tags.json` of the shared
+/// samples is one ticket's tags, a list of strings): one row per tag keyed by its name, with
+/// its count; the listing carries no timestamp, so the table's cursor is `_synced_at`.
+#[test]
+fn tag_listing_sample_decodes_by_name() {
+    let tags = body("list_tags.json")["tags"].as_array().unwrap().clone();
+    decodes_exactly("tags", &tags);
+    let spec = objects::find("tags").unwrap();
+    assert_eq!(spec.primary_key, "name");
+    assert_eq!(spec.cursor_field, objects::SYNCED_AT_COLUMN);
+    let decoded = decode::decode_values(spec, &tags, Utc::now()).unwrap();
+    let rows = rows_by_key(&[decoded.batch], "name");
+    for tag in &tags {
+        let row = &rows[tag["name"].as_str().unwrap()];
+        assert_eq!(row["count"], tag["count"]);
+        assert_eq!(row["_deleted"], false);
+        for field in tag.as_object().unwrap().keys() {
+            assert!(spec.column(field).is_some(), "field {field} has no column");
+        }
+    }
+    // A ticket's tags (strings, not objects) are not taken for the account's listing.
+    let strings = [Value::from("exchange"), Value::from("important")];
+    assert!(decode::decode_values(spec, &strings, Utc::now()).is_err());
+}
+
+/// Ticket metric events: the reference's example page, and the documented shapes of
+/// `apply_sla`, `breach` (deleted) and `update_status` events: every column equals the sample,
+/// the SLA is flattened beside its JSON text, and a deleted breach is `_deleted`.
+#[test]
+fn ticket_metric_event_samples_decode() {
+    let spec = objects::find("ticket_metric_events").unwrap();
+    for file in [
+        "incremental_ticket_metric_events.json",
+        "incremental_ticket_metric_events_sla.json",
+    ] {
+        let records = body(file)["ticket_metric_events"]
+            .as_array()
+            .unwrap()
+            .clone();
+        decodes_exactly("ticket_metric_events", &records);
+        let decoded = decode::decode_values(spec, &records, Utc::now()).unwrap();
+        let rows = rows_by_id(&[decoded.batch]);
+        for record in &records {
+            let row = &rows[&record["id"].to_string()];
+            for field in record.as_object().unwrap().keys() {
+                assert!(spec.column(field).is_some(), "field {field} has no column");
+            }
+            assert_eq!(row["_deleted"], record["deleted"] == true, "{record}");
+            if let Some(sla) = record.get("sla") {
+                assert_eq!(row["sla_target"], sla["target"]);
+                assert_eq!(row["sla_business_hours"], sla["business_hours"]);
+                assert_eq!(row["sla_policy_id"], sla["policy"]["id"]);
+                assert_eq!(row["sla_policy_title"], sla["policy"]["title"]);
+            }
+        }
+    }
+}
+
+/// Satisfaction ratings, from a real recording (65 ratings, `comment` null on `offered`): every
+/// column equals the sample and every field is kept.
+#[test]
+fn satisfaction_rating_sample_decodes() {
+    let spec = objects::find("satisfaction_ratings").unwrap();
+    let records = body("list_satisfaction_ratings.json")["satisfaction_ratings"]
+        .as_array()
+        .unwrap()
+        .clone();
+    assert_eq!(records.len(), 65);
+    decodes_exactly("satisfaction_ratings", &records);
+    for record in &records {
+        for field in record.as_object().unwrap().keys() {
+            assert!(spec.column(field).is_some(), "field {field} has no column");
+        }
+    }
+    let decoded = decode::decode_values(spec, &records, Utc::now()).unwrap();
+    let rows = rows_by_id(&[decoded.batch]);
+    let offered = records.iter().filter(|r| r["score"] == "offered").count();
+    assert_eq!(
+        rows.values().filter(|r| r["score"] == "offered").count(),
+        offered
+    );
+    assert!(rows.values().all(|r| r["_deleted"] == false));
 }

@@ -229,7 +229,7 @@ pub fn open(
         StreamKind::TimeExport => Box::new(time_export::TimeExport::open(
             context, position, start_time,
         )?),
-        StreamKind::List => Box::new(list::List::open(context)),
+        StreamKind::List => Box::new(list::List::open(context, position, start_time)?),
         StreamKind::Children => Box::new(children::Children::open(context, position)?),
     })
 }

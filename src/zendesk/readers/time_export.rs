@@ -4,7 +4,10 @@
 //! boundary second: records already delivered in it are recognised by a fingerprint kept in the
 //! position and dropped. A page that ends in the second it started from is asked again with a
 //! larger page until it holds the whole second (then the export continues after that second); at
-//! Zendesk's 1000 records it cannot advance and fails loudly instead of looping.
+//! Zendesk's 1000 records it cannot advance and fails loudly instead of looping. A record whose
+//! own time is before the page's start was sent again (the metric event export sends a deleted
+//! breach again with its old time): it is fingerprinted as a boundary record, so its repetition
+//! on the next page is dropped too.
 
 use std::collections::HashSet;
 
@@ -138,14 +141,20 @@ impl Reader for TimeExport {
                     .as_ref()
                     .and_then(timestamp_micros)
                     .map(|us| us.div_euclid(1_000_000));
+                // A record older than the page's start was sent again with its old time (a
+                // deleted ticket metric event): its place in the export is unknown, so it may be
+                // in the boundary second and come again on the next page. It is fingerprinted
+                // as the boundary second's records are.
+                let resent = second.is_some_and(|s| s < start);
                 // The fingerprint is of the parsed record, as stored positions have it.
-                let print = (second == Some(start) || second == Some(end_time)).then(|| {
-                    fingerprint(&parse_record(&record).map_or(Value::Null, |(value, _)| value))
-                });
-                if second == Some(end_time) {
+                let print =
+                    (second == Some(start) || second == Some(end_time) || resent).then(|| {
+                        fingerprint(&parse_record(&record).map_or(Value::Null, |(value, _)| value))
+                    });
+                if second == Some(end_time) || resent {
                     boundary.extend(print.clone());
                 }
-                let seen = second == Some(start)
+                let seen = (second == Some(start) || resent)
                     && print.as_deref().is_some_and(|p| delivered.contains(p));
                 if !seen {
                     records.push(record);
