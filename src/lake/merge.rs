@@ -721,6 +721,17 @@ pub(crate) mod tests {
     use crate::lake::files::files;
     use crate::sim::{SimConfig, Simulator};
 
+    /// The tickets of a simulated account of `n` tickets, by id.
+    fn ticket_records(n: usize) -> Vec<Value> {
+        let sim = Simulator::new(SimConfig {
+            tickets: n,
+            ..SimConfig::default()
+        });
+        let mut records = sim.records("tickets");
+        records.sort_by_key(|r| r["id"].as_i64());
+        records
+    }
+
     #[test]
     fn key_ranges_cover_every_key_within_the_limit() {
         assert!(key_ranges(&[], 4).is_empty());
@@ -775,12 +786,7 @@ pub(crate) mod tests {
             .unwrap()
             .with_deletion_vectors(vectors);
         let spec = crate::spec::find("tickets").unwrap();
-        let sim = Simulator::new(SimConfig {
-            tickets: 60,
-            ..SimConfig::default()
-        });
-        let mut records = sim.records("tickets");
-        records.sort_by_key(|r| r["id"].as_i64());
+        let records = ticket_records(60);
         let now = chrono::Utc::now();
         let decode = |records: &[Value]| {
             crate::decode::decode_values(spec, records, now)
@@ -906,12 +912,7 @@ pub(crate) mod tests {
             .unwrap()
             .with_deletion_vectors(true);
         let spec = crate::spec::find("tickets").unwrap();
-        let sim = Simulator::new(SimConfig {
-            tickets: 20,
-            ..SimConfig::default()
-        });
-        let mut records = sim.records("tickets");
-        records.sort_by_key(|r| r["id"].as_i64());
+        let records = ticket_records(20);
         let now = chrono::Utc::now();
         let decode = |records: &[Value]| {
             crate::decode::decode_values(spec, records, now)
@@ -1064,12 +1065,7 @@ pub(crate) mod tests {
             .unwrap()
             .with_deletion_vectors(vectors);
         let spec = crate::spec::find("tickets").unwrap();
-        let sim = Simulator::new(SimConfig {
-            tickets: 20,
-            ..SimConfig::default()
-        });
-        let mut records = sim.records("tickets");
-        records.sort_by_key(|r| r["id"].as_i64());
+        let mut records = ticket_records(20);
         // Ticket 0 deleted from the start, the rest live.
         records[0]["status"] = Value::from("deleted");
         for record in &mut records[1..] {
@@ -1164,12 +1160,7 @@ pub(crate) mod tests {
         let dir = tempfile::tempdir().unwrap();
         let lake = Lake::try_new(dir.path().to_str().unwrap(), HashMap::new()).unwrap();
         let spec = crate::spec::find("tickets").unwrap();
-        let sim = Simulator::new(SimConfig {
-            tickets: 10,
-            ..SimConfig::default()
-        });
-        let mut records = sim.records("tickets");
-        records.sort_by_key(|r| r["id"].as_i64());
+        let records = ticket_records(10);
         let now = chrono::Utc::now();
         let batch = crate::decode::decode_values(spec, &records[..5], now)
             .unwrap()
